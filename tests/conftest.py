@@ -4,13 +4,6 @@ import os
 
 import pytest
 
-# Tests of Triton and Numba kernels on the CPU go through their interpreter / simulator. These must be
-# set before triton or numba is first imported, so they are set here, once, for the whole session.
-# A GPU session (DRIFTSCOPE_TEST_GPU=1) leaves them off so the same kernels run on the device.
-if os.environ.get("DRIFTSCOPE_TEST_GPU") != "1":
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
-
 
 @functools.lru_cache(maxsize=None)
 def gpu_available() -> bool:
@@ -19,6 +12,14 @@ def gpu_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+# Without a GPU, tests of Triton and Numba kernels go through Triton's interpreter and Numba's CUDA
+# simulator. Both read these variables when first imported, so they are set here, before any test
+# module imports them. With a GPU the same tests run the kernels on the device.
+if not gpu_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 
 def pytest_collection_modifyitems(config, items):
