@@ -1,0 +1,376 @@
+"""Compare driftscope reports from several machines, experiment by experiment, bit by bit.
+
+    python -m probes.compare A.json B.json [C.json ...] [--only SUBSTRING] [--fail-on-diff]
+                             [--json PATH]
+
+The first report is the baseline. Experiments are lined up by key. For each experiment and each
+other report the status is one of
+
+    equal    both outputs have identical bits (or neither experiment recorded an output)
+    differ   outputs differ: count of differing elements, max distance in ulps of the output
+             dtype, max relative difference |other - base| / |base|; or dtype/shape differ
+    missing  the key is in only one of the two reports
+    skipped  the experiment was skipped in one of them (e.g. a backend not installed there)
+    error    the experiment failed in one of them
+
+Experiments with the same key must have the same `inputs` (they are supposed to be the same
+computation on the same data); otherwise the comparison is meaningless and a ReportError names
+the key and the first field that differs. `params` may differ (e.g. a grid chosen per GPU); the
+fields that do are listed in the row.
+
+ULP distance: the bits of a float are sign-magnitude; mapping them onto a monotone integer line
+(negative values mirrored, +0 and -0 both at 0) makes the distance between two values the number
+of representable values between them. Both NaN: 0 (still counted as differing if the payloads
+differ); exactly one NaN: infinite. For integer dtypes the distance is |a - b|.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from probes.cli import guarded_main
+from probes.errors import ReportError, UsageError
+from probes.report import decode_output, jsonable, load_report, validate_report, write_json
+
+__all__ = ["compare_reports", "compare_outputs", "ulp_distance", "summarize", "format_cell",
+           "format_table", "main", "COMPARE_SCHEMA"]
+
+COMPARE_SCHEMA = "driftscope-compare"
+STATUS_ORDER = ("differ", "missing", "error", "skipped", "equal")
+
+
+# --------------------------------------------------------------------------------------------
+# element-wise distances
+
+
+def _ordinal(u: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(magnitude, negative) of sign-magnitude bit patterns `u` (uint64)."""
+    sign = np.uint64(1 << (nbits - 1))
+    mag = u & np.uint64((1 << (nbits - 1)) - 1)
+    neg = (u & sign) != 0
+    return mag, neg
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise distance in units in the last place of the (shared) dtype, as float64
+    (exact below 2**53; inf where exactly one side is NaN). Integers: |a - b|."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        raise ValueError("ulp_distance needs arrays of one dtype and shape")
+    a = np.ascontiguousarray(a).reshape(-1)
+    b = np.ascontiguousarray(b).reshape(-1)
+    if a.dtype == np.bool_ or a.dtype.kind in "iu":
+        return np.array([abs(int(x) - int(y)) for x, y in zip(a.tolist(), b.tolist())],
+                        dtype=np.float64)
+    nbits = 8 * a.dtype.itemsize
+    udt = np.dtype(f"u{a.dtype.itemsize}")
+    ua = a.view(udt).astype(np.uint64)
+    ub = b.view(udt).astype(np.uint64)
+    ma, na = _ordinal(ua, nbits)
+    mb, nb = _ordinal(ub, nbits)
+    same = na == nb
+    with np.errstate(over="ignore"):
+        d_same = np.where(ma >= mb, ma - mb, mb - ma)
+        d_diff = ma + mb  # each < 2**63: no overflow
+    dist = np.where(same, d_same, d_diff).astype(np.float64)
+    nan_a = np.isnan(a.astype(np.float64))
+    nan_b = np.isnan(b.astype(np.float64))
+    dist[nan_a & nan_b] = 0.0
+    dist[nan_a ^ nan_b] = math.inf
+    return dist
+
+
+def compare_outputs(base: np.ndarray, other: np.ndarray) -> dict:
+    """bitwise_equal, n_elems, n_diff, max_ulp, max_abs, max_rel (and a reason when the dtype or
+    shape differ, in which case the numbers are None)."""
+    res: dict[str, Any] = {"bitwise_equal": False, "n_elems": int(base.size), "n_diff": None,
+                           "max_ulp": None, "max_abs": None, "max_rel": None, "reason": ""}
+    if base.dtype != other.dtype:
+        res["reason"] = f"dtype {base.dtype.name} vs {other.dtype.name}"
+        return res
+    if base.shape != other.shape:
+        res["reason"] = f"shape {list(base.shape)} vs {list(other.shape)}"
+        return res
+    udt = np.dtype(f"u{base.dtype.itemsize}")
+    ua = np.ascontiguousarray(base).reshape(-1).view(udt)
+    ub = np.ascontiguousarray(other).reshape(-1).view(udt)
+    diff = ua != ub
+    n_diff = int(diff.sum())
+    res["n_diff"] = n_diff
+    res["bitwise_equal"] = n_diff == 0
+    if n_diff == 0:
+        res.update(max_ulp=0, max_abs=0.0, max_rel=0.0)
+        return res
+    a = np.ascontiguousarray(base).reshape(-1)[diff]
+    b = np.ascontiguousarray(other).reshape(-1)[diff]
+    ulps = ulp_distance(a, b)
+    mu = float(ulps.max())
+    res["max_ulp"] = int(mu) if math.isfinite(mu) else math.inf
+    with np.errstate(all="ignore"):
+        a64 = a.astype(np.float64)
+        b64 = b.astype(np.float64)
+        both_nan = np.isnan(a64) & np.isnan(b64)
+        absd = np.abs(b64 - a64)
+        rel = np.where(absd == 0, 0.0, absd / np.abs(a64))  # -0 vs +0: 0, not 0/0
+        absd = np.where(np.isfinite(absd), absd, math.inf)
+        rel = np.where(np.isfinite(rel), rel, math.inf)
+        absd[both_nan] = 0.0
+        rel[both_nan] = 0.0
+    res["max_abs"] = float(absd.max())
+    res["max_rel"] = float(rel.max())
+    if both_nan.any():
+        res["reason"] = f"{int(both_nan.sum())} NaN payload(s) differ"
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# reports
+
+
+def _fmt_value(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (dict, list)) else repr(v)
+
+
+_MISSING = object()
+
+
+def _first_difference(a: Any, b: Any, path: str):
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in list(a) + [k for k in b if k not in a]:
+            va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+            found = _first_difference(va, vb, f"{path}.{k}")
+            if found:
+                return found
+        return None
+    if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                                       and not isinstance(a, bool) and not isinstance(b, bool)):
+        return path, a, b
+    return None if a == b else (path, a, b)
+
+
+def _describe(v: Any, name: str) -> str:
+    return f"missing in {name}" if v is _MISSING else f"{_fmt_value(v)} in {name}"
+
+
+def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = None,
+                    only: str | None = None) -> list[dict]:
+    """One row per experiment key (baseline order, then keys only in later reports):
+
+        {"key", "baseline": {"status", "message", "dtype", "shape"} | None,
+         "comparisons": [{"report": i, "name", "status", "reason", "bitwise_equal", "n_elems",
+                          "n_diff", "max_ulp", "max_abs", "max_rel", "params_differ"}
+                         for each report i >= 1]}
+
+    Raises ReportError when the same key has different inputs in two reports.
+    """
+    if len(reports) < 2:
+        raise UsageError("compare needs at least 2 reports")
+    names = list(names) if names is not None else [f"report {i}" for i in range(len(reports))]
+    if len(names) != len(reports):
+        raise ValueError("one name per report")
+    tables: list[dict[str, Mapping]] = []
+    order: list[str] = []
+    seen: set[str] = set()
+    for rep, name in zip(reports, names):
+        validate_report(rep, name)
+        by_key = {}
+        for exp in rep["experiments"]:
+            k = exp["key"]
+            if only and only not in k:
+                continue
+            by_key[k] = exp
+            if k not in seen:
+                seen.add(k)
+                order.append(k)
+        tables.append(by_key)
+
+    rows = []
+    decoded: dict[tuple[int, str], np.ndarray] = {}
+
+    def output(i: int, key: str) -> np.ndarray:
+        if (i, key) not in decoded:
+            decoded[(i, key)] = decode_output(tables[i][key]["output"])
+        return decoded[(i, key)]
+
+    base_name = names[0]
+    for key in order:
+        base = tables[0].get(key)
+        row: dict[str, Any] = {"key": key, "baseline": None, "comparisons": []}
+        if base is not None:
+            out = base["output"]
+            row["baseline"] = {"status": base["status"], "message": base["message"],
+                               "dtype": out["dtype"] if out else None,
+                               "shape": out["shape"] if out else None}
+        for i in range(1, len(reports)):
+            other = tables[i].get(key)
+            c: dict[str, Any] = {"report": i, "name": names[i], "status": "", "reason": "",
+                                 "bitwise_equal": None, "n_elems": None, "n_diff": None,
+                                 "max_ulp": None, "max_abs": None, "max_rel": None,
+                                 "params_differ": []}
+            row["comparisons"].append(c)
+            if base is None or other is None:
+                c["status"] = "missing"
+                c["reason"] = (f"not in {names[i]}" if other is None
+                               else f"not in {base_name} (baseline)")
+                continue
+            found = _first_difference(base["inputs"], other["inputs"], "inputs")
+            if found:
+                path, va, vb = found
+                raise ReportError(f"cannot compare {key!r}: {path} is {_describe(va, base_name)} "
+                                  f"and {_describe(vb, names[i])}")
+            c["params_differ"] = sorted(
+                k for k in set(base["params"]) | set(other["params"])
+                if base["params"].get(k, _MISSING) != other["params"].get(k, _MISSING))
+            statuses = {base["status"], other["status"]}
+            if "error" in statuses:
+                c["status"] = "error"
+                c["reason"] = _status_reason("error", base, other, base_name, names[i])
+                continue
+            if "skipped" in statuses:
+                c["status"] = "skipped"
+                c["reason"] = _status_reason("skipped", base, other, base_name, names[i])
+                continue
+            bo, oo = base["output"], other["output"]
+            if bo is None and oo is None:
+                c["status"] = "equal"
+                c["reason"] = "no outputs recorded"
+                continue
+            if bo is None or oo is None:
+                c["status"] = "differ"
+                c["reason"] = f"output recorded only in {base_name if oo is None else names[i]}"
+                continue
+            res = compare_outputs(output(0, key), output(i, key))
+            c.update(res)
+            c["status"] = "equal" if res["bitwise_equal"] else "differ"
+        rows.append(row)
+    return rows
+
+
+def _status_reason(status: str, base: Mapping, other: Mapping, bname: str, oname: str) -> str:
+    parts = []
+    for exp, name in ((base, bname), (other, oname)):
+        if exp["status"] == status:
+            parts.append(f"{status} in {name}" + (f": {exp['message']}" if exp["message"] else ""))
+    return "; ".join(parts)
+
+
+def row_status(row: Mapping) -> str:
+    """The worst status over a row's comparisons (differ > missing > error > skipped > equal)."""
+    statuses = {c["status"] for c in row["comparisons"]}
+    for s in STATUS_ORDER:
+        if s in statuses:
+            return s
+    return "equal"
+
+
+def summarize(rows: Sequence[Mapping]) -> dict:
+    counts = {s: 0 for s in STATUS_ORDER}
+    for row in rows:
+        counts[row_status(row)] += 1
+    return {"experiments": len(rows), **counts}
+
+
+def summary_line(summary: Mapping) -> str:
+    line = (f"{summary['experiments']} experiments, {summary['equal']} bitwise equal, "
+            f"{summary['differ']} differ, {summary['missing']} missing")
+    if summary["skipped"]:
+        line += f", {summary['skipped']} skipped"
+    if summary["error"]:
+        line += f", {summary['error']} with errors"
+    return line
+
+
+# --------------------------------------------------------------------------------------------
+# text output
+
+
+def _g(x: Any) -> str:
+    if x is None:
+        return "?"
+    if isinstance(x, float):
+        if math.isinf(x):
+            return "inf"
+        return f"{x:.3g}"
+    return str(x)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_cell(c: Mapping) -> str:
+    s = c["status"]
+    if s == "equal":
+        return "equal"
+    if s == "differ":
+        if c.get("n_diff") is None:
+            return f"differs: {c['reason']}"
+        text = (f"differs: {c['n_diff']}/{c['n_elems']} elems, max {_g(c['max_ulp'])} ulp, "
+                f"rel {_g(c['max_rel'])}")
+        return text + (f" ({c['reason']})" if c.get("reason") else "")
+    return _short(c.get("reason") or s)
+
+
+def format_table(rows: Sequence[Mapping], n_reports: int) -> str:
+    header = ["experiment"] + [f"[{i}] vs [0]" for i in range(1, n_reports)]
+    body = [[r["key"]] + [format_cell(c) for c in r["comparisons"]] for r in rows]
+    widths = [max(len(x[j]) for x in [header] + body) for j in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in body]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m probes.compare",
+        description="Compare driftscope reports bit for bit. The first report is the baseline; "
+                    "experiments are matched by key.")
+    parser.add_argument("reports", nargs="+", metavar="REPORT.json",
+                        help="reports written by the probes' --json (at least 2)")
+    parser.add_argument("--only", metavar="SUBSTRING", default=None,
+                        help="compare only experiments whose key contains SUBSTRING")
+    parser.add_argument("--fail-on-diff", action="store_true",
+                        help="exit with status 1 when any experiment differs, is missing from a "
+                             "report or failed in one (skipped ones do not count)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write the comparison (every row and the summary) as JSON")
+    args = parser.parse_args(argv)
+    if len(args.reports) < 2:
+        raise UsageError(f"compare needs at least 2 reports, got {len(args.reports)}")
+    from probes.device import fingerprint_summary
+
+    reports = [load_report(p) for p in args.reports]
+    rows = compare_reports(reports, names=args.reports, only=args.only)
+    for i, (path, rep) in enumerate(zip(args.reports, reports)):
+        role = " (baseline)" if i == 0 else ""
+        print(f"[{i}] {path}{role}: {rep['probe']}, {fingerprint_summary(rep['fingerprint'])}")
+    probes = sorted({rep["probe"] for rep in reports})
+    if len(probes) > 1:
+        print(f"note: the reports come from different probes ({', '.join(probes)})")
+    print()
+    if rows:
+        print(format_table(rows, len(reports)))
+        print()
+    elif args.only:
+        print(f"no experiment key contains {args.only!r}")
+    summary = summarize(rows)
+    print(summary_line(summary))
+    if args.json:
+        write_json(jsonable({
+            "schema": COMPARE_SCHEMA, "schema_version": 1,
+            "reports": [{"path": p, "probe": r["probe"],
+                         "fingerprint_summary": fingerprint_summary(r["fingerprint"])}
+                        for p, r in zip(args.reports, reports)],
+            "only": args.only, "rows": rows, "summary": summary}), args.json)
+    failed = summary["differ"] + summary["missing"] + summary["error"]
+    return 1 if args.fail_on_diff and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(guarded_main(main))

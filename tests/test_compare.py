@@ -1,0 +1,204 @@
+"""probes.compare: lining up experiments, ulp distances, the CLI's table and exit codes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from probes.cli import guarded_main
+from probes.compare import compare_outputs, compare_reports, main, summarize, ulp_distance
+from probes.errors import ReportError, UsageError
+from probes.report import add_experiment, new_report, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make(values=None, seed=0, extra=None, drop=None):
+    values = np.linspace(-1, 1, 33, dtype=np.float32) if values is None else values
+    rep = new_report("reduction", command=["x"], fingerprint={"device": "cpu", "cpu": {
+        "model": "Test CPU", "count": 2}, "versions": {"torch": "not installed"}}, config={})
+    exps = {
+        "reduction/numpy/pairwise/float32->float32/n=33": dict(
+            inputs={"generator": "numpy.default_rng", "seed": seed, "n": 33, "dtype": "float32"},
+            params={"backend": "numpy"}, output=values),
+        "reduction/numpy/pairwise/bfloat16->bfloat16/n=4": dict(
+            inputs={"generator": "numpy.default_rng", "seed": seed, "n": 4, "dtype": "bfloat16"},
+            params={"backend": "numpy"}, output=np.array([1, 2, 3, -0.0], ml_dtypes.bfloat16)),
+        "reduction/cupy/fixed/float32->float32/n=33": dict(
+            inputs={"seed": seed}, params={"backend": "cupy"}, status="skipped",
+            message="cupy not installed"),
+    }
+    exps.update(extra or {})
+    for key, kw in exps.items():
+        if key != drop:
+            add_experiment(rep, key=key, **kw)
+    return rep
+
+
+def _one_ulp_up(values, index=5):
+    v = values.copy()
+    v[index] = np.nextafter(v[index], np.float32(np.inf))
+    return v
+
+
+BASE = np.linspace(-1, 1, 33, dtype=np.float32)
+F32_KEY = "reduction/numpy/pairwise/float32->float32/n=33"
+
+
+def _write(tmp_path, name, rep):
+    return str(write_report(rep, tmp_path / name))
+
+
+# ---------------------------------------------------------------------------------------------
+# distances
+
+
+def test_ulp_distance_signed_zero_and_crossing_zero():
+    tiny = np.float32(1e-45)  # smallest subnormal
+    a = np.array([0.0, -0.0, tiny, -tiny, 1.0, np.inf], np.float32)
+    b = np.array([-0.0, 0.0, -tiny, tiny, np.nextafter(np.float32(1), np.float32(0)),
+                  np.finfo(np.float32).max], np.float32)
+    assert ulp_distance(a, b).tolist() == [0, 0, 2, 2, 1, 1]
+
+
+def test_ulp_distance_matches_rank_in_sorted_float16():
+    # Reference: position in the sorted list of every distinct non-NaN float16 value.
+    allv = np.arange(2 ** 16, dtype=np.uint16).view(np.float16)
+    finite = np.unique(allv[~np.isnan(allv)].astype(np.float64))  # -0 and +0 merge
+    rng = np.random.default_rng(0)
+    a = rng.choice(allv[~np.isnan(allv)], 2000)
+    b = rng.choice(allv[~np.isnan(allv)], 2000)
+    ra = np.searchsorted(finite, a.astype(np.float64))
+    rb = np.searchsorted(finite, b.astype(np.float64))
+    assert np.array_equal(ulp_distance(a, b), np.abs(ra - rb).astype(np.float64))
+
+
+def test_ulp_distance_nan_and_float64_extremes():
+    nan2 = np.array([0x7FC00001], np.uint32).view(np.float32)[0]
+    d = ulp_distance(np.array([np.nan, np.nan, 1.0], np.float32),
+                     np.array([nan2, 1.0, 1.0], np.float32))
+    assert d.tolist() == [0, np.inf, 0]
+    big = np.finfo(np.float64).max
+    assert ulp_distance(np.array([-big]), np.array([big]))[0] == 2.0 * 0x7FEFFFFFFFFFFFFF
+    assert ulp_distance(np.array([3, -5], np.int64), np.array([-2, 5], np.int64)).tolist() == [5, 10]
+
+
+def test_compare_outputs_numbers_and_mismatches():
+    r = compare_outputs(BASE, _one_ulp_up(BASE))
+    assert (r["n_diff"], r["max_ulp"], r["n_elems"], r["bitwise_equal"]) == (1, 1, 33, False)
+    assert 0 < r["max_rel"] < 1e-6
+    r = compare_outputs(BASE, BASE.astype(ml_dtypes.bfloat16))
+    assert r["reason"] == "dtype float32 vs bfloat16" and r["n_diff"] is None
+    r = compare_outputs(BASE, BASE[:4])
+    assert r["reason"] == "shape [33] vs [4]"
+    r = compare_outputs(np.array([0.0], np.float32), np.array([-0.0], np.float32))
+    assert (r["n_diff"], r["max_ulp"], r["max_rel"]) == (1, 0, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare_reports
+
+
+def test_identical_reports_all_equal():
+    rows = compare_reports([_make(), _make()], ["A", "B"])
+    statuses = {r["key"]: r["comparisons"][0]["status"] for r in rows}
+    assert statuses == {F32_KEY: "equal",
+                        "reduction/numpy/pairwise/bfloat16->bfloat16/n=4": "equal",
+                        "reduction/cupy/fixed/float32->float32/n=33": "skipped"}
+    assert summarize(rows) == {"experiments": 3, "equal": 2, "skipped": 1, "differ": 0,
+                               "missing": 0, "error": 0}
+
+
+def test_one_ulp_difference():
+    rows = compare_reports([_make(), _make(_one_ulp_up(BASE))], ["A", "B"])
+    c = next(r for r in rows if r["key"] == F32_KEY)["comparisons"][0]
+    assert c["status"] == "differ" and c["n_diff"] == 1 and c["max_ulp"] == 1
+
+
+def test_missing_error_params_and_order():
+    extra = {"only/in/b": dict(inputs={}, params={}, output=np.float32(1))}
+    err = {F32_KEY: dict(inputs={"generator": "numpy.default_rng", "seed": 0, "n": 33,
+                                 "dtype": "float32"}, params={"backend": "numpy", "grid": 4},
+                         status="error", message="CUDA error: out of memory")}
+    b = _make(extra={**extra, **err}, drop="reduction/numpy/pairwise/bfloat16->bfloat16/n=4")
+    rows = compare_reports([_make(), b], ["A", "B"])
+    by = {r["key"]: r["comparisons"][0] for r in rows}
+    assert [r["key"] for r in rows][-1] == "only/in/b"
+    assert by["only/in/b"]["status"] == "missing" and "baseline" in by["only/in/b"]["reason"]
+    assert by["reduction/numpy/pairwise/bfloat16->bfloat16/n=4"]["reason"] == "not in B"
+    assert by[F32_KEY]["status"] == "error" and "out of memory" in by[F32_KEY]["reason"]
+    assert by[F32_KEY]["params_differ"] == ["grid"]
+    rows = compare_reports([_make(), b], ["A", "B"], only="bfloat16")
+    assert [r["key"] for r in rows] == ["reduction/numpy/pairwise/bfloat16->bfloat16/n=4"]
+
+
+def test_differing_inputs_raise_with_field():
+    with pytest.raises(ReportError) as info:
+        compare_reports([_make(), _make(seed=1)], ["A.json", "B.json"])
+    assert str(info.value) == (f"cannot compare '{F32_KEY}': inputs.seed is 0 in A.json "
+                               "and 1 in B.json")
+
+
+def test_needs_two_reports():
+    with pytest.raises(UsageError):
+        compare_reports([_make()])
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_identical_exit_0_with_fail_on_diff(tmp_path, capsys):
+    a, b = _write(tmp_path, "A.json", _make()), _write(tmp_path, "B.json", _make())
+    out_json = tmp_path / "cmp" / "c.json"
+    assert guarded_main(main, [a, b, "--fail-on-diff", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert f"[0] {a} (baseline): reduction, CPU: Test CPU (2 cores)" in out
+    assert out.rstrip().splitlines()[-1] == ("3 experiments, 2 bitwise equal, 0 differ, "
+                                             "0 missing, 1 skipped")
+    data = json.loads(out_json.read_text())
+    assert data["schema"] == "driftscope-compare" and data["summary"]["equal"] == 2
+
+
+def test_cli_one_ulp_in_process(tmp_path, capsys):
+    a = _write(tmp_path, "A.json", _make())
+    b = _write(tmp_path, "B.json", _make(_one_ulp_up(BASE)))
+    assert guarded_main(main, [a, b]) == 0
+    out = capsys.readouterr().out
+    assert "differs: 1/33 elems, max 1 ulp, rel" in out
+    assert "3 experiments, 1 bitwise equal, 1 differ, 0 missing" in out
+    assert guarded_main(main, [a, b, "--fail-on-diff"]) == 1
+    assert guarded_main(main, [a, b, "--fail-on-diff", "--only", "bfloat16"]) == 0
+
+
+def _run(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "probes.compare", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=60)
+
+
+def test_cli_subprocess_exit_codes(tmp_path):
+    a = _write(tmp_path, "A.json", _make())
+    b = _write(tmp_path, "B.json", _make(_one_ulp_up(BASE)))
+    c = _write(tmp_path, "C.json", _make(seed=1))
+    p = _run(a, b, "--fail-on-diff")
+    assert p.returncode == 1, p.stderr
+    assert "differs: 1/33 elems, max 1 ulp" in p.stdout and p.stderr == ""
+    p = _run(a, a, "--fail-on-diff")
+    assert p.returncode == 0, p.stderr
+    p = _run(a, c)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: cannot compare")
+    assert f"inputs.seed is 0 in {a} and 1 in {c}" in p.stderr
+
+
+def test_cli_errors_one_line(tmp_path, capsys):
+    a = _write(tmp_path, "A.json", _make())
+    assert guarded_main(main, [a]) == 2
+    assert capsys.readouterr().err == "error: compare needs at least 2 reports, got 1\n"
+    assert guarded_main(main, [a, str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.json'}: no such file\n"

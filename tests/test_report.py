@@ -1,0 +1,237 @@
+"""probes.report: exact round trips of outputs, strict JSON, and load_report's error messages."""
+import json
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from probes.errors import ReportError
+from probes.report import (SCHEMA, SCHEMA_VERSION, add_experiment, decode_number, decode_output,
+                           encode_output, jsonable, load_report, new_report, write_report)
+
+FLOAT_DTYPES = [np.float64, np.float32, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
+                ml_dtypes.float8_e5m2]
+INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+def _report(**config):
+    return new_report("test", command=["python", "-m", "probes.test"],
+                      fingerprint={"device": "cpu"}, config=config)
+
+
+def _bit_patterns(dtype, rng):
+    """Every bit pattern for 8/16-bit types, random ones (plus specials) for wider types."""
+    dt = np.dtype(dtype)
+    u = np.dtype(f"u{dt.itemsize}")
+    if dt.itemsize <= 2:
+        pats = np.arange(2 ** (8 * dt.itemsize), dtype=np.uint64).astype(u)
+    else:
+        top = np.iinfo(u).max
+        pats = rng.integers(0, top, size=4096, dtype=u, endpoint=True)
+        pats = np.concatenate([pats, np.array([0, top, top >> 1, (top >> 1) + 1], dtype=u)])
+    return pats.view(dt)
+
+
+def _same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    u = np.dtype(f"u{a.dtype.itemsize}")
+    return np.array_equal(np.ascontiguousarray(a).view(u), np.ascontiguousarray(b).view(u))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES + INT_DTYPES,
+                         ids=lambda d: np.dtype(d).name)
+def test_output_round_trip_every_bit(dtype, tmp_path):
+    rng = np.random.default_rng(1)
+    arr = _bit_patterns(dtype, rng)
+    rep = _report()
+    add_experiment(rep, key="flat", inputs={"n": arr.size}, params={}, output=arr)
+    add_experiment(rep, key="2d", inputs={}, params={}, output=arr[:24].reshape(4, 6))
+    add_experiment(rep, key="scalar", inputs={}, params={}, output=arr[7])
+    path = write_report(rep, tmp_path / "sub" / "r.json")
+    loaded = load_report(path)
+    assert loaded == rep  # the in-memory report is exactly what comes back
+    by_key = {e["key"]: e for e in loaded["experiments"]}
+    assert _same_bits(decode_output(by_key["flat"]), arr)
+    assert _same_bits(decode_output(by_key["2d"]), arr[:24].reshape(4, 6))
+    scalar = decode_output(by_key["scalar"])
+    assert scalar.shape == () and _same_bits(scalar, np.asarray(arr[7]))
+    assert by_key["flat"]["output"]["dtype"] == np.dtype(dtype).name
+
+
+def test_special_float_values_exact(tmp_path):
+    payload_nan = np.array([0x7FC00001, 0xFFC00123, 0x7F800001], dtype=np.uint32).view(np.float32)
+    arr = np.concatenate([payload_nan, np.array([-0.0, 0.0, np.inf, -np.inf, 1e-45], np.float32)])
+    bf = np.array([0x7FC1, 0xFF81, 0x8000, 0x0001], dtype=np.uint16).view(ml_dtypes.bfloat16)
+    f8 = np.array([0x7F, 0xFF, 0x80, 0x01], dtype=np.uint8).view(ml_dtypes.float8_e4m3fn)
+    rep = _report()
+    for name, a in (("f32", arr), ("bf16", bf), ("f8", f8)):
+        add_experiment(rep, key=name, inputs={}, params={}, output=a)
+    loaded = load_report(write_report(rep, tmp_path / "r.json"))
+    for exp, a in zip(loaded["experiments"], (arr, bf, f8)):
+        assert _same_bits(decode_output(exp), a)
+    assert loaded["experiments"][0]["output"]["bits"][:4] == ["7fc00001", "ffc00123", "7f800001",
+                                                              "80000000"]
+
+
+def test_bool_and_python_scalars():
+    e = encode_output(np.array([True, False]))
+    assert e == {"dtype": "bool", "shape": [2], "bits": ["01", "00"]}
+    assert decode_output(e).tolist() == [True, False]
+    assert encode_output(1.0)["dtype"] == "float64"
+    with pytest.raises(TypeError):
+        encode_output(np.array(["a"], dtype=object))
+    with pytest.raises(TypeError):
+        encode_output(np.array([1 + 2j]))
+
+
+def test_metrics_strict_json_and_round_trip(tmp_path):
+    rep = _report(alpha=np.float32(0.5), sizes=(1, 2), bad=float("nan"))
+    add_experiment(rep, key="k", inputs={"seed": np.int64(3)}, params={"backend": "numpy"},
+                   metrics={"nan": np.float64("nan"), "inf": float("inf"), "ninf": -np.inf,
+                            "n": np.int32(7), "arr": np.array([1.5, np.nan]), "ok": np.bool_(True),
+                            "bf": ml_dtypes.bfloat16(1.5)},
+                   status="ok")
+    m = rep["experiments"][0]["metrics"]
+    assert m == {"nan": "nan", "inf": "inf", "ninf": "-inf", "n": 7, "arr": [1.5, "nan"],
+                 "ok": True, "bf": 1.5}
+    assert rep["config"] == {"alpha": 0.5, "sizes": [1, 2], "bad": "nan"}
+    path = write_report(rep, tmp_path / "r.json")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+    assert load_report(path) == rep
+    assert math.isnan(decode_number(m["nan"])) and decode_number(m["ninf"]) == -math.inf
+    assert decode_number(7) == 7 and decode_number("x") == "x"
+    assert jsonable({1: (np.float16(2),)}) == {"1": [2.0]}
+
+
+def test_new_report_fields():
+    rep = _report()
+    assert rep["schema"] == SCHEMA and rep["schema_version"] == SCHEMA_VERSION
+    assert rep["created_utc"].endswith("+00:00") and "T" in rep["created_utc"]
+    assert rep["command"][0] == "python" and rep["experiments"] == []
+    assert isinstance(rep["driftscope_version"], str) and rep["driftscope_version"]
+
+
+def test_add_experiment_rejects_duplicates_and_bad_status():
+    rep = _report()
+    add_experiment(rep, key="a", inputs={}, params={}, status="skipped", message="no cupy")
+    with pytest.raises(ValueError, match="duplicate"):
+        add_experiment(rep, key="a", inputs={}, params={})
+    with pytest.raises(ValueError, match="status"):
+        add_experiment(rep, key="b", inputs={}, params={}, status="weird")
+
+
+def test_write_is_atomic_and_leaves_no_temp(tmp_path):
+    rep = _report()
+    write_report(rep, tmp_path / "r.json")
+    write_report(rep, tmp_path / "r.json")  # overwrite
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# load_report errors: one line, starting with the path
+
+
+def _err(path) -> str:
+    with pytest.raises(ReportError) as info:
+        load_report(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)) and "\n" not in msg
+    return msg
+
+
+def _valid(tmp_path, name="r.json"):
+    rep = _report()
+    add_experiment(rep, key="e/1", inputs={"seed": 0}, params={},
+                   output=np.arange(50, dtype=np.float32))
+    add_experiment(rep, key="e/2", inputs={"seed": 0}, params={}, output=np.float32(1))
+    return rep, write_report(rep, tmp_path / name)
+
+
+def _write(tmp_path, obj, name="bad.json"):
+    p = tmp_path / name
+    p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return p
+
+
+def test_missing_file(tmp_path):
+    assert "no such file" in _err(tmp_path / "nope.json")
+
+
+def test_directory(tmp_path):
+    assert "directory" in _err(tmp_path)
+
+
+def test_truncated(tmp_path):
+    _, path = _valid(tmp_path)
+    text = path.read_text()
+    bad = _write(tmp_path, text[: len(text) // 2])
+    msg = _err(bad)
+    assert "truncated JSON" in msg and "line" in msg and "column" in msg
+
+
+def test_not_json(tmp_path):
+    msg = _err(_write(tmp_path, "{\"a\": 1,, }"))
+    assert "not valid JSON" in msg and "line 1 column" in msg
+    assert "empty" in _err(_write(tmp_path, "  \n"))
+    p = tmp_path / "bin.json"
+    p.write_bytes(b"\xff\xfe\x00")
+    assert "UTF-8" in _err(p)
+
+
+def test_foreign_json(tmp_path):
+    assert "not a driftscope report (schema=missing" in _err(_write(tmp_path, {"name": "x"}))
+    assert "schema='other'" in _err(_write(tmp_path, {"schema": "other"}))
+    assert "JSON is an array" in _err(_write(tmp_path, [1, 2]))
+
+
+def test_newer_schema(tmp_path):
+    rep, _ = _valid(tmp_path)
+    rep["schema_version"] = 2
+    msg = _err(_write(tmp_path, rep))
+    assert "written by a newer driftscope (schema 2); this one reads up to 1" in msg
+
+
+def test_missing_key(tmp_path):
+    rep, _ = _valid(tmp_path)
+    del rep["experiments"]
+    assert "missing required key 'experiments'" in _err(_write(tmp_path, rep))
+
+
+def test_duplicate_experiment_keys(tmp_path):
+    rep, _ = _valid(tmp_path)
+    rep["experiments"][1]["key"] = "e/1"
+    msg = _err(_write(tmp_path, rep))
+    assert "duplicate experiment key 'e/1'" in msg and "#0 and #1" in msg
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda e: e.pop("inputs"), "experiment 'e/1': missing field 'inputs'"),
+    (lambda e: e.update(status="fine"), "experiment 'e/1': field 'status' is 'fine'"),
+    (lambda e: e["output"].update(dtype="float128"), "field 'output.dtype' is 'float128'"),
+    (lambda e: e["output"]["bits"].pop(), "field 'output.bits' has 49 values but shape [50]"),
+    (lambda e: e["output"]["bits"].__setitem__(3, "zz000000"), "field 'output.bits[3]'"),
+    (lambda e: e["output"].update(shape=[-1]), "field 'output.shape'"),
+    (lambda e: e.update(params=[1]), "field 'params' must be an object"),
+    (lambda e: e.update(key=""), "experiment #0: field 'key'"),
+])
+def test_malformed_experiment(tmp_path, mutate, expected):
+    rep, _ = _valid(tmp_path)
+    mutate(rep["experiments"][0])
+    assert expected in _err(_write(tmp_path, rep))
+
+
+def test_duplicate_json_members(tmp_path):
+    _, path = _valid(tmp_path)
+    text = path.read_text().replace('"probe": "test"', '"probe": "test", "probe": "x"')
+    assert "duplicate JSON member 'probe'" in _err(_write(tmp_path, text))
+
+
+def test_write_report_refuses_invalid(tmp_path):
+    rep, _ = _valid(tmp_path)
+    rep["experiments"].append(dict(rep["experiments"][0]))
+    with pytest.raises(ReportError, match="duplicate experiment key"):
+        write_report(rep, tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
