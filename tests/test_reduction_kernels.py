@@ -26,6 +26,8 @@ def bits(a):
 def test_triton_fixed_order_matches_model(dtype, acc, n):
     from probes.reduction import triton_sum
 
+    if acc == "bfloat16" and DEVICE == "cpu":
+        pytest.skip("Triton 3.6's interpreter truncates float32 -> bfloat16 (the GPU session runs this case)")
     grid, block = 4, 32
     x_host = make_input(3, n, dtype)
     x = to_device(x_host, DEVICE)
