@@ -93,7 +93,8 @@ def gpu_status() -> tuple[int, str]:
         if not ext.available():
             reasons.append("the driftscope extension is not built")
         else:
-            n = int(ext.cuda_device_count())
+            count = getattr(ext, "cuda_device_count", None)
+            n = int(count() if count is not None else ext.build_info().get("gpu_count") or 0)
             if n > 0:
                 return n, ""
             reasons.append("the driftscope extension sees 0 CUDA devices")

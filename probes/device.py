@@ -15,7 +15,8 @@ the reason in the neighbouring "errors" object, keyed by field name)::
      "gpu":      null | {index, name, compute_capability, sm, sm_count, l2_bytes, memory_bytes,
                   memory_bus_width_bits, clocks_mhz {sm, sm_max, memory, memory_max},
                   power_limit_w, driver_version, cuda_driver_version, cuda_runtime_version,
-                  cublas_version, cublaslt_version, cudnn_version, pci_bus_id, uuid,
+                  cublas_version, cublaslt_version, cublas_wheel_version (the nvidia-cublas
+                  pip wheel torch loads), cudnn_version, pci_bus_id, uuid,
                   mig_mode, persistence_mode, ecc_mode, sources, errors},
      "versions": {numpy, ml_dtypes, torch, torch_cuda, triton, cupy, numba, numba-cuda,
                   transformers, nvidia-ml-py, driftscope, cuda-python, nvcc},
@@ -415,9 +416,23 @@ def gpu_info(index: int) -> dict:
             except Exception:  # noqa: BLE001
                 pass
 
-    # fallbacks for cuBLAS: the pip wheel torch loads ------------------------------------------
+    else:
+        # Say why for each field only NVML provides, not just once under "nvml".
+        nvml_fields = ("driver_version", "cuda_driver_version", "memory_bus_width_bits",
+                       "power_limit_w", "pci_bus_id", "mig_mode", "persistence_mode", "ecc_mode",
+                       "vbios_version")
+        for field in nvml_fields:
+            if g[field] is None:
+                errors.setdefault(field, f"NVML unavailable ({errors['nvml']})")
+        for field, value in g["clocks_mhz"].items():
+            if value is None:
+                errors.setdefault(f"clocks_mhz.{field}", f"NVML unavailable ({errors['nvml']})")
+
+    # cuBLAS: the pip wheel that torch (and cupy) load may differ from what the extension links.
+    wheel = _dist_version(CUBLAS_WHEELS)
+    g["cublas_wheel_version"] = None if wheel == NOT_INSTALLED else wheel
     if g["cublas_version"] is None:
-        v = _dist_version(CUBLAS_WHEELS)
+        v = wheel
         if v != NOT_INSTALLED:
             g["cublas_version"] = v
             sources["cublas_version"] = "nvidia-cublas wheel"

@@ -177,3 +177,13 @@ def test_progress_disabled(monkeypatch):
     with Progress(3, "probe", stream=out) as bar:
         bar.update(3)
     assert out.getvalue() == ""
+
+
+@pytest.mark.gpu
+def test_resolve_device_with_gpu():
+    assert resolve_device("cuda") == "cuda:0"
+    assert resolve_device("auto") == "cuda:0"
+    n, reason = cli.gpu_status()
+    assert n >= 1 and reason == ""
+    with pytest.raises(UsageError, match=f"only {n} usable GPU"):
+        resolve_device(f"cuda:{n}")
