@@ -87,7 +87,7 @@ def main(argv=None):
     if summary and device != "cpu":
         print()
         print(summary)
-    name = report["fingerprint"].get("gpu", {}).get("name") if device != "cpu" else "cpu"
+    name = (report["fingerprint"].get("gpu") or {}).get("name") if device != "cpu" else "cpu"
     path = args.json or os.path.join("reports", f"reduction-{slug(name or device)}.json")
     reports.write_report(report, path)
     print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")

@@ -106,7 +106,9 @@ def plot(report, path):
         axes[0][col].set(title=f"{dtype}: distinct results over the runs", xscale="log", xlabel="n")
         axes[1][col].set(title=f"{dtype}: relative error vs exact sum", xscale="log", yscale="log", xlabel="n")
         axes[0][col].legend(fontsize=6)
-    fig.suptitle(f"driftscope reduction probe: {report['fingerprint'].get('summary', report['config']['device'])}")
+    from probes.device import fingerprint_summary
+
+    fig.suptitle(f"driftscope reduction probe: {fingerprint_summary(report['fingerprint'])}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
