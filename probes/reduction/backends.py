@@ -14,7 +14,8 @@ from numerics import orders
 
 SEQUENTIAL_GPU_LIMIT = 1 << 21     # one GPU thread walks the whole input: keep the run short
 SCATTER_GPU_LIMIT = 1 << 22        # one atomicAdd per element into one cell serialises on the GPU
-INTERPRETED_RUNS = 3               # Triton's interpreter and Numba's simulator are slow and sequential
+INTERPRETED_RUNS = 2               # Triton's interpreter and Numba's simulator are slow and sequential
+INTERPRETED_MAX_N = 1 << 14
 
 
 @dataclass
@@ -50,10 +51,13 @@ class Backend:
         return {}
 
     def skip(self, strategy, case, params):
+        if self.interpreted(case.device) and case.n > INTERPRETED_MAX_N:
+            return f"interpreted on a CPU: run only for n <= {INTERPRETED_MAX_N}"
         return None
 
-    def max_runs(self, device):
-        return None
+    def interpreted(self, device):
+        """True where the kernels run in an interpreter or simulator (runs capped, no warm-up)."""
+        return False
 
     def prepare(self, strategy, case, params, results):
         raise NotImplementedError
@@ -155,14 +159,14 @@ class Triton(Backend):
             return {"grid": 8, "block": 64}
         return {"grid": 1024, "block": 1024}
 
-    def max_runs(self, device):
-        return INTERPRETED_RUNS if device == "cpu" else None
+    def interpreted(self, device):
+        return device == "cpu"
 
     def skip(self, strategy, case, params):
         if case.acc == "bfloat16" and case.device == "cpu":
             # Its float32 -> bfloat16 cast truncates and it has no bfloat16 atomic_add (Triton 3.6).
             return "Triton's interpreter has no correctly rounded bfloat16 arithmetic"
-        return None
+        return super().skip(strategy, case, params)
 
     def prepare(self, strategy, case, params, results):
         import torch
@@ -202,16 +206,16 @@ class Numba(Backend):
 
     def defaults(self, device):
         if device == "cpu":
-            return {"grid": 2, "block": 64, "final_block": 32}
+            return {"grid": 2, "block": 32, "final_block": 32}  # the simulator: ~0.3 s per block
         return {"grid": 1024, "block": 256, "final_block": 256}
 
-    def max_runs(self, device):
-        return INTERPRETED_RUNS if device == "cpu" else None
+    def interpreted(self, device):
+        return device == "cpu"
 
     def skip(self, strategy, case, params):
         if "bfloat16" in (case.dtype, case.acc):
             return "Numba has no bfloat16 arrays"
-        return None
+        return super().skip(strategy, case, params)
 
     def prepare(self, strategy, case, params, results):
         import torch

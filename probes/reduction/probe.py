@@ -8,7 +8,7 @@ import numpy as np
 from numerics import exact, formats, metrics
 from probes import report as reports
 from probes.progress import Progress
-from probes.reduction.backends import BACKENDS, Case, torch_dtype
+from probes.reduction.backends import INTERPRETED_RUNS, Case, torch_dtype
 from probes.timing import copy_bandwidth_gbps, median, time_runs
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -135,13 +135,17 @@ class ReductionProbe:
             self._models[key] = backend.model(strategy, case, params)
         return self._models[key]
 
+    def runs_for(self, backend, runs):
+        return min(runs, INTERPRETED_RUNS) if backend.interpreted(self.device) else runs
+
     def run_strategy(self, backend, strategy, case, params, runs, timed):
         import torch
 
         results = torch.zeros(runs, dtype=torch_dtype(case.acc), device=self.device)
         launch = backend.prepare(strategy, case, params, results)
         if timed:
-            times = time_runs(launch, runs, device=self.device, warmup=min(3, runs))
+            warmup = 0 if backend.interpreted(self.device) else 3
+            times = time_runs(launch, runs, device=self.device, warmup=warmup)
         else:
             for i in range(runs):
                 launch(i)
@@ -197,7 +201,7 @@ class ReductionProbe:
         if reason:
             reports.add_experiment(report, status="skipped", message=reason, **entry)
             return
-        runs = min(self.runs, backend.max_runs(self.device) or self.runs)
+        runs = self.runs_for(backend, self.runs)
         try:
             values, times = self.run_strategy(backend, strategy, case, params, runs, timed=True)
         except Exception as exc:  # one failing kernel is a line in the report, not the end of the run
@@ -236,7 +240,7 @@ class ReductionProbe:
                         if reason:
                             reports.add_experiment(report, status="skipped", message=reason, **entry)
                             continue
-                        runs = min(SPECIAL_RUNS, backend.max_runs(self.device) or SPECIAL_RUNS)
+                        runs = self.runs_for(backend, SPECIAL_RUNS)
                         try:
                             values, _ = self.run_strategy(backend, strategy, case, params, runs, timed=False)
                         except Exception as exc:
