@@ -33,6 +33,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from numerics import formats
+
 from probes.cli import guarded_main
 from probes.errors import ReportError, UsageError
 from probes.report import decode_output, jsonable, load_report, validate_report, write_json
@@ -48,17 +50,9 @@ STATUS_ORDER = ("differ", "missing", "error", "skipped", "equal")
 # element-wise distances
 
 
-def _ordinal(u: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(magnitude, negative) of sign-magnitude bit patterns `u` (uint64)."""
-    sign = np.uint64(1 << (nbits - 1))
-    mag = u & np.uint64((1 << (nbits - 1)) - 1)
-    neg = (u & sign) != 0
-    return mag, neg
-
-
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Element-wise distance in units in the last place of the (shared) dtype, as float64
-    (exact below 2**53; inf where exactly one side is NaN). Integers: |a - b|."""
+    (numerics.formats.ulp_distance; 0 where both are NaN, inf where exactly one is). Integers: |a - b|."""
     if a.dtype != b.dtype or a.shape != b.shape:
         raise ValueError("ulp_distance needs arrays of one dtype and shape")
     a = np.ascontiguousarray(a).reshape(-1)
@@ -66,20 +60,11 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype == np.bool_ or a.dtype.kind in "iu":
         return np.array([abs(int(x) - int(y)) for x, y in zip(a.tolist(), b.tolist())],
                         dtype=np.float64)
-    nbits = 8 * a.dtype.itemsize
-    udt = np.dtype(f"u{a.dtype.itemsize}")
-    ua = a.view(udt).astype(np.uint64)
-    ub = b.view(udt).astype(np.uint64)
-    ma, na = _ordinal(ua, nbits)
-    mb, nb = _ordinal(ub, nbits)
-    same = na == nb
-    with np.errstate(over="ignore"):
-        d_same = np.where(ma >= mb, ma - mb, mb - ma)
-        d_diff = ma + mb  # each < 2**63: no overflow
-    dist = np.where(same, d_same, d_diff).astype(np.float64)
     nan_a = np.isnan(a.astype(np.float64))
     nan_b = np.isnan(b.astype(np.float64))
-    dist[nan_a & nan_b] = 0.0
+    dist = np.zeros(a.shape, dtype=np.float64)
+    finite = ~(nan_a | nan_b)
+    dist[finite] = formats.ulp_distance(a[finite], b[finite]).astype(np.float64)
     dist[nan_a ^ nan_b] = math.inf
     return dist
 
