@@ -245,12 +245,14 @@ def from_bits(bits, fmt, *, tf32_layout: str = "tf32") -> np.ndarray:
     return b.astype(fmt.bits_dtype).view(fmt.dtype)
 
 
-def _ordinal(x, fmt: Format) -> np.ndarray:
-    """Position of each value on the ordered line of ``fmt`` (int64): for sign-magnitude patterns
-    ``+mag`` for sign 0 and ``-mag`` for sign 1, so +0 and -0 are both 0 and neighbours differ by 1."""
+def _ordinal(x, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each value on the ordered line of ``fmt`` as (magnitude, negative): for
+    sign-magnitude patterns ``+mag`` for sign 0 and ``-mag`` for sign 1, so +0 and -0 are both 0 and
+    neighbours differ by 1. Magnitudes are uint64 so that float64's full range fits."""
     x = np.asarray(x)
     if fmt.is_integer:
-        return quantize_int(x, fmt).astype(np.int64)
+        q = quantize_int(x, fmt).astype(np.int64)
+        return np.abs(q).astype(np.uint64), q < 0
     xf = np.asarray(x, dtype=np.float64)
     if np.any(np.isnan(xf)):
         raise ValueError("ulp_distance: NaN has no position on the number line")
@@ -259,14 +261,15 @@ def _ordinal(x, fmt: Format) -> np.ndarray:
             raise ValueError(f"ulp_distance: values not exactly representable in {fmt.name}")
     bits = to_bits(x, fmt).astype(np.uint64)
     shift = np.uint64(fmt.total_bits - 1)
-    mag = (bits & ((np.uint64(1) << shift) - np.uint64(1))).astype(np.int64)
-    return np.where((bits >> shift) != 0, -mag, mag)
+    mag = bits & ((np.uint64(1) << shift) - np.uint64(1))
+    return mag, (bits >> shift) != 0
 
 
 def ulp_distance(a, b, fmt_or_dtype=None):
     """``|pos(a) - pos(b)|``: how many representable values of the format lie between a and b,
     counting one end (1.0 vs its successor = 1; -0 vs +0 = 0; the smallest subnormal vs its
-    negative = 2; max finite vs inf = 1). Element-wise, int64.
+    negative = 2; max finite vs inf = 1). Element-wise, uint64 (float64's extremes are 2^64 - 2^53
+    apart, more than int64 holds).
 
     The format defaults to the dtype of ``a`` (``b`` must then have the same dtype). Values must be
     exactly representable in the format; NaN raises ValueError (a NaN has no position).
@@ -278,4 +281,7 @@ def ulp_distance(a, b, fmt_or_dtype=None):
             raise ValueError(f"ulp_distance: dtypes differ ({a.dtype} vs {b.dtype}); name the format")
         fmt_or_dtype = a.dtype
     fmt = get_format(fmt_or_dtype)
-    return np.abs(_ordinal(a, fmt) - _ordinal(b, fmt))
+    mag_a, neg_a = _ordinal(a, fmt)
+    mag_b, neg_b = _ordinal(b, fmt)
+    same_side = np.maximum(mag_a, mag_b) - np.minimum(mag_a, mag_b)
+    return np.where(neg_a == neg_b, same_side, mag_a + mag_b)  # each magnitude < 2^63: no overflow
