@@ -45,7 +45,9 @@ def test_fixed_orders_are_deterministic_and_match_the_model(cpu_report):
     for e in fixed:
         assert e["metrics"]["distinct"] == 1, e["key"]
         assert e["metrics"]["matches_model"] is True, e["key"]
-        assert e["metrics"]["rel_error"] < 1e-2
+        # float32 sums of 4097 normals are good to ~1e-7 relative; float16 running sums much worse
+        bound = 1e-5 if e["params"]["accumulate"] == "float32" else 0.1
+        assert e["metrics"]["rel_error"] < bound, e["key"]
 
 
 def test_output_is_the_model_bits(cpu_report):
