@@ -23,11 +23,11 @@ log "fingerprint: python -m probes.device --json $OUT/fingerprint.json"
 python3 -m probes.device --json "$OUT/fingerprint.json"
 
 log "gpu tests: python -m pytest -m gpu"
-DRIFTSCOPE_NO_PROGRESS=1 timeout 300 python3 -m pytest -m gpu -q -x -p no:cacheprovider ${1:+-k "$1"} 2>&1 | tail -40
+timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider ${1:+-k "$1"} 2>&1 | grep -vE "^(tests|[.sF]+ *\[)" | tail -60
 
 log "reduction probe (default run): python -m probes.reduction --json $OUT/reduction-h100.json"
 start=$(date +%s)
-DRIFTSCOPE_NO_PROGRESS=1 timeout 240 python3 -m probes.reduction --json "$OUT/reduction.json" > "$OUT/reduction-table.txt"
+timeout 400 python3 -m probes.reduction --json "$OUT/reduction.json" > "$OUT/reduction-table.txt"
 echo "probe exit $? in $(( $(date +%s) - start )) s"
 cat "$OUT/reduction-table.txt"
 log "done"

@@ -12,7 +12,7 @@ import numpy as np
 
 from numerics import orders
 
-SEQUENTIAL_GPU_LIMIT = 1 << 21     # one GPU thread walks the whole input: keep the run short
+SEQUENTIAL_GPU_LIMIT = 1 << 13     # one GPU thread walks the input (~0.5 us a load): keep runs short
 SCATTER_GPU_LIMIT = 1 << 22        # one atomicAdd per element into one cell serialises on the GPU
 INTERPRETED_RUNS = 2               # Triton's interpreter and Numba's simulator are slow and sequential
 INTERPRETED_MAX_N = 1 << 14

@@ -12,8 +12,15 @@ Numba has no bfloat16 arrays.
 """
 from functools import lru_cache
 
-from numba import cuda
-from numba.types import float16, float32
+import numpy as np
+
+if not hasattr(np, "row_stack"):
+    # numba 0.68 refers to np.row_stack (an alias of vstack removed in NumPy 2.5) when it compiles its
+    # first kernel; the GPU machine has NumPy 2.5.
+    np.row_stack = np.vstack
+
+from numba import cuda  # noqa: E402
+from numba.types import float16, float32  # noqa: E402
 
 MAX_BLOCK = 1024
 WARP = 32

@@ -193,6 +193,7 @@ class ReductionProbe:
         add_ratios(report)
 
     def experiment(self, report, backend, strategy, case, exact_value, copy_gbps, unavailable):
+        started = time.perf_counter()
         params = self.params_for(backend)
         key = f"{backend.name}/{strategy}/{case.dtype}->{case.acc}/n={case.n}"
         entry = dict(key=key, inputs=input_description(self.seed, case.n, case.dtype),
@@ -216,6 +217,7 @@ class ReductionProbe:
         if copy_gbps:
             m["copy_gbps"] = copy_gbps
             m["copy_fraction"] = m["gbps"] / copy_gbps
+        m["wall_seconds"] = time.perf_counter() - started  # host time of the experiment, model included
         message = f"runs capped at {runs} (interpreted)" if runs < self.runs else ""
         reports.add_experiment(report, output=values[:1], metrics=m, message=message, **entry)
 
