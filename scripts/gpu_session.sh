@@ -22,12 +22,18 @@ python3 -c "import probes._C as c, probes.ext as e; print(e.build_info())"
 log "fingerprint: python -m probes.device --json $OUT/fingerprint.json"
 python3 -m probes.device --json "$OUT/fingerprint.json"
 
+rm -rf ~/.triton/cache  # so the timings below include Triton's compiles
 log "gpu tests: python -m pytest -m gpu"
 timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider ${1:+-k "$1"} 2>&1 | grep -vE "^(tests|[.sF]+ *\[)" | tail -60
 
-log "reduction probe (default run): python -m probes.reduction --json $OUT/reduction-h100.json"
+log "reduction probe (default run): python -m probes.reduction --json $OUT/reduction.json"
 start=$(date +%s)
-timeout 400 python3 -m probes.reduction --json "$OUT/reduction.json" > "$OUT/reduction-table.txt"
-echo "probe exit $? in $(( $(date +%s) - start )) s"
+timeout 300 python3 -m probes.reduction --json "$OUT/reduction.json" > "$OUT/reduction-table.txt" 2> "$OUT/reduction-stderr.txt"
+echo "probe exit $? in $(( $(date +%s) - start )) s (JIT caches as the tests left them)"
 cat "$OUT/reduction-table.txt"
+grep "error in" "$OUT/reduction-stderr.txt" | cut -c1-300 | head
+log "reduction probe again, all JIT caches warm"
+start=$(date +%s)
+timeout 120 python3 -m probes.reduction --json "$OUT/reduction-warm.json" --no-plot > /dev/null 2>&1
+echo "probe exit $? in $(( $(date +%s) - start )) s (warm)"
 log "done"

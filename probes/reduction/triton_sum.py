@@ -12,16 +12,8 @@ decides an addition. In the numerics model this is `two_pass_tree_sum(..., chunk
 - atomic: pass 1 adds each program's partial into `out` with `tl.atomic_add`; the order in which the
   programs arrive decides the result.
 """
-import os
-
 import triton
 import triton.language as tl
-
-# The loop count STEPS is a run-time argument on a GPU (one compiled kernel for every size). Triton
-# 3.6's interpreter cannot run a loop whose bound is a run-time value under NumPy >= 2.4, so there it is
-# a compile-time constant, which the interpreter does not compile anyway. (The interpreter reads the
-# annotation's source text, so the alias must be spelled `constexpr`.)
-constexpr = tl.constexpr if os.environ.get("TRITON_INTERPRET") == "1" else int
 
 ACC_DTYPES = {"float32": tl.float32, "float16": tl.float16, "bfloat16": tl.bfloat16}
 
@@ -36,21 +28,24 @@ def _halving_tree(v, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _program_partial(x_ptr, n, pid, GRID, STEPS: constexpr, BLOCK: tl.constexpr,
+def _program_partial(x_ptr, n, pid, GRID, STEPS, BLOCK: tl.constexpr,
                      LOG2_BLOCK: tl.constexpr, ACC: tl.constexpr):
     lanes = tl.arange(0, BLOCK)
     acc = tl.zeros([BLOCK], dtype=ACC)
     # Every program runs STEPS = cdiv(n_tiles, GRID) steps; tiles past the end are fully masked.
-    for step in range(0, STEPS):
+    # (A while loop: Triton 3.6's interpreter cannot take a run-time `range` bound under NumPy >= 2.4.)
+    step = 0
+    while step < STEPS:
         offsets = (pid + step * GRID) * BLOCK + lanes
         mask = offsets < n
         value = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         acc = tl.where(mask, acc + value, acc)
+        step += 1
     return _halving_tree(acc, BLOCK, LOG2_BLOCK)
 
 
 @triton.jit
-def fixed_order_partials_kernel(x_ptr, partial_ptr, n, GRID, STEPS: constexpr, BLOCK: tl.constexpr,
+def fixed_order_partials_kernel(x_ptr, partial_ptr, n, GRID, STEPS, BLOCK: tl.constexpr,
                                 LOG2_BLOCK: tl.constexpr, ACC: tl.constexpr):
     pid = tl.program_id(0)
     partial = _program_partial(x_ptr, n, pid, GRID, STEPS, BLOCK, LOG2_BLOCK, ACC)
@@ -58,7 +53,7 @@ def fixed_order_partials_kernel(x_ptr, partial_ptr, n, GRID, STEPS: constexpr, B
 
 
 @triton.jit
-def atomic_sum_kernel(x_ptr, out_ptr, n, GRID, STEPS: constexpr, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr,
+def atomic_sum_kernel(x_ptr, out_ptr, n, GRID, STEPS, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr,
                       ACC: tl.constexpr):
     pid = tl.program_id(0)
     partial = _program_partial(x_ptr, n, pid, GRID, STEPS, BLOCK, LOG2_BLOCK, ACC)
