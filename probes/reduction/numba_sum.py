@@ -67,20 +67,22 @@ def _kernels(acc_name):
             i += stride
         return total
 
+    @cuda.jit(device=True)
+    def block_partial(x, n):
+        # Pass 1, shared by both strategies: this thread's running sum, then the block tree.
+        stride = cuda.gridDim.x * cuda.blockDim.x
+        return block_tree(thread_sum(x, cuda.grid(1), stride, n), cuda.threadIdx.x, cuda.blockDim.x)
+
     @cuda.jit
     def partials_kernel(x, partials, n):
-        tid = cuda.threadIdx.x
-        stride = cuda.gridDim.x * cuda.blockDim.x
-        partial = block_tree(thread_sum(x, cuda.grid(1), stride, n), tid, cuda.blockDim.x)
-        if tid == 0:
+        partial = block_partial(x, n)
+        if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = partial
 
     @cuda.jit
     def atomic_kernel(x, out, n):
-        tid = cuda.threadIdx.x
-        stride = cuda.gridDim.x * cuda.blockDim.x
-        partial = block_tree(thread_sum(x, cuda.grid(1), stride, n), tid, cuda.blockDim.x)
-        if tid == 0:
+        partial = block_partial(x, n)
+        if cuda.threadIdx.x == 0:
             cuda.atomic.add(out, 0, partial)
 
     @cuda.jit

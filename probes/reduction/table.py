@@ -85,30 +85,40 @@ def plot(report, path):
     import matplotlib.pyplot as plt
 
     dtypes = report["config"]["dtypes"]
-    fig, axes = plt.subplots(2, len(dtypes), figsize=(5 * len(dtypes), 8), squeeze=False)
+    fig, axes = plt.subplots(2, len(dtypes), figsize=(5 * len(dtypes) + 3, 8), squeeze=False)
+    # Colour = backend, line style = strategy, marker = accumulation dtype.
+    backends = sorted({e["params"]["backend"] for e in report["experiments"]})
+    colours = {b: f"C{i}" for i, b in enumerate(backends)}
+    styles = {"fixed": "-", "sequential": "-.", "sum": "-", "atomic": "--", "index_add": ":", "scatter_add": ":"}
     series = defaultdict(list)
     for e in report["experiments"]:
         if e["status"] != "ok" or "special" in e["inputs"]:
             continue
-        m = e["metrics"]
-        label = f"{e['params']['backend']}/{e['params']['strategy']} acc={e['params']['accumulate']}"
-        series[(e["inputs"]["dtype"], label)].append((e["inputs"]["n"], m["distinct"], m.get("rel_error")))
+        m, p = e["metrics"], e["params"]
+        acc = "fp32 acc" if p["accumulate"] == "float32" else "input acc"
+        series[(e["inputs"]["dtype"], p["backend"], p["strategy"], acc)].append(
+            (e["inputs"]["n"], m["distinct"], m.get("rel_error")))
     for col, dtype in enumerate(dtypes):
-        for (dt, label), points in sorted(series.items()):
+        for (dt, backend, strategy, acc), points in sorted(series.items()):
             if dt != dtype:
                 continue
             points.sort()
-            ns = [p[0] for p in points]
-            axes[0][col].plot(ns, [p[1] for p in points], marker="o", label=label)
+            style = dict(color=colours[backend], linestyle=styles.get(strategy, "-"),
+                         marker="o" if acc == "fp32 acc" else "s", label=f"{backend}/{strategy}, {acc}")
+            axes[0][col].plot([p[0] for p in points], [p[1] for p in points], **style)
             errs = [(p[0], p[2]) for p in points if p[2]]
             if errs:
-                axes[1][col].plot(*zip(*errs), marker="o", label=label)
+                axes[1][col].plot(*zip(*errs), **style)
         axes[0][col].set(title=f"{dtype}: distinct results over the runs", xscale="log", xlabel="n")
         axes[1][col].set(title=f"{dtype}: relative error vs exact sum", xscale="log", yscale="log", xlabel="n")
-        axes[0][col].legend(fontsize=6)
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 3 / (5 * len(dtypes) + 3), 0.96))
     from probes.device import fingerprint_summary
 
     fig.suptitle(f"driftscope reduction probe: {fingerprint_summary(report['fingerprint'])}", fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
