@@ -52,7 +52,7 @@ class CMakeBuild(build_ext):
             except ImportError:
                 raise RuntimeError("cmake >= 3.26 is needed to build probes._C (pip install cmake)")
         args = [
-            f"-DCMAKE_BUILD_TYPE=Release",
+            "-DCMAKE_BUILD_TYPE=Release",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DDRIFTSCOPE_OUTPUT_DIR={output.parent}",

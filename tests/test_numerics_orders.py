@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 import numerics.orders as orders_mod
 from numerics.exact import fma, round_fraction
-from numerics.formats import cast, round_to_format
+from numerics.formats import cast
 from numerics.orders import (atomic_tree_sum, block_partials, block_tree_reduce, chunk_for,
                              halving_tree_reduce, pairwise_sum, permuted_sum, sequential_sum,
                              split_k_sum, two_pass_tree_sum)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from numerics import orders
 from probes.reduction.backends import BACKENDS, Case
 from probes.reduction.probe import make_input, to_device, to_host
 

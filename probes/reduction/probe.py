@@ -192,12 +192,18 @@ class ReductionProbe:
             self.run_specials(report, unavailable)
         add_ratios(report)
 
+    def entry(self, backend, strategy, case, params, special=None):
+        """Key, inputs and parameters of one experiment: what lines it up with other reports."""
+        where = f"special={special}/" if special else ""
+        return dict(key=f"{backend.name}/{strategy}/{case.dtype}->{case.acc}/{where}n={case.n}",
+                    inputs=input_description(self.seed, case.n, case.dtype, special),
+                    params={"backend": backend.name, "strategy": strategy, "accumulate": case.acc, **params})
+
     def experiment(self, report, backend, strategy, case, exact_value, copy_gbps, unavailable):
         started = time.perf_counter()
         params = self.params_for(backend)
-        key = f"{backend.name}/{strategy}/{case.dtype}->{case.acc}/n={case.n}"
-        entry = dict(key=key, inputs=input_description(self.seed, case.n, case.dtype),
-                     params={"backend": backend.name, "strategy": strategy, "accumulate": case.acc, **params})
+        entry = self.entry(backend, strategy, case, params)
+        key = entry["key"]
         reason = unavailable or backend.skip(strategy, case, params)
         if reason:
             reports.add_experiment(report, status="skipped", message=reason, **entry)
@@ -234,10 +240,7 @@ class ReductionProbe:
                 for backend in self.backends:
                     for strategy in backend.strategies:
                         params = self.params_for(backend)
-                        key = f"{backend.name}/{strategy}/{dtype}->{acc}/special={special}/n={n}"
-                        entry = dict(key=key, inputs=input_description(self.seed, n, dtype, special),
-                                     params={"backend": backend.name, "strategy": strategy,
-                                             "accumulate": acc, **params})
+                        entry = self.entry(backend, strategy, case, params, special)
                         reason = unavailable[backend.name] or backend.skip(strategy, case, params)
                         if reason:
                             reports.add_experiment(report, status="skipped", message=reason, **entry)
