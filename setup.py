@@ -44,13 +44,7 @@ class CMakeBuild(build_ext):
                          ROOT / "build" / f"cmake-{hashlib.sha1(key.encode()).hexdigest()[:12]}")
         build_dir.mkdir(parents=True, exist_ok=True)
 
-        cmake = shutil.which("cmake")
-        if cmake is None:
-            try:
-                import cmake as cmake_pkg  # the PyPI cmake package
-                cmake = str(Path(cmake_pkg.CMAKE_BIN_DIR) / "cmake")
-            except ImportError:
-                raise RuntimeError("cmake >= 3.26 is needed to build probes._C (pip install cmake)")
+        cmake = _find_cmake()
         args = [
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -73,6 +67,26 @@ class CMakeBuild(build_ext):
         msg = f"driftscope: built {ext.name} in {elapsed:.1f} s ({build_dir})"
         print(msg, flush=True)
         sys.stderr.write(msg + "\n")
+
+
+def _find_cmake():
+    """cmake >= 3.26: the PyPI cmake package of this interpreter first (a system cmake, e.g. Debian's 3.25
+    in /usr/bin, is often older), then the one on PATH if it is new enough."""
+    try:
+        import cmake as cmake_pkg  # the PyPI cmake package
+        path = Path(cmake_pkg.CMAKE_BIN_DIR) / "cmake"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    on_path = shutil.which("cmake")
+    if on_path:
+        out = subprocess.run([on_path, "--version"], capture_output=True, text=True).stdout.split()
+        version = tuple(int(p) for p in out[2].split(".")[:2]) if len(out) > 2 else (0, 0)
+        if version >= (3, 26):
+            return on_path
+        raise RuntimeError(f"{on_path} is cmake {out[2]}; probes._C needs cmake >= 3.26 (pip install cmake)")
+    raise RuntimeError("cmake >= 3.26 is needed to build probes._C (pip install cmake)")
 
 
 def _ninja_from_pip():
