@@ -26,10 +26,15 @@ CUDA, ``nvcc --fmad=false``                            ``mul_add``
 Triton, ``enable_fp_fusion=True`` (the default)        ``fma``
 Triton, ``enable_fp_fusion=False``                     ``mul_add``
 Numba CUDA, ``fastmath=True``                          ``fma``
-Numba CUDA, ``fastmath=False`` (its default)           ``mul_add``
+Numba CUDA, ``fastmath=False`` (its default)           ``fma`` (*)
 C++ float32, ``-ffp-contract=fast -mfma``              ``fma``
 C++ float32, ``-ffp-contract=off``                     ``mul_add``
 =====================================================  ==========
+
+(*) fastmath=False does not stop contraction: numba-cuda passes no ``-fma`` option to NVVM, whose
+default is ``-fma=1`` (NVIDIA/numba-cuda#118; numba-cuda 0.30 has no ``fma=`` switch), so the plain
+expression is predicted to fuse either way. Interpreters do not model fusion at all: the Triton
+interpreter's ``tl.fma`` and Numba's simulator ``cuda.fma`` are NumPy ``a * b + c`` (``mul_add``).
 
 Explicit spellings (``__fmaf_rn``/``__hfma``/``tl.fma``/``cuda.fma``/``std::fma`` and
 ``__fmul_rn``+``__fadd_rn``/``__hmul_rn``+``__hadd_rn``) equal their variant in every build.
@@ -57,7 +62,7 @@ PLAIN_BUILDS = {
     "triton enable_fp_fusion=True": "fma",
     "triton enable_fp_fusion=False": "mul_add",
     "numba fastmath=True": "fma",
-    "numba fastmath=False": "mul_add",
+    "numba fastmath=False": "fma",
     "c++ -ffp-contract=fast -mfma": "fma",
     "c++ -ffp-contract=off": "mul_add",
 }
