@@ -1,5 +1,7 @@
 """FMA probe kernels on the CPU: the C++ reference (every variant, bit for bit against the exact
 models), the Triton interpreter and the Numba simulator (both compute unfused), and bad-input errors."""
+import os
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -163,3 +165,34 @@ def test_bad_inputs():
         kernels.dot(f, f, "fma")
     with pytest.raises(ext.KernelInputError, match="variant"):
         kernels.axpy(f[:1], f, f, "fused")
+
+
+# ---- the two CUDA builds of one source, read from the compiled objects (no GPU needed) ------------
+
+def _sass_counts(obj):
+    import re
+    import subprocess
+    import triton
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        pytest.skip("no cuobjdump (Triton's copy) to read SASS with")
+    sass = subprocess.run([tool, "-sass", obj], capture_output=True, text=True, check=True).stdout
+    ops = re.findall(r"\b(FFMA|FMUL|FADD|HFMA2|HMUL2|HADD2)(\.BF16_V2)?\b", sass)
+    counts = {}
+    for op, bf in ops:
+        counts[op + bf] = counts.get(op + bf, 0) + 1
+    return counts
+
+
+def test_cuda_objects_contract_only_with_fmad_true():
+    import glob
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    objs = {os.path.basename(p): p for p in glob.glob(os.path.join(root, "build", "cmake-*", "CMakeFiles", "_C.dir",
+                                                                  "csrc", "fma", "plain_*.cu.o"))}
+    if not ext.load().built_with_cuda() or len(objs) < 2:
+        pytest.skip("the CUDA objects of csrc/fma are not in build/ (extension built without CUDA here)")
+    on = _sass_counts(objs["plain_contract.cu.o"])
+    off = _sass_counts(objs["plain_nocontract.cu.o"])
+    # --fmad=true: float, half and bf16 a*b+c are single FMAs; --fmad=false: separate multiply and add.
+    assert set(on) == {"FFMA", "HFMA2", "HFMA2.BF16_V2"}, on
+    assert set(off) == {"FMUL", "FADD", "HMUL2", "HADD2", "HMUL2.BF16_V2", "HADD2.BF16_V2"}, off
