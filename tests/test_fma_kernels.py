@@ -196,3 +196,49 @@ def test_cuda_objects_contract_only_with_fmad_true():
     # --fmad=true: float, half and bf16 a*b+c are single FMAs; --fmad=false: separate multiply and add.
     assert set(on) == {"FFMA", "HFMA2", "HFMA2.BF16_V2"}, on
     assert set(off) == {"FMUL", "FADD", "HMUL2", "HADD2", "HMUL2.BF16_V2", "HADD2.BF16_V2"}, off
+
+
+_TRITON_SASS = r'''
+import json, os, re, subprocess, tempfile, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from probes.fma import triton_fma as T
+dis = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+res = {}
+for dt in ("fp32", "fp16", "bf16"):
+    for name, use_fma, fusion in (("fma", True, True), ("plain_contract", False, True), ("plain_nocontract", False, False)):
+        sig = {"a_ptr": "*" + dt, "b_ptr": "*" + dt, "out_ptr": "*" + dt, "rows": "i32", "K": "constexpr",
+               "BLOCK": "constexpr", "USE_FMA": "constexpr"}
+        src = ASTSource(T.dot_kernel, signature=sig, constexprs={"K": 64, "BLOCK": 128, "USE_FMA": use_fma})
+        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": fusion})
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(k.asm["cubin"]); f.flush()
+            sass = subprocess.run([dis, f.name], capture_output=True, text=True, check=True).stdout
+        counts = {}
+        for op, sfx in re.findall(r"\b(FFMA|FMUL|FADD|HFMA2|HMUL2|HADD2)((?:\.[A-Z0-9_]+)*)", sass):
+            counts[op + sfx] = counts.get(op + sfx, 0) + 1
+        res[dt + "/" + name] = counts
+print(json.dumps(res))
+'''
+
+
+def test_triton_fusion_option_changes_the_sass():
+    # The dot (K = 64) compiled for sm_90 without a GPU (outside the interpreter, in a subprocess) and
+    # disassembled: tl.fma and a*b+c with enable_fp_fusion=True are 64 FMAs; with fusion off, 64
+    # multiplies and 64 adds. (In the PTX the 16-bit products are paired into mul.f16x2 + add.f16; ptxas
+    # fuses them back.) Counts exclude HFMA2.MMA, which ptxas uses for moves.
+    import json
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    r = subprocess.run([sys.executable, "-c", _TRITON_SASS], capture_output=True, text=True, env=env, timeout=240,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr[-2000:]
+    ops = json.loads(r.stdout.strip().splitlines()[-1])
+    for dt, (fma, mul, add) in (("fp32", ("FFMA", "FMUL", "FADD")), ("fp16", ("HFMA2", "HMUL2", "HADD2")),
+                                ("bf16", ("HFMA2.BF16_V2", "HMUL2.BF16_V2", "HADD2.BF16_V2"))):
+        for fused in ("fma", "plain_contract"):
+            c = ops[f"{dt}/{fused}"]
+            assert c.get(fma) == 64 and not c.get(mul) and not c.get(add), (dt, fused, c)
+        c = ops[f"{dt}/plain_nocontract"]
+        assert c.get(mul) == 64 and c.get(add) == 64 and not c.get(fma), (dt, c)
