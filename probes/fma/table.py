@@ -84,6 +84,7 @@ def plot(report, path):
         us = [int(u) for u in hist]
         ax2.plot(us, [hist[str(u)] for u in us], marker="o", label=f"{p['program']}/{p['format']}")
     ax2.set_yscale("log")
+    ax2.set_xscale("symlog", linthresh=4)
     ax2.set_xlabel("ulps between the fma and mul_add models")
     ax2.set_ylabel("outputs")
     ax2.set_title("distance histogram (exact models)")
