@@ -6,7 +6,7 @@ echo "-- python -m pytest -m gpu tests/test_fma_gpu.py"
 start=$(date +%s)
 timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider -rf tests/test_fma_gpu.py > "$D/fma-pytest.txt" 2>&1
 echo "pytest exit $? in $(( $(date +%s) - start )) s"
-grep -E "passed|failed|error|FAILED|predicted" "$D/fma-pytest.txt" | tail -40
+grep -E "passed|failed|skipped|error|FAILED|predicted" "$D/fma-pytest.txt" | tail -40
 echo "-- python -m probes.fma --json fma.json"
 start=$(date +%s)
 timeout 90 python3 -m probes.fma --json "$D/fma.json" > "$D/fma-table.txt" 2> "$D/fma-stderr.txt"
