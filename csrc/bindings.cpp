@@ -10,6 +10,7 @@
 #include "kernel_sources.h"  // generated into the build tree
 #include "reduction/cpu_reference.h"
 #include "reductions.h"
+#include "fma/fma_api.h"  // FMA probe (csrc/fma/)
 
 namespace py = pybind11;
 using namespace driftscope;
@@ -87,4 +88,14 @@ PYBIND11_MODULE(_C, m) {
     for (size_t i = 0; i < values.size(); ++i) r[i] = cpu_double_to_small(d, values[i]);
     return r;
   });
+
+  // ---- FMA probe (csrc/fma/): dot / horner / axpy, fused vs unfused vs the plain expression ----------
+  m.def("fma_dot", &fma_dot, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("variant"),
+        py::arg("stream") = 0,
+        "out[r] = acc after acc = op(a[r*k+j], b[r*k+j], acc) for j in order (k = a.size / out.size).");
+  m.def("fma_horner", &fma_horner, py::arg("coeffs"), py::arg("x"), py::arg("out"), py::arg("variant"),
+        py::arg("stream") = 0, "Horner's rule, coeffs highest degree first: acc = op(acc, x, coeffs[i]).");
+  m.def("fma_axpy", &fma_axpy, py::arg("alpha"), py::arg("x"), py::arg("y"), py::arg("out"), py::arg("variant"),
+        py::arg("stream") = 0, "out = op(alpha[0], x, y) element-wise.");
+  m.def("fma_cpu_has_fma", &fma_cpu_has_fma, "True when this CPU has FMA instructions (__builtin_cpu_supports).");
 }
