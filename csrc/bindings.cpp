@@ -7,6 +7,7 @@
 
 #include "device_info.h"
 #include "dtypes.h"
+#include "gemm/cublaslt_algos.h"
 #include "kernel_sources.h"  // generated into the build tree
 #include "reduction/cpu_reference.h"
 #include "reductions.h"
@@ -87,4 +88,8 @@ PYBIND11_MODULE(_C, m) {
     for (size_t i = 0; i < values.size(); ++i) r[i] = cpu_double_to_small(d, values[i]);
     return r;
   });
+
+  // ---- gemm probe (csrc/gemm, probes/gemm) ----
+  m.def("gemm_build_info", &gemm_build_info, "Whether GemmPlan (cuBLASLt) was built in, and why not.");
+  register_gemm(m);
 }
