@@ -136,6 +136,10 @@ def main(argv=None):
                         workspace_mb=args.workspace_mb, runs=args.runs)
         stage_seconds["algos"] = time.perf_counter() - t
     report["config"]["stage_seconds"] = stage_seconds
+    from probes.gemm.triton_matmul import FALLBACKS
+    report["config"]["triton_fallbacks"] = FALLBACKS
+    for f in FALLBACKS:
+        log(f"triton fallback: {f}")
     report["config"]["wall_seconds"] = time.perf_counter() - started
 
     print(table.format_tables(report))
