@@ -11,7 +11,7 @@ MISTRAL = (256, 4096, 4096)     # q/o projection at M = 256
 @pytest.fixture(scope="module")
 def algos_small():
     from probes.gemm.cublaslt import run_algos
-    return run_algos(*SMALL, "bfloat16", max_valid=48, max_checks=1500, runs=3, log=print)
+    return run_algos(*SMALL, "bfloat16", max_valid=48, max_checks=20000, runs=3, log=print)
 
 
 def test_enumeration_small_runs_many_and_marks_default(algos_small):
@@ -36,7 +36,7 @@ def test_clusters_cover_every_run_and_errors_are_small(algos_small):
 
 def test_enumeration_mistral_shape():
     from probes.gemm.cublaslt import run_algos
-    r = run_algos(*MISTRAL, "bfloat16", max_valid=32, max_checks=1500, runs=3, log=print)
+    r = run_algos(*MISTRAL, "bfloat16", max_valid=32, max_checks=20000, runs=3, log=print)
     print(r["distinct"], [(g["size"], g["max_ulp"], g["has_default"], g["has_torch"]) for g in r["groups"]])
     assert r["ran"] > 1 and r["default"] is not None
     assert all(g["rel_error"] < 2e-2 for g in r["groups"])

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -326,8 +327,11 @@ class GemmPlan {
   // (algo id, tile) so that a cap still samples every id. Stages: the first stage id that passes the check
   // per configuration (the others differ in pipelining, not in the arithmetic order). Cluster and inner
   // shape: the library's automatic choice. Stops at max_valid valid configurations or max_checks checks.
-  py::dict enumerate(int max_valid, int max_checks, uint64_t workspace_bytes, int max_custom) {
+  py::dict enumerate(int max_valid, int max_checks, uint64_t workspace_bytes, int max_custom, double max_seconds) {
     if (max_valid < 1 || max_checks < 1) throw py::value_error("max_valid and max_checks must be >= 1");
+    const auto t0 = std::chrono::steady_clock::now();
+    auto elapsed = [&]() { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    std::string stopped_by = "exhausted";
     DeviceGuard g(device_);
     std::vector<int> ids(1024);
     int n_ids = 0;
@@ -341,12 +345,21 @@ class GemmPlan {
       uint32_t tile;
       int32_t splitk;
       uint32_t red, swz, custom;
-      std::vector<uint32_t> stages;
+      size_t slot;    // the (algo id, tile) this combo belongs to
+      size_t stages;  // index into algo_stages
+      bool first;     // the (algo, tile)'s first combo: split-K 1, no swizzle, custom 0
     };
-    std::vector<std::vector<Combo>> queues;  // one per (algo id, tile)
+    struct Variant {
+      int32_t sk;
+      uint32_t red, swz, custom;
+    };
+    std::vector<std::vector<Combo>> queues;   // one per algo id
+    std::vector<std::vector<uint32_t>> algo_stages;
+    std::vector<std::vector<uint32_t>> good;  // per (algo, tile): stage ids that passed, most recent first
+    std::vector<bool> dead;                   // per (algo, tile): its first combo had no valid stage
     py::list algo_caps;
     std::map<std::string, int> init_failures;
-    const int32_t split_values[] = {1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32};
+    const int32_t split_order[] = {1, 2, 4, 8, 16, 32, 3, 5, 6, 12, 24};
     size_t total = 0;
     for (int id : ids) {
       cublasLtMatmulAlgo_t a{};
@@ -375,23 +388,38 @@ class GemmPlan {
       caps["tiles"] = tiles;
       caps["stages"] = stages;
       algo_caps.append(caps);
-      for (uint32_t tile : tiles) {
-        std::vector<Combo> q;
-        for (int32_t sk : split_values) {
-          if (sk > 1 && !splitk_ok) break;
-          if (sk > k_) break;
-          std::vector<uint32_t> reds;
-          if (sk == 1) reds.push_back(CUBLASLT_REDUCTION_SCHEME_NONE);
-          else
+      // Variants, most telling first: every split-K (each reduction scheme), then custom options, then swizzle.
+      std::vector<Variant> vars;
+      for (uint32_t sw = 0; sw <= (swz_ok ? 1u : 0u); ++sw)
+        for (int c = 0; c < customs; ++c)
+          for (int32_t sk : split_order) {
+            if (sk > 1 && (!splitk_ok || sk > k_)) continue;
+            if (sk == 1) {
+              vars.push_back(Variant{1, CUBLASLT_REDUCTION_SCHEME_NONE, sw, static_cast<uint32_t>(c)});
+              continue;
+            }
             for (uint32_t r : {1u, 2u, 4u})
-              if (red_mask & r) reds.push_back(r);
-          for (uint32_t r : reds)
-            for (uint32_t sw = 0; sw <= (swz_ok ? 1u : 0u); ++sw)
-              for (int c = 0; c < customs; ++c) q.push_back(Combo{a, tile, sk, r, sw, static_cast<uint32_t>(c), stages});
-        }
-        total += q.size();
-        queues.push_back(std::move(q));
+              if (red_mask & r) vars.push_back(Variant{sk, r, sw, static_cast<uint32_t>(c)});
+          }
+      const size_t slot0 = good.size();
+      for (size_t ti = 0; ti < tiles.size(); ++ti) {
+        good.emplace_back();
+        dead.push_back(false);
       }
+      algo_stages.push_back(stages);
+      // Diagonal order over (tile, variant): new tiles and new variants alternate, and each tile's first
+      // variant comes before its others.
+      std::vector<Combo> q;
+      const size_t T = tiles.size(), V = vars.size();
+      for (size_t d = 0; d + 1 < T + V; ++d)
+        for (size_t ti = 0; ti <= d && ti < T; ++ti) {
+          const size_t vi = d - ti;
+          if (vi >= V) continue;
+          const Variant& v = vars[vi];
+          q.push_back(Combo{a, tiles[ti], v.sk, v.red, v.swz, v.custom, slot0 + ti, algo_stages.size() - 1, vi == 0});
+        }
+      total += q.size();
+      queues.push_back(std::move(q));
     }
 
     py::list valid;
@@ -402,10 +430,21 @@ class GemmPlan {
     size_t depth = 0;
     for (bool any = true; any && !capped; ++depth) {
       any = false;
-      for (auto& q : queues) {
+      for (size_t qi = 0; qi < queues.size(); ++qi) {
+        auto& q = queues[qi];
         if (depth >= q.size()) continue;
         any = true;
+        if (dead[q[depth].slot]) continue;
+        if (max_seconds > 0 && elapsed() > max_seconds) {
+          capped = true;
+          stopped_by = "max_seconds";
+          break;
+        }
         Combo& c = q[depth];
+        // Stages that passed before for this (algo, tile) first, then the rest.
+        std::vector<uint32_t> order = good[c.slot];
+        for (uint32_t st : algo_stages[c.stages])
+          if (std::find(order.begin(), order.end(), st) == order.end()) order.push_back(st);
         cublasLtMatmulAlgo_t a = c.base;
         cfg_set(*lt_, a, CUBLASLT_ALGO_CONFIG_TILE_ID, c.tile);
         cfg_set(*lt_, a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, c.splitk);
@@ -414,9 +453,10 @@ class GemmPlan {
         cfg_set(*lt_, a, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, c.custom);
         cublasStatus_t last = CUBLAS_STATUS_NOT_SUPPORTED;
         bool ok = false;
-        for (uint32_t st : c.stages) {
+        for (uint32_t st : order) {
           if (checks >= max_checks) {
             capped = true;
+            stopped_by = "max_checks";
             break;
           }
           cfg_set(*lt_, a, CUBLASLT_ALGO_CONFIG_STAGES_ID, st);
@@ -437,9 +477,13 @@ class GemmPlan {
             valid.append(d);
           }
           ok = true;
+          auto& gs = good[c.slot];
+          gs.erase(std::remove(gs.begin(), gs.end(), st), gs.end());
+          gs.insert(gs.begin(), st);
           break;
         }
         if (capped) break;
+        if (!ok && c.first) dead[c.slot] = true;  // tile unusable for this problem: skip its other combos
         if (!ok) {
           const std::string name = status_text(*lt_, last);
           if (failures[name]++ < 3 && failure_examples.size() < 40) {
@@ -450,6 +494,7 @@ class GemmPlan {
         }
         if (static_cast<int>(valid.size()) >= max_valid) {
           capped = true;
+          stopped_by = "max_valid";
           break;
         }
       }
@@ -465,13 +510,22 @@ class GemmPlan {
     out["failure_examples"] = failure_examples;
     out["workspace_too_small"] = too_small;
     out["capped"] = capped;
+    out["stopped_by"] = stopped_by;
+    out["seconds"] = elapsed();
+    out["max_seconds"] = max_seconds;
+    int n_dead = 0;
+    for (bool d : dead) n_dead += d ? 1 : 0;
+    out["tile_slots"] = static_cast<int>(dead.size());
+    out["dead_tiles"] = n_dead;
     out["max_valid"] = max_valid;
     out["max_checks"] = max_checks;
     out["workspace_bytes"] = workspace_bytes;
     out["policy"] =
-        "round-robin over (algo id, tile); per (tile, split-K in {1,2,3,4,5,6,8,12,16,24,32} <= K, reduction "
-        "scheme from the mask, CTA swizzle, custom option <= min(cap, max_custom)) the first stage id that "
-        "passes cublasLtMatmulAlgoCheck; cluster and inner shape automatic";
+        "round-robin over algo ids; per algo a diagonal walk over (tile, variant), variants = split-K in "
+        "{1,2,4,8,16,32,3,5,6,12,24} <= K with each reduction scheme of the mask, then custom options <= "
+        "min(cap, max_custom), then CTA swizzle; per combination the first stage id that "
+        "passes cublasLtMatmulAlgoCheck (stages that passed before tried first); an (algo, tile) whose split-K 1 "
+        "configuration passes with no stage is dropped; cluster and inner shape automatic";
     return out;
   }
 
@@ -557,7 +611,7 @@ void register_gemm(py::module_& m) {
       .def("library", &GemmPlan::library_info)
       .def("heuristic", &GemmPlan::heuristic, py::arg("count"), py::arg("workspace_bytes"))
       .def("enumerate", &GemmPlan::enumerate, py::arg("max_valid"), py::arg("max_checks"), py::arg("workspace_bytes"),
-           py::arg("max_custom") = 3)
+           py::arg("max_custom") = 3, py::arg("max_seconds") = 10.0)
       .def("run", &GemmPlan::run, py::arg("algo"), py::arg("x"), py::arg("w"), py::arg("y"), py::arg("workspace"),
            py::arg("workspace_bytes"), py::arg("stream") = 0)
       .def("time", &GemmPlan::time, py::arg("algo"), py::arg("x"), py::arg("w"), py::arg("y"), py::arg("workspace"),

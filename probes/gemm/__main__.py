@@ -33,7 +33,9 @@ def parse_args(argv):
     parser.add_argument("--algo-extra", default="q_o:256:float16,q_o:256:float32,q_o:256:float32_tf32",
                         help="extra shape:M:dtype algos runs ('' for none)")
     parser.add_argument("--max-configs", type=int, default=128, help="valid configurations run per product (cap)")
-    parser.add_argument("--max-checks", type=int, default=3000, help="cublasLtMatmulAlgoCheck calls per product (cap)")
+    parser.add_argument("--max-checks", type=int, default=20000, help="cublasLtMatmulAlgoCheck calls per product (cap)")
+    parser.add_argument("--enum-seconds", type=float, default=1.5,
+                        help="time cap of one product's configuration enumeration (s, default 1.5)")
     parser.add_argument("--workspace-mb", type=int, default=32, help="cuBLASLt workspace (MiB, default 32)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per algorithm (median)")
     parser.add_argument("--sweep-max-m", type=int, default=None, help="largest M of the sweep (GPU 4096, CPU 130)")
@@ -133,7 +135,8 @@ def main(argv=None):
                     raise UsageError(f"--algo-extra: bad entry {extra!r}; use shape:M:dtype, e.g. q_o:256:float16")
                 plan.append((shape, n, k, int(m), spec))
             probe.algos(report, plan, max_valid=args.max_configs, max_checks=args.max_checks,
-                        workspace_mb=args.workspace_mb, runs=args.runs)
+                        workspace_mb=args.workspace_mb, runs=args.runs,
+                        max_seconds=args.enum_seconds)
         stage_seconds["algos"] = time.perf_counter() - t
     report["config"]["stage_seconds"] = stage_seconds
     from probes.gemm.triton_matmul import FALLBACKS

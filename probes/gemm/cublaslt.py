@@ -59,8 +59,8 @@ def torch_linear(x, w, compute):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def run_algos(m, n, k, dtype, compute="32f", *, device="cuda:0", seed=0, max_valid=192, max_checks=3000,
-              workspace_mb=32, heuristic_count=16, runs=10, warmup=2, log=None):
+def run_algos(m, n, k, dtype, compute="32f", *, device="cuda:0", seed=0, max_valid=192, max_checks=20000,
+              workspace_mb=32, heuristic_count=16, runs=10, warmup=2, max_seconds=4.0, log=None):
     """Enumerate, run, time and cluster every algorithm of one product. Returns a dict (see the keys)."""
     import torch
 
@@ -72,7 +72,7 @@ def run_algos(m, n, k, dtype, compute="32f", *, device="cuda:0", seed=0, max_val
     ws_bytes = int(workspace_mb) << 20
     workspace = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=dev)
     heur = plan.heuristic(heuristic_count, ws_bytes)
-    enum = plan.enumerate(max_valid, max_checks, ws_bytes)
+    enum = plan.enumerate(max_valid, max_checks, ws_bytes, 3, max_seconds)
     configs, seen = [], {}
     for p in heur["picks"]:
         c = dict(p, source="heuristic", heuristic_rank=p["rank"])
@@ -132,6 +132,7 @@ def run_algos(m, n, k, dtype, compute="32f", *, device="cuda:0", seed=0, max_val
     if log:
         log(f"algos {dtype}/{compute} M={m} N={n} K={k}: {len(rows)} ran, {len(failed)} failed at run, "
             f"{len(groups)} bit groups (torch in group {torch_group}, default in {result['default_group']}), "
-            f"checks {enum['checks']} of {enum['candidates']} candidates, capped={enum['capped']}, "
+            f"checks {enum['checks']} of {enum['candidates']} candidates in {enum['seconds']:.2f} s, "
+            f"stopped by {enum['stopped_by']}, {enum['dead_tiles']}/{enum['tile_slots']} (algo, tile) dropped, "
             f"{result['wall_seconds']:.1f} s")
     return result

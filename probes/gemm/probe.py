@@ -29,7 +29,7 @@ class GemmProbe:
         self.log = log
 
     # ---- cuBLASLt algorithms --------------------------------------------------------------------------
-    def algos(self, report, plan, *, max_valid, max_checks, workspace_mb, runs):
+    def algos(self, report, plan, *, max_valid, max_checks, workspace_mb, runs, max_seconds=1.5):
         """plan: list of (shape name, N, K, M, dtype spec)."""
         from probes.gemm.cublaslt import run_algos
 
@@ -38,12 +38,13 @@ class GemmProbe:
                 dtype, compute = split_dtype(spec)
                 progress.update(note=f"{shape} {spec} M={m}")
                 key = f"algos/{spec}/{shape}/M={m}"
-                params = {"compute": compute, "max_valid": max_valid, "max_checks": max_checks,
+                params = {"compute": compute, "max_valid": max_valid, "max_checks": max_checks, "max_seconds": max_seconds,
                           "workspace_mb": workspace_mb, "runs": runs}
                 inputs = _inputs(self.seed, M=m, N=n, K=k, dtype=dtype)
                 try:
                     r = run_algos(m, n, k, dtype, compute, device=self.device, seed=self.seed, max_valid=max_valid,
-                                  max_checks=max_checks, workspace_mb=workspace_mb, runs=runs, log=self.log)
+                                  max_checks=max_checks, workspace_mb=workspace_mb, runs=runs,
+                                  max_seconds=max_seconds, log=self.log)
                 except Exception as exc:
                     reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error",
                                            message=f"{type(exc).__name__}: {exc}")
