@@ -138,11 +138,13 @@ MISTRAL_SHAPES = {
 _BIG = [cfg("tma", 128, 256, 64, stages=3), cfg("tma", 128, 128, 64, stages=4), cfg("tma", 128, 256, 64, stages=4),
         cfg("tma", 128, 128, 64, stages=4, flatten=False), cfg("ptr", 128, 128, 64, stages=3)]
 _NARROW = [cfg("tma", 128, 128, 64, stages=4), cfg("tma", 64, 128, 64, stages=4, warps=4),
-           cfg("tma", 128, 64, 64, stages=4, warps=4), cfg("ptr", 64, 128, 64, stages=4, warps=4)]
+           cfg("tma", 128, 64, 64, stages=4, warps=4), cfg("tma", 64, 64, 128, stages=4, warps=4),
+           cfg("ptr", 64, 128, 64, stages=4, warps=4)]
 #: Candidate configs per shape class (N, K); the first is the default until `choose` picks from measurements.
 CANDIDATES = {
     (4096, 4096): [cfg("tma", 128, 128, 64, stages=4), cfg("tma", 128, 256, 64, stages=3),
-                   cfg("tma", 64, 128, 64, stages=4, warps=4), cfg("ptr", 128, 128, 64, stages=3)],
+                   cfg("tma", 64, 128, 64, stages=4, warps=4), cfg("tma", 64, 64, 128, stages=4, warps=4),
+                   cfg("ptr", 128, 128, 64, stages=3)],
     (1024, 4096): _NARROW,
     (14336, 4096): _BIG,
     (4096, 14336): [cfg("tma", 128, 128, 64, stages=4), cfg("tma", 128, 256, 64, stages=3),
