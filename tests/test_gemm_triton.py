@@ -76,3 +76,24 @@ def test_bad_inputs():
         T.batch_invariant_matmul(x[0], w)
     with pytest.raises(KernelInputError, match="out"):
         T.batch_invariant_matmul(x, w, out=torch.empty((3, 8), dtype=torch.float16))
+
+
+def test_choose_picks_best_worst_case_and_roundtrips(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "CHOICES", {})
+    a, b = (T.config_name(c) for c in T.CANDIDATES[(4096, 4096)][:2])
+
+    def row(config, m, ratio):
+        return {"shape": "q_o", "N": 4096, "K": 4096, "M": m, "dtype": "bfloat16", "config": config,
+                "ratio": ratio, "target": T.target_ratio(m)}
+    rows = [row(a, 64, 0.70), row(a, 1400, 1.00),   # worst 0.70 / 0.8 = 0.875
+            row(b, 64, 0.85), row(b, 1400, 0.88),   # worst 0.88 / 0.9 = 0.978
+            {**row(T.config_name(T.CANDIDATES[(4096, 4096)][2]), 64, 0), "error": "CompilationError"}]
+    picked = T.choose(rows)
+    assert picked["q_o"]["config"] == b and not picked["q_o"]["meets_targets"]
+    assert T.config_for(4096, 4096, "bfloat16", "cuda") == T.config_by_name(b) or T.INTERPRETED
+    assert T.CHOICES[(4096, 4096, "bfloat16")] == T.config_by_name(b)
+    path = tmp_path / "choices.json"
+    T.save_choices(path)
+    T.CHOICES.clear()
+    T.load_choices(path)
+    assert T.CHOICES[(4096, 4096, "bfloat16")] == T.config_by_name(b)

@@ -2,6 +2,7 @@
 import argparse
 import os
 import re
+import signal
 import sys
 import time
 
@@ -64,9 +65,7 @@ def main(argv=None):
 
     from probes import report as reports
     from probes.gemm import probe as P
-    from probes.gemm import sweep as S
-    from probes.gemm import table
-    from probes.gemm.triton_matmul import MISTRAL_SHAPES, save_choices
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES
 
     parts = cli.parse_csv_choice(args.parts, ["algos", "bench", "sweep"], "part")
     shapes = {s: MISTRAL_SHAPES[s] for s in cli.parse_csv_choice(args.shapes, list(MISTRAL_SHAPES), "shape")}
@@ -86,6 +85,29 @@ def main(argv=None):
         reports.add_experiment(report, key=f"{part}/skipped", inputs={"seed": args.seed}, params={},
                                status="skipped", message=reason)
         log(f"skipping {part}: {reason}")
+
+    # A SIGTERM (e.g. from `timeout`) ends the current part; what was measured is still written.
+    class Terminated(BaseException):  # not caught by the per-experiment `except Exception`
+        pass
+
+    def on_term(signum, frame):
+        raise Terminated()
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        run_parts(args, device, parts, shapes, modes, report, probe, stage_seconds, skip)
+    except Terminated:
+        report["config"]["terminated"] = "SIGTERM during the run: the report holds the experiments finished before"
+        log("terminated by SIGTERM: writing what was measured")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    finish(args, device, report, stage_seconds, started, log)
+    return 0
+
+
+def run_parts(args, device, parts, shapes, modes, report, probe, stage_seconds, skip):
+    from probes.gemm import probe as P
+    from probes.gemm import sweep as S
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES
 
     if "bench" in parts:
         t = time.perf_counter()
@@ -138,6 +160,13 @@ def main(argv=None):
                         workspace_mb=args.workspace_mb, runs=args.runs,
                         max_seconds=args.enum_seconds)
         stage_seconds["algos"] = time.perf_counter() - t
+
+
+def finish(args, device, report, stage_seconds, started, log):
+    from probes import report as reports
+    from probes.gemm import table
+    from probes.gemm.triton_matmul import save_choices
+
     report["config"]["stage_seconds"] = stage_seconds
     from probes.gemm.triton_matmul import FALLBACKS
     report["config"]["triton_fallbacks"] = FALLBACKS

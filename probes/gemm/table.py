@@ -15,7 +15,7 @@ def format_algos(report):
     if not exps:
         return ""
     head = (f"{'cuBLASLt algorithms':<34} {'ran/cfg':>8} {'groups':>6} {'torch=def':>9} {'default':<40} "
-            f"{'def ms':>8} {'best ms':>8} {'max ulp':>7} {'capped':>6}")
+            f"{'def ms':>8} {'best ms':>8} {'max ulp':>7} {'stopped by':>11}")
     lines = [head, "-" * len(head)]
     for e in exps:
         if e["status"] != "ok":
@@ -27,7 +27,7 @@ def format_algos(report):
         lines.append(f"{e['key'][6:]:<34} {str(m['ran']) + '/' + str(m['configs']):>8} {m['distinct']:>6} "
                      f"{str(m['torch_matches_default']):>9} {d.get('desc', '-'):<40} {_f(d.get('median_ms'), '.4f'):>8} "
                      f"{_f(f.get('median_ms'), '.4f'):>8} {max(ulps) if ulps else '-':>7} "
-                     f"{str(m['enumeration'].get('capped')):>6}")
+                     f"{str(m['enumeration'].get('stopped_by')):>11}")
     return "\n".join(lines)
 
 
