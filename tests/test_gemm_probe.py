@@ -90,3 +90,10 @@ def test_gemm_plan_without_gpu():
     from probes.gemm.cublaslt import plan_for
     with pytest.raises(NoGPUError, match="GPU"):
         plan_for(8, 8, 8, "bfloat16", "32f", 0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cli_cuda_without_gpu(capsys):
+    from probes.cli import guarded_main
+    assert guarded_main(main, ["--device", "cuda", "--no-plot"]) == 2
+    assert "GPU" in capsys.readouterr().err
