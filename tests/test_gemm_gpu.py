@@ -1,4 +1,5 @@
-"""GEMM probe on a GPU: cuBLASLt enumeration, clusters, errors, and the batch-invariant Triton matmul."""
+"""GEMM probe on a GPU: the batch-invariant Triton matmul first, then cuBLASLt enumeration, clusters and
+errors (last: a configuration that passes cublasLtMatmulAlgoCheck but faults would poison the context)."""
 import pytest
 import torch
 
@@ -6,6 +7,40 @@ pytestmark = pytest.mark.gpu
 
 SMALL = (64, 256, 512)          # M, N, K
 MISTRAL = (256, 4096, 4096)     # q/o projection at M = 256
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("shape", ["q_o", "k_v", "down"])
+def test_triton_matmul_batch_invariant_over_sweep(dtype, shape):
+    from probes.gemm.sweep import gpu_ms
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul, config_for, config_name
+    n, k = MISTRAL_SHAPES[shape]
+    ms = gpu_ms()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tdt = getattr(torch, dtype)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(tdt)
+    x = torch.randn((max(ms), k), device="cuda", generator=g).to(tdt)
+    full = batch_invariant_matmul(x, w).view(torch.int16)
+    again = batch_invariant_matmul(x, w).view(torch.int16)
+    assert torch.equal(full, again), "repeated runs differ"
+    bad = [m for m in ms if not torch.equal(batch_invariant_matmul(x[:m], w).view(torch.int16), full[:m])]
+    print(shape, dtype, config_name(config_for(n, k, tdt)), "M with differing rows:", bad[:20])
+    assert bad == []
+    ref = torch.nn.functional.linear(x[:256], w).float()
+    assert float((full[:256].view(tdt).float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+def test_triton_matmul_rejects_bad_gpu_inputs():
+    from probes.ext import KernelInputError
+    from probes.gemm.triton_matmul import batch_invariant_matmul
+    x = torch.randn((8, 64), device="cuda", dtype=torch.bfloat16)
+    w = torch.randn((32, 64), device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(KernelInputError, match="device mismatch"):
+        batch_invariant_matmul(x, w.cpu())
+    with pytest.raises(KernelInputError, match="K differs"):
+        batch_invariant_matmul(x, w[:, :32].contiguous())
+    with pytest.raises(KernelInputError, match="dtype"):
+        batch_invariant_matmul(x.float(), w.float())
 
 
 @pytest.fixture(scope="module")
@@ -66,37 +101,3 @@ def test_plan_run_is_repeatable_and_checks_pointers():
     with pytest.raises(ValueError, match="null"):
         plan.run(pick["algo"], 0, w.data_ptr(), y.data_ptr(), ws.data_ptr(), ws.numel())
     assert ext  # the module is the one probes.ext loads
-
-
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("shape", ["q_o", "k_v", "down"])
-def test_triton_matmul_batch_invariant_over_sweep(dtype, shape):
-    from probes.gemm.sweep import gpu_ms
-    from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul, config_for, config_name
-    n, k = MISTRAL_SHAPES[shape]
-    ms = gpu_ms()
-    g = torch.Generator(device="cuda").manual_seed(0)
-    tdt = getattr(torch, dtype)
-    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(tdt)
-    x = torch.randn((max(ms), k), device="cuda", generator=g).to(tdt)
-    full = batch_invariant_matmul(x, w).view(torch.int16)
-    again = batch_invariant_matmul(x, w).view(torch.int16)
-    assert torch.equal(full, again), "repeated runs differ"
-    bad = [m for m in ms if not torch.equal(batch_invariant_matmul(x[:m], w).view(torch.int16), full[:m])]
-    print(shape, dtype, config_name(config_for(n, k, tdt)), "M with differing rows:", bad[:20])
-    assert bad == []
-    ref = torch.nn.functional.linear(x[:256], w).float()
-    assert float((full[:256].view(tdt).float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
-
-
-def test_triton_matmul_rejects_bad_gpu_inputs():
-    from probes.ext import KernelInputError
-    from probes.gemm.triton_matmul import batch_invariant_matmul
-    x = torch.randn((8, 64), device="cuda", dtype=torch.bfloat16)
-    w = torch.randn((32, 64), device="cuda", dtype=torch.bfloat16)
-    with pytest.raises(KernelInputError, match="device mismatch"):
-        batch_invariant_matmul(x, w.cpu())
-    with pytest.raises(KernelInputError, match="K differs"):
-        batch_invariant_matmul(x, w[:, :32].contiguous())
-    with pytest.raises(KernelInputError, match="dtype"):
-        batch_invariant_matmul(x.float(), w.float())
