@@ -97,3 +97,15 @@ def test_choose_picks_best_worst_case_and_roundtrips(tmp_path, monkeypatch):
     T.CHOICES.clear()
     T.load_choices(path)
     assert T.CHOICES[(4096, 4096, "bfloat16")] == T.config_by_name(b)
+
+
+def test_default_configs_compile_for_sm90():
+    """Triton compiles the default kernels for sm_90 without a GPU: TMA loads and wgmma in the PTX."""
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    r = subprocess.run([sys.executable, "-m", "probes.gemm.compile_check"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tma_lines = [line for line in r.stdout.splitlines() if line.startswith("OK   tma")]
+    assert tma_lines and all("wgmma=0" not in line and "tma=0" not in line for line in tma_lines), r.stdout
