@@ -97,3 +97,77 @@ def test_cli_cuda_without_gpu(capsys):
     from probes.cli import guarded_main
     assert guarded_main(main, ["--device", "cuda", "--no-plot"]) == 2
     assert "GPU" in capsys.readouterr().err
+
+
+class _FakePlan:
+    """Stands in for probes._C.GemmPlan on the CPU: algo i sums K in (i % 3 + 1) chunks (split-K), algo 5
+    is refused at run time. Exercises run_algos' bookkeeping: clusters, default, torch's group, failures."""
+
+    def __init__(self, k):
+        self.k = k
+        self.tensors = {}
+
+    def library(self):
+        return {"path": "fake", "version": 0}
+
+    def _cfg(self, i, rank=None):
+        d = {"algo_id": i, "tile": 20, "splitk": i % 3 + 1, "reduction": 1 if i % 3 else 0, "swizzle": 0, "custom": 0,
+             "stages": 0, "inner_shape": 0, "cluster_shape": 0, "algo": bytes([i]) * 64, "workspace": 0, "waves": 1.0}
+        d.update({"rank": rank, "state": "CUBLAS_STATUS_SUCCESS"} if rank is not None else {"status": "ok"})
+        return d
+
+    def heuristic(self, count, ws):
+        return {"status": "CUBLAS_STATUS_SUCCESS", "picks": [self._cfg(1, rank=0), self._cfg(0, rank=1)]}
+
+    def enumerate(self, *args):
+        return {"valid": [self._cfg(i) for i in (0, 2, 3, 4, 5)], "failure_examples": [], "checks": 9,
+                "candidates": 20, "capped": False, "stopped_by": "exhausted", "seconds": 0.0, "dead_tiles": 0,
+                "tile_slots": 3}
+
+    def run(self, algo, x, w, y, ws, wsb, stream):
+        i = algo[0]
+        if i == 5:
+            return "CUBLAS_STATUS_NOT_SUPPORTED"
+        X, W, Y = self.tensors["x"], self.tensors["w"], self.tensors["y"]
+        chunks = torch.tensor_split(torch.arange(self.k), i % 3 + 1)
+        acc = sum(X[:, c] @ W[:, c].T for c in chunks)
+        Y.copy_(acc)
+        return "CUBLAS_STATUS_SUCCESS"
+
+    def time(self, *args):
+        return [0.3, 0.1, 0.2]
+
+
+def test_run_algos_bookkeeping_with_a_fake_plan(monkeypatch):
+    import types
+
+    import probes.gemm.cublaslt as L
+    m, n, k = 8, 16, 3000
+    plan = _FakePlan(k)
+    real_inputs, real_empty = L.make_inputs, torch.empty
+
+    def make_inputs(m_, n_, k_, dtype, device, seed):
+        x, w = real_inputs(m_, n_, k_, dtype, torch.device("cpu"), seed)
+        plan.tensors.update(x=x, w=w)
+        return x, w
+
+    def empty(*a, **kw):
+        t = real_empty(*a, **{key: v for key, v in kw.items() if key != "device"})
+        if tuple(t.shape) == (m, n):
+            plan.tensors["y"] = t
+        return t
+    monkeypatch.setattr(L, "make_inputs", make_inputs)
+    monkeypatch.setattr(L, "plan_for", lambda *a: plan)
+    monkeypatch.setattr(L, "torch_linear", lambda x, w, c: x @ w.T)   # one chunk: algo 0's and 3's order
+    monkeypatch.setattr(torch, "empty", empty)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda d: types.SimpleNamespace(cuda_stream=0))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    r = L.run_algos(m, n, k, "float32", device="cpu")
+    assert r["configs"] == 6 and r["ran"] == 5 and r["run_failures"][0]["status"] == "CUBLAS_STATUS_NOT_SUPPORTED"
+    groups = {row["algo_id"]: row["group"] for row in r["rows"]}
+    assert groups[0] == groups[3] == r["torch_group"]            # same order as torch: same bits
+    assert groups[1] == groups[4] != groups[0]                   # 2 chunks: another group (float32 sums differ)
+    assert r["distinct"] == len(set(groups.values())) == 3
+    assert r["default"]["algo_id"] == 1 and r["default_group"] == groups[1] and not r["torch_matches_default"]
+    assert r["default"]["median_ms"] == 0.2
+    assert all(g["rel_error"] < 1e-5 for g in r["groups"])
