@@ -7,6 +7,7 @@
 
 #include "device_info.h"
 #include "dtypes.h"
+#include "gemm/cublaslt_algos.h"
 #include "kernel_sources.h"  // generated into the build tree
 #include "reduction/cpu_reference.h"
 #include "reductions.h"
@@ -98,4 +99,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("fma_axpy", &fma_axpy, py::arg("alpha"), py::arg("x"), py::arg("y"), py::arg("out"), py::arg("variant"),
         py::arg("stream") = 0, "out = op(alpha[0], x, y) element-wise.");
   m.def("fma_cpu_has_fma", &fma_cpu_has_fma, "True when this CPU has FMA instructions (__builtin_cpu_supports).");
+
+  // ---- gemm probe (csrc/gemm, probes/gemm) ----
+  m.def("gemm_build_info", &gemm_build_info, "Whether GemmPlan (cuBLASLt) was built in, and why not.");
+  register_gemm(m);
 }

@@ -1,0 +1,16 @@
+"""GEMM probe: which kernel did cuBLAS pick, and does a request's row depend on its batch?
+
+cuBLAS picks a kernel (tile, split-K, reduction scheme, stages) by heuristics that look at the shape,
+dtype and GPU. Two picks for the same product give different bits, so the same row of X @ W^T changes
+when X gains rows: a larger M picks another kernel, and a request's logits depend on what else is in its
+batch. The probe lists every cuBLASLt algorithm for one product, runs them all on the same inputs and
+clusters their outputs into bit-identical groups (marking the heuristic's default and torch's own
+result); sweeps M (and, for attention, batch and sequence length) to find where row 0 changes its
+bits; and offers a batch-invariant Triton matmul whose configuration depends on (N, K) only, timed
+against cuBLAS in the same run.
+
+Layout, as in a Triton tutorial: the kernels (`csrc/gemm/` for cuBLASLt, `triton_matmul.py`), the wrapper
+(`cublaslt.py`), the reference check and clustering (`cluster.py`), the sweeps (`sweep.py`), the
+measurement and the report (`probe.py`), the table and the plot (`table.py`) and the command line
+(`__main__.py`).
+"""

@@ -1,0 +1,106 @@
+"""GEMM probe on a GPU: the batch-invariant Triton matmul first, then cuBLASLt enumeration, clusters and
+errors (last: a configuration that passes cublasLtMatmulAlgoCheck but faults would poison the context)."""
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+SMALL = (64, 256, 512)          # M, N, K
+MISTRAL = (256, 4096, 4096)     # q/o projection at M = 256
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("shape", ["q_o", "k_v", "down"])
+def test_triton_matmul_batch_invariant_over_sweep(dtype, shape):
+    from probes.gemm.sweep import gpu_ms
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul, config_for, config_name
+    n, k = MISTRAL_SHAPES[shape]
+    ms = gpu_ms()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tdt = getattr(torch, dtype)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(tdt)
+    x = torch.randn((max(ms), k), device="cuda", generator=g).to(tdt)
+    full = batch_invariant_matmul(x, w).view(torch.int16)
+    again = batch_invariant_matmul(x, w).view(torch.int16)
+    assert torch.equal(full, again), "repeated runs differ"
+    bad = [m for m in ms if not torch.equal(batch_invariant_matmul(x[:m], w).view(torch.int16), full[:m])]
+    print(shape, dtype, config_name(config_for(n, k, tdt)), "M with differing rows:", bad[:20])
+    assert bad == []
+    ref = torch.nn.functional.linear(x[:256], w).float()
+    assert float((full[:256].view(tdt).float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+def test_triton_matmul_rejects_bad_gpu_inputs():
+    from probes.ext import KernelInputError
+    from probes.gemm.triton_matmul import batch_invariant_matmul
+    x = torch.randn((8, 64), device="cuda", dtype=torch.bfloat16)
+    w = torch.randn((32, 64), device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(KernelInputError, match="device mismatch"):
+        batch_invariant_matmul(x, w.cpu())
+    with pytest.raises(KernelInputError, match="K differs"):
+        batch_invariant_matmul(x, w[:, :32].contiguous())
+    with pytest.raises(KernelInputError, match="dtype"):
+        batch_invariant_matmul(x.float(), w.float())
+
+
+@pytest.fixture(scope="module")
+def algos_small():
+    from probes.gemm.cublaslt import run_algos
+    return run_algos(*SMALL, "bfloat16", max_valid=48, max_checks=20000, runs=3, log=print)
+
+
+def test_enumeration_small_runs_many_and_marks_default(algos_small):
+    r = algos_small
+    print({k: v for k, v in r.items() if k not in ("rows", "failure_examples", "run_failures")})
+    assert r["heuristic_status"] == "CUBLAS_STATUS_SUCCESS"
+    assert r["ran"] > 1, r["enumeration"]
+    assert r["default"] is not None and r["default"]["heuristic_rank"] == 0
+    assert r["default_group"] is not None
+    assert r["enumeration"]["checks"] >= 1 and r["library"]["path"]
+
+
+def test_clusters_cover_every_run_and_errors_are_small(algos_small):
+    r = algos_small
+    assert sum(g["size"] for g in r["groups"]) == r["ran"]
+    assert sorted({row["group"] for row in r["rows"]}) == sorted(g["group"] for g in r["groups"] if g["size"])
+    for g in r["groups"]:
+        # Normwise: even a split-K reduction in the output type (bf16 partials) stays within a few bf16 ulps
+        # of max|Y|. Element-wise ulps are reported, not bounded: near-zero outputs have tiny ulps.
+        assert g["rel_error"] < 2e-2, g
+        assert isinstance(g["max_ulp"], int) and g["max_ulp"] >= 0
+    default = next(g for g in r["groups"] if g["has_default"])
+    assert default["rel_error"] < 1e-2, default
+
+
+def test_enumeration_mistral_shape():
+    from probes.gemm.cublaslt import run_algos
+    r = run_algos(*MISTRAL, "bfloat16", max_valid=32, max_checks=20000, runs=3, log=print)
+    print(r["distinct"], [(g["size"], g["max_ulp"], g["has_default"], g["has_torch"]) for g in r["groups"]])
+    assert r["ran"] > 1 and r["default"] is not None
+    assert all(g["rel_error"] < 2e-2 for g in r["groups"])
+
+
+def test_plan_run_is_repeatable_and_checks_pointers():
+    from probes import ext
+    from probes.gemm.cublaslt import make_inputs, plan_for
+    m, n, k = SMALL
+    x, w = make_inputs(m, n, k, "bfloat16", torch.device("cuda"), 0)
+    plan = plan_for(m, n, k, "bfloat16", "32f", 0)
+    ws = torch.empty(1 << 22, dtype=torch.uint8, device="cuda")
+    pick = plan.heuristic(1, ws.numel())["picks"][0]
+    ys = []
+    for _ in range(3):
+        y = torch.empty((m, n), dtype=torch.bfloat16, device="cuda")
+        assert plan.run(pick["algo"], x.data_ptr(), w.data_ptr(), y.data_ptr(), ws.data_ptr(), ws.numel()) \
+            == "CUBLAS_STATUS_SUCCESS"
+        torch.cuda.synchronize()
+        ys.append(y.view(torch.int16))
+    assert torch.equal(ys[0], ys[1]) and torch.equal(ys[0], ys[2])
+    cpu = torch.empty((m, n), dtype=torch.bfloat16)
+    with pytest.raises(ValueError):
+        plan.run(pick["algo"], x.data_ptr(), w.data_ptr(), cpu.data_ptr(), ws.data_ptr(), ws.numel())
+    with pytest.raises(ValueError, match="bytes"):
+        plan.run(b"123", x.data_ptr(), w.data_ptr(), y.data_ptr(), ws.data_ptr(), ws.numel())
+    with pytest.raises(ValueError, match="null"):
+        plan.run(pick["algo"], 0, w.data_ptr(), y.data_ptr(), ws.data_ptr(), ws.numel())
+    assert ext  # the module is the one probes.ext loads

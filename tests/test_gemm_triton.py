@@ -1,0 +1,111 @@
+"""The batch-invariant Triton matmul on the CPU, through Triton's interpreter (conftest sets it)."""
+import os
+
+import pytest
+import torch
+
+from probes.ext import KernelInputError
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"),
+                                reason="GPU machine: tests/test_gemm_gpu.py runs the kernel there")
+
+from probes.gemm import triton_matmul as T  # noqa: E402
+
+
+def _inputs(m, n, k, dtype=torch.float16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn((m, k), generator=g).to(dtype),
+            (torch.randn((n, k), generator=g) * k ** -0.5).to(dtype))
+
+
+def test_close_to_float32_accumulated_reference():
+    x, w = _inputs(37, 40, 72)
+    y = T.batch_invariant_matmul(x, w)
+    ref = T.reference(x, w)
+    assert y.shape == (37, 40) and y.dtype == torch.float16
+    # fp16 output: at most a couple of fp16 ulps from the float64 product (accumulation in fp32)
+    tol = (ref.abs() * 2.0 ** -10 * 2 + 2.0 ** -24)
+    assert bool(((y.float() - ref).abs() <= tol).all())
+
+
+def test_row0_bitwise_invariant_over_m():
+    x, w = _inputs(35, 24, 40, seed=3)
+    first = T.batch_invariant_matmul(x[:1], w)[0].view(torch.int16)
+    for m in (2, 15, 16, 17, 33, 35):
+        assert torch.equal(T.batch_invariant_matmul(x[:m], w)[0].view(torch.int16), first), m
+    # every row, not just row 0: row i of X[:m] equals row i of X[:35]
+    full = T.batch_invariant_matmul(x, w).view(torch.int16)
+    assert torch.equal(T.batch_invariant_matmul(x[:20], w).view(torch.int16), full[:20])
+
+
+def test_tma_and_pointer_kernels_agree():
+    x, w = _inputs(19, 32, 48, seed=5)
+    c = dict(T.INTERPRETER_CONFIG, impl="tma")
+    assert torch.equal(T.batch_invariant_matmul(x, w, config=c).view(torch.int16),
+                       T.batch_invariant_matmul(x, w).view(torch.int16))
+
+
+def test_k_tail_and_repeat():
+    x, w = _inputs(9, 20, 37, seed=7)  # K not a multiple of BLOCK_K, N not of BLOCK_N
+    a = T.batch_invariant_matmul(x, w)
+    b = T.batch_invariant_matmul(x, w)
+    assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+    assert float((a.float() - T.reference(x, w)).abs().max()) < 1e-2
+
+
+def test_config_is_a_function_of_n_k_only():
+    for (n, k), cands in T.CANDIDATES.items():
+        assert T.config_for(n, k, "bfloat16", "cuda") is T.config_for(n, k, "bfloat16", "cuda")
+        for c in cands:
+            assert T.config_by_name(T.config_name(c)) == c
+
+
+def test_bad_inputs():
+    x, w = _inputs(4, 8, 16)
+    with pytest.raises(KernelInputError, match="K differs"):
+        T.batch_invariant_matmul(x, w[:, :8].contiguous())
+    with pytest.raises(KernelInputError, match="dtype"):
+        T.batch_invariant_matmul(x.float(), w.float())
+    with pytest.raises(KernelInputError, match="dtype mismatch"):
+        T.batch_invariant_matmul(x, w.to(torch.bfloat16))
+    with pytest.raises(KernelInputError, match="contiguous"):
+        T.batch_invariant_matmul(x.t(), w[:, :4])
+    with pytest.raises(KernelInputError, match="empty"):
+        T.batch_invariant_matmul(x[:0], w)
+    with pytest.raises(KernelInputError, match="2-D"):
+        T.batch_invariant_matmul(x[0], w)
+    with pytest.raises(KernelInputError, match="out"):
+        T.batch_invariant_matmul(x, w, out=torch.empty((3, 8), dtype=torch.float16))
+
+
+def test_choose_picks_best_worst_case_and_roundtrips(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "CHOICES", {})
+    a, b = (T.config_name(c) for c in T.CANDIDATES[(4096, 4096)][:2])
+
+    def row(config, m, ratio):
+        return {"shape": "q_o", "N": 4096, "K": 4096, "M": m, "dtype": "bfloat16", "config": config,
+                "ratio": ratio, "target": T.target_ratio(m)}
+    rows = [row(a, 64, 0.70), row(a, 1400, 1.00),   # worst 0.70 / 0.8 = 0.875
+            row(b, 64, 0.85), row(b, 1400, 0.88),   # worst 0.88 / 0.9 = 0.978
+            {**row(T.config_name(T.CANDIDATES[(4096, 4096)][2]), 64, 0), "error": "CompilationError"}]
+    picked = T.choose(rows)
+    assert picked["q_o"]["config"] == b and not picked["q_o"]["meets_targets"]
+    assert T.config_for(4096, 4096, "bfloat16", "cuda") == T.config_by_name(b) or T.INTERPRETED
+    assert T.CHOICES[(4096, 4096, "bfloat16")] == T.config_by_name(b)
+    path = tmp_path / "choices.json"
+    T.save_choices(path)
+    T.CHOICES.clear()
+    T.load_choices(path)
+    assert T.CHOICES[(4096, 4096, "bfloat16")] == T.config_by_name(b)
+
+
+def test_default_configs_compile_for_sm90():
+    """Triton compiles the default kernels for sm_90 without a GPU: TMA loads and wgmma in the PTX."""
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    r = subprocess.run([sys.executable, "-m", "probes.gemm.compile_check"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tma_lines = [line for line in r.stdout.splitlines() if line.startswith("OK   tma")]
+    assert tma_lines and all("wgmma=0" not in line and "tma=0" not in line for line in tma_lines), r.stdout
