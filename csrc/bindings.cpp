@@ -10,6 +10,7 @@
 #include "kernel_sources.h"  // generated into the build tree
 #include "reduction/cpu_reference.h"
 #include "reductions.h"
+#include "dequant/entry.h"  // dequantisation probe
 
 namespace py = pybind11;
 using namespace driftscope;
@@ -87,4 +88,14 @@ PYBIND11_MODULE(_C, m) {
     for (size_t i = 0; i < values.size(); ++i) r[i] = cpu_double_to_small(d, values[i]);
     return r;
   });
+  // ---- dequantisation probe (csrc/dequant; Python face: probes/dequant/kernels.py) ------------------
+  m.def("dequant_int4", &dequant_int4_entry, py::arg("packed"), py::arg("scales"), py::arg("zeros"), py::arg("out"),
+        py::arg("n"), py::arg("k"), py::arg("group"), py::arg("formula"), py::arg("compute"), py::arg("out_dtype"),
+        py::arg("device"), py::arg("stream") = 0, py::arg("check_scales") = true,
+        "Group-wise int4 dequantisation (raw pointers; device < 0: C++ reference on host memory).");
+  m.def("dequant_q4", &dequant_q4_entry, py::arg("blocks"), py::arg("out"), py::arg("n_blocks"), py::arg("qtype"),
+        py::arg("device"), py::arg("stream") = 0, "GGUF Q4_0/Q4_1 block dequantisation to float32 (raw pointers).");
+  m.def("dequant_fp8", &dequant_fp8_entry, py::arg("q"), py::arg("scales"), py::arg("out"), py::arg("n"), py::arg("k"),
+        py::arg("fmt"), py::arg("scaling"), py::arg("via"), py::arg("device"), py::arg("stream") = 0,
+        py::arg("check_scales") = true, "FP8 dequantisation to bfloat16 (raw pointers).");
 }
