@@ -115,3 +115,40 @@ def test_bad_input_refused():
     q, sc = dq.quantize_fp8(np.ones((4, 8), np.float32))
     with pytest.raises(KernelInputError, match="multiple of 16"):
         kernels.dequant_fp8(t(q), t(sc), "tensor")
+
+
+# ---- Triton (interpreter here: fp16/fp32 outputs, since it truncates float32 -> bfloat16) ------------
+@pytest.mark.parametrize("formula", dq.FORMULAS)
+@pytest.mark.parametrize("compute", dq.COMPUTE)
+@pytest.mark.parametrize("zeros", ["sym", "int"])
+def test_triton_int4_matches_model(formula, compute, zeros):
+    from probes.dequant import triton_dequant as td
+
+    p, s, z = int4_case(n=8, k=256, g=64, symmetric=zeros == "sym", seed=11)
+    for out in ("float16", "float32"):
+        want = dq.dequant_int4(p, s, z, group_size=64, formula=formula, compute=compute, out=out)
+        got = td.dequant_int4(t(p), t(s), t(z), group_size=64, formula=formula, compute=compute, out=out)
+        assert bitwise_equal(to_numpy(got), want), out
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
+def test_triton_q4_matches_model(qtype):
+    from gguf import GGMLQuantizationType, quants
+
+    from probes.dequant import triton_dequant as td
+
+    w = (np.random.default_rng(4).standard_normal((8, 512)) * 0.05).astype(np.float32)
+    raw = quants.quantize(w, getattr(GGMLQuantizationType, qtype)).reshape(-1, 18 if qtype == "Q4_0" else 20)
+    want = dq.dequant_q4_0(raw) if qtype == "Q4_0" else dq.dequant_q4_1(raw)
+    assert bitwise_equal(to_numpy(td.dequant_q4(t(raw), qtype)), want)
+
+
+@pytest.mark.parametrize("fmt", dq.FP8_FORMATS)
+@pytest.mark.parametrize("scaling", dq.FP8_SCALINGS)
+def test_triton_fp8_product_matches(fmt, scaling):
+    from probes.dequant import triton_dequant as td
+
+    q, s = dq.quantize_fp8((np.random.default_rng(5).standard_normal((136, 272)) * 0.1).astype(np.float32),
+                           fmt, scaling)
+    want = q.astype(np.float32) * dq._expand_scales(s, q.shape, scaling).astype(np.float32)
+    assert bitwise_equal(to_numpy(td.dequant_fp8(t(q), t(s), scaling, out="float32")), want)
