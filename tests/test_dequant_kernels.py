@@ -117,7 +117,7 @@ def test_bad_input_refused():
         kernels.dequant_fp8(t(q), t(sc), "tensor")
 
 
-# ---- Triton (interpreter here: fp16/fp32 outputs, since it truncates float32 -> bfloat16) ------------
+# ---- Triton (its interpreter here; bf16 rounding done on the bits there, see triton_dequant) ---------
 @pytest.mark.parametrize("formula", dq.FORMULAS)
 @pytest.mark.parametrize("compute", dq.COMPUTE)
 @pytest.mark.parametrize("zeros", ["sym", "int"])
@@ -125,7 +125,7 @@ def test_triton_int4_matches_model(formula, compute, zeros):
     from probes.dequant import triton_dequant as td
 
     p, s, z = int4_case(n=8, k=256, g=64, symmetric=zeros == "sym", seed=11)
-    for out in ("float16", "float32"):
+    for out in dq.OUTPUTS:
         want = dq.dequant_int4(p, s, z, group_size=64, formula=formula, compute=compute, out=out)
         got = td.dequant_int4(t(p), t(s), t(z), group_size=64, formula=formula, compute=compute, out=out)
         assert bitwise_equal(to_numpy(got), want), out
@@ -152,3 +152,23 @@ def test_triton_fp8_product_matches(fmt, scaling):
                            fmt, scaling)
     want = q.astype(np.float32) * dq._expand_scales(s, q.shape, scaling).astype(np.float32)
     assert bitwise_equal(to_numpy(td.dequant_fp8(t(q), t(s), scaling, out="float32")), want)
+    for via in ("float32", "bfloat16"):
+        assert bitwise_equal(to_numpy(td.dequant_fp8(t(q), t(s), scaling, via=via)),
+                             dq.dequant_fp8(q, s, scaling, via=via)), via
+
+
+@pytest.mark.parametrize("compute", dq.COMPUTE)
+@pytest.mark.parametrize("formula", dq.FORMULAS)
+def test_triton_fused_matmul_equals_dequant_then_matmul(compute, formula):
+    from numerics.formats import cast
+
+    from probes.dequant.probe import int4_inputs
+    from probes.dequant.triton_fused import fused_int4_matmul, matmul_bf16
+
+    p, s, z = int4_inputs(64, 256, 128, "int", 7)
+    x = t(cast(np.random.default_rng(8).standard_normal((4, 256)), "bfloat16"))
+    w = dq.dequant_int4(p, s, z, group_size=128, formula=formula, compute=compute, out="bfloat16")
+    fused = to_numpy(fused_int4_matmul(x, t(p), t(s), t(z), formula=formula, compute=compute))
+    assert bitwise_equal(fused, to_numpy(matmul_bf16(x, t(w))))
+    ref = to_numpy(x).astype(np.float64) @ w.astype(np.float64).T
+    assert np.max(np.abs(fused - ref)) < 1e-4 * np.max(np.abs(ref))

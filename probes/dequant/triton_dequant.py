@@ -6,8 +6,8 @@ in fp32, and one fp32 rounding then one fp16 rounding of a sum equals the fp16 s
 q*s - z*s in float64 (exact) cast once to float16.
 Under TRITON_INTERPRET=1 (CPU) libdevice is missing: plain float32 ops are used (NumPy rounds each op),
 and the float32 fma is float64 a*b + c cast to float32 - exact only where a*b + c fits in 53 bits (true
-for integer zero points); the interpreter also truncates float32 -> bfloat16, so CPU tests use fp16/fp32
-outputs there."""
+for integer zero points); the interpreter also truncates float32 -> bfloat16, so there the rounding is
+done on the bits (`_round_bf16`)."""
 import os
 
 import torch
@@ -46,6 +46,18 @@ def _fma32(a, b, c, INTERP: tl.constexpr):
         return (a.to(tl.float64) * b.to(tl.float64) + c.to(tl.float64)).to(tl.float32)
     else:
         return libdevice.fma_rn(a, b, c)
+
+
+@triton.jit
+def _round_bf16(x, INTERP: tl.constexpr):
+    """float32 -> the nearest-even bfloat16 value. On a GPU the cast rounds; the interpreter's truncates,
+    so there it is done on the bits (finite values: add 0x7fff + the lowest kept bit, clear 16 bits)."""
+    if INTERP:
+        b = x.to(tl.uint32, bitcast=True)
+        b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+        return b.to(tl.float32, bitcast=True).to(tl.bfloat16)
+    else:
+        return x.to(tl.bfloat16)
 
 
 @triton.jit
@@ -96,7 +108,10 @@ def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, total_bytes,
     wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
     w = tl.reshape(tl.join(wl, wh), [2 * BLOCK])  # weight 2j from the low nibble, 2j+1 from the high
     o = pid * 2 * BLOCK + tl.arange(0, 2 * BLOCK)
-    tl.store(out_ptr + o, w.to(OUT_DTYPE), mask=o < 2 * total_bytes)
+    if OUT_DTYPE == tl.bfloat16:
+        tl.store(out_ptr + o, _round_bf16(w, INTERP), mask=o < 2 * total_bytes)
+    else:
+        tl.store(out_ptr + o, w.to(OUT_DTYPE), mask=o < 2 * total_bytes)
 
 
 def dequant_int4(packed, scales, zeros, *, group_size, formula="sub_mul", compute="float32", out="bfloat16",
@@ -186,12 +201,12 @@ def dequant_fp8_kernel(q_ptr, scales_ptr, out_ptr, total, k, blocks_per_row, E5M
         si = (row // 128) * blocks_per_row + (offs % k) // 128
     s = tl.load(scales_ptr + si, mask=mask, other=1.0)
     if VIA_BF16:
-        s = s.to(tl.bfloat16).to(tl.float32)
+        s = _round_bf16(s, INTERP).to(tl.float32)
     w = _mul(x, s, INTERP)
     if OUT_F32:
         tl.store(out_ptr + offs, w, mask=mask)
     else:
-        tl.store(out_ptr + offs, w.to(tl.bfloat16), mask=mask)
+        tl.store(out_ptr + offs, _round_bf16(w, INTERP), mask=mask)
 
 
 def dequant_fp8(q, scales, scaling, *, via="float32", out="bfloat16", block=2048):

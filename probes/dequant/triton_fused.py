@@ -1,0 +1,173 @@
+"""Dequantise inside the matmul versus dequantise, then matmul - and what the formula does to a layer.
+
+`fused_int4_matmul`: Y = X @ W^T with X bf16 (M, K) and W int4 group-wise (N, K) dequantised tile by
+tile inside the Triton kernel (the same `_formula` as triton_dequant), cast to bf16, tl.dot with float32
+accumulation. `matmul_bf16` is the same kernel reading an already dequantised bf16 W: with the same
+formula and the same tiles the two must give the same bits, so any difference a migration shows comes
+from the formula or the dot, not from fusion itself.
+`layer_experiments`: a Mistral-shaped layer (x: M x 4096, W: 4096 x 4096 and 14336 x 4096): max ulp
+between the formulas' outputs, relative error against a float64 reference (X and the exact weights
+(q - z) * s in float64), and top-1 / top-5 changes of the logits of a seeded random lm_head
+(4096 x 32000) fed with each formula's output."""
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from numerics import dequant as dq
+from numerics.formats import cast
+from numerics.metrics import count_differing, max_ulp
+
+from .convert import to_numpy, to_torch
+from .triton_dequant import INTERPRETED, _FORMULA, _formula, _round_bf16
+
+
+@triton.jit
+def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, M, N, K: tl.constexpr, GROUP: tl.constexpr,
+                             FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, SYMMETRIC: tl.constexpr,
+                             FUSED: tl.constexpr, INTERP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                             BK: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        rk = k0 + tl.arange(0, BK)
+        x = tl.load(x_ptr + rm[:, None] * K + rk[None, :], mask=rm[:, None] < M, other=0.0)
+        if FUSED:
+            rkh = k0 // 2 + tl.arange(0, BK // 2)
+            b = tl.load(w_ptr + rn[:, None] * (K // 2) + rkh[None, :], mask=rn[:, None] < N, other=0).to(tl.int32)
+            gi = rn * (K // GROUP) + k0 // GROUP
+            s = tl.broadcast_to(tl.load(s_ptr + gi, mask=rn < N, other=1.0).to(tl.float32)[:, None], (BN, BK // 2))
+            lo = b & 0xF
+            hi = (b >> 4) & 0xF
+            if SYMMETRIC:
+                lo = (lo ^ 8) - 8
+                hi = (hi ^ 8) - 8
+                z = tl.zeros_like(s)
+            else:
+                z = tl.broadcast_to(tl.load(z_ptr + gi, mask=rn < N, other=0.0).to(tl.float32)[:, None], (BN, BK // 2))
+            wl = _formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
+            wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
+            w = _round_bf16(tl.reshape(tl.join(wl, wh), (BN, BK)), INTERP)
+        else:
+            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=rn[:, None] < N, other=0.0)
+        if INTERP:  # the interpreter's dot misreads bfloat16 operands: feed it their (exact) float32 values
+            acc = tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), acc)
+        else:
+            acc = tl.dot(x, tl.trans(w), acc)
+    tl.store(y_ptr + rm[:, None] * N + rn[None, :], acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+def _launch(x, w, scales, zeros, n, fused, group_size=128, formula="sub_mul", compute="float32",
+            bm=16, bn=64, bk=64):
+    m, k = x.shape
+    if k % bk or group_size % bk:
+        raise ValueError(f"K ({k}) and group_size ({group_size}) must be multiples of BK={bk}")
+    y = torch.empty((m, n), dtype=torch.float32, device=x.device)
+    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    fused_int4_matmul_kernel[grid](x, w, scales if scales is not None else w, zeros if zeros is not None else w,
+                                   y, m, n, K=k, GROUP=group_size, FORMULA=_FORMULA[formula],
+                                   COMPUTE16=compute == "float16", SYMMETRIC=zeros is None, FUSED=fused,
+                                   INTERP=INTERPRETED, BM=bm, BN=bn, BK=bk)
+    return y
+
+
+def fused_int4_matmul(x, packed, scales, zeros, *, group_size=128, formula="sub_mul", compute="float32", **kw):
+    """x (M, K) bf16, packed (N, K/2) uint8, fp16 scales/zeros -> (M, N) float32, dequantised in the tile."""
+    return _launch(x, packed, scales, zeros, packed.shape[0], True, group_size, formula, compute, **kw)
+
+
+def matmul_bf16(x, w, **kw):
+    """x (M, K) bf16 @ w (N, K) bf16 ^T with the same tiles as the fused kernel -> float32."""
+    return _launch(x, w, None, None, w.shape[0], False, **kw)
+
+
+# ---- the layer experiment ------------------------------------------------------------------------
+def _top(logits, k):
+    return torch.topk(logits, k, dim=-1).indices
+
+
+def fused_experiment(device, seed, add, log):
+    """Fused dequant-in-matmul vs Triton dequant then the same matmul (bit for bit) vs torch float32."""
+    from . import triton_dequant as td
+    from .probe import int4_inputs
+
+    m, n, k = (4, 128, 256) if device == "cpu" else (16, 4096, 4096)
+    packed, scales, z = int4_inputs(n, k, 128, "int", seed + 40)
+    x = to_torch(cast(np.random.default_rng(seed + 41).standard_normal((m, k)), "bfloat16"), device)
+    P, S, Z = (to_torch(a, device) for a in (packed, scales, z))
+    for compute in dq.COMPUTE:
+        for f in dq.FORMULAS:
+            fused = fused_int4_matmul(x, P, S, Z, formula=f, compute=compute)
+            w = to_torch(dq.dequant_int4(packed, scales, z, group_size=128, formula=f, compute=compute,
+                                         out="bfloat16"), device)
+            unfused = matmul_bf16(x, w)
+            torch_ref = x.float() @ w.float().T
+            a, b, c = to_numpy(fused), to_numpy(unfused), to_numpy(torch_ref)
+            same = count_differing(a, b) == 0
+            metrics = {"fused_equals_unfused": same, "fused~torch_f32/frac_differing": count_differing(a, c) / a.size,
+                       "fused~torch_f32/max_ulp": int(max_ulp(a, c))}
+            add(key=f"fused/{m}x{n}x{k}/{compute}/{f}", inputs={"seed": seed + 40, "x_seed": seed + 41},
+                params={"kind": "fused", "formula": f, "compute": compute, "tiles": [16, 64, 64]}, metrics=metrics,
+                status="ok" if same else "error", message="" if same else "fused differs from dequant-then-matmul")
+            log(f"fused {compute} {f}: equals unfused={same}, vs torch f32 max ulp {metrics['fused~torch_f32/max_ulp']}")
+
+
+def layer_experiments(device, seed, add, log, m=None, shapes=None):
+    """Formulas' effect on a Mistral-shaped layer (smaller on a CPU)."""
+    fused_experiment(device, seed, add, log)
+    cpu = device == "cpu"
+    m = m or (4 if cpu else 16)
+    shapes = shapes or ([(512, 512)] if cpu else [(4096, 4096), (14336, 4096)])
+    vocab = 4000 if cpu else 32000
+    from .probe import int4_inputs
+
+    for n, k in shapes:
+        for zeros in ("int", "float"):
+            s_ = seed + 30
+            packed, scales, z = int4_inputs(n, k, 128, zeros, s_)
+            rng = np.random.default_rng(s_ + 1)
+            x = to_torch(cast(rng.standard_normal((m, k)), "bfloat16"), device)
+            q = dq.unpack_int4(packed, False).astype(np.float64)
+            exact_w = (q - np.repeat(z.astype(np.float64), 128, 1)) * np.repeat(scales.astype(np.float64), 128, 1)
+            xd = to_numpy(x).astype(np.float64)
+            ref = xd @ exact_w.T
+            head = None
+            if n == k:
+                g = torch.Generator(device="cpu").manual_seed(s_ + 2)
+                head = (torch.randn((vocab, k), generator=g) / np.sqrt(k)).to(torch.bfloat16).to(device)
+                ref_logits = torch.from_numpy(ref).to(device).to(torch.float64) @ head.double().T
+            for compute in dq.COMPUTE:
+                ys, tops = {}, {}
+                for f in dq.FORMULAS:
+                    w = dq.dequant_int4(packed, scales, z, group_size=128, formula=f, compute=compute, out="bfloat16")
+                    wt = to_torch(w, device)
+                    ys[f] = (x.float() @ wt.float().T)
+                    if head is not None:
+                        logits = ys[f].to(torch.bfloat16).float() @ head.float().T
+                        tops[f] = (_top(logits, 1).cpu(), _top(logits, 5).cpu())
+                metrics = {}
+                for f in dq.FORMULAS:
+                    y = to_numpy(ys[f]).astype(np.float64)
+                    metrics[f"{f}/rel_error_vs_float64"] = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+                for a, c in (("sub_mul", "mul_sub"), ("sub_mul", "fma"), ("mul_sub", "fma")):
+                    ya, yc = to_numpy(ys[a]), to_numpy(ys[c])
+                    metrics[f"{a}~{c}/frac_differing"] = count_differing(ya, yc) / ya.size
+                    metrics[f"{a}~{c}/max_ulp_f32"] = int(max_ulp(ya, yc))
+                    if head is not None:
+                        metrics[f"{a}~{c}/top1_changed"] = int((tops[a][0] != tops[c][0]).sum())
+                        metrics[f"{a}~{c}/top5_set_changed"] = int(sum(
+                            set(r1.tolist()) != set(r2.tolist()) for r1, r2 in zip(tops[a][1], tops[c][1])))
+                if head is not None:
+                    rt = _top(ref_logits, 1).cpu()
+                    for f in dq.FORMULAS:
+                        metrics[f"{f}/top1_vs_float64"] = int((tops[f][0] != rt).sum())
+                key = f"layer/{n}x{k}/{zeros}/{compute}"
+                add(key=key, inputs={"seed": s_, "x_seed": s_ + 1, "lm_head_seed": s_ + 2, "m": m, "shape": [n, k],
+                                     "vocab": vocab if head is not None else None},
+                    params={"kind": "layer", "group_size": 128, "matmul": "torch float32 of bf16 weights"},
+                    metrics=metrics)
+                log(f"{key}: " + ", ".join(f"{kk}={v:.3g}" if isinstance(v, float) else f"{kk}={v}"
+                                           for kk, v in metrics.items() if "top1" in kk or "max_ulp" in kk))
