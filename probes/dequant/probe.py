@@ -23,7 +23,7 @@ PAIRS = (("sub_mul", "mul_sub"), ("sub_mul", "fma"), ("mul_sub", "fma"))
 
 
 def sizes(device):
-    return (128, 1024) if device == "cpu" else (512, 4096)
+    return (32, 512) if device == "cpu" else (512, 4096)
 
 
 def int4_inputs(n, k, g, zeros, seed):
@@ -109,9 +109,10 @@ class DequantProbe:
         rng = np.random.default_rng(self.seed + 10)
         out = []
         for qt, width, off in (("Q4_0", 18, 2), ("Q4_1", 20, 4)):
-            blocks = rng.integers(0, 256, size=(4096, width), dtype=np.uint8)
-            d = (np.abs(rng.standard_normal((4096, off // 2))) * 0.01).astype(np.float16)
-            blocks[:, :off] = d.view(np.uint8).reshape(4096, off)
+            nb = 512 if self.device == "cpu" else 65536
+            blocks = rng.integers(0, 256, size=(nb, width), dtype=np.uint8)
+            d = (np.abs(rng.standard_normal((nb, off // 2))) * 0.01).astype(np.float16)
+            blocks[:, :off] = d.view(np.uint8).reshape(nb, off)
             out.append((qt, f"random-seed{self.seed + 10}", blocks))
         from .gguf_file import read_gguf, smollm2_path
 
