@@ -23,7 +23,7 @@ PAIRS = (("sub_mul", "mul_sub"), ("sub_mul", "fma"), ("mul_sub", "fma"))
 
 
 def sizes(device):
-    return (32, 512) if device == "cpu" else (512, 4096)
+    return (32, 512) if device == "cpu" else (256, 4096)
 
 
 def int4_inputs(n, k, g, zeros, seed):

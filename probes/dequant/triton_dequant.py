@@ -87,7 +87,7 @@ def _formula(q, s, z, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, INTERP: tl
 @triton.jit
 def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, total_bytes, half_k, groups,
                         GROUP: tl.constexpr, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr,
-                        SYMMETRIC: tl.constexpr, OUT_DTYPE: tl.constexpr, INTERP: tl.constexpr,
+                        SYMMETRIC: tl.constexpr, OUT_DTYPE: tl.constexpr, OUT_BF16: tl.constexpr, INTERP: tl.constexpr,
                         BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -108,7 +108,7 @@ def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, total_bytes,
     wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
     w = tl.reshape(tl.join(wl, wh), [2 * BLOCK])  # weight 2j from the low nibble, 2j+1 from the high
     o = pid * 2 * BLOCK + tl.arange(0, 2 * BLOCK)
-    if OUT_DTYPE == tl.bfloat16:
+    if OUT_BF16:
         tl.store(out_ptr + o, _round_bf16(w, INTERP), mask=o < 2 * total_bytes)
     else:
         tl.store(out_ptr + o, w.to(OUT_DTYPE), mask=o < 2 * total_bytes)
@@ -125,29 +125,24 @@ def dequant_int4(packed, scales, zeros, *, group_size, formula="sub_mul", comput
     grid = (triton.cdiv(n * hk, block),)
     dequant_int4_kernel[grid](packed, scales, scales if zeros is None else zeros, res, n * hk, hk, k // group_size,
                               GROUP=group_size, FORMULA=_FORMULA[formula], COMPUTE16=compute == "float16",
-                              SYMMETRIC=zeros is None, OUT_DTYPE=out_tl, INTERP=INTERPRETED, BLOCK=block)
+                              SYMMETRIC=zeros is None, OUT_DTYPE=out_tl, OUT_BF16=out == "bfloat16", INTERP=INTERPRETED, BLOCK=block)
     return res
 
 
 @triton.jit
-def dequant_q4_kernel(blocks_ptr, out_ptr, n_blocks, Q4_1: tl.constexpr, INTERP: tl.constexpr,
+def dequant_q4_kernel(blocks_ptr, out_ptr, n_blocks, Q4_1: tl.constexpr, WIDTH: tl.constexpr, FIRST: tl.constexpr,
+                      INTERP: tl.constexpr,
                       BLOCKS: tl.constexpr):
     pid = tl.program_id(0)
     bi = pid * BLOCKS + tl.arange(0, BLOCKS)
     bmask = bi < n_blocks
-    if Q4_1:
-        width: tl.constexpr = 20
-        first: tl.constexpr = 4
-    else:
-        width: tl.constexpr = 18
-        first: tl.constexpr = 2
-    base = bi * width
+    base = bi * WIDTH
     d0 = tl.load(blocks_ptr + base, mask=bmask, other=0).to(tl.uint16)
     d1 = tl.load(blocks_ptr + base + 1, mask=bmask, other=0).to(tl.uint16)
     d = (d0 | (d1 << 8)).to(tl.float16, bitcast=True).to(tl.float32)
     c = tl.arange(0, 16)
     m2 = bmask[:, None] & (c[None, :] < 16)
-    qs = tl.load(blocks_ptr + base[:, None] + first + c[None, :], mask=m2, other=0).to(tl.int32)
+    qs = tl.load(blocks_ptr + base[:, None] + FIRST + c[None, :], mask=m2, other=0).to(tl.int32)
     lo = (qs & 0xF).to(tl.float32)
     hi = (qs >> 4).to(tl.float32)
     if Q4_1:
@@ -176,7 +171,9 @@ def dequant_q4(blocks, qtype, *, blocks_per_program=128):
     n = blocks.shape[0]
     res = torch.empty((n, 32), dtype=torch.float32, device=blocks.device)
     grid = (triton.cdiv(n, blocks_per_program),)
-    dequant_q4_kernel[grid](blocks, res, n, Q4_1=qtype == "Q4_1", INTERP=INTERPRETED, BLOCKS=blocks_per_program)
+    q41 = qtype == "Q4_1"
+    dequant_q4_kernel[grid](blocks, res, n, Q4_1=q41, WIDTH=20 if q41 else 18, FIRST=4 if q41 else 2,
+                            INTERP=INTERPRETED, BLOCKS=blocks_per_program)
     return res
 
 

@@ -4,7 +4,7 @@
 D=${1:?output folder}
 echo "-- python -m pytest -m gpu tests/test_dequant_gpu.py"
 start=$(date +%s)
-timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider -x tests/test_dequant_gpu.py 2>&1 | tail -25
+timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_dequant_gpu.py 2>&1 | tail -25
 echo "gpu tests: exit ${PIPESTATUS[0]} in $(( $(date +%s) - start )) s"
 echo "-- python -m probes.dequant --json dequant.json"
 start=$(date +%s)
