@@ -28,7 +28,7 @@ def sizes(device):
 
 def int4_inputs(n, k, g, zeros, seed):
     rng = np.random.default_rng(seed)
-    packed = dq.pack_int4(rng.integers(0, 16, size=(n, k)))
+    packed = dq.pack_int4(rng.integers(0, 16, size=(n, k), dtype=np.uint8))
     scales = (np.abs(rng.standard_normal((n, k // g))) * 0.01 + 1e-3).astype(np.float16)
     if zeros == "sym":
         z = None

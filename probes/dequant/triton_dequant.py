@@ -85,25 +85,23 @@ def _formula(q, s, z, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, INTERP: tl
 
 
 @triton.jit
-def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, total_bytes, half_k, groups,
-                        GROUP: tl.constexpr, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr,
-                        SYMMETRIC: tl.constexpr, OUT_DTYPE: tl.constexpr, OUT_BF16: tl.constexpr, INTERP: tl.constexpr,
-                        BLOCK: tl.constexpr):
+def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, total_bytes, half_k, groups, group,
+                        symmetric, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, OUT_DTYPE: tl.constexpr,
+                        OUT_BF16: tl.constexpr, INTERP: tl.constexpr, BLOCK: tl.constexpr):
+    # group size and symmetry are run-time arguments: one compile per formula x scale math x output dtype
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total_bytes
     b = tl.load(packed_ptr + offs, mask=mask, other=0).to(tl.int32)
     row = offs // half_k
-    g = row * groups + ((offs % half_k) * 2) // GROUP
+    g = row * groups + ((offs % half_k) * 2) // group
     s = tl.load(scales_ptr + g, mask=mask, other=1.0).to(tl.float32)
     lo = b & 0xF
     hi = (b >> 4) & 0xF
-    if SYMMETRIC:
-        lo = (lo ^ 8) - 8
-        hi = (hi ^ 8) - 8
-        z = tl.zeros_like(s)
-    else:
-        z = tl.load(zeros_ptr + g, mask=mask, other=0.0).to(tl.float32)
+    sym = symmetric != 0
+    lo = tl.where(sym & (lo >= 8), lo - 16, lo)  # two's complement nibbles when symmetric
+    hi = tl.where(sym & (hi >= 8), hi - 16, hi)
+    z = tl.load(zeros_ptr + g, mask=mask & (symmetric == 0), other=0.0).to(tl.float32)  # z = +0 if symmetric
     wl = _formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
     wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
     w = tl.reshape(tl.join(wl, wh), [2 * BLOCK])  # weight 2j from the low nibble, 2j+1 from the high
@@ -124,8 +122,9 @@ def dequant_int4(packed, scales, zeros, *, group_size, formula="sub_mul", comput
     out_tl = {"bfloat16": tl.bfloat16, "float16": tl.float16, "float32": tl.float32}[out]
     grid = (triton.cdiv(n * hk, block),)
     dequant_int4_kernel[grid](packed, scales, scales if zeros is None else zeros, res, n * hk, hk, k // group_size,
-                              GROUP=group_size, FORMULA=_FORMULA[formula], COMPUTE16=compute == "float16",
-                              SYMMETRIC=zeros is None, OUT_DTYPE=out_tl, OUT_BF16=out == "bfloat16", INTERP=INTERPRETED, BLOCK=block)
+                              group_size, int(zeros is None), FORMULA=_FORMULA[formula],
+                              COMPUTE16=compute == "float16", OUT_DTYPE=out_tl, OUT_BF16=out == "bfloat16",
+                              INTERP=INTERPRETED, BLOCK=block)
     return res
 
 
@@ -178,8 +177,8 @@ def dequant_q4(blocks, qtype, *, blocks_per_program=128):
 
 
 @triton.jit
-def dequant_fp8_kernel(q_ptr, scales_ptr, out_ptr, total, k, blocks_per_row, E5M2: tl.constexpr,
-                       SCALING: tl.constexpr, VIA_BF16: tl.constexpr, OUT_F32: tl.constexpr,
+def dequant_fp8_kernel(q_ptr, scales_ptr, out_ptr, total, k, blocks_per_row, scaling, via_bf16,
+                       E5M2: tl.constexpr, OUT_F32: tl.constexpr,
                        INTERP: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -190,15 +189,10 @@ def dequant_fp8_kernel(q_ptr, scales_ptr, out_ptr, total, k, blocks_per_row, E5M
     else:
         x = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
     row = offs // k
-    if SCALING == 0:
-        si = offs * 0
-    elif SCALING == 1:
-        si = row
-    else:
-        si = (row // 128) * blocks_per_row + (offs % k) // 128
+    # scaling (0 tensor, 1 channel, 2 block) and via_bf16 are run-time arguments: one compile per format
+    si = tl.where(scaling == 0, 0, tl.where(scaling == 1, row, (row // 128) * blocks_per_row + (offs % k) // 128))
     s = tl.load(scales_ptr + si, mask=mask, other=1.0)
-    if VIA_BF16:
-        s = _round_bf16(s, INTERP).to(tl.float32)
+    s = tl.where(via_bf16 != 0, _round_bf16(s, INTERP).to(tl.float32), s)
     w = _mul(x, s, INTERP)
     if OUT_F32:
         tl.store(out_ptr + offs, w, mask=mask)
@@ -214,7 +208,7 @@ def dequant_fp8(q, scales, scaling, *, via="float32", out="bfloat16", block=2048
     e5m2 = q.dtype == torch.float8_e5m2
     res = torch.empty((n, k), dtype=torch.float32 if out == "float32" else torch.bfloat16, device=q.device)
     grid = (triton.cdiv(n * k, block),)
-    dequant_fp8_kernel[grid](raw, scales, res, n * k, k, triton.cdiv(k, 128), E5M2=e5m2,
-                             SCALING={"tensor": 0, "channel": 1, "block": 2}[scaling], VIA_BF16=via == "bfloat16",
+    dequant_fp8_kernel[grid](raw, scales, res, n * k, k, triton.cdiv(k, 128),
+                             {"tensor": 0, "channel": 1, "block": 2}[scaling], int(via == "bfloat16"), E5M2=e5m2,
                              OUT_F32=out == "float32", INTERP=INTERPRETED, BLOCK=block)
     return res

@@ -23,7 +23,7 @@ from .triton_dequant import INTERPRETED, _FORMULA, _formula, _round_bf16
 
 
 @triton.jit
-def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, M, N, K: tl.constexpr, GROUP: tl.constexpr,
+def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, M, N, K, GROUP,
                              FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, SYMMETRIC: tl.constexpr,
                              FUSED: tl.constexpr, INTERP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                              BK: tl.constexpr):
@@ -32,7 +32,8 @@ def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, M, N, K: tl.cons
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in range(0, K, BK):
+    k0 = 0
+    while k0 < K:  # K and GROUP are run-time arguments (a while loop: the interpreter's range() needs constants)
         rk = k0 + tl.arange(0, BK)
         x = tl.load(x_ptr + rm[:, None] * K + rk[None, :], mask=rm[:, None] < M, other=0.0)
         if FUSED:
@@ -57,6 +58,7 @@ def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, M, N, K: tl.cons
             acc = tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), acc)
         else:
             acc = tl.dot(x, tl.trans(w), acc)
+        k0 += BK
     tl.store(y_ptr + rm[:, None] * N + rn[None, :], acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
@@ -68,7 +70,7 @@ def _launch(x, w, scales, zeros, n, fused, group_size=128, formula="sub_mul", co
     y = torch.empty((m, n), dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
     fused_int4_matmul_kernel[grid](x, w, scales if scales is not None else w, zeros if zeros is not None else w,
-                                   y, m, n, K=k, GROUP=group_size, FORMULA=_FORMULA[formula],
+                                   y, m, n, k, group_size, FORMULA=_FORMULA[formula],
                                    COMPUTE16=compute == "float16", SYMMETRIC=zeros is None, FUSED=fused,
                                    INTERP=INTERPRETED, BM=bm, BN=bn, BK=bk)
     return y
