@@ -16,7 +16,7 @@ import triton.language as tl
 
 from numerics import dequant as dq
 from numerics.formats import cast
-from numerics.metrics import count_differing, max_ulp
+from numerics.metrics import count_differing, max_relative_difference, max_ulp
 
 from .convert import to_numpy, to_torch
 from .triton_dequant import INTERPRETED, _FORMULA, _formula, _round_bf16
@@ -159,7 +159,8 @@ def layer_experiments(device, seed, add, log, m=None, shapes=None):
                 for a, c in (("sub_mul", "mul_sub"), ("sub_mul", "fma"), ("mul_sub", "fma")):
                     ya, yc = to_numpy(ys[a]), to_numpy(ys[c])
                     metrics[f"{a}~{c}/frac_differing"] = count_differing(ya, yc) / ya.size
-                    metrics[f"{a}~{c}/max_ulp_f32"] = int(max_ulp(ya, yc))
+                    metrics[f"{a}~{c}/max_ulp_f32"] = int(max_ulp(ya, yc))  # huge where outputs are near 0
+                    metrics[f"{a}~{c}/max_rel_diff"] = float(max_relative_difference(ya, yc))
                     if head is not None:
                         metrics[f"{a}~{c}/top1_changed"] = int((tops[a][0] != tops[c][0]).sum())
                         metrics[f"{a}~{c}/top5_set_changed"] = int(sum(
