@@ -119,7 +119,13 @@ class DequantProbe:
         path = smollm2_path()
         if path:
             f = read_gguf(path)
-            name = f.types()["Q4_1"][0]
+            types = f.types()
+            self.add(key="gguf/smollm2/types", inputs={"file": path.rsplit("/", 1)[-1]},
+                     params={"kind": "gguf", "version": f.version, "alignment": f.alignment},
+                     metrics={"counts": {t: len(v) for t, v in types.items()},
+                              "not_q4": {t: v for t, v in types.items() if t not in ("Q4_0", "Q4_1")}})
+            self.log("smollm2 tensor types: " + ", ".join(f"{t} x{len(v)}" for t, v in types.items()))
+            name = types["Q4_1"][0]
             out.append(("Q4_1", f"smollm2:{name}", np.ascontiguousarray(f.blocks(name))))
         else:
             self.add(key="q4/smollm2", inputs={}, params={}, status="skipped",

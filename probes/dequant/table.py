@@ -26,7 +26,11 @@ def format_table(report):
     for e in report["experiments"]:
         k = e["key"].split("/")
         m = e["metrics"] or {}
-        if k[0] == "q4":
+        if k[0] == "gguf":
+            lines.append(f"SmolLM2 GGUF tensor types: {m['counts']}; not Q4 (not decoded): "
+                         + "; ".join(f"{t}: {len(v)} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
+                                     for t, v in m["not_q4"].items()))
+        elif k[0] == "q4":
             lines.append(f"{'/'.join(k[1:3]):40s} {k[-1]:9s} matches model: {m.get('matches_model', e['message'])}")
         elif k[0] == "fp8":
             d = f"fp32~bf16 {m['float32~bfloat16/frac_differing']:.4f} / {m['float32~bfloat16/max_ulp']}" \
