@@ -4,6 +4,9 @@ of numerics/dequant.py. On a GPU every float32 op is an explicit round-to-neares
 arithmetic is float32 ops each followed by a cast to float16 (exact emulation: fp16 products are exact
 in fp32, and one fp32 rounding then one fp16 rounding of a sum equals the fp16 sum); the float16 fma is
 q*s - z*s in float64 (exact) cast once to float16.
+Triton links libdevice in flush-to-zero mode (the PTX shows mul.rn.ftz.f32): no difference here, since
+every product / difference of fp16 scales, zero points and 4-bit integers is 0 or >= 2^-48, far above
+float32's subnormals; FP8 scales below ~1e-36 would be flushed (the CUDA kernels do not flush).
 Under TRITON_INTERPRET=1 (CPU) libdevice is missing: plain float32 ops are used (NumPy rounds each op),
 and the float32 fma is float64 a*b + c cast to float32 - exact only where a*b + c fits in 53 bits (true
 for integer zero points); the interpreter also truncates float32 -> bfloat16, so there the rounding is
@@ -84,7 +87,7 @@ def _formula(q, s, z, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, INTERP: tl
             return _fma32(q, s, -_mul(z, s, INTERP), INTERP)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["group", "symmetric"])
 def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, total_bytes, half_k, groups, group,
                         symmetric, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, OUT_DTYPE: tl.constexpr,
                         OUT_BF16: tl.constexpr, INTERP: tl.constexpr, BLOCK: tl.constexpr):
@@ -176,7 +179,7 @@ def dequant_q4(blocks, qtype, *, blocks_per_program=128):
     return res
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["scaling", "via_bf16"])
 def dequant_fp8_kernel(q_ptr, scales_ptr, out_ptr, total, k, blocks_per_row, scaling, via_bf16,
                        E5M2: tl.constexpr, OUT_F32: tl.constexpr,
                        INTERP: tl.constexpr, BLOCK: tl.constexpr):
