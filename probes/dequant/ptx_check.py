@@ -1,6 +1,6 @@
 """Compile every Triton dequant kernel to PTX for sm_90 without a GPU (frontend + ptxas check).
-Run: python scripts/dequant_triton_ptx_check.py"""
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+Run: python -m probes.dequant.ptx_check"""
+import sys
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
