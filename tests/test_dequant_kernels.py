@@ -172,3 +172,20 @@ def test_triton_fused_matmul_equals_dequant_then_matmul(compute, formula):
     assert bitwise_equal(fused, to_numpy(matmul_bf16(x, t(w))))
     ref = to_numpy(x).astype(np.float64) @ w.astype(np.float64).T
     assert np.max(np.abs(fused - ref)) < 1e-4 * np.max(np.abs(ref))
+
+
+def test_triton_kernels_compile_to_ptx_for_sm90():
+    """The GPU frontend + ptxas accept the kernels (no GPU needed; a subprocess, since the tests here run
+    Triton's interpreter); the f32 formula ops are explicit .rn: mul_sub is not contracted into an fma."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "probes.dequant.ptx_check", "--quick"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    lines = dict(line[5:].split(": ", 1) for line in r.stdout.splitlines() if line.startswith("OK"))
+    assert len(lines) == 5
+    assert "fma" not in lines["int4 mul_sub f32"] and "sub.rn" in lines["int4 mul_sub f32"]
+    assert "fma.rn" in lines["int4 fma f32 -> bf16"]
