@@ -114,6 +114,29 @@ def fused_experiment(device, seed, add, log):
                 params={"kind": "fused", "formula": f, "compute": compute, "tiles": [16, 64, 64]}, metrics=metrics,
                 status="ok" if same else "error", message="" if same else "fused differs from dequant-then-matmul")
             log(f"fused {compute} {f}: equals unfused={same}, vs torch f32 max ulp {metrics['fused~torch_f32/max_ulp']}")
+    if device != "cpu":
+        _fused_timing(device, x, P, S, Z, m, n, k, seed, add, log)
+
+
+def _fused_timing(device, x, P, S, Z, m, n, k, seed, add, log):
+    """Median time of the fused kernel vs dequantise (Triton) + the same Triton matmul vs dequantise
+    (CUDA kernel) + torch/cuBLAS bf16 matmul; decode-sized M, so the weights' bytes dominate."""
+    from probes.timing import median, time_runs
+
+    from . import kernels
+    from . import triton_dequant as td
+
+    kw = dict(group_size=128, formula="sub_mul", compute="float32")
+    runs = {
+        "fused": lambda i: fused_int4_matmul(x, P, S, Z, **kw),
+        "triton_dequant+triton_matmul": lambda i: matmul_bf16(x, td.dequant_int4(P, S, Z, out="bfloat16", **kw)),
+        "cuda_dequant+torch_matmul": lambda i: torch.matmul(
+            x, kernels.dequant_int4(P, S, Z, out="bfloat16", check_scales=False, **kw).T),
+    }
+    ms = {name: median(time_runs(f, 30, device=device)) for name, f in runs.items()}
+    add(key=f"fused/{m}x{n}x{k}/timing", inputs={"seed": seed + 40}, params={"kind": "fused_timing", **kw},
+        metrics={f"{name}/ms": v for name, v in ms.items()})
+    log("fused timing: " + ", ".join(f"{name} {v:.3f} ms" for name, v in ms.items()))
 
 
 def layer_experiments(device, seed, add, log, m=None, shapes=None):
