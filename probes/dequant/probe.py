@@ -134,7 +134,7 @@ class DequantProbe:
 
     def q4(self):
         for qt, source, blocks in self.q4_sources():
-            model = self.fp_model = (dq.dequant_q4_0(blocks) if qt == "Q4_0" else dq.dequant_q4_1(blocks))
+            model = dq.dequant_q4_0(blocks) if qt == "Q4_0" else dq.dequant_q4_1(blocks)
             for b in self.live:
                 got = B.q4(b, self.device, blocks, qt)
                 nd = count_differing(got, model)
