@@ -37,7 +37,8 @@ import numpy as np
 
 from numerics.formats import get_format, round_to_format
 
-__all__ = ["MatmulModel", "model_dot", "model_matmul", "INPUT_FORMATS", "check_representable"]
+__all__ = ["MatmulModel", "model_dot", "model_matmul", "dot_rows_params", "INPUT_FORMATS",
+           "check_representable"]
 
 INPUT_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32")
 _ROUNDINGS = ("toward_zero", "nearest_even")
@@ -114,31 +115,29 @@ def _bit_length(a: np.ndarray) -> np.ndarray:
     return e - too_big
 
 
-def _round_shift(A, r, mode):
-    """Nonnegative integers ``A`` divided by ``2^r`` (r >= 0) and rounded per ``mode``."""
+def _round_shift(A, r, nearest):
+    """Nonnegative integers ``A`` divided by ``2^r`` (r >= 0) and rounded: to nearest-even where
+    ``nearest`` (bool per row) is True, else toward zero."""
     if A.dtype == object:
         rr = r.astype(object)
         Q = A >> rr
-        if mode == "nearest_even":
-            rem = A - (Q << rr)
-            half = np.where(r > 0, np.left_shift(np.ones_like(A), np.maximum(r - 1, 0).astype(object)), 0)
-            up = (rem > half) | ((rem == half) & (r > 0) & ((Q & 1) == 1))
-            Q = Q + up.astype(np.int64)
-        return Q
+        rem = A - (Q << rr)
+        half = np.where(r > 0, np.left_shift(np.ones_like(A), np.maximum(r - 1, 0).astype(object)), 0)
+        up = (rem > half) | ((rem == half) & (r > 0) & ((Q & 1) == 1))
+        return Q + (up & nearest).astype(np.int64)
     big = r >= 62
     rc = np.minimum(r, 61)
     Q = A >> rc
-    if mode == "nearest_even":
-        rem = A - (Q << rc)
-        half = np.where(rc > 0, np.left_shift(np.int64(1), np.maximum(rc - 1, 0)), 0)
-        up = (rem > half) | ((rem == half) & (rc > 0) & ((Q & 1) == 1))
-        Q = Q + up
-    return np.where(big, 0, Q)
+    rem = A - (Q << rc)
+    half = np.where(rc > 0, np.left_shift(np.int64(1), np.maximum(rc - 1, 0)), 0)
+    up = (rem > half) | ((rem == half) & (rc > 0) & ((Q & 1) == 1))
+    return np.where(big, 0, Q + (up & nearest))
 
 
-def _block(terms, keys, model: MatmulModel, mode: str, normalize: bool) -> np.ndarray:
+def _block(terms, keys, p, nearest, normalize) -> np.ndarray:
     """One block FMA over rows: ``terms`` (n, m) float64 (exact), ``keys`` (n, m) alignment
-    exponents. Returns the float64 values of the new accumulators."""
+    exponents; per row: ``p`` extra bits (int64 array, or None = all bits), ``nearest`` (bool:
+    nearest-even, else toward zero), ``normalize`` (bool). Returns the new accumulators' values."""
     nz = terms != 0
     any_nz = nz.any(axis=1)
     E = np.where(nz, keys, np.iinfo(np.int64).min).max(axis=1)
@@ -146,14 +145,13 @@ def _block(terms, keys, model: MatmulModel, mode: str, normalize: bool) -> np.nd
     frac, e = np.frexp(terms)
     sig = np.ldexp(frac, 53).astype(np.int64)           # exact: |sig| < 2^53
     lsb = e.astype(np.int64) - 53
-    p = model.extra_bits
     if p is None:                                         # keep every bit: grid at the smallest lsb
         g = np.where(nz, lsb, np.iinfo(np.int64).max).min(axis=1)
         g = np.where(any_nz, g, 0)
         width = int((E - g).max(initial=0)) + 3 + terms.shape[1].bit_length()
     else:
-        g = E - 23 - int(p)
-        width = 26 + int(p) + terms.shape[1].bit_length()
+        g = E - 23 - p
+        width = 26 + int(np.max(p)) + terms.shape[1].bit_length()
     d = lsb - g[:, None]
     if width <= _INT64_WIDTH:
         dl = np.clip(d, 0, 62)
@@ -170,13 +168,12 @@ def _block(terms, keys, model: MatmulModel, mode: str, normalize: bool) -> np.nd
         S = aligned.sum(axis=1)
     neg = S < 0
     A = np.where(neg, -S, S)
-    if normalize:
-        L = g + _bit_length(A) - 1
-        q = np.maximum(L, _ACC.emin) - _ACC.mantissa_bits
-    else:
-        q = np.maximum(E - _ACC.mantissa_bits, _ACC.emin - _ACC.mantissa_bits)
+    L = g + _bit_length(A) - 1
+    q_norm = np.maximum(L, _ACC.emin) - _ACC.mantissa_bits
+    q_keep = np.maximum(E - _ACC.mantissa_bits, _ACC.emin - _ACC.mantissa_bits)
+    q = np.where(normalize, q_norm, q_keep)
     r = q - g
-    Q = _round_shift(A, np.maximum(r, 0), mode)
+    Q = _round_shift(A, np.maximum(r, 0), nearest)
     if A.dtype == object:
         Qf = np.array([float(v) for v in Q], dtype=np.float64)     # < 2^26 after rounding
         Af = np.array([float(v) for v in A], dtype=np.float64) if np.any(r < 0) else None
@@ -188,38 +185,45 @@ def _block(terms, keys, model: MatmulModel, mode: str, normalize: bool) -> np.nd
     val = np.where(neg, -val, val)
     over = np.abs(val) > _ACC.max_finite
     if np.any(over):
-        big = np.inf if mode == "nearest_even" else _ACC.max_finite
-        val = np.where(over, np.copysign(big, val), val)
+        val = np.where(over, np.copysign(np.where(nearest, np.inf, _ACC.max_finite), val), val)
     return val + 0.0                                     # -0 -> +0
 
 
-def _product_keys(a, b, model):
-    fmt = get_format(model.input_format)
-    if model.align_to == "value":
-        return None
-    ka = np.maximum(_exponent(a), fmt.emin)
-    kb = np.maximum(_exponent(b), fmt.emin)
-    return ka + kb
-
-
 def _dot_rows(a, b, c, model: MatmulModel) -> np.ndarray:
+    n = a.shape[0]
+    fin = model.final_rounding or model.rounding
+    return dot_rows_params(
+        a, b, c, input_format=model.input_format, block_size=model.block_size,
+        extra_bits=None if model.extra_bits is None else np.full(n, int(model.extra_bits)),
+        nearest=np.full(n, model.rounding == "nearest_even"),
+        final_nearest=np.full(n, fin == "nearest_even"), normalize=np.full(n, model.normalize),
+        exact_products=model.exact_products, align_to=model.align_to)
+
+
+def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, final_nearest,
+                    normalize, exact_products=True, align_to="value") -> np.ndarray:
+    """The model on rows ``a, b`` (n, K) with *per-row* parameters (arrays of length n): extra
+    bits (int64, or None = infinite for all rows), nearest (bool), final_nearest (bool), normalize
+    (bool). Lets a search evaluate many candidate models in one vectorised pass. No input checks."""
     prods = a * b                                        # exact in float64 for every input format
-    if not model.exact_products:
+    if not exact_products:
         prods = round_to_format(prods, _ACC, "nearest_even")
-    pkeys = _product_keys(a, b, model)
-    if pkeys is None:
+    if align_to == "value":
         pkeys = _exponent(prods)
+    else:
+        fmt = get_format(input_format)
+        pkeys = np.maximum(_exponent(a), fmt.emin) + np.maximum(_exponent(b), fmt.emin)
     n, K = prods.shape
-    acc = c.astype(np.float64).copy()
-    nb = int(model.block_size)
-    final = model.final_rounding or model.rounding
+    acc = np.asarray(c, dtype=np.float64).copy()
+    nb = int(block_size)
+    p = None if extra_bits is None else np.asarray(extra_bits, dtype=np.int64)
     for k0 in range(0, max(K, 1), nb):
         k1 = min(k0 + nb, K)
         last = k1 >= K
         terms = np.concatenate([acc[:, None], prods[:, k0:k1]], axis=1)
         keys = np.concatenate([_exponent(acc)[:, None], pkeys[:, k0:k1]], axis=1)
-        acc = _block(terms, keys, model, final if last else model.rounding,
-                     True if last else model.normalize)
+        acc = _block(terms, keys, p, final_nearest if last else nearest,
+                     True if last else normalize)
     return acc
 
 

@@ -6,6 +6,10 @@ values of the input format); unused positions are 0. Families (``u = 2^-23``, fp
 
 - ``extra_bits/j``:  ``[1, 2^-(24+j), -1]``: the small term survives the alignment iff ``j < p``
   (when all three share a block).  ``extra_bits_rev/j``: ``[2^-(24+j), 1, -1]`` (order).
+- ``extra_bits_end/j``: the same at the last three positions (the last block is always
+  normalised, so an unnormalised accumulator cannot hide the survivor).
+- ``rounding_rev/j``: ``[2^-(24+j), 2^-24, 1]``: a sequential (n_b = 1) chain keeps the sticky
+  term only if it survives the alignment against 1.
 - ``rounding/j`` and ``rounding_neg/j``: ``+-[1, 2^-24, 2^-(24+j)]``: above the half-way point
   when the last term survives: nearest rounds away from 1, truncation does not.
 - ``tie/j``: ``[1, 2^-23, 2^-24 at position j]``: an exact tie (1 + 3/2 u) -> even vs truncation.
@@ -36,7 +40,7 @@ from numerics.formats import get_format, round_to_format
 
 K_DESIGN = 64
 # Stage-1 families only use powers of two (insensitive to product exactness and alignment key).
-CORE = ("extra_bits", "extra_bits_rev", "rounding", "rounding_neg", "tie", "block", "halves",
+CORE = ("extra_bits", "extra_bits_rev", "extra_bits_end", "rounding_rev", "rounding", "rounding_neg", "tie", "block", "halves",
         "cancel_block", "normalise")
 
 
@@ -87,6 +91,10 @@ def _families(fmt):
     for j in range(-14, 34):
         out.append((f"extra_bits/{j}", {0: 1.0, 1: 2.0 ** -(24 + j), 2: -1.0}))
         out.append((f"extra_bits_rev/{j}", {0: 2.0 ** -(24 + j), 1: 1.0, 2: -1.0}))
+    for j in range(-14, 34):
+        out.append((f"extra_bits_end/{j}", {K - 3: 1.0, K - 2: 2.0 ** -(24 + j), K - 1: -1.0}))
+    for j in range(1, 42):
+        out.append((f"rounding_rev/{j}", {0: 2.0 ** -(24 + j), 1: 2.0 ** -24, 2: 1.0}))
     for j in range(1, 34):
         out.append((f"rounding/{j}", {0: 1.0, 1: 2.0 ** -24, 2: 2.0 ** -(24 + j)}))
         out.append((f"rounding_neg/{j}", {0: -1.0, 1: -(2.0 ** -24), 2: -(2.0 ** -(24 + j))}))
@@ -100,10 +108,10 @@ def _families(fmt):
     for j in range(1, K, 3):
         out.append((f"normalise_cancel/{j}", {0: 1.0, 1: -(1 - 2.0 ** -11), j: 2.0 ** -30,
                                                min(j + 1, K - 1): 2.0 ** -31}))
-        out.append((f"products/{j}", {0: -(4 - 2.0 ** (2 - m)), j: (2 - 2.0 ** -m) ** 2}))
+        out.append((f"products/{j}", {0: (-2.0, 2 - 2.0 ** (1 - m)), j: (2 - 2.0 ** -m, 2 - 2.0 ** -m)}))
     for j in range(-2, 30):
-        out.append((f"align/{j}", {0: 2.25, 1: 2.0 ** -(23 + j), 2: -2.25}))
-        out.append((f"align_carry/{j}", {0: 2.25, 1: 2.25, 2: 2.0 ** -(22 + j)}))
+        out.append((f"align/{j}", {0: (1.5, 1.5), 1: 2.0 ** -(23 + j), 2: (-1.5, 1.5)}))
+        out.append((f"align_carry/{j}", {0: (1.5, 1.5), 1: (1.5, 1.5), 2: 2.0 ** -(22 + j)}))
     return out
 
 
@@ -128,7 +136,11 @@ def design_set(fmt_name: str, *, seed: int = 0, random_rows: int = 64) -> Design
         ra, rb = np.zeros(K_DESIGN), np.zeros(K_DESIGN)
         ok = True
         for k, t in terms.items():
-            ab = factor(t * 2.0 ** s, fmt)
+            if isinstance(t, tuple):       # an explicit pair (x, y): a = x 2^u, b = y 2^(s-u)
+                x, y = t[0] * 2.0 ** (s // 2), t[1] * 2.0 ** (s - s // 2)
+                ab = (x, y) if _fits(x, fmt) and _fits(y, fmt) else None
+            else:
+                ab = factor(t * 2.0 ** s, fmt)
             if ab is None:
                 ok = False
                 break
