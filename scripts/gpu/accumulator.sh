@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# GPU part (see scripts/gpu_session.sh): the tensor-core accumulator probe, then its gpu tests.
+# Arg: output folder. Prints the detected models, match rates, and the design evidence.
+D=${1:?output folder}
+echo "-- python -m probes.accumulator --json accumulator.json (cublas, cublas_fast, triton; 100k samples)"
+start=$(date +%s)
+timeout 170 python3 -m probes.accumulator --json "$D/accumulator.json" --samples 100000 \
+    > "$D/accumulator-table.txt" 2> >(tee "$D/accumulator-stderr.txt" | grep -v '\r' >&2)
+echo "probe exit $? in $(( $(date +%s) - start )) s"
+cat "$D/accumulator-table.txt"
+if [ -f "$D/accumulator.json" ]; then
+python3 - "$D/accumulator.json" <<'PY'
+import json, sys
+rep = json.load(open(sys.argv[1]))
+print("fingerprint:", (rep["fingerprint"].get("gpu") or {}).get("name"), rep["fingerprint"].get("gpu", {}).get("compute_capability"))
+for e in rep["experiments"]:
+    m = e.get("metrics") or {}
+    if e["status"] != "ok":
+        print(f"{e['key']}: {e['status']}: {e['message']}")
+        continue
+    print(f"== {e['key']}: {m['model_text']} designs_ok={m['consistent_with_designs']} "
+          f"survivors={m['survivors']} ambiguity={m['ambiguity']} match={m['match_rate']:.6f} "
+          f"by_kind={m['match_rate_by_row_kind']} max_ulp={m['max_ulp_mismatch']}")
+    if m["design_mismatches"]:
+        print("   design mismatches:", m["design_mismatches"][:20])
+    for ex in m["mismatch_examples"][:3]:
+        print("   mismatch:", ex)
+    print("   scale_exp", m["evidence"]["scale_exp"], "skipped designs:", len(m["evidence"]["skipped_designs"]))
+    for fam, s in m["evidence"]["family_summary"].items():
+        print(f"   {fam}: {s[:400]}")
+PY
+fi
+echo "-- python -m pytest -m gpu tests/test_accumulator_gpu.py"
+timeout 60 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
