@@ -16,7 +16,12 @@ def test_detected_model_reproduces_the_gpu(backend_cls, fmt):
     why = be.unavailable("cuda", fmt)
     if why:
         pytest.skip(why)
-    d = detect(be, fmt)
+    try:
+        d = detect(be, fmt)
+    except RuntimeError as e:     # e.g. cuBLAS has no e5m2 x e5m2 GEMM: visible as xfail
+        if fmt == "float8_e5m2" and be.name == "cublas":
+            pytest.xfail(f"{be.name}/{fmt}: {e}")
+        raise
     print(f"\n{be.name}/{fmt}: {d.model.describe()} consistent={d.consistent} "
           f"survivors={d.survivors} ambiguity={d.ambiguity} design_mismatches={d.mismatches[:10]}")
     for fam, s in d.evidence()["family_summary"].items():

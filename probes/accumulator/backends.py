@@ -122,12 +122,13 @@ class Cublas(Backend):
         import torch
         dev = self.device
         m = torch.backends.cuda.matmul
-        old = (m.allow_tf32, m.allow_fp16_reduced_precision_reduction,
-               m.allow_bf16_reduced_precision_reduction)
+        old = {}
         try:
-            m.allow_tf32 = fmt == "tf32"
-            m.allow_fp16_reduced_precision_reduction = False
-            m.allow_bf16_reduced_precision_reduction = False
+            for flag, value in (("allow_fp16_reduced_precision_reduction", False),
+                                ("allow_bf16_reduced_precision_reduction", False)):
+                old[flag] = getattr(m, flag)
+                setattr(m, flag, value)
+            _set_tf32(m, fmt == "tf32", old)
             if fmt in FP8:
                 Ap, Bp = _pad16(_pad16(A, 0), 1), _pad16(_pad16(B, 0), 1)
                 a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(_torch_dtype(fmt))
@@ -148,8 +149,20 @@ class Cublas(Backend):
             torch.cuda.synchronize(dev)
             return out.cpu().numpy().astype(np.float64)
         finally:
-            (m.allow_tf32, m.allow_fp16_reduced_precision_reduction,
-             m.allow_bf16_reduced_precision_reduction) = old
+            for flag, value in old.items():
+                setattr(m, flag, value)
+
+
+def _set_tf32(m, on, old):
+    """TF32 for fp32 matmuls on/off through torch's legacy flag, else its fp32_precision API
+    (torch refuses to mix the two in one process)."""
+    try:
+        old["allow_tf32"] = m.allow_tf32
+        m.allow_tf32 = on
+    except (RuntimeError, AttributeError):
+        old.pop("allow_tf32", None)
+        old["fp32_precision"] = m.fp32_precision
+        m.fp32_precision = "tf32" if on else "ieee"
 
 
 class CublasFast(Cublas):

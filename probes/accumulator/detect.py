@@ -152,7 +152,8 @@ def detect_from_outputs(fmt: str, ds: DesignSet, outputs: np.ndarray) -> Detecti
     amb = {}
     for key in ("block_size", "extra_bits", "rounding", "final_rounding", "exact_products",
                 "normalize", "align_to"):
-        vals = sorted({getattr(m, key) for m in final}, key=lambda v: (v is None, str(v)))
+        vals = sorted({getattr(m, key) for m in final},
+                      key=lambda v: (v is None, not isinstance(v, (int, np.integer)), v if isinstance(v, (int, np.integer)) else 0, str(v)))
         if len(vals) > 1:
             amb[key] = vals
     return Detection(fmt=fmt, model=chosen, consistent=consistent, survivors=len(final),
