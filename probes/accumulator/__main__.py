@@ -44,14 +44,17 @@ def main(argv=None):
     formats = cli.parse_csv_choice(args.formats, list(FORMATS), "format")
     if args.samples < 1:
         raise UsageError(f"--samples must be at least 1 (got {args.samples})")
+    from probes.device import fingerprint
+    fp = fingerprint(device)
+    name = (fp.get("gpu") or {}).get("name") if device != "cpu" else "cpu"
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or device).lower()).strip("-") or "device"
+    path = args.json or os.path.join("reports", f"accumulator-{slug}.json")
     report = probe.run(device=device, backend_names=backends, formats=formats, samples=args.samples,
                        seed=args.seed, command=["python", "-m", "probes.accumulator",
                                                 *(argv if argv is not None else sys.argv[1:])],
-                       log=lambda line: print(line, file=sys.stderr))
+                       log=lambda line: print(line, file=sys.stderr), fingerprint=fp,
+                       checkpoint=lambda rep: reports.write_report(rep, path))
     print(probe.format_table(report))
-    name = (report["fingerprint"].get("gpu") or {}).get("name") if device != "cpu" else "cpu"
-    slug = re.sub(r"[^a-z0-9]+", "-", (name or device).lower()).strip("-") or "device"
-    path = args.json or os.path.join("reports", f"accumulator-{slug}.json")
     reports.write_report(report, path)
     print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
     if not args.no_plot:

@@ -32,6 +32,7 @@ values plus names; terms that the format cannot reach are left out and named in 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,13 +58,26 @@ class DesignSet:
         return np.array([n.split("/")[0] in families for n in self.names])
 
 
+@functools.lru_cache(maxsize=None)
+def _fits_cached(x: float, name: str) -> bool:
+    fmt = get_format(name)
+    return bool(x == 0 or (abs(x) <= fmt.max_finite and abs(x) >= fmt.smallest_subnormal
+                           and round_to_format(np.array([x]), fmt)[0] == x))
+
+
 def _fits(x: float, fmt) -> bool:
-    return x == 0 or (abs(x) <= fmt.max_finite and round_to_format(np.array([x]), fmt)[0] == x
-                      and abs(x) >= fmt.smallest_subnormal)
+    return _fits_cached(float(x), fmt.name)
 
 
 def factor(t: float, fmt) -> tuple[float, float] | None:
-    """(a, b) in ``fmt`` with a * b == t exactly, or None. Tries b = 2^y for y from 0 outward."""
+    """(a, b) in ``fmt`` with a * b == t exactly, or None. Tries b = 2^y, y near half of t's
+    exponent first."""
+    return _factor(float(t), get_format(fmt).name)
+
+
+@functools.lru_cache(maxsize=None)
+def _factor(t: float, name: str):
+    fmt = get_format(name)
     if t == 0:
         return 0.0, 0.0
     lo = int(np.floor(np.log2(fmt.smallest_subnormal)))

@@ -21,7 +21,10 @@ SIMULATED_MODELS = {
 }
 
 
-def run(*, device, backend_names, formats, samples, seed, command, log=print, fingerprint=None):
+def run(*, device, backend_names, formats, samples, seed, command, log=print, fingerprint=None,
+        checkpoint=None):
+    """``checkpoint(report)`` is called after each experiment (the CLI writes the JSON then, so a
+    run cut short by a time limit keeps what it measured)."""
     from probes.device import fingerprint as fp_fn
     t0 = time.time()
     fp = fingerprint if fingerprint is not None else fp_fn(device)
@@ -72,6 +75,9 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
             log(f"{be.name}/{fmt}: {det.model.describe()}  designs {'ok' if det.consistent else 'MISMATCH'}"
                 f"  match {val['match_rate']:.6f}  ({time.time() - t:.1f} s)")
             bar.update(note=f"{be.name}/{fmt}")
+            if checkpoint:
+                report["config"]["wall_seconds"] = time.time() - t0
+                checkpoint(report)
     report["config"]["wall_seconds"] = time.time() - t0
     return report
 
