@@ -87,8 +87,8 @@ class TorchCPU(Backend):
     def matmul(self, A, B, fmt):
         import torch
         if fmt in FP8:
-            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).to(_torch_dtype(fmt))
-            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).to(_torch_dtype(fmt)).t()
+            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(_torch_dtype(fmt))
+            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(_torch_dtype(fmt)).t()
             one = torch.tensor(1.0)
             c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32)
             return c.numpy().astype(np.float64)[:A.shape[0], :B.shape[1]]
@@ -131,16 +131,16 @@ class Cublas(Backend):
             _set_tf32(m, fmt == "tf32", old)
             if fmt in FP8:
                 Ap, Bp = _pad16(_pad16(A, 0), 1), _pad16(_pad16(B, 0), 1)
-                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(_torch_dtype(fmt))
+                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(torch.float32).to(_torch_dtype(fmt))
                 # column-major second operand: the transpose of a row-major (N, K) tensor
-                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(_torch_dtype(fmt)).t()
+                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(torch.float32).to(_torch_dtype(fmt)).t()
                 one = torch.ones((), device=dev, dtype=torch.float32)
                 c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32,
                                      use_fast_accum=self.fast_accum)
                 out = c[:A.shape[0], :B.shape[1]]
             elif fmt in ("float16", "bfloat16"):
-                a = torch.from_numpy(A).to(dev).to(_torch_dtype(fmt))
-                b = torch.from_numpy(B).to(dev).to(_torch_dtype(fmt))
+                a = torch.from_numpy(A).to(dev).to(torch.float32).to(_torch_dtype(fmt))
+                b = torch.from_numpy(B).to(dev).to(torch.float32).to(_torch_dtype(fmt))
                 out = torch.mm(a, b, torch.float32)
             else:
                 a = torch.from_numpy(A.astype(np.float32)).to(dev)

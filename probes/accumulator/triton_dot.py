@@ -24,11 +24,13 @@ def dot_kernel(a_ptr, b_ptr, c_ptr, M, N, stride_am, stride_bk, stride_cm,
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kt in range(K_TILES):
         k = kt * BLOCK_K + rk
-        a = tl.load(a_ptr + rm[:, None] * stride_am + k[None, :], mask=rm[:, None] < M, other=0.0)
-        b = tl.load(b_ptr + k[:, None] * stride_bk + rn[None, :], mask=rn[None, :] < N, other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], acc,
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+        a = tl.load(a_ptr + rm[:, None] * stride_am + k[None, :])     # host-padded: no masks
+        b = tl.load(b_ptr + k[:, None] * stride_bk + rn[None, :])
+        if INPUT_PRECISION == "default":
+            acc = tl.dot(a, b, acc)
+        else:
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], acc)
 
 
 def triton_matmul(A, B, fmt, device):
@@ -38,17 +40,19 @@ def triton_matmul(A, B, fmt, device):
 
     M, K = A.shape
     N = B.shape[1]
-    Kp = -(-K // BLOCK_K) * BLOCK_K
-    Ap = np.zeros((M, Kp)); Ap[:, :K] = A            # zero products at the end change nothing
-    Bp = np.zeros((Kp, N)); Bp[:K] = B
+    Kp = -(-K // BLOCK_K) * BLOCK_K                  # zero products at the end change nothing
+    Mp = -(-M // BLOCK_M) * BLOCK_M
+    Np = -(-N // BLOCK_N) * BLOCK_N
+    Ap = np.zeros((Mp, Kp)); Ap[:M, :K] = A
+    Bp = np.zeros((Kp, Np)); Bp[:K, :N] = B
     dt = _torch_dtype(fmt)
-    a = torch.from_numpy(Ap).to(device).to(dt).contiguous()
-    b = torch.from_numpy(Bp).to(device).to(dt).contiguous()
-    c = torch.empty((M, N), dtype=torch.float32, device=device)
-    prec = {"tf32": "tf32", "float32": "ieee"}.get(fmt, "ieee")
-    grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N))
-    dot_kernel[grid](a, b, c, M, N, a.stride(0), b.stride(0), c.stride(0), K_TILES=Kp // BLOCK_K,
+    a = torch.from_numpy(Ap).float().to(device).to(dt).contiguous()   # float64 -> fp32 exact, then the format
+    b = torch.from_numpy(Bp).float().to(device).to(dt).contiguous()
+    c = torch.empty((Mp, Np), dtype=torch.float32, device=device)
+    prec = {"tf32": "tf32", "float32": "ieee"}.get(fmt, "default")
+    grid = (Mp // BLOCK_M, Np // BLOCK_N)
+    dot_kernel[grid](a, b, c, Mp, Np, a.stride(0), b.stride(0), c.stride(0), K_TILES=Kp // BLOCK_K,
                      BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, INPUT_PRECISION=prec)
     if device != "cpu":
         torch.cuda.synchronize(device)
-    return c.cpu().numpy().astype(np.float64)
+    return c[:M, :N].cpu().numpy().astype(np.float64)

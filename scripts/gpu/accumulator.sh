@@ -4,15 +4,17 @@
 D=${1:?output folder}
 echo "-- python -m probes.accumulator --json accumulator.json (cublas, cublas_fast, triton; 100k samples)"
 start=$(date +%s)
-timeout 170 python3 -m probes.accumulator --json "$D/accumulator.json" --samples 100000 \
-    > "$D/accumulator-table.txt" 2> >(tee "$D/accumulator-stderr.txt" | grep -v '\r' >&2)
+timeout 150 python3 -m probes.accumulator --json "$D/accumulator.json" --samples 100000 \
+    > "$D/accumulator-table.txt" 2> "$D/accumulator-stderr.txt"
 echo "probe exit $? in $(( $(date +%s) - start )) s"
+tr '\r' '\n' < "$D/accumulator-stderr.txt" | grep -a -E '^(skip|error|cublas|triton|simulated|Traceback|  File|[A-Za-z]*Error)' | head -60
 cat "$D/accumulator-table.txt"
 if [ -f "$D/accumulator.json" ]; then
 python3 - "$D/accumulator.json" <<'PY'
 import json, sys
 rep = json.load(open(sys.argv[1]))
-print("fingerprint:", (rep["fingerprint"].get("gpu") or {}).get("name"), rep["fingerprint"].get("gpu", {}).get("compute_capability"))
+g = rep["fingerprint"].get("gpu") or {}
+print("fingerprint:", g.get("name"), "cc", g.get("compute_capability"), "wall", rep["config"].get("wall_seconds"))
 for e in rep["experiments"]:
     m = e.get("metrics") or {}
     if e["status"] != "ok":
@@ -31,4 +33,4 @@ for e in rep["experiments"]:
 PY
 fi
 echo "-- python -m pytest -m gpu tests/test_accumulator_gpu.py"
-timeout 60 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
+timeout 75 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
