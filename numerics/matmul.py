@@ -21,6 +21,10 @@ With ``exact_products=True``, ``extra_bits=None`` and ``rounding="nearest_even"`
 gives the correctly rounded sum; ``block_size=1`` with those gives a chain of correctly rounded
 fused multiply-adds (what an fp32 SGEMM on CUDA cores does per thread).
 
+``promote_every = P`` models a two-level GEMM: the unit's chain restarts from 0 every P products
+and each partial result is added into an fp32 register with a correctly rounded (nearest-even)
+fp32 add, as DeepSeek-V3's FP8 kernels do by hand (and cuBLAS's fp8 GEMMs may do internally).
+
 ``align_to`` says which exponent a product has for step 2: ``"value"`` = ``floor(log2|a*b|)``;
 ``"exponent_sum"`` = ``e_a + e_b`` (the hardware adds exponents; the significand product lies in
 [1, 4), so one more bit survives when the largest term's significand product is >= 2). Inputs in
@@ -35,6 +39,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from numerics.exact import fma
 from numerics.formats import get_format, round_to_format
 
 __all__ = ["MatmulModel", "model_dot", "model_matmul", "dot_rows_params", "INPUT_FORMATS",
@@ -59,6 +64,8 @@ class MatmulModel:
     normalize: bool = True             # False: intermediates keep the block's alignment
     align_to: str = "value"            # "value" or "exponent_sum" (see module docstring)
     accumulator: str = "float32"
+    promote_every: int | None = None   # every P products the unit's sum (started from 0) is added
+                                       # to an fp32 register, rounded to nearest (two-level GEMM)
 
     def __post_init__(self):
         if self.input_format not in INPUT_FORMATS:
@@ -75,13 +82,18 @@ class MatmulModel:
             raise ValueError(f"align_to must be 'value' or 'exponent_sum', not {self.align_to!r}")
         if self.accumulator != "float32":
             raise ValueError("only a float32 accumulator is modelled")
+        if self.promote_every is not None and (int(self.promote_every) < 1
+                                               or int(self.promote_every) % self.block_size):
+            raise ValueError(f"promote_every must be a positive multiple of block_size, "
+                             f"not {self.promote_every!r}")
 
     def describe(self) -> str:
         p = "inf" if self.extra_bits is None else str(self.extra_bits)
         fin = "" if self.final_rounding in (None, self.rounding) else f", final {self.final_rounding}"
+        promo = "" if self.promote_every is None else f" promote/{self.promote_every}"
         return (f"n_b={self.block_size} p={p} {self.rounding}{fin} "
                 f"products={'exact' if self.exact_products else 'rounded'} "
-                f"{'normalised' if self.normalize else 'unnormalised'} align={self.align_to}")
+                f"{'normalised' if self.normalize else 'unnormalised'} align={self.align_to}{promo}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -197,11 +209,12 @@ def _dot_rows(a, b, c, model: MatmulModel) -> np.ndarray:
         extra_bits=None if model.extra_bits is None else np.full(n, int(model.extra_bits)),
         nearest=np.full(n, model.rounding == "nearest_even"),
         final_nearest=np.full(n, fin == "nearest_even"), normalize=np.full(n, model.normalize),
-        exact_products=model.exact_products, align_to=model.align_to)
+        exact_products=model.exact_products, align_to=model.align_to,
+        promote_every=model.promote_every)
 
 
 def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, final_nearest,
-                    normalize, exact_products=True, align_to="value") -> np.ndarray:
+                    normalize, exact_products=True, align_to="value", promote_every=None) -> np.ndarray:
     """The model on rows ``a, b`` (n, K) with *per-row* parameters (arrays of length n): extra
     bits (int64, or None = infinite for all rows), nearest (bool), final_nearest (bool), normalize
     (bool). Lets a search evaluate many candidate models in one vectorised pass. No input checks."""
@@ -214,9 +227,23 @@ def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, f
         fmt = get_format(input_format)
         pkeys = np.maximum(_exponent(a), fmt.emin) + np.maximum(_exponent(b), fmt.emin)
     n, K = prods.shape
-    acc = np.asarray(c, dtype=np.float64).copy()
-    nb = int(block_size)
     p = None if extra_bits is None else np.asarray(extra_bits, dtype=np.int64)
+    c = np.asarray(c, dtype=np.float64)
+    args = (int(block_size), p, nearest, final_nearest, normalize)
+    if promote_every is None:
+        return _chain(prods, pkeys, c, *args)
+    acc = c.copy()
+    P = int(promote_every)
+    for s0 in range(0, K, P):
+        part = _chain(prods[:, s0:s0 + P], pkeys[:, s0:s0 + P], np.zeros(n), *args)
+        acc = fma(np.ones(n), part, acc, _ACC).astype(np.float64)   # fp32 add, nearest-even
+    return acc
+
+
+def _chain(prods, pkeys, c, nb, p, nearest, final_nearest, normalize):
+    """The block-FMA chain over all K of ``prods`` starting from accumulators ``c``."""
+    K = prods.shape[1]
+    acc = c.copy()
     for k0 in range(0, max(K, 1), nb):
         k1 = min(k0 + nb, K)
         last = k1 >= K

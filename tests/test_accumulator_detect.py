@@ -18,7 +18,8 @@ KNOWN = [
     MatmulModel("float32", 1, None, "nearest_even"),
     MatmulModel("float32", 16, 3, "toward_zero", exact_products=False),
     MatmulModel("float16", 16, 2, "toward_zero", align_to="exponent_sum"),
-    MatmulModel("float8_e4m3fn", 32, -10, "toward_zero"),
+    MatmulModel("float8_e4m3fn", 32, -10, "toward_zero", promote_every=128),
+    MatmulModel("float16", 8, 2, "toward_zero", promote_every=64),
 ]
 
 
@@ -31,6 +32,7 @@ def test_detection_recovers_known_parameters(true):
     assert got.extra_bits == true.extra_bits
     assert got.normalize == true.normalize or "normalize" in d.ambiguity
     assert got.align_to == true.align_to
+    assert got.promote_every == true.promote_every
     if true.input_format == "float32":       # product rounding only shows with fp32 inputs
         assert got.exact_products == true.exact_products
     if true.extra_bits is None or true.extra_bits >= 0:   # with p < 0 every rounding is exact

@@ -140,3 +140,14 @@ def test_bad_inputs():
         model_matmul(np.zeros((0, 3)), np.zeros((3, 2)), m)
     with pytest.raises(ValueError, match=r"need A \(M, K\)"):
         model_matmul(np.zeros((2, 3)), np.zeros((4, 2)), m)
+
+
+def test_promotion_adds_unit_sums_in_fp32_to_nearest():
+    # [1, 0, 0, 0, 1.5u]: one truncating unit sum gives 1 + u; with a promotion after 4 products
+    # the fp32 add of 1 and 1.5u rounds to nearest: 1 + 2u.
+    a = [1.0, 0.0, 0.0, 0.0, 1.5 * 2.0 ** -12]
+    b = [1.0, 0.0, 0.0, 0.0, 2.0 ** -11]
+    assert dot(a, b, MatmulModel("float16", 8, 3, "toward_zero")) == 1 + U
+    assert dot(a, b, MatmulModel("float16", 4, 3, "toward_zero", promote_every=4)) == 1 + 2 * U
+    with pytest.raises(ValueError, match="promote_every"):
+        MatmulModel("float16", 8, 3, promote_every=12)

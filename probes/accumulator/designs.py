@@ -141,6 +141,44 @@ def _random_rows(fmt, rng, count, K):
     return a, b
 
 
+K_PROMOTE = 512
+
+
+def promotion_set(fmt_name: str) -> DesignSet:
+    """Length-512 designs for a two-level accumulation (the unit's sum added into an fp32 register
+    every P products): ``promote/j`` = ``[1, 0.., 1.5u at j]`` (inside one unit sum a truncating
+    unit gives 1 + u, across a promotion the fp32 add gives 1 + 2u) and ``promote_tiny/j`` =
+    ``[1, 0.., 2^-20 at j]`` (a unit keeping few bits drops it; a promotion keeps it)."""
+    fmt = get_format(fmt_name)
+    s = _scale_exp(fmt)
+    ds = DesignSet(fmt=fmt_name, scale_exp=s)
+    rows_a, rows_b = [], []
+    for j in range(8, K_PROMOTE, 8):
+        for name, terms in ((f"promote/{j}", {0: 1.0, j: (1.5, 2.0 ** -23)}),
+                            (f"promote_tiny/{j}", {0: 1.0, j: 2.0 ** -20})):
+            ra, rb = np.zeros(K_PROMOTE), np.zeros(K_PROMOTE)
+            ok = True
+            for k, t in terms.items():
+                if isinstance(t, tuple):
+                    x, y = t[0] * 2.0 ** (s // 2), t[1] * 2.0 ** (s - s // 2)
+                    ab = (x, y) if _fits(x, fmt) and _fits(y, fmt) else None
+                else:
+                    ab = factor(t * 2.0 ** s, fmt)
+                if ab is None:
+                    ok = False
+                    break
+                ra[k], rb[k] = ab
+            if ok:
+                ds.names.append(name)
+                rows_a.append(ra)
+                rows_b.append(rb)
+            else:
+                ds.skipped.append(name)
+    ds.a = np.vstack(rows_a) if rows_a else np.zeros((0, K_PROMOTE))
+    ds.b = np.vstack(rows_b) if rows_b else np.zeros((0, K_PROMOTE))
+    return ds
+
+
 def design_set(fmt_name: str, *, seed: int = 0, random_rows: int = 64) -> DesignSet:
     fmt = get_format(fmt_name)
     s = _scale_exp(fmt)

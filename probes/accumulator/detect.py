@@ -8,7 +8,9 @@ and the candidates that reproduce *every* output bit for bit survive:
   of the block sums and of the last step (toward zero / nearest-even), normalisation on/off, on the
   power-of-two families (insensitive to product exactness and alignment key);
 - stage 2: the stage-1 survivors x (products exact / rounded to fp32) x (alignment key) on all
-  families including the random vectors.
+  families including the random vectors;
+- stage 3: length-512 designs for a two-level accumulation (the unit's sum added into an fp32
+  register every P in {32, 64, 128, 256} products, as cuBLAS's fp8 GEMMs may do).
 
 Ties (designs that cannot separate two candidates, e.g. p beyond the format's exponent range) are
 reported; the chosen model is the first survivor in a fixed preference order (exact products,
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from numerics.matmul import MatmulModel, dot_rows_params, model_dot
-from probes.accumulator.designs import CORE, K_DESIGN, DesignSet, design_set
+from probes.accumulator.designs import CORE, K_DESIGN, DesignSet, design_set, promotion_set
 
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32, 64)
 EXTRA_BITS = tuple(range(-16, 27)) + (None,)
@@ -41,15 +43,23 @@ class Detection:
     mismatches: list = field(default_factory=list)   # design names the model misses
     outputs: np.ndarray = None    # the backend's outputs on the designs (float64 of fp32 values)
     designs: DesignSet = None
+    promotion_outputs: np.ndarray = None
+    promotion_designs: DesignSet = None
 
     def evidence(self) -> dict:
         """Per design: output fp32 bits as hex (and the offset from the reference 1, in 2^-24)."""
         bits = self.outputs.astype(np.float32).view(np.uint32)
         one = 2.0 ** self.designs.scale_exp
-        return {"scale_exp": self.designs.scale_exp,
-                "outputs_hex": {n: f"{int(b):08x}" for n, b in zip(self.designs.names, bits)},
-                "skipped_designs": self.designs.skipped,
-                "family_summary": family_summary(self.designs.names, self.outputs, one)}
+        out = {"scale_exp": self.designs.scale_exp,
+               "outputs_hex": {n: f"{int(b):08x}" for n, b in zip(self.designs.names, bits)},
+               "skipped_designs": self.designs.skipped,
+               "family_summary": family_summary(self.designs.names, self.outputs, one)}
+        if self.promotion_designs is not None and len(self.promotion_designs.names):
+            pb = self.promotion_outputs.astype(np.float32).view(np.uint32)
+            out["outputs_hex"].update({n: f"{int(b):08x}" for n, b in zip(self.promotion_designs.names, pb)})
+            out["family_summary"].update(family_summary(self.promotion_designs.names,
+                                                        self.promotion_outputs, one))
+        return out
 
 
 def _preference(m: MatmulModel):
@@ -161,9 +171,40 @@ def detect_from_outputs(fmt: str, ds: DesignSet, outputs: np.ndarray) -> Detecti
                      outputs=outputs, designs=ds)
 
 
+PROMOTE_EVERY = (None, 32, 64, 128, 256)
+
+
+def detect_promotion(det: Detection, ps: DesignSet, outputs: np.ndarray) -> Detection:
+    """Stage 3: with the length-512 promotion designs, is the unit's sum added into an fp32
+    register every P products? Keeps P = None when that reproduces them (nothing visible)."""
+    det.promotion_outputs = np.asarray(outputs, dtype=np.float64)
+    det.promotion_designs = ps
+    if not len(ps.names):
+        return det
+    base = det.model
+    fits = []
+    for P in PROMOTE_EVERY:
+        if P is not None and P % base.block_size:
+            continue
+        m = MatmulModel(**{**base.as_dict(), "promote_every": P})
+        if _matches(m, ps.a, ps.b, outputs).all():
+            fits.append(m)
+    if fits:
+        det.model = fits[0]
+        if len(fits) > 1 and fits[0].promote_every is not None:
+            det.ambiguity["promote_every"] = [m.promote_every for m in fits]
+    else:
+        bad = ~_matches(base, ps.a, ps.b, outputs)
+        det.mismatches += [n for n, b in zip(ps.names, bad) if b]
+        det.consistent = False
+    return det
+
+
 def detect(backend, fmt: str, *, seed: int = 0) -> Detection:
     ds = design_set(fmt, seed=seed)
-    return detect_from_outputs(fmt, ds, design_outputs(backend, fmt, ds))
+    det = detect_from_outputs(fmt, ds, design_outputs(backend, fmt, ds))
+    ps = promotion_set(fmt)
+    return detect_promotion(det, ps, design_outputs(backend, fmt, ps) if len(ps.names) else np.zeros(0))
 
 
 def family_summary(names, outputs, one) -> dict:
