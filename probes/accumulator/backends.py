@@ -12,8 +12,12 @@ B (K, N) float64 arrays holding values of ``fmt`` and C (M, N) float64 holding t
   parameters are known: the CPU tests recover them).
 - ``torch_cpu``: torch's CPU matmul on fp32 copies of the values (fp8: ``_scaled_mm`` on the CPU).
 
-Shapes: the probe keeps K <= 256 and M, N >= K/2 so cuBLAS's heuristics have no reason to split K
-(split-K pays when K >> M, N); a split would show up as a model mismatch, not silently.
+Shapes (inner K): designs K = 64 in (64 x 64) @ (64 x 64) matmuls, promotion designs K = 512 in
+(256 x 512) @ (512 x 256), validation K = 256 in (317 x 256) @ (256 x 317). M, N >= K/2 always, so
+cuBLAS's heuristics have little reason to split K (split-K pays when K >> M, N and the output has
+few tiles). Not guaranteed: a deterministic split-K with fp32 partials added in order would look
+like ``promote_every = K/splits`` to the detection, and a split that differs between the design
+and validation shapes shows up as a validation mismatch, never silently.
 """
 from __future__ import annotations
 

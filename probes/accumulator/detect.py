@@ -68,15 +68,22 @@ def _preference(m: MatmulModel):
             99 if m.extra_bits is None else m.extra_bits, m.block_size)
 
 
-def design_outputs(backend, fmt: str, ds: DesignSet, rows: int = 64) -> np.ndarray:
-    """a_i . b_i for every design row: diagonals of (rows x K) @ (K x rows) matmuls, or the model
-    directly for a simulated backend."""
+def design_outputs(backend, fmt: str, ds: DesignSet, rows: int | None = None) -> np.ndarray:
+    """a_i . b_i for every design row: diagonals of (rows x K) @ (K x rows) matmuls (rows >= K/2,
+    zero-padded, so that K is never much larger than M, N: no reason for a split-K), or the
+    model directly for a simulated backend."""
     if hasattr(backend, "model_for"):
         return model_dot(ds.a, ds.b, None, backend.model_for(fmt))
+    K = ds.a.shape[1]
+    rows = rows or max(64, K // 2)
     out = np.empty(len(ds.names))
     for i in range(0, len(out), rows):
         a, b = ds.a[i:i + rows], ds.b[i:i + rows]
-        out[i:i + rows] = np.diagonal(backend.matmul(a, b.T.copy(), fmt))
+        n = len(a)
+        if n < rows:
+            a = np.vstack([a, np.zeros((rows - n, K))])
+            b = np.vstack([b, np.zeros((rows - n, K))])
+        out[i:i + n] = np.diagonal(backend.matmul(a, b.T.copy(), fmt))[:n]
     return out
 
 

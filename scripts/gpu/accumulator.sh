@@ -4,7 +4,7 @@
 D=${1:?output folder}
 echo "-- python -m probes.accumulator --json accumulator.json (cublas, cublas_fast, triton; 100k samples)"
 start=$(date +%s)
-timeout 150 python3 -m probes.accumulator --json "$D/accumulator.json" --samples 100000 \
+timeout 140 python3 -m probes.accumulator --json "$D/accumulator.json" --samples 100000 \
     > "$D/accumulator-table.txt" 2> "$D/accumulator-stderr.txt"
 echo "probe exit $? in $(( $(date +%s) - start )) s"
 tr '\r' '\n' < "$D/accumulator-stderr.txt" | grep -a -E '^(skip|error|cublas|triton|simulated|Traceback|  File|[A-Za-z]*Error)' | head -60
@@ -33,4 +33,4 @@ for e in rep["experiments"]:
 PY
 fi
 echo "-- python -m pytest -m gpu tests/test_accumulator_gpu.py"
-timeout 75 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
+timeout 90 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
