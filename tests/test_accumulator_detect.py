@@ -83,3 +83,15 @@ def test_random_operands_stay_inside_the_format_and_overflow_is_refused():
         check_fits(np.array([500.0]), "float8_e4m3fn", "A")
     with pytest.raises(ValueError, match="samples"):
         random_operands("float16", 0)
+
+
+def test_backends_refuse_bad_operands():
+    be = TorchCPU()
+    with pytest.raises(ValueError, match="exceed float16"):
+        be.matmul(np.full((2, 2), 70000.0), np.ones((2, 2)), "float16")
+    with pytest.raises(ValueError, match="not representable in bfloat16"):
+        be.matmul(np.full((2, 2), 1 + 2.0 ** -12), np.ones((2, 2)), "bfloat16")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        be.matmul(np.full((2, 2), np.nan), np.ones((2, 2)), "float32")
+    with pytest.raises(ValueError, match=r"need nonempty A"):
+        be.matmul(np.ones((2, 3)), np.ones((2, 2)), "float32")

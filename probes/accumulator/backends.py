@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from numerics.formats import get_format
-from numerics.matmul import MatmulModel, model_matmul
+from numerics.matmul import MatmulModel, check_representable, model_matmul
 
 FP8 = ("float8_e4m3fn", "float8_e5m2")
 
@@ -59,6 +59,18 @@ class Backend:
     def matmul(self, A, B, fmt):
         raise NotImplementedError
 
+    @staticmethod
+    def checked(A, B, fmt):
+        """A, B as float64 (M, K), (K, N) holding values of ``fmt``: overflow, NaN/inf, values
+        the format does not hold, and shape errors are refused (never saturated or rounded)."""
+        A = np.asarray(A, dtype=np.float64)
+        B = np.asarray(B, dtype=np.float64)
+        if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0] or 0 in A.shape + B.shape:
+            raise ValueError(f"need nonempty A (M, K) and B (K, N), got {A.shape} and {B.shape}")
+        check_fits(A, fmt, "A")
+        check_fits(B, fmt, "B")
+        return check_representable(A, fmt, "A"), check_representable(B, fmt, "B")
+
     def describe(self, fmt):
         return self.name
 
@@ -90,6 +102,7 @@ class TorchCPU(Backend):
 
     def matmul(self, A, B, fmt):
         import torch
+        A, B = self.checked(A, B, fmt)
         if fmt in FP8:
             a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(_torch_dtype(fmt))
             b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(_torch_dtype(fmt)).t()
@@ -124,6 +137,7 @@ class Cublas(Backend):
 
     def matmul(self, A, B, fmt):
         import torch
+        A, B = self.checked(A, B, fmt)
         dev = self.device
         m = torch.backends.cuda.matmul
         old = {}
@@ -203,6 +217,7 @@ class Triton(Backend):
 
     def matmul(self, A, B, fmt):
         from probes.accumulator.triton_dot import triton_matmul
+        A, B = self.checked(A, B, fmt)
         return triton_matmul(A, B, fmt, self.device)
 
 
