@@ -63,6 +63,8 @@ class MatmulModel:
     exact_products: bool = True        # False: each product rounded to fp32 (nearest-even) first
     normalize: bool = True             # False: intermediates keep the block's alignment
     align_to: str = "value"            # "value" or "exponent_sum" (see module docstring)
+    align_cut: str = "toward_zero"     # bits shifted out of an aligned term: "toward_zero" (sign-
+                                       # magnitude) or "floor" (two's-complement arithmetic shift)
     accumulator: str = "float32"
     promote_every: int | None = None   # every P products the unit's sum (started from 0) is added
                                        # to an fp32 register, rounded to nearest (two-level GEMM)
@@ -78,6 +80,8 @@ class MatmulModel:
             v = getattr(self, name)
             if not (v in _ROUNDINGS or (name == "final_rounding" and v is None)):
                 raise ValueError(f"{name} must be one of {_ROUNDINGS}, not {v!r}")
+        if self.align_cut not in ("toward_zero", "floor"):
+            raise ValueError(f"align_cut must be 'toward_zero' or 'floor', not {self.align_cut!r}")
         if self.align_to not in ("value", "exponent_sum"):
             raise ValueError(f"align_to must be 'value' or 'exponent_sum', not {self.align_to!r}")
         if self.accumulator != "float32":
@@ -91,6 +95,7 @@ class MatmulModel:
         p = "inf" if self.extra_bits is None else str(self.extra_bits)
         fin = "" if self.final_rounding in (None, self.rounding) else f", final {self.final_rounding}"
         promo = "" if self.promote_every is None else f" promote/{self.promote_every}"
+        promo += "" if self.align_cut == "toward_zero" else " cut=floor"
         return (f"n_b={self.block_size} p={p} {self.rounding}{fin} "
                 f"products={'exact' if self.exact_products else 'rounded'} "
                 f"{'normalised' if self.normalize else 'unnormalised'} align={self.align_to}{promo}")
@@ -146,7 +151,7 @@ def _round_shift(A, r, nearest):
     return np.where(big, 0, Q + (up & nearest))
 
 
-def _block(terms, keys, p, nearest, normalize) -> np.ndarray:
+def _block(terms, keys, p, nearest, normalize, floor_cut=False) -> np.ndarray:
     """One block FMA over rows: ``terms`` (n, m) float64 (exact), ``keys`` (n, m) alignment
     exponents; per row: ``p`` extra bits (int64 array, or None = all bits), ``nearest`` (bool:
     nearest-even, else toward zero), ``normalize`` (bool). Returns the new accumulators' values."""
@@ -169,14 +174,23 @@ def _block(terms, keys, p, nearest, normalize) -> np.ndarray:
         dl = np.clip(d, 0, 62)
         dr = np.clip(-d, 0, 62)
         mag = np.abs(sig)
-        aligned = np.where(d >= 0, mag << dl, mag >> dr)
-        aligned = np.where(nz, aligned, 0) * np.sign(sig)
+        if floor_cut:                                     # arithmetic shift of the signed value
+            aligned = np.where(d >= 0, sig << dl, sig >> dr)
+            aligned = np.where(nz, aligned, 0)
+        else:
+            aligned = np.where(d >= 0, mag << dl, mag >> dr)
+            aligned = np.where(nz, aligned, 0) * np.sign(sig)
         S = aligned.sum(axis=1)
     else:
         mag = np.abs(sig).astype(object)
         dd = d.astype(object)
-        aligned = np.where(d >= 0, mag << np.where(d >= 0, dd, 0), mag >> np.where(d < 0, -dd, 0))
-        aligned = np.where(nz, aligned, 0) * np.sign(sig).astype(object)
+        if floor_cut:
+            so = sig.astype(object)
+            aligned = np.where(d >= 0, so << np.where(d >= 0, dd, 0), so >> np.where(d < 0, -dd, 0))
+            aligned = np.where(nz, aligned, 0)
+        else:
+            aligned = np.where(d >= 0, mag << np.where(d >= 0, dd, 0), mag >> np.where(d < 0, -dd, 0))
+            aligned = np.where(nz, aligned, 0) * np.sign(sig).astype(object)
         S = aligned.sum(axis=1)
     neg = S < 0
     A = np.where(neg, -S, S)
@@ -209,12 +223,13 @@ def _dot_rows(a, b, c, model: MatmulModel) -> np.ndarray:
         extra_bits=None if model.extra_bits is None else np.full(n, int(model.extra_bits)),
         nearest=np.full(n, model.rounding == "nearest_even"),
         final_nearest=np.full(n, fin == "nearest_even"), normalize=np.full(n, model.normalize),
-        exact_products=model.exact_products, align_to=model.align_to,
+        exact_products=model.exact_products, align_to=model.align_to, align_cut=model.align_cut,
         promote_every=model.promote_every)
 
 
 def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, final_nearest,
-                    normalize, exact_products=True, align_to="value", promote_every=None) -> np.ndarray:
+                    normalize, exact_products=True, align_to="value", promote_every=None,
+                    align_cut="toward_zero") -> np.ndarray:
     """The model on rows ``a, b`` (n, K) with *per-row* parameters (arrays of length n): extra
     bits (int64, or None = infinite for all rows), nearest (bool), final_nearest (bool), normalize
     (bool). Lets a search evaluate many candidate models in one vectorised pass. No input checks."""
@@ -229,7 +244,7 @@ def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, f
     n, K = prods.shape
     p = None if extra_bits is None else np.asarray(extra_bits, dtype=np.int64)
     c = np.asarray(c, dtype=np.float64)
-    args = (int(block_size), p, nearest, final_nearest, normalize)
+    args = (int(block_size), p, nearest, final_nearest, normalize, align_cut == "floor")
     if promote_every is None:
         return _chain(prods, pkeys, c, *args)
     acc = c.copy()
@@ -240,7 +255,7 @@ def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, f
     return acc
 
 
-def _chain(prods, pkeys, c, nb, p, nearest, final_nearest, normalize):
+def _chain(prods, pkeys, c, nb, p, nearest, final_nearest, normalize, floor_cut):
     """The block-FMA chain over all K of ``prods`` starting from accumulators ``c``."""
     K = prods.shape[1]
     acc = c.copy()
@@ -250,7 +265,7 @@ def _chain(prods, pkeys, c, nb, p, nearest, final_nearest, normalize):
         terms = np.concatenate([acc[:, None], prods[:, k0:k1]], axis=1)
         keys = np.concatenate([_exponent(acc)[:, None], pkeys[:, k0:k1]], axis=1)
         acc = _block(terms, keys, p, final_nearest if last else nearest,
-                     True if last else normalize)
+                     True if last else normalize, floor_cut)
     return acc
 
 

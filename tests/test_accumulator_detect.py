@@ -20,6 +20,7 @@ KNOWN = [
     MatmulModel("float16", 16, 2, "toward_zero", align_to="exponent_sum"),
     MatmulModel("float8_e4m3fn", 32, -10, "toward_zero", promote_every=128),
     MatmulModel("float16", 8, 2, "toward_zero", promote_every=64),
+    MatmulModel("bfloat16", 16, 3, "toward_zero", align_cut="floor"),
 ]
 
 
@@ -33,6 +34,7 @@ def test_detection_recovers_known_parameters(true):
     assert got.normalize == true.normalize or "normalize" in d.ambiguity
     assert got.align_to == true.align_to
     assert got.promote_every == true.promote_every
+    assert got.align_cut == true.align_cut
     if true.input_format == "float32":       # product rounding only shows with fp32 inputs
         assert got.exact_products == true.exact_products
     if true.extra_bits is None or true.extra_bits >= 0:   # with p < 0 every rounding is exact

@@ -151,3 +151,11 @@ def test_promotion_adds_unit_sums_in_fp32_to_nearest():
     assert dot(a, b, MatmulModel("float16", 4, 3, "toward_zero", promote_every=4)) == 1 + 2 * U
     with pytest.raises(ValueError, match="promote_every"):
         MatmulModel("float16", 8, 3, promote_every=12)
+
+
+def test_floor_cut_differs_from_toward_zero_on_negative_terms():
+    # [1, -2^-28]: with p = 3 the grid is 2^-26; toward zero drops -2^-28 (sum 1); floor makes it
+    # -2^-26, so the sum 1 - 2^-26 truncates to 1 - 2^-24.
+    a, b = [1.0, -(2.0 ** -14)], [1.0, 2.0 ** -14]
+    assert dot(a, b, MatmulModel("float16", 4, 3, "toward_zero")) == 1.0
+    assert dot(a, b, MatmulModel("float16", 4, 3, "toward_zero", align_cut="floor")) == 1 - 2.0 ** -24

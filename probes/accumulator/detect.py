@@ -7,7 +7,8 @@ and the candidates that reproduce *every* output bit for bit survive:
 - stage 1: block size n_b in {1, 2, 4, ..., 64}, extra bits p in [-16, 26] or infinite, rounding
   of the block sums and of the last step (toward zero / nearest-even), normalisation on/off, on the
   power-of-two families (insensitive to product exactness and alignment key);
-- stage 2: the stage-1 survivors x (products exact / rounded to fp32) x (alignment key) on all
+- stage 2: the stage-1 survivors x (products exact / rounded to fp32) x (alignment key) x (bits
+  shifted out toward zero / floor, i.e. sign-magnitude vs two's complement) on all
   families including the random vectors;
 - stage 3: length-512 designs for a two-level accumulation (the unit's sum added into an fp32
   register every P in {32, 64, 128, 256} products, as cuBLAS's fp8 GEMMs may do).
@@ -63,7 +64,7 @@ class Detection:
 
 
 def _preference(m: MatmulModel):
-    return (not m.exact_products, m.align_to != "value", not m.normalize,
+    return (not m.exact_products, m.align_to != "value", m.align_cut != "toward_zero", not m.normalize,
             m.final_rounding is not None, m.rounding != "toward_zero",
             99 if m.extra_bits is None else m.extra_bits, m.block_size)
 
@@ -147,8 +148,10 @@ def detect_from_outputs(fmt: str, ds: DesignSet, outputs: np.ndarray) -> Detecti
     best = (best_model, -1)
     final, best2 = [], (None, -1)
     for m0 in survivors:
-        for exact, align in itertools.product((True, False), ("value", "exponent_sum")):
-            m = MatmulModel(**{**m0.as_dict(), "exact_products": exact, "align_to": align})
+        for exact, align, cut in itertools.product((True, False), ("value", "exponent_sum"),
+                                                   ("toward_zero", "floor")):
+            m = MatmulModel(**{**m0.as_dict(), "exact_products": exact, "align_to": align,
+                               "align_cut": cut})
             ok = _matches(m, ds.a, ds.b, outputs)
             if ok.all():
                 final.append(m)
@@ -168,7 +171,7 @@ def detect_from_outputs(fmt: str, ds: DesignSet, outputs: np.ndarray) -> Detecti
     ok = _matches(chosen, ds.a, ds.b, outputs)
     amb = {}
     for key in ("block_size", "extra_bits", "rounding", "final_rounding", "exact_products",
-                "normalize", "align_to"):
+                "normalize", "align_to", "align_cut"):
         vals = sorted({getattr(m, key) for m in final},
                       key=lambda v: (v is None, not isinstance(v, (int, np.integer)), v if isinstance(v, (int, np.integer)) else 0, str(v)))
         if len(vals) > 1:
