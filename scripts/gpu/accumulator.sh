@@ -32,5 +32,26 @@ for e in rep["experiments"]:
         print(f"   {fam}: {s[:400]}")
 PY
 fi
+echo "-- cuBLAS kernels chosen for the design / promotion / validation shapes (split-K shows in the names)"
+timeout 40 python3 - <<'PY' 2>&1 | tail -40
+import numpy as np, torch
+from torch.profiler import profile, ProfilerActivity
+from probes.accumulator.backends import Cublas, CublasFast
+shapes = [(64, 64, 64), (256, 512, 256), (317, 256, 317)]
+for be in (Cublas("cuda"), CublasFast("cuda")):
+    for fmt in be.formats:
+        if be.unavailable("cuda", fmt):
+            continue
+        for M, K, N in shapes:
+            A, B = np.ones((M, K)) * 0.5, np.ones((K, N)) * 0.25
+            try:
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    be.matmul(A, B, fmt)
+                names = sorted({e.name for e in prof.events() if e.device_type.name == "CUDA"
+                                and "copy" not in e.name.lower() and "elementwise" not in e.name.lower()})
+                print(f"{be.name}/{fmt} {M}x{K}x{N}: {' | '.join(n[:90] for n in names)}")
+            except Exception as e:
+                print(f"{be.name}/{fmt} {M}x{K}x{N}: {type(e).__name__}: {str(e)[:200]}")
+PY
 echo "-- python -m pytest -m gpu tests/test_accumulator_gpu.py"
 timeout 90 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
