@@ -33,7 +33,7 @@ for e in rep["experiments"]:
 PY
 fi
 echo "-- cuBLAS kernels chosen for the design / promotion / validation shapes (split-K shows in the names)"
-timeout 40 python3 - <<'PY' 2>&1 | tail -40
+timeout 25 python3 - <<'PY' 2>&1 | tail -40
 import numpy as np, torch
 from torch.profiler import profile, ProfilerActivity
 from probes.accumulator.backends import Cublas, CublasFast
@@ -54,4 +54,4 @@ for be in (Cublas("cuda"), CublasFast("cuda")):
                 print(f"{be.name}/{fmt} {M}x{K}x{N}: {type(e).__name__}: {str(e)[:200]}")
 PY
 echo "-- python -m pytest -m gpu tests/test_accumulator_gpu.py"
-timeout 90 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
+timeout 75 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_accumulator_gpu.py 2>&1 | tail -60
