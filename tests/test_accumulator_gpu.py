@@ -25,8 +25,6 @@ def test_detected_model_reproduces_the_gpu(backend_cls, fmt):
         raise
     print(f"\n{be.name}/{fmt}: {d.model.describe()} consistent={d.consistent} "
           f"survivors={d.survivors} ambiguity={d.ambiguity} design_mismatches={d.mismatches[:10]}")
-    for fam, s in d.evidence()["family_summary"].items():
-        print(f"  {fam}: {s[:300]}")
     v = validate(be, fmt, d.model, samples=100_000)
     print(f"  match {v['match_rate']:.6f} by row kind {v['match_rate_by_row_kind']} "
           f"examples {v['mismatch_examples'][:3]}")
