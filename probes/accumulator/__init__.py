@@ -1,0 +1,20 @@
+"""The tensor-core accumulator probe: how a GPU's matrix units add products.
+
+What it reveals (undocumented by NVIDIA): whether products are exact, how many bits beyond fp32's
+24 the aligned sum keeps (p), whether the alignment truncates and the sum rounds toward zero or to
+nearest, how many products are summed before one rounding (the block FMA size n_b), and whether
+the accumulator is normalised between blocks. These decide the low bits of every GEMM, hence why
+the same matmul differs between GPUs, libraries (cuBLAS vs Triton) and input formats.
+
+Method (after Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior of NVIDIA tensor cores", PeerJ
+CS 2021, and Khattak & Mikaitis 2025): designed dot products (``designs.py``) whose results flip
+at the parameter values (a half-ulp that survives only in one block, a tiny term that survives only
+with enough extra bits, an exact tie, a carry, a cancellation, a product that is exact only if not
+rounded) are run through a backend (``backends.py``: cuBLAS via torch, ``torch._scaled_mm`` for
+fp8, a Triton ``tl.dot`` kernel, a simulated device). ``detect.py`` searches the grid of
+``numerics.matmul.MatmulModel`` parameters for those that reproduce every design output bit for
+bit; ``validate.py`` then checks the chosen model on >= 100,000 random dot products (normal, mixed
+exponents, cancelling). Published numbers are hypotheses this tests, never inputs.
+
+Run: ``python -m probes.accumulator [--device cpu|cuda] [--formats ...] [--backends ...]``.
+"""

@@ -1,0 +1,126 @@
+"""The accumulator probe's run: per backend x format, detect the model, validate it, report."""
+from __future__ import annotations
+
+import time
+
+from numerics.matmul import MatmulModel
+from probes import report as reports
+from probes.accumulator.backends import make_backends
+from probes.accumulator.detect import detect
+from probes.accumulator.validate import K_VALIDATE, validate
+from probes.progress import Progress
+
+#: The CPU demo's "device": a different known model per format, recovered by the detection.
+SIMULATED_MODELS = {
+    "float16": MatmulModel("float16", 8, 3, "toward_zero"),
+    "bfloat16": MatmulModel("bfloat16", 16, 2, "toward_zero", normalize=False),
+    "tf32": MatmulModel("tf32", 4, 1, "nearest_even"),
+    "float32": MatmulModel("float32", 1, None, "nearest_even"),
+    "float8_e4m3fn": MatmulModel("float8_e4m3fn", 32, -10, "toward_zero"),
+    "float8_e5m2": MatmulModel("float8_e5m2", 32, 0, "toward_zero", align_to="exponent_sum"),
+}
+
+
+def run(*, device, backend_names, formats, samples, seed, command, log=print, fingerprint=None,
+        checkpoint=None):
+    """``checkpoint(report)`` is called after each experiment (the CLI writes the JSON then, so a
+    run cut short by a time limit keeps what it measured)."""
+    from probes.device import fingerprint as fp_fn
+    t0 = time.time()
+    fp = fingerprint if fingerprint is not None else fp_fn(device)
+    backends = make_backends(backend_names, device, SIMULATED_MODELS)
+    report = reports.new_report("accumulator", command=command, fingerprint=fp, config={
+        "device": device, "backends": backend_names, "formats": formats, "samples": samples,
+        "seed": seed, "K_validate": K_VALIDATE,
+        "simulated_models": {k: v.as_dict() for k, v in SIMULATED_MODELS.items()}})
+    bar = Progress(len(backends) * len(formats), "accumulator")
+    for be in backends:
+        for fmt in formats:
+            key = f"accumulator/{be.name}/{fmt}"
+            params = {"backend": be.name, "format": fmt}
+            why = be.unavailable(device, fmt)
+            if why:
+                log(f"skip {be.name}/{fmt}: {why}")
+                reports.add_experiment(report, key=key, inputs={"seed": seed}, params=params,
+                                       status="skipped", message=why)
+                bar.update(note=f"{be.name}/{fmt} skipped")
+                continue
+            t = time.time()
+            try:
+                det = detect(be, fmt, seed=seed)
+                t_det = time.time() - t
+                val = validate(be, fmt, det.model, samples=samples, seed=seed)
+            except Exception as e:  # a backend failing on one format is a finding, not a crash
+                log(f"error {be.name}/{fmt}: {type(e).__name__}: {e}")
+                reports.add_experiment(report, key=key, inputs={"seed": seed}, params=params,
+                                       status="error", message=f"{type(e).__name__}: {e}")
+                bar.update(note=f"{be.name}/{fmt} error")
+                continue
+            got = val.pop("got")
+            ev = det.evidence()
+            metrics = {"model": det.model.as_dict(), "model_text": det.model.describe(),
+                       "consistent_with_designs": det.consistent, "survivors": det.survivors,
+                       "ambiguity": det.ambiguity, "design_mismatches": det.mismatches,
+                       "match_rate": val["match_rate"], "samples": val["samples"],
+                       "match_rate_by_row_kind": val["match_rate_by_row_kind"],
+                       "max_ulp_mismatch": val["max_ulp_mismatch"],
+                       "mismatch_examples": val["mismatch_examples"],
+                       "evidence": ev, "detect_seconds": t_det, "seconds": time.time() - t}
+            if be.name == "simulated":
+                metrics["true_model"] = be.model_for(fmt).as_dict()
+                metrics["recovered_true_model"] = det.model == be.model_for(fmt)
+            reports.add_experiment(report, key=key, inputs={**val["inputs"], "design_seed": seed,
+                                                            "design_scale_exp": ev["scale_exp"]},
+                                   params=params, output=got.astype("float32"), metrics=metrics)
+            log(f"{be.name}/{fmt}: {det.model.describe()}  designs {'ok' if det.consistent else 'MISMATCH'}"
+                f"  match {val['match_rate']:.6f}  ({time.time() - t:.1f} s)")
+            bar.update(note=f"{be.name}/{fmt}")
+            if checkpoint:
+                report["config"]["wall_seconds"] = time.time() - t0
+                checkpoint(report)
+    report["config"]["wall_seconds"] = time.time() - t0
+    return report
+
+
+def format_table(report):
+    head = f"{'backend':<12} {'format':<14} {'detected model':<72} {'designs':>8} {'match':>9} {'s':>6}"
+    lines = [head, "-" * len(head)]
+    other = []
+    for e in report["experiments"]:
+        p, m = e["params"], e.get("metrics") or {}
+        if e["status"] != "ok":
+            other.append(f"  {e['status']} {p['backend']}/{p['format']}: {e['message']}")
+            continue
+        amb = "" if not m["ambiguity"] else "  (ambiguous: " + ", ".join(
+            f"{k}={'/'.join(str(v) for v in vs)}" for k, vs in m["ambiguity"].items()) + ")"
+        lines.append(f"{p['backend']:<12} {p['format']:<14} {m['model_text']:<72} "
+                     f"{'ok' if m['consistent_with_designs'] else 'MISMATCH':>8} "
+                     f"{m['match_rate']:>9.6f} {m['seconds']:>6.1f}")
+        if amb:
+            lines.append(f"{'':<27}{amb}")
+        if "recovered_true_model" in m:
+            lines.append(f"{'':<27}(simulated: true model recovered: {m['recovered_true_model']})")
+    if other:
+        lines += ["", "not run:"] + other
+    return "\n".join(lines)
+
+
+def plot(report, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    exps = [e for e in report["experiments"] if e["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(exps) + 1.5))
+    labels = [f"{e['params']['backend']}/{e['params']['format']}" for e in exps]
+    rates = [1 - e["metrics"]["match_rate"] for e in exps]
+    ax.barh(range(len(exps)), [max(r, 1e-7) for r in rates], color=["tab:green" if r == 0 else "tab:red" for r in rates])
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(exps)), labels)
+    for i, e in enumerate(exps):
+        ax.text(1.2e-7, i, e["metrics"]["model_text"], va="center", fontsize=7)
+    ax.set_xlabel("mismatch rate vs the detected model (green: bit-exact on all samples)")
+    gpu = (report["fingerprint"].get("gpu") or {}).get("name") or report["config"]["device"]
+    ax.set_title(f"accumulator models on {gpu}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
