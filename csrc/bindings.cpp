@@ -11,11 +11,8 @@
 #include "kernel_sources.h"  // generated into the build tree
 #include "reduction/cpu_reference.h"
 #include "reductions.h"
-<<<<<<< HEAD
 #include "fma/fma_api.h"  // FMA probe (csrc/fma/)
-=======
 #include "dequant/entry.h"  // dequantisation probe
->>>>>>> deq
 
 namespace py = pybind11;
 using namespace driftscope;
@@ -93,7 +90,6 @@ PYBIND11_MODULE(_C, m) {
     for (size_t i = 0; i < values.size(); ++i) r[i] = cpu_double_to_small(d, values[i]);
     return r;
   });
-<<<<<<< HEAD
 
   // ---- FMA probe (csrc/fma/): dot / horner / axpy, fused vs unfused vs the plain expression ----------
   m.def("fma_dot", &fma_dot, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("variant"),
@@ -108,7 +104,6 @@ PYBIND11_MODULE(_C, m) {
   // ---- gemm probe (csrc/gemm, probes/gemm) ----
   m.def("gemm_build_info", &gemm_build_info, "Whether GemmPlan (cuBLASLt) was built in, and why not.");
   register_gemm(m);
-=======
   // ---- dequantisation probe (csrc/dequant; Python face: probes/dequant/kernels.py) ------------------
   m.def("dequant_int4", &dequant_int4_entry, py::arg("packed"), py::arg("scales"), py::arg("zeros"), py::arg("out"),
         py::arg("n"), py::arg("k"), py::arg("group"), py::arg("formula"), py::arg("compute"), py::arg("out_dtype"),
@@ -119,5 +114,4 @@ PYBIND11_MODULE(_C, m) {
   m.def("dequant_fp8", &dequant_fp8_entry, py::arg("q"), py::arg("scales"), py::arg("out"), py::arg("n"), py::arg("k"),
         py::arg("fmt"), py::arg("scaling"), py::arg("via"), py::arg("device"), py::arg("stream") = 0,
         py::arg("check_scales") = true, "FP8 dequantisation to bfloat16 (raw pointers).");
->>>>>>> deq
 }
