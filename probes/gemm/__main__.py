@@ -14,8 +14,8 @@ Parts (--parts, default all that the device can run):
   algos  every cuBLASLt algorithm for Mistral-7B's linear shapes at a few M: heuristic picks and every
          configuration (capped), run on the same inputs, timed, clustered into bit-identical groups,
          errors against float64, which group is the heuristic's default and which is torch's (GPU only)
-  bench  the batch-invariant Triton matmul against cuBLAS (F.linear) in one run; picks the best
-         candidate per shape class (independent of M) and records it (GPU only)
+  bench  the batch-invariant Triton matmul against cuBLAS (F.linear) in one run; picks per shape class
+         and M bucket the fastest candidate whose bits equal the anchor config's, records it (GPU only)
   sweep  does row 0 of X[:M] @ W^T keep its bits as M grows? F.linear (bf16, fp16, fp32, TF32), the
          Triton matmul, rms_norm, softmax, SDPA over batch and sequence length. On a CPU: torch's CPU
          BLAS and the Triton interpreter on small shapes.
@@ -165,7 +165,7 @@ def run_parts(args, device, parts, shapes, modes, report, probe, stage_seconds, 
 def finish(args, device, report, stage_seconds, started, log):
     from probes import report as reports
     from probes.gemm import table
-    from probes.gemm.triton_matmul import save_choices
+    from probes.gemm.triton_configs import save_choices
 
     report["config"]["stage_seconds"] = stage_seconds
     from probes.gemm.triton_matmul import FALLBACKS

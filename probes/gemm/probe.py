@@ -134,14 +134,15 @@ class GemmProbe:
 
     # ---- Triton vs cuBLAS speed --------------------------------------------------------------------------
     def bench(self, report, shapes, ms, dtype):
-        from probes.gemm import triton_matmul as T
+        from probes.gemm import triton_bench as B
 
         t0 = time.perf_counter()
-        rows = T.benchmark(shapes, ms, dtype, seed=self.seed, log=self.log)
-        chosen = T.choose(rows)
+        rows = B.benchmark(shapes, ms, dtype, seed=self.seed, log=self.log)
+        chosen = B.choose(rows)
         for r in rows:
             key = f"bench/{dtype}/{r['shape']}/M={r['M']}/{r['config']}"
-            params = {"config": r["config"], "timer": "triton.testing.do_bench median", "baseline": "F.linear (cuBLAS)"}
+            params = {"config": r["config"], "timer": "triton.testing.do_bench median", "baseline": "F.linear (cuBLAS)",
+                      "bit_reference": "ANCHOR config's output rows [:M] (triton_configs.ANCHOR)"}
             inputs = _inputs(self.seed, M=r["M"], N=r["N"], K=r["K"], dtype=dtype)
             if "error" in r:
                 reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error", message=r["error"])
@@ -150,7 +151,8 @@ class GemmProbe:
                                        metrics={k_: v for k_, v in r.items() if k_ not in ("shape", "config")})
         report["config"].setdefault("triton_choices", {})[dtype] = chosen
         self.log(f"bench {dtype}: {time.perf_counter() - t0:.1f} s; chosen: "
-                 + "; ".join(f"{s}: {c['config']} (score {c['score']:.2f})" for s, c in chosen.items()))
+                 + "; ".join(f"{s}: {[b['config'] for b in c['buckets']]} (score {c['score']:.2f})"
+                             for s, c in chosen.items()))
         return chosen
 
 
