@@ -81,3 +81,31 @@ def test_choose_misses_targets_when_slow(monkeypatch):
     assert not picked["meets_targets"] and picked["score"] == pytest.approx(0.8 / 0.9)
     # bucket 3 is as near to 2 as to 4: the smaller one (measured at 256) wins the tie
     assert [b["meets"] for b in picked["buckets"]] == [False, False, False, False, True]
+
+
+def test_probe_bench_report_table_and_choices_file(tmp_path, monkeypatch):
+    """probe.bench -> report -> table -> choices file, with the GPU timing replaced by given rows."""
+    from probes import report as reports
+    from probes.gemm import probe as P
+    from probes.gemm import table
+
+    monkeypatch.setattr(C, "CHOICES", {})
+    fake = {"q_o": [_row(C.ANCHOR, 16, 0.5), _row(C.BUCKET_CANDIDATES[0][0], 16, 0.9),
+                    _row(C.ANCHOR, 4096, 0.95, triton_ms=1.0)],
+            "k_v": [dict(_row(C.ANCHOR, 16, 0.0, error="CompilationError: x"), shape="k_v", N=1024)]}
+    for rs in fake.values():
+        for r in rs:
+            r.update(tflops=100.0 * r["ratio"], cublas_tflops=100.0, cublas_ms=1.0, triton_ms=1.0, bucket=0)
+    monkeypatch.setattr(B, "benchmark", lambda shapes, ms, dtype, **kw: [r for s in shapes for r in fake[s]])
+    report = reports.new_report("gemm", command=["x"], fingerprint={"device": "cpu"}, config={})
+    chosen = P.GemmProbe(device="cuda", seed=0, log=lambda s: None).bench(
+        report, {"q_o": (4096, 4096), "k_v": (1024, 4096)}, [16, 4096], "bfloat16")
+    assert list(chosen) == ["q_o"] and chosen["q_o"]["buckets"][0]["config"] == C.config_name(C.BUCKET_CANDIDATES[0][0])
+    text = table.format_bench(report)
+    assert "ERROR CompilationError" in text and "M       1-16" in text and text.count(" * ") + text.count("*") >= 2
+    path = tmp_path / "r.json"
+    reports.write_report(report, path)
+    assert table.format_bench(reports.load_report(path)) == text  # JSON turns the M keys into strings
+    table.plot(reports.load_report(path), tmp_path / "r.png")
+    C.save_choices(tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text())[0]["buckets"][4]["name"] == C.config_name(C.ANCHOR)

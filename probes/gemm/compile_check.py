@@ -50,6 +50,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m probes.gemm.compile_check", description=__doc__)
     parser.add_argument("--all", action="store_true", help="every candidate (default: ANCHOR only)")
     parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--dtypes", default="bfloat16,float16", help="comma-separated (default bfloat16,float16)")
     args = parser.parse_args(argv)
     from probes.gemm import triton_configs as _configs
     from probes.gemm import triton_matmul as T
@@ -62,7 +63,7 @@ def main(argv=None):
         configs.setdefault(T.config_name(c), c)
     failed = 0
     for name, c in configs.items():
-        for dtype in ("bfloat16", "float16"):
+        for dtype in args.dtypes.split(","):
             t = time.perf_counter()
             try:
                 r = compile_config(c, dtype, args.arch)
