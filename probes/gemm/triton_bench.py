@@ -17,7 +17,7 @@ def target_ratio(m):
     return 0.9 if m >= 256 else 0.8
 
 
-def benchmark(shapes=None, ms=None, dtype="bfloat16", *, seed=0, warmup=10, rep=40, log=None):
+def benchmark(shapes=None, ms=None, dtype="bfloat16", *, seed=0, warmup=5, rep=40, log=None):
     """Rows {shape, N, K, M, bucket, config, triton_ms, cublas_ms, tflops, cublas_tflops, ratio, target,
     bit_identical_to_anchor, max_abs_diff_vs_cublas | error}."""
     import torch

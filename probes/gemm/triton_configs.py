@@ -75,7 +75,9 @@ _SWAP_16 = [cfg("swap", 16, 64, 256, stages=5, warps=4), cfg("swap", 16, 128, 12
 _SWAP_64 = [cfg("swap", 64, 64, 128, stages=5, warps=4), cfg("swap", 32, 64, 256, stages=4, warps=4),
             cfg("swap", 64, 128, 64, stages=4, warps=4)]
 _NARROW = [cfg("tma", 64, 32, 256, stages=4, warps=4), cfg("tma", 64, 64, 128, stages=4, warps=4)]
-_MID = [cfg("tma", 64, 128, 64, stages=4, warps=4), cfg("tma", 64, 128, 128, stages=4, warps=4)]
+_THIN = cfg("tma", 64, 16, 256, stages=4, warps=4)  # k_v (N = 1024) at small M: 64 programs
+_MID = [cfg("tma", 64, 128, 64, stages=4, warps=4), cfg("tma", 64, 128, 128, stages=4, warps=4),
+        cfg("tma", 128, 64, 128, stages=4, warps=4)]
 _BIG = [ANCHOR, cfg("tma", 128, 128, 64, stages=5, subtile=True),
         cfg("tma", 128, 256, 64, stages=3), cfg("tma", 128, 256, 64, stages=4, subtile=True),
         cfg("tma", 128, 256, 64, stages=3, group_m=16)]
@@ -85,11 +87,11 @@ _NOFLAT = [cfg("tma", 128, 256, 64, stages=3, flatten=False), cfg("tma", 128, 12
 
 #: Candidates per bucket (same list for every shape class; the bench measures each at the bucket's M).
 BUCKET_CANDIDATES = (
-    _SWAP_16 + _NARROW,                                   # M <= 16
-    _SWAP_64 + _NARROW + [_MID[0], ANCHOR],               # 17..128
+    _SWAP_16 + _NARROW + [_THIN],                         # M <= 16
+    _SWAP_64 + _NARROW + [_THIN, _MID[0], ANCHOR],        # 17..128
     _NARROW + _MID + [ANCHOR, _BIG[2]],                   # 129..512
-    _BIG[:4] + _NOFLAT + [_MID[0]],                           # 513..2048
-    _BIG + _NOFLAT,                                           # > 2048
+    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT,  # 513..2048
+    _BIG + _NOFLAT,                                       # > 2048
 )
 
 
