@@ -157,7 +157,7 @@ def bi_matmul_ptr_kernel(x_ptr, w_ptr, y_ptr, M, N, K, stride_xm, stride_wn, str
 # ---- configurations: see triton_configs (M buckets, candidates, measured choices) -------------------
 
 from probes.gemm.triton_configs import (  # noqa: E402  (re-exported: one import for users)
-    ANCHOR, BUCKETS, CHOICES, INTERPRETER_CONFIG, MISTRAL_SHAPES, bucket_of, candidates, cfg, config_by_name,
+    ANCHOR, BUCKETS, INTERPRETER_CONFIG, MISTRAL_SHAPES, bucket_of, candidates, cfg, config_by_name,
     config_name, load_choices, save_choices)
 from probes.gemm import triton_configs as _configs  # noqa: E402
 
@@ -229,7 +229,7 @@ def batch_invariant_matmul(x, w, *, config=None, out=None):
             # A config that does not compile here: the pointer kernel with ANCHOR's tiles for EVERY bucket
             # of the class from now on (recorded; the report shows it).
             fallback = dict(ANCHOR, impl="ptr")
-            CHOICES[(int(N), int(K), str(x.dtype).replace("torch.", ""))] = [fallback] * len(BUCKETS)
+            _configs.CHOICES[(int(N), int(K), str(x.dtype).replace("torch.", ""))] = [fallback] * len(BUCKETS)
             FALLBACKS.append({"N": N, "K": K, "M": M, "dtype": str(x.dtype), "from": config_name(c),
                               "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             return _launch(x, w, fallback, out)
