@@ -1,9 +1,11 @@
 """Compile the batch-invariant Triton matmul for a GPU target without a GPU (Triton's own ptxas):
 `python -m probes.gemm.compile_check [--all] [--arch 90]` prints one line per config and dtype with the
 shared memory it needs and its count of wgmma / mma.sync / TMA instructions; exit status 1 if any fails to
-compile, has no wgmma, any mma.sync (another instruction: other bits), no TMA, or too much shared memory.
+compile, has no wgmma, any mma.sync (another instruction: other bits), a wgmma other than m64*k16 with fp32
+accumulation of the input type (WGMMA_KIND), no TMA, or too much shared memory.
 Must run with TRITON_INTERPRET unset (the interpreter replaces the compiler)."""
 import argparse
+import re
 import sys
 import time
 
@@ -37,10 +39,17 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=meta), target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": c["num_warps"], "num_stages": c["num_stages"]})
     ptx = kernel.asm["ptx"]
-    return {"shared": kernel.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"),
+    # e.g. "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16": the k step and the types must be the same
+    # for every candidate (the per-element k16 chain), whatever the N of the instruction.
+    kinds = sorted({re.sub(r"\.n\d+|n\d+(?=k)", "", m) for m in re.findall(r"wgmma\.mma_async\.\S+?(?=\s)", ptx)})
+    return {"shared": kernel.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"), "wgmma_kinds": kinds,
             "mma_sync": ptx.count("mma.sync"), "tma": ptx.count("cp.async.bulk.tensor"),
             "setmaxnreg": ptx.count("setmaxnreg")}
 
+
+#: The one wgmma kind (instruction N removed) every candidate must use: m64, k16, fp32 accumulator.
+WGMMA_KIND = {"bfloat16": "wgmma.mma_async.sync.aligned.m64k16.f32.bf16.bf16",
+              "float16": "wgmma.mma_async.sync.aligned.m64k16.f32.f16.f16"}
 
 #: Shared memory one block may use on sm_90 (227 KiB).
 SHARED_LIMIT = 232448
@@ -69,10 +78,12 @@ def main(argv=None):
                 r = compile_config(c, dtype, args.arch)
                 bad = [why for why, cond in (("no wgmma", r["wgmma"] == 0), ("mma.sync", r["mma_sync"] > 0),
                                              ("no TMA", c["impl"] != "ptr" and r["tma"] == 0),
-                                             ("shared memory", r["shared"] > SHARED_LIMIT)) if cond]
+                                             ("shared memory", r["shared"] > SHARED_LIMIT),
+                                             (f"wgmma kind {r['wgmma_kinds']}", r["wgmma_kinds"] != [WGMMA_KIND[dtype]]))
+                       if cond]
                 failed += bool(bad)
                 print(f"{'BAD ' if bad else 'OK  '} {name:40s} {dtype:9s} shared={r['shared']:6d} wgmma={r['wgmma']} "
-                      f"mma.sync={r['mma_sync']} tma={r['tma']} setmaxnreg={r['setmaxnreg']} "
+                      f"mma.sync={r['mma_sync']} tma={r['tma']} {','.join(r['wgmma_kinds'])} setmaxnreg={r['setmaxnreg']} "
                       f"({time.perf_counter() - t:.1f} s){' ' + ', '.join(bad) if bad else ''}")
             except Exception as exc:
                 failed += 1
