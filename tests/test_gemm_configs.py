@@ -109,3 +109,16 @@ def test_probe_bench_report_table_and_choices_file(tmp_path, monkeypatch):
     table.plot(reports.load_report(path), tmp_path / "r.png")
     C.save_choices(tmp_path / "c.json")
     assert json.loads((tmp_path / "c.json").read_text())[0]["buckets"][4]["name"] == C.config_name(C.ANCHOR)
+
+
+def test_sweep_report_records_the_choices_file(tmp_path, monkeypatch):
+    """The sweep notes which recorded choices it ran with (GEMM_TRITON_CHOICES, loaded at import)."""
+    from probes.gemm.__main__ import main
+    monkeypatch.setattr(C, "CHOICES", {(4096, 4096, "bfloat16"): [C.ANCHOR] * len(C.BUCKETS)})
+    monkeypatch.setenv("GEMM_TRITON_CHOICES", "/some/choices.json")
+    path = tmp_path / "s.json"
+    assert main(["--device", "cpu", "--json", str(path), "--parts", "sweep", "--sweep-modes", "torch:float32",
+                 "--sweep-max-m", "3", "--no-others", "--no-plot"]) == 0
+    config = json.loads(path.read_text())["config"]
+    assert config["triton_choices_file"] == "/some/choices.json"
+    assert config["triton_choices_used"] == {"N=4096,K=4096,bfloat16": [C.config_name(C.ANCHOR)] * 5}

@@ -132,6 +132,10 @@ def run_parts(args, device, parts, shapes, modes, report, probe, stage_seconds, 
             cases = probe.sweep_cases(shapes, ms, matmul_modes=modes, others=not args.no_others,
                                       small_ms=[m for m in ms if m <= 64])
         report["config"]["sweep_ms"] = ms
+        from probes.gemm import triton_configs as TC
+        report["config"]["triton_choices_file"] = os.environ.get("GEMM_TRITON_CHOICES")
+        report["config"]["triton_choices_used"] = {f"N={n},K={k},{d}": [TC.config_name(c) for c in cs]
+                                                   for (n, k, d), cs in TC.CHOICES.items()}
         report["config"]["sweep_ms_rule"] = ("GPU: every M in 1..64, every 256, powers of two >= 64 with neighbours, "
                                              "and 100,127,129,200,300,1000,1400,2000,3000" if device != "cpu" else
                                              "CPU: 1..16 and 31-33, 63-65, 96, 127-130; interpreter: small list")
