@@ -73,12 +73,12 @@ def round_tensor(x: torch.Tensor, fmt: str) -> torch.Tensor:
         lsb = (b >> 13) & 1
         b = ((b + 0xFFF + lsb) >> 13) << 13
         return torch.where(torch.isfinite(x), b.to(torch.int32).view(torch.float32), x)
-    from numerics.formats import cast, get_format
+    from numerics.formats import get_format, round_to_format
     try:
         f = get_format(fmt)
     except Exception:
         raise UsageError(f"unknown format {fmt!r} in round=") from None
-    y = cast(x.detach().double().cpu().numpy(), f)
+    y = round_to_format(x.detach().double().cpu().numpy(), f, "nearest_even")
     return torch.from_numpy(y).to(device=x.device, dtype=x.dtype)
 
 
