@@ -216,8 +216,21 @@ def _check_device(device: str):
 
 
 @functools.lru_cache(maxsize=4)
-def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
-    """A model by name or local path, on `device` in `dtype` (cached: tests load SmolLM2 once)."""
+def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
+         weights: str = "native") -> LoadedModel:
+    """A model by name or local path, on `device` in `dtype`, its linear weights `native` or rounded to
+    `fp8` (llm.runconfig.quantize_weights_fp8_). Cached: tests load SmolLM2 once per process."""
+    lm = _load(name, device, dtype, seed)
+    if weights == "fp8":
+        from llm.runconfig import quantize_weights_fp8_
+        quantize_weights_fp8_(lm.model)
+        lm.info["weights"] = "fp8 e4m3, per-row absmax/448 scale, dequantised q*scale in float32"
+    elif weights != "native":
+        raise UsageError(f"weights={weights!r}: not native or fp8")
+    return lm
+
+
+def _load(name: str, device: str, dtype: torch.dtype, seed: int) -> LoadedModel:
     _check_device(device)
     if name in ("mistral-7b-random", "mistral-tiny"):
         from transformers import MistralConfig
@@ -232,6 +245,8 @@ def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, see
         info = {"source": "seeded random weights", "architecture": "MistralForCausalLM", "seed": seed,
                 "weights_generator": "llm.models.seeded_fill_ (int64 hash, uniform)"}
         return LoadedModel(name, model, tok, device, dtype, info)
+    if not isinstance(name, str) or not name:
+        raise UsageError("no model name given")
     if name == "smollm2":
         return _load_hf(smollm2_gguf_path(), device, dtype, name="smollm2")
     p = Path(name)

@@ -9,7 +9,10 @@ sees positions 0..T-1 in any batch. Taps (all in this file):
 - patch=set of sites, ref=dict: put the reference's output (cast to this run's dtype) in place of
   this run's at those sites (causal attribution).
 - local=list: at every site, compare this run's op output with the reference's, then put the
-  reference's in (so every op sees the reference's inputs): per-op local error in one forward.
+  reference's in (so every op sees the reference's inputs): per-op local error in one forward;
+  with deltas=dict also keep each op's own error delta = reference - this run's (fed the reference's inputs).
+- correct=set of sites, deltas=dict: add the op's own error delta to its output at those sites: the
+  run with those ops computed as the reference computes them (to first order), everything else as is.
 """
 from __future__ import annotations
 
@@ -62,11 +65,13 @@ def local_metrics(out, ref):
 
 
 class RunTap:
-    def __init__(self, run, *, record=None, record_dtype=None, patch=None, ref=None, local=None):
+    def __init__(self, run, *, record=None, record_dtype=None, patch=None, ref=None, local=None,
+                 deltas=None, correct=None):
         self.run = run
         self.cfg = run.cfg
         self.record, self.record_dtype = record, record_dtype or run.dtype
         self.patch, self.ref, self.local = patch, ref, local
+        self.deltas, self.correct = deltas, correct
         self.rules = run.rules
 
     def __call__(self, layer, op, fn, *inputs):
@@ -80,10 +85,15 @@ class RunTap:
             self.record[site] = _map(lambda t: run.select(t).to(self.record_dtype, copy=True), out)
         if self.local is not None:
             ref = self.ref[site]
-            self.local.append((site,) + local_metrics(_map(run.select, out), ref))
+            mine = _map(run.select, out)
+            self.local.append((site,) + local_metrics(mine, ref))
+            if self.deltas is not None:       # this op's own error, to be taken out (see correct=)
+                self.deltas[site] = _map(lambda r, m: (r.float() - m.float()).to(m.dtype), ref, mine)
             out = _map(run.put, out, ref)
         elif self.patch is not None and site in self.patch:
             out = _map(run.put, out, self.ref[site])
+        elif self.correct is not None and site in self.correct:
+            out = _map(run.add, out, self.deltas[site])
         return out
 
 
@@ -139,6 +149,15 @@ class Run:
         row, a, b = self.region
         t = t.clone()
         t[row, a:b] = ref.to(t.dtype)
+        return t
+
+    def add(self, t, delta):
+        """t with `delta` added at the prompt (in float32, rounded once to t's dtype)."""
+        if self.full:
+            return (t.float() + delta.float().unsqueeze(0)).to(t.dtype)
+        row, a, b = self.region
+        t = t.clone()
+        t[row, a:b] = (t[row, a:b].float() + delta.float()).to(t.dtype)
         return t
 
     # forward --------------------------------------------------------------------------------
