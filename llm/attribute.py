@@ -43,6 +43,7 @@ from probes.progress import Progress
 __all__ = ["attribute", "causal_units", "main", "SEED_PROMPT"]
 
 SEED_PROMPT = "I enjoy walking in the"
+RETRIEVAL_PROMPT_FILE = Path(__file__).resolve().parent / "data" / "retrieval_prompt.txt"   # ~1,450 tokens
 
 
 def _sync(device):
@@ -183,6 +184,11 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
 
 
 def load_prompt(args, tokenizer):
+    builtin = getattr(args, "builtin", None)
+    if builtin == "retrieval":
+        args.prompt_file = str(RETRIEVAL_PROMPT_FILE)
+    elif builtin == "seed":
+        args.prompt = SEED_PROMPT
     if args.prompt_file:
         p = Path(args.prompt_file)
         try:
@@ -208,6 +214,8 @@ def build_parser():
     ap.add_argument("--variant", default="dtype=bfloat16", help="variant run config")
     ap.add_argument("--prompt", default=None, help=f"prompt text (default: {SEED_PROMPT!r})")
     ap.add_argument("--prompt-file", default=None, help="read the prompt from this file")
+    ap.add_argument("--builtin", default=None, choices=("seed", "retrieval"),
+                    help="a shipped prompt: the seed sentence or the ~1,450-token retrieval prompt")
     ap.add_argument("--gen-steps", type=int, default=8, help="greedy tokens generated under each run")
     ap.add_argument("--units", default="op,layer,class", help="causal units: op,layer,class or none")
     ap.add_argument("--no-local", action="store_true", help="skip the local-error pass")
