@@ -195,9 +195,10 @@ def _seeded_mistral(config, device, dtype, seed: int):
         model = MistralForCausalLM(config)
     model = model.to(dtype).to_empty(device=device)
     for i, (name, p) in enumerate(model.named_parameters()):
-        if name.endswith("norm.weight"):
-            seeded_fill_(p.data, seed, i, 0.1)
-            p.data += 1.0                       # around 1, like a trained RMSNorm scale
+        p.requires_grad_(False)
+        if name.endswith("norm.weight"):      # around 1, like a trained RMSNorm scale; rounded once
+            tmp = seeded_fill_(torch.empty(p.shape, device=device, dtype=torch.float32), seed, i, 0.1)
+            p.data.copy_(tmp + 1.0)
         else:
             seeded_fill_(p.data, seed, i, config.initializer_range)
     model.model.rotary_emb = MistralRotaryEmbedding(config).to(device)   # fp32 inv_freq, as HF keeps it

@@ -81,8 +81,10 @@ class RunTap:
         if fmt is not None:
             out = _map(lambda t: round_tensor(t, fmt), out)
         run = self.run
-        if self.record is not None:
-            self.record[site] = _map(lambda t: run.select(t).to(self.record_dtype, copy=True), out)
+        if self.record is not None:    # op outputs are fresh tensors nobody writes to: a view suffices
+            keep = (lambda t: run.select(t)) if run.full else (lambda t: run.select(t).clone())
+            self.record[site] = _map(lambda t: keep(t) if t.dtype == self.record_dtype
+                                     else run.select(t).to(self.record_dtype), out)
         if self.local is not None:
             ref = self.ref[site]
             mine = _map(run.select, out)
