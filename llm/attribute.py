@@ -87,7 +87,7 @@ def _raise_nonfinite(run, which):
 
 
 def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, units=("op", "layer", "class"),
-              local=True, restore=True, progress_desc="attribute"):
+              local=True, restore=True, drill=0, progress_desc="attribute"):
     """The full attribution of one prompt (a JSON-able dict; see the module docstring)."""
     check_compatible(ref_lm, var_lm, prompt_ids)
     tok = ref_lm.tokenizer
@@ -137,16 +137,28 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
     if units:
         t0 = time.perf_counter()
         todo = [("restore", u[1], u[2]) for u in causal_units(ref.n_layers, ("layer",))] if restore else []
-        todo += causal_units(ref.n_layers, units)
+        first = tuple(u for u in units if not (drill and u == "op"))
+        todo += causal_units(ref.n_layers, first)
         metrics = []
-        with Progress(len(todo), progress_desc) as bar:
-            for kind, label, sites in todo:
-                if kind == "restore":
-                    tap = RunTap(var, patch=sites, ref=cache)
-                else:
-                    tap = RunTap(var, correct=sites, deltas=deltas)
-                metrics.append(drift_metrics(ref_logits, var.forward(tap)))
-                bar.update(note=label)
+
+        def measure(batch):
+            with Progress(len(batch), progress_desc) as bar:
+                for kind, label, sites in batch:
+                    if kind == "restore":
+                        tap = RunTap(var, patch=sites, ref=cache)
+                    else:
+                        tap = RunTap(var, correct=sites, deltas=deltas)
+                    metrics.append(drift_metrics(ref_logits, var.forward(tap)))
+                    bar.update(note=label)
+
+        measure(todo)
+        if drill and "op" in units:      # op units only inside the `drill` layers that explain most
+            rms = [(float(m["rms_dlogit"]), u[1]) for u, m in zip(todo, metrics) if u[0] == "layer"]
+            top = [label for _, label in sorted(rms)[:drill]]
+            ops = [u for u in causal_units(ref.n_layers, ("op",)) if u[1].split(".")[0] in top
+                   or (u[1].startswith("final.") and "final" in top)]
+            todo += ops
+            measure(ops)
         keys = list(metrics[0]) if metrics else []
         table = torch.stack([torch.stack([m[k].double() for k in keys]) for m in metrics]).cpu().tolist() \
             if metrics else []
@@ -219,6 +231,8 @@ def build_parser():
     ap.add_argument("--gen-steps", type=int, default=8, help="greedy tokens generated under each run")
     ap.add_argument("--units", default="op,layer,class", help="causal units: op,layer,class or none")
     ap.add_argument("--no-local", action="store_true", help="skip the local-error pass")
+    ap.add_argument("--drill", type=int, default=0, metavar="N", help="op units only inside the N layers "
+                    "whose own errors explain most of the drift (0: every op of every layer)")
     ap.add_argument("--top", type=int, default=15, help="rows of the printed ranking")
     ap.add_argument("--plot", default=None, help="write the layer x op heatmap (PNG) here")
     return ap
@@ -245,7 +259,7 @@ def main(argv=None):
     load_s = time.perf_counter() - t0
     name, text, ids = load_prompt(args, ref_lm.tokenizer)
     res = attribute(ref_lm, ref_cfg, var_lm, var_cfg, ids, gen_steps=args.gen_steps, units=units,
-                    local=not args.no_local)
+                    local=not args.no_local, drill=args.drill)
     res["timings"]["load_s"] = load_s
     print(format_result(res, ref_cfg, var_cfg, top=args.top, title=f"{model} / {name} ({len(ids)} tokens)"))
     if args.plot:

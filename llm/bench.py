@@ -29,8 +29,14 @@ def stage(name, t0):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0] if argv else "llm-bench")
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m llm.bench")
+    ap.add_argument("out", nargs="?", default="llm-bench")
+    ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--model", default="mistral-7b-random")
+    ap.add_argument("--max-tokens", type=int, default=0, help="cut the long prompt (CPU smoke tests)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from llm.attribute import RETRIEVAL_PROMPT_FILE, SEED_PROMPT, add_report_entries, attribute
     from llm.generate import greedy
@@ -42,7 +48,12 @@ def main(argv=None):
     from probes.device import fingerprint, fingerprint_summary
     from probes.report import new_report, write_report
     from probes.timing import median, time_runs
-    dev = "cuda:0"
+    dev = args.device
+    cuda = dev.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
     fp = fingerprint(dev)
     print("device:", fingerprint_summary(fp))
     summary = {}
@@ -51,20 +62,23 @@ def main(argv=None):
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
     t0 = time.perf_counter()
-    bf = load("mistral-7b-random", dev, torch.bfloat16, 0)
-    f32 = load("mistral-7b-random", dev, torch.float32, 0)
-    torch.cuda.synchronize()
-    stage("load fp32 + bf16 seeded Mistral-7B shape", t0)
-    print(f"   GPU memory allocated {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
+    bf = load(args.model, dev, torch.bfloat16, 0)
+    f32 = load(args.model, dev, torch.float32, 0)
+    sync()
+    stage(f"load fp32 + bf16 {args.model}", t0)
+    if cuda:
+        print(f"   GPU memory allocated {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
     tok = bf.tokenizer
     long_text = RETRIEVAL_PROMPT_FILE.read_text()
     long_ids = tok.encode(long_text)
+    if args.max_tokens:
+        long_ids = long_ids[:args.max_tokens]
     seed_ids = tok.encode(SEED_PROMPT)
     print(f"   retrieval prompt: {len(long_ids)} tokens; seed prompt ids {seed_ids}")
 
     # 2 -- plain forward and hook overhead ---------------------------------------------------------
     t0 = time.perf_counter()
-    run = Run(bf, parse_run("device=cuda,dtype=bfloat16"), long_ids)
+    run = Run(bf, parse_run(f"device={dev},dtype=bfloat16"), long_ids)
     om = install(bf.model)
     om.remove()
     ids = run.input_ids
@@ -74,7 +88,7 @@ def main(argv=None):
             bf.model(input_ids=ids, use_cache=False, logits_to_keep=1)
 
     t_plain = median(time_runs(plain, 20, device=dev))
-    run = Run(bf, parse_run("device=cuda,dtype=bfloat16"), long_ids)   # re-installs the taps
+    run = Run(bf, parse_run(f"device={dev},dtype=bfloat16"), long_ids)   # re-installs the taps
 
     def tapped(i):
         with torch.inference_mode():
@@ -105,8 +119,8 @@ def main(argv=None):
     # 3 -- the seed prompt --------------------------------------------------------------------------
     t0 = time.perf_counter()
     summary["seed_prompt"] = {}
-    for lm, spec in ((f32, "device=cuda,dtype=float32"), (bf, "device=cuda,dtype=bfloat16"),
-                     (bf, "device=cuda,dtype=bfloat16,batch=8")):
+    for lm, spec in ((f32, f"device={dev},dtype=float32"), (bf, f"device={dev},dtype=bfloat16"),
+                     (bf, f"device={dev},dtype=bfloat16,batch=8")):
         steps = greedy(Run(lm, parse_run(spec), seed_ids), seed_ids, 8)
         s0 = steps[0]
         text = tok.decode([s["token"] for s in steps])
@@ -119,19 +133,21 @@ def main(argv=None):
     stage("seed prompt", t0)
 
     # 4, 5 -- attributions -------------------------------------------------------------------------
-    experiments = [("fp32-vs-bf16", f32, "device=cuda,dtype=float32", bf, "device=cuda,dtype=bfloat16",
+    experiments = [("fp32-vs-bf16", f32, f"device={dev},dtype=float32", bf, f"device={dev},dtype=bfloat16",
                     ("op", "layer", "class")),
-                   ("bf16-batch1-vs-batch8", bf, "device=cuda,dtype=bfloat16", bf,
-                    "device=cuda,dtype=bfloat16,batch=8", ("layer", "class"))]
+                   ("bf16-batch1-vs-batch8", bf, f"device={dev},dtype=bfloat16", bf,
+                    f"device={dev},dtype=bfloat16,batch=8", ("layer", "class"))]
     for name, rl, rs, vl, vs, units in experiments:
         t0 = time.perf_counter()
         rc, vc = parse_run(rs), parse_run(vs)
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         res = attribute(rl, rc, vl, vc, long_ids, gen_steps=8, units=units, progress_desc=name)
         wall = time.perf_counter() - t0
         res["timings"]["wall_s"] = wall
-        res["timings"]["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        print(format_result(res, rc, vc, top=20, title=f"mistral-7b-random / retrieval ({len(long_ids)} tokens): {name}"))
+        if cuda:
+            res["timings"]["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        print(format_result(res, rc, vc, top=20, title=f"{args.model} / retrieval ({len(long_ids)} tokens): {name}"))
         pt = res.get("per_token", {})
         if pt:
             import math
@@ -158,11 +174,12 @@ def main(argv=None):
     t0 = time.perf_counter()
     from llm.replay import replay
     from llm.trace import read_trace, record_trace, write_trace
-    cfg = parse_run("device=cuda,dtype=bfloat16")
-    _, pos, store = record_trace(bf, cfg, long_ids, [0, 31, 32], [-1])
-    write_trace(out / "trace-bf16.npz", bf, cfg, long_ids, pos, store, 32)
+    cfg = parse_run(f"device={dev},dtype=bfloat16")
+    n = len(bf.model.model.layers)
+    _, pos, store = record_trace(bf, cfg, long_ids, [0, n - 1, n], [-1])
+    write_trace(out / "trace-bf16.npz", bf, cfg, long_ids, pos, store, n)
     meta, ops = read_trace(out / "trace-bf16.npz")
-    for spec in ("device=cuda,dtype=bfloat16", "device=cuda,dtype=bfloat16,attn=eager"):
+    for spec in (f"device={dev},dtype=bfloat16", f"device={dev},dtype=bfloat16,attn=eager"):
         rows = replay(bf, parse_run(spec), meta, ops)
         print(f"   replay [{spec}] of the trace (last position): "
               + ", ".join(f"{r['site']}:{'=' if r['bitwise_equal'] else r['max_ulp']}" for r in rows))

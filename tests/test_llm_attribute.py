@@ -79,16 +79,21 @@ def test_smollm2_woods(smollm2):
 
 def test_planted_fault_ranked_first_smollm2(smollm2):
     ids = smollm2.tokenizer.encode(SEED_PROMPT)
+    # layers first, then every op of the 2 layers that explain most (CPU time: a full op sweep is 453
+    # forwards of SmolLM2; tiny Mistral and the 7B GPU test sweep every op)
     res = attribute(smollm2, parse_run(""), smollm2, parse_run("round=L7.down_proj:float8_e4m3fn"), ids,
-                    gen_steps=0, units=("op",))
+                    gen_steps=0, units=("layer", "op"), drill=2, restore=False)
     ops = _ops(res)
     assert res["drift"]["rms_dlogit"] > 0
-    assert ops[0]["unit"] == "L7.down_proj" and ops[0]["contribution"] > 0.99
+    assert [r["unit"] for r in res["causal"] if r["kind"] == "layer"][0] == "L7"
+    assert len(ops) == 28 and ops[0]["unit"] == "L7.down_proj" and ops[0]["contribution"] > 0.99
     assert ops[1]["contribution"] < 0.01
+    assert [r["site"] for r in res["local"] if r["max_ulp"] != 0] == ["L7.down_proj"]
 
 
 def test_identical_runs_attribute_zero_smollm2(smollm2):
     ids = smollm2.tokenizer.encode(SEED_PROMPT)
-    res = attribute(smollm2, parse_run(""), smollm2, parse_run(""), ids, gen_steps=0, units=("layer",))
+    res = attribute(smollm2, parse_run(""), smollm2, parse_run(""), ids, gen_steps=0, units=("class",),
+                    restore=False)
     assert res["drift"]["max_dlogit"] == 0
     assert all(r["contribution"] == 0 for r in res["causal"])
