@@ -138,53 +138,65 @@ def main(argv=None):
                    ("bf16-batch1-vs-batch8", bf, f"device={dev},dtype=bfloat16", bf,
                     f"device={dev},dtype=bfloat16,batch=8", ("layer", "class"))]
     for name, rl, rs, vl, vs, units in experiments:
-        t0 = time.perf_counter()
-        rc, vc = parse_run(rs), parse_run(vs)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        res = attribute(rl, rc, vl, vc, long_ids, gen_steps=8, units=units, progress_desc=name)
-        wall = time.perf_counter() - t0
-        res["timings"]["wall_s"] = wall
-        if cuda:
-            res["timings"]["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        print(format_result(res, rc, vc, top=20, title=f"{args.model} / retrieval ({len(long_ids)} tokens): {name}"))
-        pt = res.get("per_token", {})
-        if pt:
-            import math
-            worst = max(range(len(pt["ref_p_next"])), key=lambda i: abs(pt["ref_p_next"][i] - pt["var_p_next"][i]))
-            print(f"   per-token p(next prompt token): max |dp| {pt['max_abs_dp']:.3g} at position {worst}; "
-                  f"mean log p ref {sum(math.log(max(p, 1e-30)) for p in pt['ref_p_next']) / len(pt['ref_p_next']):.4f} "
-                  f"var {sum(math.log(max(p, 1e-30)) for p in pt['var_p_next']) / len(pt['var_p_next']):.4f}")
-        if "restore_layers" in res:
-            print("   drift left when layers up to L are the reference's (restore): " + " ".join(
-                f"{r['unit']}:{r['rms_dlogit_after']:.3g}" for r in res["restore_layers"][::4]))
-        plot_heatmap(res, out / f"{name}-heatmap.png", title=f"Mistral-7B shape (seeded): {vs} vs {rs}")
-        rep = new_report("llm", command=["python", "-m", "llm.bench"], fingerprint=fp,
-                         config={"model": "mistral-7b-random", "reference": rc.as_dict(), "variant": vc.as_dict()})
-        add_report_entries(rep, res, name=f"retrieval-{name}", text=long_text, ids=long_ids, seed=0)
-        write_report(rep, out / f"{name}.json")
-        summary[name] = {"drift": res["drift"], "timings": res["timings"],
-                         "first_top1_flip_position": res["first_top1_flip_position"],
-                         "generation": res.get("generation"), "top_causal": res.get("causal", [])[:10]}
-        save()
-        stage(f"attribution {name} (causal forwards {res['timings'].get('causal_forwards')}, "
-              f"causal {res['timings'].get('causal_s', 0):.1f} s)", t0)
+        try:
+            t0 = time.perf_counter()
+            rc, vc = parse_run(rs), parse_run(vs)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            res = attribute(rl, rc, vl, vc, long_ids, gen_steps=8, units=units, progress_desc=name)
+            wall = time.perf_counter() - t0
+            res["timings"]["wall_s"] = wall
+            if cuda:
+                res["timings"]["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            print(format_result(res, rc, vc, top=20, title=f"{args.model} / retrieval ({len(long_ids)} tokens): {name}"))
+            pt = res.get("per_token", {})
+            if pt:
+                import math
+                worst = max(range(len(pt["ref_p_next"])), key=lambda i: abs(pt["ref_p_next"][i] - pt["var_p_next"][i]))
+                print(f"   per-token p(next prompt token): max |dp| {pt['max_abs_dp']:.3g} at position {worst}; "
+                      f"mean log p ref {sum(math.log(max(p, 1e-30)) for p in pt['ref_p_next']) / len(pt['ref_p_next']):.4f} "
+                      f"var {sum(math.log(max(p, 1e-30)) for p in pt['var_p_next']) / len(pt['var_p_next']):.4f}")
+            if "restore_layers" in res:
+                print("   drift left when layers up to L are the reference's (restore): " + " ".join(
+                    f"{r['unit']}:{r['rms_dlogit_after']:.3g}" for r in res["restore_layers"][::4]))
+            plot_heatmap(res, out / f"{name}-heatmap.png", title=f"Mistral-7B shape (seeded): {vs} vs {rs}")
+            rep = new_report("llm", command=["python", "-m", "llm.bench"], fingerprint=fp,
+                             config={"model": "mistral-7b-random", "reference": rc.as_dict(), "variant": vc.as_dict()})
+            add_report_entries(rep, res, name=f"retrieval-{name}", text=long_text, ids=long_ids, seed=0)
+            write_report(rep, out / f"{name}.json")
+            summary[name] = {"drift": res["drift"], "timings": res["timings"],
+                             "first_top1_flip_position": res["first_top1_flip_position"],
+                             "generation": res.get("generation"), "top_causal": res.get("causal", [])[:10]}
+            save()
+            stage(f"attribution {name} (causal forwards {res['timings'].get('causal_forwards')}, "
+                  f"causal {res['timings'].get('causal_s', 0):.1f} s)", t0)
+        except Exception:  # keep going: the later stages still report
+            import traceback
+            print(f"   STAGE FAILED: attribution {name}")
+            traceback.print_exc(file=sys.stdout)
+            if cuda:
+                torch.cuda.empty_cache()
 
     # 6 -- trace and replay -----------------------------------------------------------------------
-    t0 = time.perf_counter()
-    from llm.replay import replay
-    from llm.trace import read_trace, record_trace, write_trace
-    cfg = parse_run(f"device={dev},dtype=bfloat16")
-    n = len(bf.model.model.layers)
-    _, pos, store = record_trace(bf, cfg, long_ids, [0, n - 1, n], [-1])
-    write_trace(out / "trace-bf16.npz", bf, cfg, long_ids, pos, store, n)
-    meta, ops = read_trace(out / "trace-bf16.npz")
-    for spec in (f"device={dev},dtype=bfloat16", f"device={dev},dtype=bfloat16,attn=eager"):
-        rows = replay(bf, parse_run(spec), meta, ops)
-        print(f"   replay [{spec}] of the trace (last position): "
-              + ", ".join(f"{r['site']}:{'=' if r['bitwise_equal'] else r['max_ulp']}" for r in rows))
-    print(f"   trace file {(out / 'trace-bf16.npz').stat().st_size / 1e6:.1f} MB")
-    stage("trace + replay", t0)
+    try:
+        t0 = time.perf_counter()
+        from llm.replay import replay
+        from llm.trace import read_trace, record_trace, write_trace
+        cfg = parse_run(f"device={dev},dtype=bfloat16")
+        n = len(bf.model.model.layers)
+        _, pos, store = record_trace(bf, cfg, long_ids, [0, n - 1, n], [-1])
+        write_trace(out / "trace-bf16.npz", bf, cfg, long_ids, pos, store, n)
+        meta, ops = read_trace(out / "trace-bf16.npz")
+        for spec in (f"device={dev},dtype=bfloat16", f"device={dev},dtype=bfloat16,attn=eager"):
+            rows = replay(bf, parse_run(spec), meta, ops)
+            print(f"   replay [{spec}] of the trace (last position): "
+                  + ", ".join(f"{r['site']}:{'=' if r['bitwise_equal'] else r['max_ulp']}" for r in rows))
+        print(f"   trace file {(out / 'trace-bf16.npz').stat().st_size / 1e6:.1f} MB")
+        stage("trace + replay", t0)
+    except Exception:
+        import traceback
+        print("   STAGE FAILED: trace + replay")
+        traceback.print_exc(file=sys.stdout)
     return 0
 
 

@@ -237,7 +237,15 @@ def _load(name: str, device: str, dtype: torch.dtype, seed: int) -> LoadedModel:
         from transformers import MistralConfig
         if name == "mistral-7b-random":
             config = MistralConfig()
-            tok = SentencePieceTokenizer(mistral_tokenizer_path())
+            try:
+                tok = SentencePieceTokenizer(mistral_tokenizer_path())
+            except UsageError as exc:
+                if os.environ.get("DRIFTSCOPE_ALLOW_BYTE_TOKENIZER") != "1":
+                    raise
+                import sys
+                print(f"WARNING: {exc}; using a byte tokenizer (DRIFTSCOPE_ALLOW_BYTE_TOKENIZER=1)",
+                      file=sys.stderr)
+                tok = ByteTokenizer()
         else:
             config = tiny_mistral_config()
             tok = ByteTokenizer()
