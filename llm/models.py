@@ -109,7 +109,7 @@ class SentencePieceTokenizer:
         return self.sp.decode([int(i) for i in ids])
 
     def piece(self, i: int) -> str:
-        return self.decode([i]) if i != self.bos_id else "<s>"
+        return self.sp.id_to_piece(int(i)).replace("\u2581", " ")
 
 
 class HFTokenizer:
@@ -216,7 +216,7 @@ def _check_device(device: str):
         raise NoGPUError(f"device {device!r} asked for, but torch sees no CUDA GPU")
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=6)
 def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
          weights: str = "native") -> LoadedModel:
     """A model by name or local path, on `device` in `dtype`, its linear weights `native` or rounded to

@@ -59,15 +59,15 @@ def test_smollm2_taps_are_bit_exact_and_complete(smollm2):
 
 
 def test_seeded_weights_are_deterministic_and_dtype_consistent():
-    a = load("mistral-tiny", "cpu", torch.float32, 3).model
-    load.cache_clear()
-    b = load("mistral-tiny", "cpu", torch.float32, 3).model
-    c = load("mistral-tiny", "cpu", torch.bfloat16, 3).model
+    from llm.models import _load      # uncached: a second, independent build
+    a = _load("mistral-tiny", "cpu", torch.float32, 3).model
+    b = _load("mistral-tiny", "cpu", torch.float32, 3).model
+    c = _load("mistral-tiny", "cpu", torch.bfloat16, 3).model
     for (n, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(p.view(torch.int32), q.view(torch.int32)), n
         assert torch.equal(p.to(torch.bfloat16).view(torch.int16), r.view(torch.int16)), n
     assert a.model.rotary_emb.inv_freq.dtype == torch.float32
-    d = load("mistral-tiny", "cpu", torch.float32, 4).model
+    d = _load("mistral-tiny", "cpu", torch.float32, 4).model
     assert not torch.equal(a.lm_head.weight, d.lm_head.weight)
 
 
