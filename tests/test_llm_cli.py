@@ -37,6 +37,6 @@ def test_cli_bad_input(args, message, capsys):
 
 def test_cli_different_tokenizers(tmp_path, capsys):
     # a local HF folder of another tiny model with another tokenizer is not needed: SmolLM2 vs tiny Mistral
-    assert guarded_main(main, ["--device", "cpu", "--model", "mistral-tiny", "--variant-model", "smollm2",
+    assert guarded_main(main, ["--device", "cpu", "--model", "mistral-tiny", "--variant-model", "smollm2", "--variant", "",
                                "--units", "none", "--gen-steps", "0"]) == 2
     assert "tokenise differently" in capsys.readouterr().err
