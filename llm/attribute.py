@@ -138,6 +138,8 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
         t0 = time.perf_counter()
         todo = [("restore", u[1], u[2]) for u in causal_units(ref.n_layers, ("layer",))] if restore else []
         first = tuple(u for u in units if not (drill and u == "op"))
+        if drill and "op" in units and "layer" not in first:
+            first += ("layer",)          # drilling down needs the layers' ranking
         todo += causal_units(ref.n_layers, first)
         metrics = []
 
