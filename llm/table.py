@@ -84,7 +84,12 @@ def plot_heatmap(res, path, title=""):
         a = np.array(m, dtype=float)
         if key == "rel_err":
             a = np.log10(np.where(a > 0, a, np.nan))
-        im = ax.imshow(a, aspect="auto", cmap="viridis", interpolation="nearest")
+        if key == "contribution":     # signed: centred at 0
+            lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
+            im = ax.imshow(a, aspect="auto", cmap="RdBu_r", vmin=-lim or -1, vmax=lim or 1,
+                           interpolation="nearest")
+        else:
+            im = ax.imshow(a, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_xticks(range(len(ops)), ops, rotation=70, fontsize=7)
         ax.set_yticks(range(n + 1), [f"L{i}" for i in range(n)] + ["final"], fontsize=6)
         ax.set_title(name, fontsize=9)
