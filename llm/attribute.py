@@ -1,0 +1,303 @@
+"""Attribute a model's final-logit drift between two runs to operations in layers.
+
+    python -m llm.attribute --model mistral-7b-random \
+        --reference "device=cuda,dtype=float32" --variant "device=cuda,dtype=bfloat16,batch=8" \
+        --prompt-file llm/data/retrieval_prompt.txt --json out.json --plot out.png
+
+What it reveals, three ways, for one prompt (llm.runs has the machinery):
+
+1. drift: how far the variant's final logits moved from the reference's (rms/max |dlogit|, KL, top-1
+   flips, the first position whose top-1 token flips, per-token probabilities of the prompt's next token).
+2. local error: each op of the variant fed the reference's inputs (one forward in which every op's
+   output is compared with the reference's, then replaced by it): max ulp (in the variant's dtype),
+   relative error, cosine.
+3. causal contribution: the variant with one op (then one whole layer, then one op class across all
+   layers) put back to the reference: the op's own error (reference output minus the variant op's
+   output on the reference's inputs, measured in the local pass, in the variant's dtype) is taken out of
+   its output, everything else computed as the variant computes it; the fraction of the rms logit drift
+   that disappears ranks the ops. (Replacing an op's whole output by the reference's would also remove
+   all the error it merely carries, so every later residual add would "explain" everything; that
+   literal restore is reported per layer as `restore_layers`: the drift left when layer L's outputs are
+   the reference's, i.e. the drift made after layer L.) The reference's op outputs and the deltas stay
+   cached on the device, so each unit is one forward.
+4. generation: greedy decoding under both runs: first diverging token, both runs' probabilities of the
+   competing tokens there, the texts after it.
+
+Identical runs attribute zero (no drift, every contribution 0, every local ulp 0).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from llm.generate import divergence, drift_metrics, greedy
+from llm.opmap import LAYER_OPS, FINAL_OPS
+from llm.runs import NonFiniteError, Run, RunTap, first_nonfinite
+from probes.errors import UsageError
+from probes.progress import Progress
+
+__all__ = ["attribute", "causal_units", "main", "SEED_PROMPT"]
+
+SEED_PROMPT = "I enjoy walking in the"
+RETRIEVAL_PROMPT_FILE = Path(__file__).resolve().parent / "data" / "retrieval_prompt.txt"   # ~1,450 tokens
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def causal_units(n_layers, which=("op", "layer", "class")):
+    """(kind, label, set of sites) for every unit patched back to the reference."""
+    units = []
+    ops = [(i, op) for i in range(n_layers) for op in LAYER_OPS] + [(n_layers, op) for op in FINAL_OPS]
+    if "op" in which:
+        units += [("op", f"final.{op}" if i == n_layers else f"L{i}.{op}", {(i, op)}) for i, op in ops]
+    if "layer" in which:
+        units += [("layer", f"L{i}", {(i, op) for op in LAYER_OPS}) for i in range(n_layers)]
+        units += [("layer", "final", {(n_layers, op) for op in FINAL_OPS})]
+    if "class" in which:
+        units += [("class", f"*.{op}", {(i, op) for i in range(n_layers)}) for op in LAYER_OPS]
+    return units
+
+
+def check_compatible(ref_lm, var_lm, prompt_ids):
+    if ref_lm.tokenizer.fingerprint != var_lm.tokenizer.fingerprint:
+        raise UsageError(f"the runs tokenise differently ({ref_lm.tokenizer.fingerprint} vs "
+                         f"{var_lm.tokenizer.fingerprint}); attribution compares the same tokens")
+    a, b = ref_lm.model.config, var_lm.model.config
+    if (a.vocab_size, a.num_hidden_layers, a.hidden_size) != (b.vocab_size, b.num_hidden_layers, b.hidden_size):
+        raise UsageError("the two runs' models have different shapes (vocab, layers, hidden)")
+    ctx = getattr(a, "max_position_embeddings", None)
+    if ctx is not None and len(prompt_ids) > ctx:
+        raise UsageError(f"the prompt has {len(prompt_ids)} tokens, longer than the model's context ({ctx})")
+    if len(prompt_ids) < 1:
+        raise UsageError("the prompt is empty")
+
+
+def _raise_nonfinite(run, which):
+    _, cache = run.record()
+    site = first_nonfinite(cache, run.sites)
+    where = run.opmap.label(site) if site is not None else "the logits (no op output at the prompt was)"
+    raise NonFiniteError(f"the {which} run ({run.cfg.text or 'default'}) produced NaN/Inf: first at {where}")
+
+
+def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, units=("op", "layer", "class"),
+              local=True, restore=True, drill=0, progress_desc="attribute"):
+    """The full attribution of one prompt (a JSON-able dict; see the module docstring)."""
+    check_compatible(ref_lm, var_lm, prompt_ids)
+    tok = ref_lm.tokenizer
+    times = {}
+    ref = Run(ref_lm, ref_cfg, prompt_ids)
+    var = Run(var_lm, var_cfg, prompt_ids)
+    t0 = time.perf_counter()
+    ref_logits, cache = ref.record(record_dtype=var.dtype)
+    _sync(ref.device)
+    times["reference_record_s"] = time.perf_counter() - t0
+    if not torch.isfinite(ref_logits).all():
+        _raise_nonfinite(ref, "reference")
+    t0 = time.perf_counter()
+    var_logits = var.forward()
+    _sync(var.device)
+    times["variant_forward_s"] = time.perf_counter() - t0
+    if not torch.isfinite(var_logits).all():
+        _raise_nonfinite(var, "variant")
+    if ref.device != var.device:
+        ref_logits = ref_logits.to(var.device)
+        cache = {k: (tuple(t.to(var.device) for t in v) if isinstance(v, tuple) else v.to(var.device))
+                 for k, v in cache.items()}
+    full = drift_metrics(ref_logits, var_logits)
+    full = {k: float(v) for k, v in full.items()}
+    flips = torch.nonzero(ref_logits.argmax(-1) != var_logits.argmax(-1)).flatten()
+    result = {"prompt_tokens": len(prompt_ids), "n_layers": ref.n_layers, "drift": full,
+              "first_top1_flip_position": int(flips[0]) if len(flips) else None}
+    nxt = torch.tensor(prompt_ids[1:], device=var.device)
+    if len(prompt_ids) > 1:
+        pr = torch.softmax(ref_logits[:-1], -1).gather(1, nxt[:, None]).flatten()
+        pv = torch.softmax(var_logits[:-1], -1).gather(1, nxt[:, None]).flatten()
+        result["per_token"] = {"ref_p_next": pr.tolist(), "var_p_next": pv.tolist(),
+                               "max_abs_dp": float((pr - pv).abs().max())}
+    rms_full = full["rms_dlogit"]
+
+    deltas = {} if units else None
+    if local or units:
+        t0 = time.perf_counter()
+        rows = []
+        var.forward(RunTap(var, ref=cache, local=rows, deltas=deltas))
+        vals = torch.stack([torch.stack([u.double(), r.double(), c.double()]) for _, u, r, c in rows]).cpu()
+        result["local"] = [{"site": var.opmap.label(s), "layer": s[0], "op": s[1], "max_ulp": int(v[0]),
+                            "rel_err": float(v[1]), "cosine": float(v[2])} for (s, *_), v in zip(rows, vals)]
+        _sync(var.device)
+        times["local_s"] = time.perf_counter() - t0
+
+    if units:
+        t0 = time.perf_counter()
+        todo = [("restore", u[1], u[2]) for u in causal_units(ref.n_layers, ("layer",))] if restore else []
+        first = tuple(u for u in units if not (drill and u == "op"))
+        if drill and "op" in units and "layer" not in first:
+            first += ("layer",)          # drilling down needs the layers' ranking
+        todo += causal_units(ref.n_layers, first)
+        metrics = []
+
+        def measure(batch):
+            with Progress(len(batch), progress_desc) as bar:
+                for kind, label, sites in batch:
+                    if kind == "restore":
+                        tap = RunTap(var, patch=sites, ref=cache)
+                    else:
+                        tap = RunTap(var, correct=sites, deltas=deltas)
+                    metrics.append(drift_metrics(ref_logits, var.forward(tap)))
+                    bar.update(note=label)
+
+        measure(todo)
+        if drill and "op" in units:      # op units only inside the `drill` layers that explain most
+            rms = [(float(m["rms_dlogit"]), u[1]) for u, m in zip(todo, metrics) if u[0] == "layer"]
+            top = [label for _, label in sorted(rms)[:drill]]
+            ops = [u for u in causal_units(ref.n_layers, ("op",)) if u[1].split(".")[0] in top
+                   or (u[1].startswith("final.") and "final" in top)]
+            todo += ops
+            measure(ops)
+        keys = list(metrics[0]) if metrics else []
+        table = torch.stack([torch.stack([m[k].double() for k in keys]) for m in metrics]).cpu().tolist() \
+            if metrics else []
+        causal, restored = [], []
+        for (kind, label, _), row in zip(todo, table):
+            m = dict(zip(keys, row))
+            contrib = 0.0 if rms_full == 0 else 1.0 - m["rms_dlogit"] / rms_full
+            entry = {"unit": label, "kind": kind, "contribution": contrib, **{k + "_after": v for k, v in m.items()}}
+            (restored if kind == "restore" else causal).append(entry)
+        causal.sort(key=lambda r: -r["contribution"])
+        result["causal"] = causal
+        if restored:
+            result["restore_layers"] = restored
+        _sync(var.device)
+        times["causal_s"] = time.perf_counter() - t0
+        times["causal_forwards"] = len(todo)
+    del cache, deltas
+
+    if gen_steps:
+        t0 = time.perf_counter()
+        g_ref = greedy(ref, prompt_ids, gen_steps)
+        g_var = greedy(var, prompt_ids, gen_steps)
+        result["generation"] = divergence(g_ref, g_var, tok)
+        result["generation"]["ref_first"] = {"token": g_ref[0]["token"], "piece": tok.piece(g_ref[0]["token"]),
+                                             "p": g_ref[0]["p"]}
+        result["generation"]["var_first"] = {"token": g_var[0]["token"], "piece": tok.piece(g_var[0]["token"]),
+                                             "p": g_var[0]["p"]}
+        times["generation_s"] = time.perf_counter() - t0
+    result["timings"] = times
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+
+
+def load_prompt(args, tokenizer):
+    builtin = getattr(args, "builtin", None)
+    if builtin == "retrieval":
+        args.prompt_file = str(RETRIEVAL_PROMPT_FILE)
+    elif builtin == "seed":
+        args.prompt = SEED_PROMPT
+    if args.prompt_file:
+        p = Path(args.prompt_file)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read prompt file {p}: {exc}") from None
+        name = p.stem
+    elif args.prompt is not None:
+        text, name = args.prompt, "prompt"
+    else:
+        text, name = SEED_PROMPT, "seed"
+    return name, text, tokenizer.encode(text)
+
+
+def build_parser():
+    from probes.cli import add_common_args
+    ap = argparse.ArgumentParser(prog="python -m llm.attribute", description=__doc__.split("\n\n")[0])
+    add_common_args(ap)
+    ap.add_argument("--model", default=None, help="mistral-7b-random | mistral-tiny | smollm2 | a local HF "
+                    "folder or .gguf file (default: mistral-7b-random on a GPU, smollm2 on the CPU)")
+    ap.add_argument("--variant-model", default=None, help="another model for the variant (same tokenizer)")
+    ap.add_argument("--reference", default="dtype=float32", help="reference run config (llm.runconfig)")
+    ap.add_argument("--variant", default="dtype=bfloat16", help="variant run config")
+    ap.add_argument("--prompt", default=None, help=f"prompt text (default: {SEED_PROMPT!r})")
+    ap.add_argument("--prompt-file", default=None, help="read the prompt from this file")
+    ap.add_argument("--builtin", default=None, choices=("seed", "retrieval"),
+                    help="a shipped prompt: the seed sentence or the ~1,450-token retrieval prompt")
+    ap.add_argument("--gen-steps", type=int, default=8, help="greedy tokens generated under each run")
+    ap.add_argument("--units", default="op,layer,class", help="causal units: op,layer,class or none")
+    ap.add_argument("--no-local", action="store_true", help="skip the local-error pass")
+    ap.add_argument("--drill", type=int, default=0, metavar="N", help="op units only inside the N layers "
+                    "whose own errors explain most of the drift (0: every op of every layer)")
+    ap.add_argument("--top", type=int, default=15, help="rows of the printed ranking")
+    ap.add_argument("--plot", default=None, help="write the layer x op heatmap (PNG) here")
+    return ap
+
+
+def main(argv=None):
+    from llm.models import default_model, load
+    from llm.runconfig import parse_run
+    from llm.table import format_result, plot_heatmap
+    from probes.cli import resolve_device
+    from probes.report import add_experiment, new_report, write_report
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    ref_cfg = parse_run(args.reference, default_device=device)
+    var_cfg = parse_run(args.variant, default_device=device)
+    model = args.model or default_model(device)
+    units = tuple(u for u in args.units.split(",") if u and u != "none")
+    bad = set(units) - {"op", "layer", "class"}
+    if bad:
+        raise UsageError(f"--units: unknown {', '.join(sorted(bad))} (op, layer, class, none)")
+    t0 = time.perf_counter()
+    ref_lm = load(model, ref_cfg.device, ref_cfg.torch_dtype, args.seed, ref_cfg.weights)
+    var_lm = load(args.variant_model or model, var_cfg.device, var_cfg.torch_dtype, args.seed, var_cfg.weights)
+    load_s = time.perf_counter() - t0
+    name, text, ids = load_prompt(args, ref_lm.tokenizer)
+    res = attribute(ref_lm, ref_cfg, var_lm, var_cfg, ids, gen_steps=args.gen_steps, units=units,
+                    local=not args.no_local, drill=args.drill)
+    res["timings"]["load_s"] = load_s
+    print(format_result(res, ref_cfg, var_cfg, top=args.top, title=f"{model} / {name} ({len(ids)} tokens)"))
+    if args.plot:
+        plot_heatmap(res, args.plot, title=f"{model}: {var_cfg.text} vs {ref_cfg.text}")
+        print(f"heatmap: {args.plot}")
+    if args.json:
+        from probes.device import fingerprint
+        rep = new_report("llm", command=None, fingerprint=fingerprint(device),
+                         config={"model": model, "variant_model": args.variant_model, "reference": ref_cfg.as_dict(),
+                                 "variant": var_cfg.as_dict(), "model_info": ref_lm.info})
+        add_report_entries(rep, res, name=name, text=text, ids=ids, seed=args.seed)
+        write_report(rep, args.json)
+        print(f"report: {args.json}")
+    return 0
+
+
+def add_report_entries(rep, res, *, name, text, ids, seed):
+    from probes.report import add_experiment
+    inputs = {"prompt_name": name, "prompt_tokens": len(ids), "prompt_text_head": text[:200],
+              "weights_seed": seed, "token_ids_head": ids[:32]}
+    add_experiment(rep, key=f"llm/{name}/drift", inputs=inputs, params={},
+                   metrics={**res["drift"], "first_top1_flip_position": res["first_top1_flip_position"],
+                            **res["timings"]})
+    if "per_token" in res:
+        add_experiment(rep, key=f"llm/{name}/per_token", inputs=inputs, params={}, metrics=res["per_token"])
+    if "generation" in res:
+        add_experiment(rep, key=f"llm/{name}/generation", inputs=inputs, params={},
+                       metrics=res["generation"])
+    for r in res.get("local", []):
+        add_experiment(rep, key=f"llm/{name}/local/{r['site']}", inputs=inputs, params={"op": r["op"]},
+                       metrics=r)
+    for r in res.get("causal", []):
+        add_experiment(rep, key=f"llm/{name}/causal/{r['kind']}/{r['unit']}", inputs=inputs,
+                       params={"kind": r["kind"]}, metrics=r)
+
+
+if __name__ == "__main__":
+    from probes.cli import guarded_main
+    sys.exit(guarded_main(main))

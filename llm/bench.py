@@ -1,0 +1,204 @@
+"""The GPU session of llm/ (scripts/gpu/llm.sh): Mistral-7B's shape with seeded weights on one GPU.
+
+    python -m llm.bench OUTDIR
+
+Stages (each prints its wall time; results are written as they come, so a cut-off run leaves them):
+1. load the float32 and bfloat16 models (seeded; float32 on the GPU stands in for the seed
+   experiment's CPU float32: a 7B float32 forward on the CPU is far too slow there);
+2. plain bfloat16 forward over the ~1,450-token retrieval prompt (CUDA events, median), the same with
+   the op taps installed, and with the recording tap: the hook overhead;
+3. the seed prompt "I enjoy walking in the": top token and probability under fp32, bf16, bf16 batch 8;
+4. attribution fp32 -> bf16 on the retrieval prompt: drift, per-token probabilities, first flip,
+   greedy divergence, local error, causal attribution of every op, layer and op class (wall time,
+   heatmap, JSON);
+5. attribution bf16 batch 1 -> bf16 batch 8 (layers and op classes only: each batch-8 forward costs 8);
+6. trace of layers 0, 31 and final at the last position, replayed with eager attention.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def stage(name, t0):
+    print(f"-- stage {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m llm.bench")
+    ap.add_argument("out", nargs="?", default="llm-bench")
+    ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--model", default="mistral-7b-random")
+    ap.add_argument("--max-tokens", type=int, default=0, help="cut the long prompt (CPU smoke tests)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from llm.attribute import RETRIEVAL_PROMPT_FILE, SEED_PROMPT, add_report_entries, attribute
+    from llm.generate import greedy
+    from llm.models import load
+    from llm.opmap import install
+    from llm.runconfig import parse_run
+    from llm.runs import Run, RunTap
+    from llm.table import format_result, plot_heatmap
+    from probes.device import fingerprint, fingerprint_summary
+    from probes.report import new_report, write_report
+    from probes.timing import median, time_runs
+    dev = args.device
+    cuda = dev.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+    fp = fingerprint(dev)
+    print("device:", fingerprint_summary(fp))
+    summary = {}
+
+    def save():
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+    t0 = time.perf_counter()
+    bf = load(args.model, dev, torch.bfloat16, 0)
+    f32 = load(args.model, dev, torch.float32, 0)
+    sync()
+    stage(f"load fp32 + bf16 {args.model}", t0)
+    if cuda:
+        print(f"   GPU memory allocated {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
+    tok = bf.tokenizer
+    long_text = RETRIEVAL_PROMPT_FILE.read_text()
+    long_ids = tok.encode(long_text)
+    if args.max_tokens:
+        long_ids = long_ids[:args.max_tokens]
+    seed_ids = tok.encode(SEED_PROMPT)
+    print(f"   retrieval prompt: {len(long_ids)} tokens; seed prompt ids {seed_ids}")
+
+    # 2 -- plain forward and hook overhead ---------------------------------------------------------
+    t0 = time.perf_counter()
+    run = Run(bf, parse_run(f"device={dev},dtype=bfloat16"), long_ids)
+    om = install(bf.model)
+    om.remove()
+    ids = run.input_ids
+
+    def plain(i):
+        with torch.inference_mode():
+            bf.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+
+    t_plain = median(time_runs(plain, 20, device=dev))
+    run = Run(bf, parse_run(f"device={dev},dtype=bfloat16"), long_ids)   # re-installs the taps
+
+    def tapped(i):
+        with torch.inference_mode():
+            run.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+
+    t_tapped = median(time_runs(tapped, 20, device=dev))
+
+    def recorded(i):
+        cache = {}
+        with torch.inference_mode():
+            run.opmap.tap = RunTap(run, record=cache)
+            try:
+                run.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            finally:
+                from llm.opmap import plain_tap
+                run.opmap.tap = plain_tap
+
+    t_rec = median(time_runs(recorded, 20, device=dev))
+    summary["forward_ms"] = {"plain_hf": t_plain, "taps_installed": t_tapped, "recording": t_rec,
+                             "tokens": len(long_ids), "tap_overhead": t_tapped / t_plain - 1,
+                             "record_overhead": t_rec / t_plain - 1}
+    print(f"   bf16 forward over {len(long_ids)} tokens (median of 20, CUDA events): plain HF {t_plain:.2f} ms, "
+          f"taps installed {t_tapped:.2f} ms ({100 * (t_tapped / t_plain - 1):+.1f}%), recording every op "
+          f"{t_rec:.2f} ms ({100 * (t_rec / t_plain - 1):+.1f}%)")
+    save()
+    stage("forward timing", t0)
+
+    # 3 -- the seed prompt --------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    summary["seed_prompt"] = {}
+    for lm, spec in ((f32, f"device={dev},dtype=float32"), (bf, f"device={dev},dtype=bfloat16"),
+                     (bf, f"device={dev},dtype=bfloat16,batch=8")):
+        steps = greedy(Run(lm, parse_run(spec), seed_ids), seed_ids, 8)
+        s0 = steps[0]
+        text = tok.decode([s["token"] for s in steps])
+        summary["seed_prompt"][spec] = {"top": s0["token"], "piece": tok.piece(s0["token"]), "p": s0["p"],
+                                        "runner_up": tok.piece(s0["runner_up"]), "p_runner_up": s0["p_runner_up"],
+                                        "greedy8": text}
+        print(f"   {SEED_PROMPT!r} [{spec}]: top {tok.piece(s0['token'])!r} p={s0['p']:.5f} "
+              f"(runner-up {tok.piece(s0['runner_up'])!r} p={s0['p_runner_up']:.5f}); greedy: {text!r}")
+    save()
+    stage("seed prompt", t0)
+
+    # 4, 5 -- attributions -------------------------------------------------------------------------
+    experiments = [("fp32-vs-bf16", f32, f"device={dev},dtype=float32", bf, f"device={dev},dtype=bfloat16",
+                    ("op", "layer", "class")),
+                   ("bf16-batch1-vs-batch8", bf, f"device={dev},dtype=bfloat16", bf,
+                    f"device={dev},dtype=bfloat16,batch=8", ("layer", "class"))]
+    for name, rl, rs, vl, vs, units in experiments:
+        try:
+            t0 = time.perf_counter()
+            rc, vc = parse_run(rs), parse_run(vs)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            res = attribute(rl, rc, vl, vc, long_ids, gen_steps=8, units=units, progress_desc=name)
+            wall = time.perf_counter() - t0
+            res["timings"]["wall_s"] = wall
+            if cuda:
+                res["timings"]["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            print(format_result(res, rc, vc, top=20, title=f"{args.model} / retrieval ({len(long_ids)} tokens): {name}"))
+            pt = res.get("per_token", {})
+            if pt:
+                import math
+                worst = max(range(len(pt["ref_p_next"])), key=lambda i: abs(pt["ref_p_next"][i] - pt["var_p_next"][i]))
+                print(f"   per-token p(next prompt token): max |dp| {pt['max_abs_dp']:.3g} at position {worst}; "
+                      f"mean log p ref {sum(math.log(max(p, 1e-30)) for p in pt['ref_p_next']) / len(pt['ref_p_next']):.4f} "
+                      f"var {sum(math.log(max(p, 1e-30)) for p in pt['var_p_next']) / len(pt['var_p_next']):.4f}")
+            if "restore_layers" in res:
+                print("   drift left when layers up to L are the reference's (restore): " + " ".join(
+                    f"{r['unit']}:{r['rms_dlogit_after']:.3g}" for r in res["restore_layers"][::4]))
+            plot_heatmap(res, out / f"{name}-heatmap.png", title=f"Mistral-7B shape (seeded): {vs} vs {rs}")
+            rep = new_report("llm", command=["python", "-m", "llm.bench"], fingerprint=fp,
+                             config={"model": "mistral-7b-random", "reference": rc.as_dict(), "variant": vc.as_dict()})
+            add_report_entries(rep, res, name=f"retrieval-{name}", text=long_text, ids=long_ids, seed=0)
+            write_report(rep, out / f"{name}.json")
+            summary[name] = {"drift": res["drift"], "timings": res["timings"],
+                             "first_top1_flip_position": res["first_top1_flip_position"],
+                             "generation": res.get("generation"), "top_causal": res.get("causal", [])[:10]}
+            save()
+            stage(f"attribution {name} (causal forwards {res['timings'].get('causal_forwards')}, "
+                  f"causal {res['timings'].get('causal_s', 0):.1f} s)", t0)
+        except Exception:  # keep going: the later stages still report
+            import traceback
+            print(f"   STAGE FAILED: attribution {name}")
+            traceback.print_exc(file=sys.stdout)
+            if cuda:
+                torch.cuda.empty_cache()
+
+    # 6 -- trace and replay -----------------------------------------------------------------------
+    try:
+        t0 = time.perf_counter()
+        from llm.replay import replay
+        from llm.trace import read_trace, record_trace, write_trace
+        cfg = parse_run(f"device={dev},dtype=bfloat16")
+        n = len(bf.model.model.layers)
+        _, pos, store = record_trace(bf, cfg, long_ids, [0, n - 1, n], [-1])
+        write_trace(out / "trace-bf16.npz", bf, cfg, long_ids, pos, store, n)
+        meta, ops = read_trace(out / "trace-bf16.npz")
+        for spec in (f"device={dev},dtype=bfloat16", f"device={dev},dtype=bfloat16,attn=eager"):
+            rows = replay(bf, parse_run(spec), meta, ops)
+            print(f"   replay [{spec}] of the trace (last position): "
+                  + ", ".join(f"{r['site']}:{'=' if r['bitwise_equal'] else r['max_ulp']}" for r in rows))
+        print(f"   trace file {(out / 'trace-bf16.npz').stat().st_size / 1e6:.1f} MB")
+        stage("trace + replay", t0)
+    except Exception:
+        import traceback
+        print("   STAGE FAILED: trace + replay")
+        traceback.print_exc(file=sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

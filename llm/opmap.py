@@ -1,0 +1,184 @@
+"""The operation map: every floating-point operation of a llama/mistral decoder, named and tapped.
+
+Per decoder layer (in execution order)::
+
+    input_norm, q_proj, k_proj, v_proj, rotary, attn_core, o_proj, attn_residual,
+    post_attn_norm, gate_proj, up_proj, act_mul, down_proj, mlp_residual
+
+then `final_norm` and `lm_head`. Residual adds, the rotary embedding and act(gate)*up are not modules,
+so `install(model)` replaces, at run time and on the instances only, the forward of every decoder layer
+(which then does the attention and the MLP itself) and of the final norm and lm_head with equivalent
+code in which each operation is one call ``tap(layer, op, fn, *inputs)``. The default tap just returns
+``fn(*inputs)``: the installed model gives the same bits as the original (tests/test_llm_opmap.py).
+Taps that record, patch or replace operations live in llm/attribute.py and llm/runconfig.py.
+
+Tensor layout convention of every op output: [batch, position, ...] (rotary returns (q, k) as
+[batch, position, heads, head_dim] views), so one (row, position range) selects a prompt in any op.
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+
+__all__ = ["LAYER_OPS", "FINAL_OPS", "OP_CLASS", "Site", "site_label", "parse_site", "OpMap", "install",
+           "plain_tap"]
+
+LAYER_OPS = ("input_norm", "q_proj", "k_proj", "v_proj", "rotary", "attn_core", "o_proj", "attn_residual",
+             "post_attn_norm", "gate_proj", "up_proj", "act_mul", "down_proj", "mlp_residual")
+FINAL_OPS = ("final_norm", "lm_head")
+OP_CLASS = {"input_norm": "norm", "post_attn_norm": "norm", "final_norm": "norm",
+            "q_proj": "linear", "k_proj": "linear", "v_proj": "linear", "o_proj": "linear",
+            "gate_proj": "linear", "up_proj": "linear", "down_proj": "linear", "lm_head": "linear",
+            "rotary": "rotary", "attn_core": "attention", "attn_residual": "residual",
+            "mlp_residual": "residual", "act_mul": "activation"}
+
+Site = tuple  # (layer, op); layer == n_layers for the final ops
+
+
+def site_label(site, n_layers: int) -> str:
+    layer, op = site
+    return f"final.{op}" if layer >= n_layers else f"L{layer}.{op}"
+
+
+def parse_site(label: str, n_layers: int):
+    head, _, op = label.partition(".")
+    if head == "final":
+        return (n_layers, op)
+    return (int(head[1:]), op)
+
+
+def plain_tap(layer, op, fn, *inputs):
+    return fn(*inputs)
+
+
+def _rotate_half(x):
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _rotary(q, k, cos, sin):
+    """HF apply_rotary_pos_emb on [B,H,T,D] views; in and out as [B,T,H,D] (views, no copies)."""
+    qh, kh = q.transpose(1, 2), k.transpose(1, 2)
+    c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+    q_embed = (qh * c) + (_rotate_half(qh) * s)
+    k_embed = (kh * c) + (_rotate_half(kh) * s)
+    return q_embed.transpose(1, 2), k_embed.transpose(1, 2)
+
+
+def _add(a, b):
+    return a + b
+
+
+class OpMap:
+    """Installed op taps of one model. `tap` is swapped by the runs (see llm.attribute)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = list(model.model.layers)
+        self.n_layers = len(self.layers)
+        self.tap = plain_tap
+        self._patched = []
+        for i, layer in enumerate(self.layers):
+            self._set_forward(layer, types.MethodType(self._make_layer_forward(i), layer))
+        norm, head = model.model.norm, model.lm_head
+        L = self.n_layers
+        norm_call, head_call = type(norm).forward.__get__(norm), type(head).forward.__get__(head)
+        self._set_forward(norm, lambda x: self.tap(L, "final_norm", norm_call, x))
+        head_op = _LinearCall(head, head_call)
+        self._set_forward(head, lambda x: self.tap(L, "lm_head", head_op, x))
+
+    def sites(self):
+        return [(i, op) for i in range(self.n_layers) for op in LAYER_OPS] + \
+               [(self.n_layers, op) for op in FINAL_OPS]
+
+    def label(self, site):
+        return site_label(site, self.n_layers)
+
+    def _set_forward(self, module, fwd):
+        module.forward = fwd
+        self._patched.append(module)
+
+    def remove(self):
+        for m in self._patched:
+            del m.forward
+        self._patched = []
+        if getattr(self.model, "_driftscope_opmap", None) is self:
+            del self.model._driftscope_opmap
+
+    def _make_layer_forward(self, i):
+        opmap = self
+
+        def forward(layer, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
+                    use_cache=False, position_embeddings=None, **kwargs):
+            tap = opmap.tap
+            attn, mlp = layer.self_attn, layer.mlp
+            residual = hidden_states
+            h = tap(i, "input_norm", layer.input_layernorm, hidden_states)
+            input_shape = h.shape[:-1]
+            hidden_shape = (*input_shape, -1, attn.head_dim)
+            q = tap(i, "q_proj", attn.q_proj, h).view(hidden_shape)
+            k = tap(i, "k_proj", attn.k_proj, h).view(hidden_shape)
+            v = tap(i, "v_proj", attn.v_proj, h).view(hidden_shape)
+            cos, sin = position_embeddings
+            q, k = tap(i, "rotary", _rotary, q, k, cos, sin)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            if past_key_values is not None:
+                k, v = past_key_values.update(k, v, attn.layer_idx)
+
+            def attn_core(q, k, v):
+                from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+                from transformers.models.llama.modeling_llama import eager_attention_forward
+                iface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation,
+                                                              eager_attention_forward)
+                out, _ = iface(attn, q, k, v, attention_mask, dropout=0.0, scaling=attn.scaling,
+                               sliding_window=getattr(attn.config, "sliding_window", None), **kwargs)
+                return out
+
+            a = tap(i, "attn_core", attn_core, q, k, v)
+            a = a.reshape(*input_shape, -1).contiguous()
+            a = tap(i, "o_proj", attn.o_proj, a)
+            h = tap(i, "attn_residual", _add, residual, a)
+            residual = h
+            h = tap(i, "post_attn_norm", layer.post_attention_layernorm, h)
+            g = tap(i, "gate_proj", mlp.gate_proj, h)
+            u = tap(i, "up_proj", mlp.up_proj, h)
+            au = tap(i, "act_mul", _ActMul(mlp.act_fn), g, u)
+            d = tap(i, "down_proj", mlp.down_proj, au)
+            return tap(i, "mlp_residual", _add, residual, d)
+
+        return forward
+
+
+class _ActMul:
+    def __init__(self, act):
+        self.act = act
+
+    def __call__(self, g, u):
+        return self.act(g) * u
+
+
+class _LinearCall:
+    """lm_head's original forward, exposing .weight/.bias like an nn.Linear (for linear replacements)."""
+
+    def __init__(self, module, call):
+        self.module, self.call = module, call
+        self.weight, self.bias = module.weight, module.bias
+
+    def __call__(self, x):
+        return self.call(x)
+
+
+def install(model) -> OpMap:
+    """Install the op taps on `model` (once; later calls return the same OpMap)."""
+    existing = getattr(model, "_driftscope_opmap", None)
+    if existing is not None:
+        return existing
+    mt = getattr(model.config, "model_type", "")
+    if mt not in ("llama", "mistral"):
+        from probes.errors import UsageError
+        raise UsageError(f"the op map knows llama/mistral decoder layers, not {mt!r}")
+    om = OpMap(model)
+    object.__setattr__(model, "_driftscope_opmap", om)
+    return om

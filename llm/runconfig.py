@@ -1,0 +1,182 @@
+"""Run configurations: how one run computes the model, parsed from "key=value,..." strings.
+
+    device=cuda,dtype=bfloat16,batch=8,attn=sdpa,padding=left,linear=torch,norm=torch,weights=fp8,
+    round=L3.down_proj:float8_e4m3fn+L5.*:bfloat16,seed=0
+
+- device, dtype (float32 | bfloat16 | float16): where and in what the model computes.
+- batch=N, padding=left|right, seed: the prompt alone (N=1) or as row 0 among N-1 other prompts of
+  seeded random tokens (lengths 1/2..3/2 of the prompt's), padded on `padding`'s side.
+- attn=sdpa|eager: the attention implementation (transformers' own).
+- linear=NAME, norm=NAME: kernel variants from the op-replacement registry (`register_op`); built in:
+  `torch` (the model's own) and `float64` (computed in float64, rounded once to the dtype). Other probes
+  (batch-invariant Triton matmul, dequantisation formulas) plug in here by name.
+- weights=native|fp8: fp8 = every decoder linear weight rounded to float8_e4m3fn with a per-output-row
+  absmax scale (scale = absmax/448 in float32; dequantised as q*scale in float32, then rounded to dtype).
+- round=PATTERN:FORMAT[+...]: round the output of the ops whose label matches PATTERN (fnmatch on
+  "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+
+import torch
+
+from probes.errors import UsageError
+
+__all__ = ["RunConfig", "parse_run", "register_op", "OP_REPLACEMENTS", "round_tensor", "DTYPES",
+           "quantize_weights_fp8_"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_TORCH_FORMATS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                  "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
+
+
+def _linear_float64(module, x):
+    w = module.weight
+    y = torch.nn.functional.linear(x.double(), w.double(),
+                                   None if module.bias is None else module.bias.double())
+    return y.to(x.dtype)
+
+
+def _norm_float64(module, x):
+    if hasattr(module, "module"):
+        module = module.module
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+    h = x.double()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return (module.weight.double() * h).to(x.dtype)
+
+
+# kind -> name -> replacement(fn, *inputs) -> output; None = the model's own op.
+OP_REPLACEMENTS = {
+    "linear": {"torch": None, "float64": _linear_float64},
+    "norm": {"torch": None, "float64": _norm_float64},
+}
+
+
+def register_op(kind: str, name: str, fn) -> None:
+    """Plug in a kernel variant: `fn(module, *inputs)` replaces every op of class `kind` in a run
+    configured with `kind=name` (e.g. register_op("linear", "batch_invariant", bi_linear))."""
+    OP_REPLACEMENTS.setdefault(kind, {})[name] = fn
+
+
+def round_tensor(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """x rounded (nearest-even, once) to format `fmt`, returned in x's dtype."""
+    if fmt in _TORCH_FORMATS:
+        return x.to(_TORCH_FORMATS[fmt]).to(x.dtype)
+    if fmt == "tf32":
+        if x.dtype != torch.float32:
+            raise UsageError("tf32 rounding needs float32 outputs")
+        b = x.view(torch.int32).to(torch.int64)
+        lsb = (b >> 13) & 1
+        b = ((b + 0xFFF + lsb) >> 13) << 13
+        return torch.where(torch.isfinite(x), b.to(torch.int32).view(torch.float32), x)
+    from numerics.formats import get_format, round_to_format
+    try:
+        f = get_format(fmt)
+    except Exception:
+        raise UsageError(f"unknown format {fmt!r} in round=") from None
+    y = round_to_format(x.detach().double().cpu().numpy(), f, "nearest_even")
+    return torch.from_numpy(y).to(device=x.device, dtype=x.dtype)
+
+
+@torch.no_grad()
+def quantize_weights_fp8_(model) -> None:
+    for layer in model.model.layers:
+        for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                    layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+            w = mod.weight.data
+            for r0 in range(0, w.shape[0], 1024):       # bounded float32 temporaries
+                wf = w[r0:r0 + 1024].float()
+                scale = wf.abs().amax(dim=1, keepdim=True) / 448.0
+                scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+                q = (wf / scale).to(torch.float8_e4m3fn)
+                w[r0:r0 + 1024] = (q.float() * scale).to(w.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch: int = 1
+    padding: str = "left"
+    attn: str = "sdpa"
+    linear: str = "torch"
+    norm: str = "torch"
+    weights: str = "native"
+    rounds: tuple = ()          # ((pattern, format), ...)
+    seed: int = 0
+    text: str = ""
+
+    @property
+    def torch_dtype(self):
+        return DTYPES[self.dtype]
+
+    def model_key(self):
+        return (self.device, self.dtype, self.weights)
+
+    def replacement(self, op_class: str):
+        name = getattr(self, op_class, None) if op_class in ("linear", "norm") else None
+        return None if name is None else OP_REPLACEMENTS[op_class][name]
+
+    def rounding_for(self, label: str):
+        for pat, fmt in self.rounds:
+            if fnmatch.fnmatchcase(label, pat):
+                return fmt
+        return None
+
+    def as_dict(self):
+        d = dataclasses.asdict(self)
+        d["rounds"] = [list(r) for r in self.rounds]
+        return d
+
+
+def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
+    from probes.cli import resolve_device
+    fields = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not value:
+            raise UsageError(f"run config {spec!r}: {part!r} is not key=value")
+        if key in fields:
+            raise UsageError(f"run config {spec!r}: {key} given twice")
+        fields[key] = value
+    known = {f.name for f in dataclasses.fields(RunConfig)} - {"rounds", "text"} | {"round"}
+    unknown = set(fields) - known
+    if unknown:
+        raise UsageError(f"run config {spec!r}: unknown key(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(known))})")
+    kw = {"text": spec}
+    kw["device"] = resolve_device(fields.get("device", default_device))
+    dt = fields.get("dtype", "float32")
+    if dt not in DTYPES:
+        raise UsageError(f"run config {spec!r}: dtype {dt!r} not one of float32, bfloat16, float16")
+    kw["dtype"] = str(DTYPES[dt]).replace("torch.", "")
+    for k in ("batch", "seed"):
+        if k in fields:
+            try:
+                kw[k] = int(fields[k])
+            except ValueError:
+                raise UsageError(f"run config {spec!r}: {k} must be an integer") from None
+    if kw.get("batch", 1) < 1:
+        raise UsageError(f"run config {spec!r}: batch must be >= 1")
+    choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"), "weights": ("native", "fp8"),
+               "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"])}
+    for k, allowed in choices.items():
+        if k in fields:
+            if fields[k] not in allowed:
+                raise UsageError(f"run config {spec!r}: {k}={fields[k]} not one of {', '.join(allowed)}")
+            kw[k] = fields[k]
+    if "round" in fields:
+        rounds = []
+        for item in fields["round"].split("+"):
+            pat, colon, fmt = item.rpartition(":")
+            if not colon or not pat:
+                raise UsageError(f"run config {spec!r}: round={item!r} is not PATTERN:FORMAT")
+            round_tensor(torch.zeros(1, dtype=torch.float32), fmt)   # validates the format name
+            rounds.append((pat, fmt))
+        kw["rounds"] = tuple(rounds)
+    return RunConfig(**kw)

@@ -1,0 +1,194 @@
+"""One run = one model computed under one RunConfig on one prompt, with a tap on every op.
+
+`Run.forward(tap)` gives the prompt's float32 logits [T, vocab]. The prompt is row 0 of the batch,
+at positions `region` (left or right padding); position ids follow the attention mask, so the prompt
+sees positions 0..T-1 in any batch. Taps (all in this file):
+
+- RunTap(run): the run's own computation (kernel replacements, planted roundings).
+- record=dict: also store each op's output at the prompt (cast to `record_dtype`, on the device).
+- patch=set of sites, ref=dict: put the reference's output (cast to this run's dtype) in place of
+  this run's at those sites (causal attribution).
+- local=list: at every site, compare this run's op output with the reference's, then put the
+  reference's in (so every op sees the reference's inputs): per-op local error in one forward;
+  with deltas=dict also keep each op's own error delta = reference - this run's (fed the reference's inputs).
+- correct=set of sites, deltas=dict: add the op's own error delta to its output at those sites: the
+  run with those ops computed as the reference computes them (to first order), everything else as is.
+"""
+from __future__ import annotations
+
+import torch
+
+from llm.opmap import OP_CLASS, install, plain_tap
+from llm.runconfig import RunConfig, round_tensor
+
+__all__ = ["Run", "RunTap", "NonFiniteError", "first_nonfinite", "ulp_distance_max"]
+
+from probes.errors import DriftscopeError
+
+
+class NonFiniteError(DriftscopeError):
+    pass
+
+
+def _map(fn, x, *rest):
+    if isinstance(x, tuple):
+        return tuple(fn(a, *(r[i] for r in rest)) for i, a in enumerate(x))
+    return fn(x, *rest)
+
+
+_INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
+             torch.float64: torch.int64}
+
+
+def _ordered(x):
+    i = x.contiguous().view(_INT_VIEW[x.dtype]).to(torch.int64)
+    bits = torch.finfo(x.dtype).bits
+    mag = i & ((1 << (bits - 1)) - 1)
+    return torch.where(i < 0, -mag, mag)
+
+
+def ulp_distance_max(a, b):
+    """max |ulp distance| between same-dtype tensors a and b (0-d int64 tensor, on the device)."""
+    return (_ordered(a) - _ordered(b)).abs().max()
+
+
+def local_metrics(out, ref):
+    """0-d tensors: max ulp (in out's dtype), max |d| / max |ref|, cosine, of out vs ref (cast)."""
+    outs = out if isinstance(out, tuple) else (out,)
+    refs = ref if isinstance(ref, tuple) else (ref,)
+    ulp = torch.stack([ulp_distance_max(o, r.to(o.dtype)) for o, r in zip(outs, refs)]).max()
+    o = torch.cat([x.reshape(-1).double() for x in outs])
+    r = torch.cat([x.reshape(-1).double() for x in refs])
+    rel = (o - r).abs().max() / r.abs().max().clamp_min(1e-300)
+    cos = (o @ r) / (o.norm() * r.norm()).clamp_min(1e-300)
+    return ulp, rel, cos
+
+
+class RunTap:
+    def __init__(self, run, *, record=None, record_dtype=None, patch=None, ref=None, local=None,
+                 deltas=None, correct=None):
+        self.run = run
+        self.cfg = run.cfg
+        self.record, self.record_dtype = record, record_dtype or run.dtype
+        self.patch, self.ref, self.local = patch, ref, local
+        self.deltas, self.correct = deltas, correct
+        self.rules = run.rules
+
+    def __call__(self, layer, op, fn, *inputs):
+        site = (layer, op)
+        rep, fmt = self.rules[site]
+        out = rep(fn, *inputs) if rep is not None else fn(*inputs)
+        if fmt is not None:
+            out = _map(lambda t: round_tensor(t, fmt), out)
+        run = self.run
+        if self.record is not None:    # op outputs are fresh tensors nobody writes to: a view suffices
+            keep = (lambda t: run.select(t)) if run.full else (lambda t: run.select(t).clone())
+            self.record[site] = _map(lambda t: keep(t) if t.dtype == self.record_dtype
+                                     else run.select(t).to(self.record_dtype), out)
+        if self.local is not None:
+            ref = self.ref[site]
+            mine = _map(run.select, out)
+            self.local.append((site,) + local_metrics(mine, ref))
+            if self.deltas is not None:       # this op's own error, to be taken out (see correct=)
+                self.deltas[site] = _map(lambda r, m: (r.float() - m.float()).to(m.dtype), ref, mine)
+            out = _map(run.put, out, ref)
+        elif self.patch is not None and site in self.patch:
+            out = _map(run.put, out, self.ref[site])
+        elif self.correct is not None and site in self.correct:
+            out = _map(run.add, out, self.deltas[site])
+        return out
+
+
+class Run:
+    def __init__(self, loaded, cfg: RunConfig, prompt_ids: list[int]):
+        self.loaded, self.cfg = loaded, cfg
+        self.model = loaded.model
+        self.opmap = install(self.model)
+        self.dtype = cfg.torch_dtype
+        self.device = cfg.device
+        self.n_layers = self.opmap.n_layers
+        self.sites = self.opmap.sites()
+        self.rules = {}
+        for site in self.sites:
+            rep = cfg.replacement(OP_CLASS[site[1]])
+            self.rules[site] = (rep, cfg.rounding_for(self.opmap.label(site)))
+        self.set_prompt(prompt_ids)
+
+    # batch ----------------------------------------------------------------------------------
+    def set_prompt(self, prompt_ids):
+        cfg = self.cfg
+        T = len(prompt_ids)
+        rows = [list(prompt_ids)]
+        if cfg.batch > 1:
+            g = torch.Generator().manual_seed(cfg.seed)
+            vocab = self.model.config.vocab_size
+            lo, hi = max(1, T // 2), max(2, (3 * T) // 2)
+            for _ in range(cfg.batch - 1):
+                n = int(torch.randint(lo, hi + 1, (1,), generator=g))
+                rows.append(torch.randint(3, vocab, (n,), generator=g).tolist())
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            a = width - len(r) if cfg.padding == "left" else 0
+            ids[i, a:a + len(r)] = torch.tensor(r)
+            mask[i, a:a + len(r)] = 1
+        a = width - T if cfg.padding == "left" else 0
+        self.region = (0, a, a + T)
+        self.full = len(rows) == 1
+        self.input_ids = ids.to(self.device)
+        self.attention_mask = mask.to(self.device)
+        self.position_ids = (mask.cumsum(-1) - 1).clamp_min(0).to(self.device)
+        self.T = T
+
+    def select(self, t):
+        row, a, b = self.region
+        return t[row, a:b]
+
+    def put(self, t, ref):
+        if self.full:
+            return ref.to(t.dtype).unsqueeze(0)
+        row, a, b = self.region
+        t = t.clone()
+        t[row, a:b] = ref.to(t.dtype)
+        return t
+
+    def add(self, t, delta):
+        """t with `delta` added at the prompt (in float32, rounded once to t's dtype)."""
+        if self.full:
+            return (t.float() + delta.float().unsqueeze(0)).to(t.dtype)
+        row, a, b = self.region
+        t = t.clone()
+        t[row, a:b] = (t[row, a:b].float() + delta.float()).to(t.dtype)
+        return t
+
+    # forward --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, tap=None, *, last_only=False):
+        """float32 logits of the prompt [T, vocab] (or [vocab] of its last position)."""
+        self.model.config._attn_implementation = self.cfg.attn
+        self.opmap.tap = tap if tap is not None else RunTap(self)
+        try:
+            kw = {"logits_to_keep": 1} if (last_only and self.cfg.padding == "left") else {}
+            out = self.model(input_ids=self.input_ids, attention_mask=None if self.full else self.attention_mask,
+                             position_ids=self.position_ids, use_cache=False, **kw).logits
+        finally:
+            self.opmap.tap = plain_tap
+        if last_only:
+            return out[0, -1].float() if kw else out[0, self.region[2] - 1].float()
+        row, a, b = self.region
+        return out[row, a:b].float()
+
+    def record(self, record_dtype=None):
+        cache = {}
+        logits = self.forward(RunTap(self, record=cache, record_dtype=record_dtype))
+        return logits, cache
+
+
+def first_nonfinite(cache: dict, sites):
+    """The first site (in execution order) whose recorded output has a NaN or Inf, else None."""
+    flags = torch.stack([torch.stack([~torch.isfinite(t).all() for t in
+                                      (cache[s] if isinstance(cache[s], tuple) else (cache[s],))]).any()
+                         for s in sites]).cpu()
+    bad = torch.nonzero(flags).flatten()
+    return sites[int(bad[0])] if len(bad) else None

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# GPU part (see scripts/gpu_session.sh): llm gpu tests, then llm.bench on the Mistral-7B shape with seeded
+# weights (fp32 vs bf16 as the stand-in for the seed experiment's CPU fp32 vs GPU; batch 1 vs 8; timings).
+# Arg: output folder. Needs .carry/tokenizer.model.v1 (no mistral_common there) and ~60 GB of GPU memory.
+D=${1:?output folder}
+export DRIFTSCOPE_MISTRAL_TOKENIZER=${DRIFTSCOPE_MISTRAL_TOKENIZER:-$PWD/.carry/tokenizer.model.v1}
+# without the tokenizer file the bench still runs, on UTF-8 bytes (and says so on stderr)
+export HF_HUB_OFFLINE=1 DRIFTSCOPE_NO_PROGRESS=0 DRIFTSCOPE_ALLOW_BYTE_TOKENIZER=1
+ls -l "$DRIFTSCOPE_MISTRAL_TOKENIZER" || echo "WARNING: no Mistral tokenizer at $DRIFTSCOPE_MISTRAL_TOKENIZER"
+nvidia-smi --query-gpu=memory.used,memory.total --format=csv
+echo "-- python -m llm.bench $D"
+start=$(date +%s)
+python3 -m llm.bench "$D" --max-tokens 1600 2> "$D/bench-stderr.txt"
+echo "bench exit $? in $(( $(date +%s) - start )) s"
+grep -v "^\(fp32-vs-bf16\|bf16-batch1\)" "$D/bench-stderr.txt" | tail -30
+echo "-- python -m pytest -m gpu tests/test_llm_gpu.py"
+start=$(date +%s)
+DRIFTSCOPE_NO_PROGRESS=1 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_llm_gpu.py 2>&1 | tail -15
+echo "gpu tests in $(( $(date +%s) - start )) s"
