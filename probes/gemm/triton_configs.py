@@ -81,8 +81,9 @@ _MID = [cfg("tma", 64, 128, 64, stages=4, warps=4), cfg("tma", 64, 128, 128, sta
 _BIG = [ANCHOR, cfg("tma", 128, 128, 64, stages=5, subtile=True),
         cfg("tma", 128, 256, 64, stages=3), cfg("tma", 128, 256, 64, stages=4, subtile=True),
         cfg("tma", 128, 256, 64, stages=3, group_m=16)]
-# tl.range(..., warp_specialize=True) compiles for sm_90 in Triton 3.6 but yields no partitions (no
-# setmaxnreg in the PTX: its docstring says Blackwell only), so no -ws candidate; flatten off instead.
+# tl.range(..., warp_specialize=True) on sm_90 in Triton 3.6 (its docstring: Blackwell only): with 8 warps
+# the loop compiles unpartitioned (no setmaxnreg in the PTX), with 4 warps the NVGPUWarpSpecialization pass
+# fails; so no -ws candidate (the kernel keeps the WS switch), flatten off instead.
 _NOFLAT = [cfg("tma", 128, 256, 64, stages=3, flatten=False), cfg("tma", 128, 128, 64, stages=4, flatten=False)]
 
 #: Candidates per bucket (same list for every shape class; the bench measures each at the bucket's M).
