@@ -9,25 +9,56 @@ SMALL = (64, 256, 512)          # M, N, K
 MISTRAL = (256, 4096, 4096)     # q/o projection at M = 256
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("shape", ["q_o", "k_v", "down"])
-def test_triton_matmul_batch_invariant_over_sweep(dtype, shape):
+def _sweep_bits(shape, dtype):
+    """Every M of the sweep: rows of batch_invariant_matmul(X[:M]) == rows [:M] of the M = 4096 result
+    (whose config is the largest bucket's), bit for bit. Returns (M that differ, configs used)."""
     from probes.gemm.sweep import gpu_ms
     from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul, config_for, config_name
     n, k = MISTRAL_SHAPES[shape]
     ms = gpu_ms()
-    g = torch.Generator(device="cuda").manual_seed(0)
+    g = torch.Generator(device="cuda").manual_seed(1)
     tdt = getattr(torch, dtype)
     w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(tdt)
     x = torch.randn((max(ms), k), device="cuda", generator=g).to(tdt)
     full = batch_invariant_matmul(x, w).view(torch.int16)
-    again = batch_invariant_matmul(x, w).view(torch.int16)
-    assert torch.equal(full, again), "repeated runs differ"
+    assert torch.equal(full, batch_invariant_matmul(x, w).view(torch.int16)), "repeated runs differ"
     bad = [m for m in ms if not torch.equal(batch_invariant_matmul(x[:m], w).view(torch.int16), full[:m])]
-    print(shape, dtype, config_name(config_for(n, k, tdt)), "M with differing rows:", bad[:20])
-    assert bad == []
+    used = sorted({config_name(config_for(n, k, tdt, m)) for m in ms})
     ref = torch.nn.functional.linear(x[:256], w).float()
     assert float((full[:256].view(tdt).float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
+    return bad, used
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("shape", ["q_o", "k_v", "gate_up", "down", "lm_head"])
+def test_triton_matmul_batch_invariant_over_sweep(dtype, shape):
+    """With the recorded choices (GEMM_TRITON_CHOICES from the bench; else the anchor for every M): every M
+    of the sweep (1..64, every 256, powers of two +-1, ...) crosses every bucket boundary."""
+    import os
+    from probes.gemm import triton_configs as C
+    if os.environ.get("GEMM_TRITON_CHOICES"):
+        assert C.CHOICES, "GEMM_TRITON_CHOICES is set but no choice was loaded"
+    bad, used = _sweep_bits(shape, dtype)
+    print(shape, dtype, "choices file:", os.environ.get("GEMM_TRITON_CHOICES"), "configs:", used,
+          "M with differing rows:", bad[:20])
+    assert bad == []
+
+
+MIXED = ["swap-16x64x256-g8-s5-w4", "swap-64x64x128-g8-s5-w4", "tma-64x32x256-g8-s4-w4",
+         "tma-128x256x64-g8-s4-w8-sub", "tma-128x256x64-g8-s3-w8"]
+
+
+@pytest.mark.parametrize("shape", ["q_o", "k_v"])
+def test_mixed_bucket_table_is_bit_invariant(shape, monkeypatch):
+    """The premise itself, independent of what the bench chose: a table mixing swapped operands, BLOCK_K 256
+    / 128 / 64, 4 / 8 warps, 3-5 stages and epilogue subtiling over the buckets gives the same bits."""
+    from probes.gemm import triton_configs as C
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES
+    n, k = MISTRAL_SHAPES[shape]
+    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [C.config_by_name(name) for name in MIXED]})
+    bad, used = _sweep_bits(shape, "bfloat16")
+    print(shape, "mixed table", used, "M with differing rows:", bad[:20])
+    assert used == sorted(MIXED) and bad == []
 
 
 def test_triton_matmul_rejects_bad_gpu_inputs():

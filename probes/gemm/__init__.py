@@ -6,10 +6,13 @@ when X gains rows: a larger M picks another kernel, and a request's logits depen
 batch. The probe lists every cuBLASLt algorithm for one product, runs them all on the same inputs and
 clusters their outputs into bit-identical groups (marking the heuristic's default and torch's own
 result); sweeps M (and, for attention, batch and sequence length) to find where row 0 changes its
-bits; and offers a batch-invariant Triton matmul whose configuration depends on (N, K) only, timed
-against cuBLAS in the same run.
+bits; and offers a batch-invariant Triton matmul (every output element summed by the same wgmma k16 chain
+for every M; the tile config may change with M's bucket only among configs measured to give identical
+bits), timed against cuBLAS in the same run.
 
-Layout, as in a Triton tutorial: the kernels (`csrc/gemm/` for cuBLASLt, `triton_matmul.py`), the wrapper
+Layout, as in a Triton tutorial: the kernels (`csrc/gemm/` for cuBLASLt, `triton_matmul.py`; configs, M
+buckets and recorded choices in `triton_configs.py`, the bench against cuBLAS in `triton_bench.py`, the
+sm_90 compile check without a GPU in `compile_check.py`), the wrapper
 (`cublaslt.py`), the reference check and clustering (`cluster.py`), the sweeps (`sweep.py`), the
 measurement and the report (`probe.py`), the table and the plot (`table.py`) and the command line
 (`__main__.py`).

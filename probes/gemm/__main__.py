@@ -14,8 +14,8 @@ Parts (--parts, default all that the device can run):
   algos  every cuBLASLt algorithm for Mistral-7B's linear shapes at a few M: heuristic picks and every
          configuration (capped), run on the same inputs, timed, clustered into bit-identical groups,
          errors against float64, which group is the heuristic's default and which is torch's (GPU only)
-  bench  the batch-invariant Triton matmul against cuBLAS (F.linear) in one run; picks the best
-         candidate per shape class (independent of M) and records it (GPU only)
+  bench  the batch-invariant Triton matmul against cuBLAS (F.linear) in one run; picks per shape class
+         and M bucket the fastest candidate whose bits equal the anchor config's, records it (GPU only)
   sweep  does row 0 of X[:M] @ W^T keep its bits as M grows? F.linear (bf16, fp16, fp32, TF32), the
          Triton matmul, rms_norm, softmax, SDPA over batch and sequence length. On a CPU: torch's CPU
          BLAS and the Triton interpreter on small shapes.
@@ -132,6 +132,10 @@ def run_parts(args, device, parts, shapes, modes, report, probe, stage_seconds, 
             cases = probe.sweep_cases(shapes, ms, matmul_modes=modes, others=not args.no_others,
                                       small_ms=[m for m in ms if m <= 64])
         report["config"]["sweep_ms"] = ms
+        from probes.gemm import triton_configs as TC
+        report["config"]["triton_choices_file"] = os.environ.get("GEMM_TRITON_CHOICES")
+        report["config"]["triton_choices_used"] = {f"N={n},K={k},{d}": [TC.config_name(c) for c in cs]
+                                                   for (n, k, d), cs in TC.CHOICES.items()}
         report["config"]["sweep_ms_rule"] = ("GPU: every M in 1..64, every 256, powers of two >= 64 with neighbours, "
                                              "and 100,127,129,200,300,1000,1400,2000,3000" if device != "cpu" else
                                              "CPU: 1..16 and 31-33, 63-65, 96, 127-130; interpreter: small list")
@@ -165,7 +169,7 @@ def run_parts(args, device, parts, shapes, modes, report, probe, stage_seconds, 
 def finish(args, device, report, stage_seconds, started, log):
     from probes import report as reports
     from probes.gemm import table
-    from probes.gemm.triton_matmul import save_choices
+    from probes.gemm.triton_configs import save_choices
 
     report["config"]["stage_seconds"] = stage_seconds
     from probes.gemm.triton_matmul import FALLBACKS

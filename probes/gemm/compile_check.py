@@ -1,13 +1,16 @@
 """Compile the batch-invariant Triton matmul for a GPU target without a GPU (Triton's own ptxas):
 `python -m probes.gemm.compile_check [--all] [--arch 90]` prints one line per config and dtype with the
-shared memory it needs and its count of wgmma / TMA instructions; exit status 1 if any fails.
+shared memory it needs and its count of wgmma / mma.sync / TMA instructions; exit status 1 if any fails to
+compile, has no wgmma, any mma.sync (another instruction: other bits), a wgmma other than m64*k16 with fp32
+accumulation of the input type (WGMMA_KIND), no TMA, or too much shared memory.
 Must run with TRITON_INTERPRET unset (the interpreter replaces the compiler)."""
 import argparse
+import re
 import sys
 import time
 
 
-def compile_config(c, dtype, arch=90):
+def compile_config(c, dtype, arch=90, num_sms=132):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -15,49 +18,73 @@ def compile_config(c, dtype, arch=90):
     from probes.gemm import triton_matmul as T
 
     dt = {"bfloat16": "bf16", "float16": "fp16"}[dtype]
-    meta = dict(BLOCK_M=c["BLOCK_M"], BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"], GROUP_M=c["GROUP_M"],
-                FLATTEN=c["FLATTEN"])
-    if c["impl"] == "tma":
-        fn = T.bi_matmul_tma_kernel
-        sig = {"x_desc": f"tensordesc<{dt}[{c['BLOCK_M']}, {c['BLOCK_K']}]>",
-               "w_desc": f"tensordesc<{dt}[{c['BLOCK_N']}, {c['BLOCK_K']}]>",
-               "y_desc": f"tensordesc<{dt}[{c['BLOCK_M']}, {c['BLOCK_N']}]>"}
+    bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
+    meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=c["GROUP_M"], NUM_SMS=num_sms, FLATTEN=c["FLATTEN"])
+    if c["impl"] in ("tma", "swap"):
+        y_bn = bn // 2 if c.get("SUBTILE") else bn
+        sig = {"x_desc": f"tensordesc<{dt}[{bm}, {bk}]>", "w_desc": f"tensordesc<{dt}[{bn}, {bk}]>",
+               "y_desc": f"tensordesc<{dt}[{bm}, {y_bn}]>"}
+        if c["impl"] == "tma":
+            fn = T.bi_matmul_tma_kernel
+            meta.update(SUBTILE=c.get("SUBTILE", False), WS=c.get("WS", False))
+        else:
+            fn = T.bi_matmul_swap_kernel
     else:
         fn = T.bi_matmul_ptr_kernel
         sig = {"x_ptr": f"*{dt}", "w_ptr": f"*{dt}", "y_ptr": f"*{dt}"}
-    sig.update({"M": "i32", "N": "i32", "K": "i32", "num_programs": "i32"})
-    if c["impl"] != "tma":
+    sig.update({"M": "i32", "N": "i32", "K": "i32"})
+    if c["impl"] == "ptr":
         sig.update({"stride_xm": "i32", "stride_wn": "i32", "stride_ym": "i32"})
     sig.update({k: "constexpr" for k in meta})
     kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=meta), target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": c["num_warps"], "num_stages": c["num_stages"]})
     ptx = kernel.asm["ptx"]
-    return {"shared": kernel.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"),
-            "tma": ptx.count("cp.async.bulk.tensor")}
+    # e.g. "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16": the k step and the types must be the same
+    # for every candidate (the per-element k16 chain), whatever the N of the instruction.
+    kinds = sorted({re.sub(r"\.n\d+|n\d+(?=k)", "", m) for m in re.findall(r"wgmma\.mma_async\.\S+?(?=\s)", ptx)})
+    return {"shared": kernel.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"), "wgmma_kinds": kinds,
+            "mma_sync": ptx.count("mma.sync"), "tma": ptx.count("cp.async.bulk.tensor"),
+            "setmaxnreg": ptx.count("setmaxnreg")}
+
+
+#: The one wgmma kind (instruction N removed) every candidate must use: m64, k16, fp32 accumulator.
+WGMMA_KIND = {"bfloat16": "wgmma.mma_async.sync.aligned.m64k16.f32.bf16.bf16",
+              "float16": "wgmma.mma_async.sync.aligned.m64k16.f32.f16.f16"}
+
+#: Shared memory one block may use on sm_90 (227 KiB).
+SHARED_LIMIT = 232448
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m probes.gemm.compile_check", description=__doc__)
-    parser.add_argument("--all", action="store_true", help="every candidate (default: each class's default)")
+    parser.add_argument("--all", action="store_true", help="every candidate (default: ANCHOR only)")
     parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--dtypes", default="bfloat16,float16", help="comma-separated (default bfloat16,float16)")
     args = parser.parse_args(argv)
+    from probes.gemm import triton_configs as _configs
     from probes.gemm import triton_matmul as T
 
     if T.INTERPRETED:
         print("error: TRITON_INTERPRET is set; unset it to compile", file=sys.stderr)
         return 2
     configs = {}
-    for cands in list(T.CANDIDATES.values()) + [[T.GENERIC]]:
-        for c in (cands if args.all else cands[:1]):
-            configs.setdefault(T.config_name(c), c)
+    for c in ([T.ANCHOR] + (_configs.all_candidates() if args.all else [])):
+        configs.setdefault(T.config_name(c), c)
     failed = 0
     for name, c in configs.items():
-        for dtype in ("bfloat16", "float16"):
+        for dtype in args.dtypes.split(","):
             t = time.perf_counter()
             try:
                 r = compile_config(c, dtype, args.arch)
-                print(f"OK   {name:36s} {dtype:9s} shared={r['shared']:6d} wgmma={r['wgmma']} tma={r['tma']} "
-                      f"({time.perf_counter() - t:.1f} s)")
+                bad = [why for why, cond in (("no wgmma", r["wgmma"] == 0), ("mma.sync", r["mma_sync"] > 0),
+                                             ("no TMA", c["impl"] != "ptr" and r["tma"] == 0),
+                                             ("shared memory", r["shared"] > SHARED_LIMIT),
+                                             (f"wgmma kind {r['wgmma_kinds']}", r["wgmma_kinds"] != [WGMMA_KIND[dtype]]))
+                       if cond]
+                failed += bool(bad)
+                print(f"{'BAD ' if bad else 'OK  '} {name:40s} {dtype:9s} shared={r['shared']:6d} wgmma={r['wgmma']} "
+                      f"mma.sync={r['mma_sync']} tma={r['tma']} {','.join(r['wgmma_kinds'])} setmaxnreg={r['setmaxnreg']} "
+                      f"({time.perf_counter() - t:.1f} s){' ' + ', '.join(bad) if bad else ''}")
             except Exception as exc:
                 failed += 1
                 print(f"FAIL {name:36s} {dtype:9s} {type(exc).__name__}: {str(exc)[:300]}")

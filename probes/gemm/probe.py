@@ -134,24 +134,30 @@ class GemmProbe:
 
     # ---- Triton vs cuBLAS speed --------------------------------------------------------------------------
     def bench(self, report, shapes, ms, dtype):
-        from probes.gemm import triton_matmul as T
-
         t0 = time.perf_counter()
-        rows = T.benchmark(shapes, ms, dtype, seed=self.seed, log=self.log)
-        chosen = T.choose(rows)
+        chosen = report["config"].setdefault("triton_choices", {}).setdefault(dtype, {})
+        for shape, nk in shapes.items():  # shape by shape: a run cut short keeps the shapes it finished
+            self._bench_shape(report, {shape: nk}, ms, dtype, chosen)
+        self.log(f"bench {dtype}: {time.perf_counter() - t0:.1f} s; chosen: "
+                 + "; ".join(f"{s}: {[b['config'] for b in c['buckets']]} (score {c['score']:.2f})"
+                             for s, c in chosen.items()))
+        return chosen
+
+    def _bench_shape(self, report, shapes, ms, dtype, chosen):
+        from probes.gemm import triton_bench as B
+
+        rows = B.benchmark(shapes, ms, dtype, seed=self.seed, log=self.log)
         for r in rows:
             key = f"bench/{dtype}/{r['shape']}/M={r['M']}/{r['config']}"
-            params = {"config": r["config"], "timer": "triton.testing.do_bench median", "baseline": "F.linear (cuBLAS)"}
+            params = {"config": r["config"], "timer": "triton.testing.do_bench median", "baseline": "F.linear (cuBLAS)",
+                      "bit_reference": "ANCHOR config's output rows [:M] (triton_configs.ANCHOR)"}
             inputs = _inputs(self.seed, M=r["M"], N=r["N"], K=r["K"], dtype=dtype)
             if "error" in r:
                 reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error", message=r["error"])
             else:
                 reports.add_experiment(report, key=key, inputs=inputs, params=params,
                                        metrics={k_: v for k_, v in r.items() if k_ not in ("shape", "config")})
-        report["config"].setdefault("triton_choices", {})[dtype] = chosen
-        self.log(f"bench {dtype}: {time.perf_counter() - t0:.1f} s; chosen: "
-                 + "; ".join(f"{s}: {c['config']} (score {c['score']:.2f})" for s, c in chosen.items()))
-        return chosen
+        chosen.update(B.choose(rows))
 
 
 def build_report(device, seed, command, config):

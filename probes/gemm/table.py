@@ -51,27 +51,37 @@ def format_sweep(report):
     return "\n".join(lines)
 
 
+def _chosen_at(chosen, dtype, shape, m):
+    return ((chosen.get(dtype, {}).get(shape) or {}).get("by_m") or {}).get(str(m)) or \
+        ((chosen.get(dtype, {}).get(shape) or {}).get("by_m") or {}).get(m)
+
+
 def format_bench(report):
     exps = _ok(report, "bench/")
     if not exps:
         return ""
     chosen = report["config"].get("triton_choices", {})
-    head = (f"{'Triton vs cuBLAS':<10} {'M':>5} {'config':<34} {'Triton TF/s':>11} {'cuBLAS TF/s':>11} "
-            f"{'ratio':>6} {'target':>6} {'chosen':>6}")
+    head = (f"{'Triton vs cuBLAS':<10} {'M':>5} {'config':<40} {'Triton TF/s':>11} {'cuBLAS TF/s':>11} "
+            f"{'ratio':>6} {'target':>6} {'bits':>5} {'chosen':>6}")
     lines = [head, "-" * len(head)]
     for e in exps:
         _, dtype, shape, mpart, config = e["key"].split("/", 4)
         if e["status"] != "ok":
-            lines.append(f"{shape:<10} {mpart[2:]:>5} {config:<34} ERROR {e['message'][:120]}")
+            lines.append(f"{shape:<10} {mpart[2:]:>5} {config:<40} ERROR {e['message'][:120]}")
             continue
         m = e["metrics"]
-        pick = (chosen.get(dtype, {}).get(shape) or {}).get("config") == config
-        lines.append(f"{shape:<10} {m['M']:>5} {config:<34} {m['tflops']:>11.1f} {m['cublas_tflops']:>11.1f} "
-                     f"{m['ratio']:>6.3f} {m['target']:>6} {'*' if pick else '':>6}")
+        pick = _chosen_at(chosen, dtype, shape, m["M"]) == config
+        bits = "same" if m.get("bit_identical_to_anchor") else "DIFF"
+        lines.append(f"{shape:<10} {m['M']:>5} {config:<40} {m['tflops']:>11.1f} {m['cublas_tflops']:>11.1f} "
+                     f"{m['ratio']:>6.3f} {m['target']:>6} {bits:>5} {'*' if pick else '':>6}")
     for dtype, per in chosen.items():
         for shape, c in per.items():
-            lines.append(f"chosen {dtype} {shape}: {c['config']} worst ratio/target {c['score']:.3f} "
-                         f"({'meets' if c['meets_targets'] else 'MISSES'} targets) ratios {c['ratios']}")
+            lines.append(f"chosen {dtype} {shape}: worst ratio/target {c['score']:.3f} "
+                         f"({'meets' if c['meets_targets'] else 'MISSES'} targets)"
+                         + (f"; bits differ from the anchor: {c['not_identical']}" if c.get("not_identical") else ""))
+            for b in c["buckets"]:
+                lines.append(f"    M {b['bucket']:>10}: {b['config']:<40} ratio {b['ratio']:.3f} at M={b['measured_at_m']} "
+                             f"(target {b['target']}{'' if b['meets'] else ', missed'})")
     return "\n".join(lines)
 
 
@@ -106,7 +116,7 @@ def plot(report, path):
         chosen = report["config"].get("triton_choices", {})
         for e in bench:
             _, dtype, shape, _, config = e["key"].split("/", 4)
-            if (chosen.get(dtype, {}).get(shape) or {}).get("config") != config:
+            if _chosen_at(chosen, dtype, shape, e["metrics"]["M"]) != config:
                 continue
             m = e["metrics"]
             ax.scatter(m["M"], m["ratio"], label=f"{dtype} {shape}", s=18)

@@ -1,25 +1,27 @@
 """A batch-invariant matmul in Triton: Y = X @ W^T (F.linear) whose rows never depend on M.
 
 Why cuBLAS is not: its heuristic picks a kernel (tile, split-K, reduction) from the shape, so the same row
-of X @ W^T is summed in another order once X gains rows. Here the whole kernel configuration is a
-function of the shape class (N, K) only (`config_for`), never of M:
+of X @ W^T is summed in another order once X gains rows. Here every output element is summed the same way
+for every M:
   * one output tile per program iteration, the full K range summed by that program (no split-K),
-  * a fixed K loop: k-tiles 0, 1, 2 ... in order, each a tl.dot of the same BLOCK_M x BLOCK_K x BLOCK_N
-    shape, accumulated in float32, cast once to the output dtype,
-  * M and the program count are run-time arguments that Triton must not specialise on
-    (do_not_specialize), so one compiled kernel serves every M.
+  * a fixed K loop: k-tiles 0, 1, 2 ... in order, each a tl.dot (on sm_90 a chain of wgmma k16 steps)
+    accumulated in float32 registers, cast once to the output dtype,
+  * M is a run-time argument Triton must not specialise on (do_not_specialize): one binary per config.
 Rows of a tile beyond M read zeros (TMA fills out-of-bounds with zeros, the pointer kernel masks them):
 they never enter another row's sum. The grid is persistent (min(SMs, tiles) programs walking the tiles in
 grouped order); which program computes a tile does not change how.
+The config (tile sizes, warps, stages, kernel) may change with M's bucket (`triton_configs`): all candidates
+share the per-element k16 chain, the bench admits only candidates whose bits equal the anchor's, and the GPU
+tests prove invariance over every M of the sweep across the bucket boundaries.
 
-Two kernels: `bi_matmul_tma_kernel` (Hopper: TMA tensor descriptors, wgmma through tl.dot) and
-`bi_matmul_ptr_kernel` (pointer loads; any GPU and Triton's interpreter). `CANDIDATES` holds a few configs
-per shape class; `benchmark` times them against cuBLAS (torch F.linear) in one run and `choose` records
-the best per class (the choice is a function of (N, K, dtype) and of measurements, never of M).
+Three kernels: `bi_matmul_tma_kernel` (Hopper, tutorial 09's persistent TMA matmul: host tensor
+descriptors, grouped order, optional epilogue subtiling and warp specialisation), `bi_matmul_swap_kernel`
+(small M: Y^T = W X^T so that W's rows fill the wgmma's 64-row side) and `bi_matmul_ptr_kernel` (pointer
+loads; any GPU and Triton's interpreter). `triton_bench` times the candidates against cuBLAS in one run and
+records the best per (shape class, M bucket).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -65,17 +67,21 @@ def _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@triton.jit(do_not_specialize=["M", "num_programs"])
-def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K, num_programs,
+@triton.jit(do_not_specialize=["M"])
+def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         GROUP_M: tl.constexpr, FLATTEN: tl.constexpr):
+                         GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr,
+                         SUBTILE: tl.constexpr, WS: tl.constexpr):
+    """Persistent TMA matmul (Triton's tutorial 09 layout): NUM_SMS programs walk the output tiles in
+    grouped order; each tile sums k-tiles 0, 1, 2 ... with tl.dot (wgmma) into a float32 accumulator."""
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     num_tiles = num_pid_m * num_pid_n
     num_pid_in_group = GROUP_M * num_pid_n
-    for tile_id in tl.range(pid, num_tiles, num_programs, flatten=FLATTEN):
+    tile_id_c = pid - NUM_SMS  # the epilogue's own counter (the tutorial's pipelining work-around)
+    for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN, warp_specialize=WS):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         offs_m = pid_m * BLOCK_M
         offs_n = pid_n * BLOCK_N
@@ -84,20 +90,54 @@ def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K, num_programs,
             a = x_desc.load([offs_m, ki * BLOCK_K])
             b = w_desc.load([offs_n, ki * BLOCK_K])
             acc = tl.dot(a, b.T, acc)
-        y_desc.store([offs_m, offs_n], acc.to(y_desc.dtype))
+        tile_id_c += NUM_SMS
+        pid_m, pid_n = _tile_coords(tile_id_c, num_pid_in_group, num_pid_m, GROUP_M)
+        offs_m = pid_m * BLOCK_M
+        offs_n = pid_n * BLOCK_N
+        if SUBTILE:  # two half-width stores: less shared memory for the epilogue, more for the stages
+            halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
+            acc0, acc1 = tl.split(halves)
+            y_desc.store([offs_m, offs_n], acc0.to(y_desc.dtype))
+            y_desc.store([offs_m, offs_n + BLOCK_N // 2], acc1.to(y_desc.dtype))
+        else:
+            y_desc.store([offs_m, offs_n], acc.to(y_desc.dtype))
 
 
-@triton.jit(do_not_specialize=["M", "num_programs"])
-def bi_matmul_ptr_kernel(x_ptr, w_ptr, y_ptr, M, N, K, num_programs, stride_xm, stride_wn, stride_ym,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         GROUP_M: tl.constexpr, FLATTEN: tl.constexpr):
+@triton.jit(do_not_specialize=["M"])
+def bi_matmul_swap_kernel(x_desc, w_desc, y_desc, M, N, K,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr):
+    """Small M: Y^T tile = W tile @ X tile^T, so that W's rows are the wgmma's M side (64 per warpgroup)
+    and the few rows of X its N side (16, 32, 64). Same products, same k16 chain per element."""
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     num_tiles = num_pid_m * num_pid_n
     num_pid_in_group = GROUP_M * num_pid_n
-    for tile_id in tl.range(pid, num_tiles, num_programs, flatten=FLATTEN):
+    for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
+        offs_m = pid_m * BLOCK_M
+        offs_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for ki in range(k_tiles):  # fixed order: k-tile 0, 1, 2, ...
+            b = w_desc.load([offs_n, ki * BLOCK_K])
+            a = x_desc.load([offs_m, ki * BLOCK_K])
+            acc = tl.dot(b, a.T, acc)
+        y_desc.store([offs_m, offs_n], tl.trans(acc).to(y_desc.dtype))
+
+
+@triton.jit(do_not_specialize=["M"])
+def bi_matmul_ptr_kernel(x_ptr, w_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr):
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    num_tiles = num_pid_m * num_pid_n
+    num_pid_in_group = GROUP_M * num_pid_n
+    for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -114,85 +154,16 @@ def bi_matmul_ptr_kernel(x_ptr, w_ptr, y_ptr, M, N, K, num_programs, stride_xm, 
                  mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
-# ---- configurations: a function of (N, K), never of M -----------------------------------------------
+# ---- configurations: see triton_configs (M buckets, candidates, measured choices) -------------------
 
-def cfg(impl, bm, bn, bk, group_m=8, stages=3, warps=8, flatten=True):
-    return {"impl": impl, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m,
-            "num_stages": stages, "num_warps": warps, "FLATTEN": flatten}
-
-
-def config_name(c):
-    return (f"{c['impl']}-{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']}-g{c['GROUP_M']}-s{c['num_stages']}"
-            f"-w{c['num_warps']}{'' if c['FLATTEN'] else '-nf'}")
+from probes.gemm.triton_configs import (  # noqa: E402  (re-exported: one import for users)
+    ANCHOR, BUCKETS, INTERPRETER_CONFIG, MISTRAL_SHAPES, bucket_of, candidates, cfg, config_by_name,
+    config_name, load_choices, save_choices)
+from probes.gemm import triton_configs as _configs  # noqa: E402
 
 
-#: Mistral-7B's linear layers: name -> (N, K) of F.linear(x [M, K], W [N, K]).
-MISTRAL_SHAPES = {
-    "q_o": (4096, 4096),
-    "k_v": (1024, 4096),
-    "gate_up": (14336, 4096),
-    "down": (4096, 14336),
-    "lm_head": (32000, 4096),
-}
-
-# (128x256x64 with 4 stages would need ~256 KB of shared memory with its epilogue: not a candidate.)
-_BIG = [cfg("tma", 128, 256, 64, stages=3), cfg("tma", 128, 128, 64, stages=4),
-        cfg("tma", 128, 256, 64, stages=3, group_m=16), cfg("tma", 128, 128, 64, stages=4, flatten=False),
-        cfg("ptr", 128, 128, 64, stages=3)]
-_NARROW = [cfg("tma", 128, 128, 64, stages=4), cfg("tma", 64, 128, 64, stages=4, warps=4),
-           cfg("tma", 128, 64, 64, stages=4, warps=4), cfg("tma", 64, 64, 128, stages=4, warps=4),
-           cfg("ptr", 64, 128, 64, stages=4, warps=4)]
-#: Candidate configs per shape class (N, K); the first is the default until `choose` picks from measurements.
-CANDIDATES = {
-    (4096, 4096): [cfg("tma", 128, 128, 64, stages=4), cfg("tma", 128, 256, 64, stages=3),
-                   cfg("tma", 64, 128, 64, stages=4, warps=4), cfg("tma", 64, 64, 128, stages=4, warps=4),
-                   cfg("ptr", 128, 128, 64, stages=3)],
-    (1024, 4096): _NARROW,
-    (14336, 4096): _BIG,
-    (4096, 14336): [cfg("tma", 128, 128, 64, stages=4), cfg("tma", 128, 256, 64, stages=3),
-                    cfg("tma", 64, 128, 64, stages=4, warps=4), cfg("ptr", 128, 128, 64, stages=3)],
-    (32000, 4096): _BIG,
-}
-GENERIC = cfg("tma", 128, 128, 64, stages=3)
-#: Small tiles for the interpreter (CPU); also fixed per class.
-INTERPRETER_CONFIG = cfg("ptr", 16, 16, 16, group_m=2, stages=1, warps=1)
-
-#: Chosen config per (N, K, dtype) once measured (`choose`), loaded from GEMM_TRITON_CHOICES if set.
-CHOICES: dict = {}
-
-
-def load_choices(path):
-    """Read a choices file written by `save_choices` (JSON list of {N, K, dtype, config})."""
-    with open(path) as f:
-        for row in json.load(f):
-            CHOICES[(int(row["N"]), int(row["K"]), row["dtype"])] = row["config"]
-
-
-def save_choices(path):
-    rows = [{"N": n, "K": k, "dtype": d, "config": c, "name": config_name(c)} for (n, k, d), c in CHOICES.items()]
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=1)
-
-
-if os.environ.get("GEMM_TRITON_CHOICES"):
-    load_choices(os.environ["GEMM_TRITON_CHOICES"])
-
-
-def config_by_name(name):
-    for c in [GENERIC, INTERPRETER_CONFIG] + [c for cs in CANDIDATES.values() for c in cs]:
-        if config_name(c) == name:
-            return c
-    raise KeyError(f"no Triton matmul config named {name!r}")
-
-
-def config_for(n, k, dtype, device_type="cuda"):
-    """The kernel config of shape class (N, K): measured choice, else the class's first candidate."""
-    if device_type == "cpu" or INTERPRETED:
-        return INTERPRETER_CONFIG
-    key = (int(n), int(k), str(dtype).replace("torch.", ""))
-    if key in CHOICES:
-        return CHOICES[key]
-    return CANDIDATES.get((int(n), int(k)), [GENERIC])[0]
+def config_for(n, k, dtype, m, device_type="cuda"):
+    return _configs.config_for(n, k, dtype, m, device_type, interpreted=INTERPRETED)
 
 
 # ---- the wrapper ---------------------------------------------------------------------------------------
@@ -200,13 +171,14 @@ def config_for(n, k, dtype, device_type="cuda"):
 _SM_COUNT = {}
 
 
-def _programs(device, tiles):
+def num_sms(device):
+    """Programs of the persistent grid: the GPU's SM count (4 in the interpreter)."""
     if device.type != "cuda":
-        return max(1, min(tiles, 4))
+        return 4
     if device.index not in _SM_COUNT:
         import torch
         _SM_COUNT[device.index] = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(tiles, _SM_COUNT[device.index]))
+    return _SM_COUNT[device.index]
 
 
 def check_inputs(x, w):
@@ -240,32 +212,31 @@ def check_inputs(x, w):
 
 def batch_invariant_matmul(x, w, *, config=None, out=None):
     """F.linear(x, w) = x @ w.T with x [M, K], w [N, K] (bf16/fp16), float32 accumulation. Row i of the
-    result depends on x[i] and w only: never on M or on the other rows."""
-    import torch
-
+    result depends on x[i] and w only: never on M or on the other rows (see triton_configs for why the
+    config of M's bucket does not change the bits, and the GPU tests for the proof over M)."""
     check_inputs(x, w)
     M, K = x.shape
     N = w.shape[0]
     if config is None:
-        c = dict(config_for(N, K, x.dtype, x.device.type))
+        c = dict(config_for(N, K, x.dtype, M, x.device.type))
         try:
             return _launch(x, w, c, out)
         except (KernelInputError, NotImplementedError):
             raise
         except Exception as exc:
-            if c["impl"] != "tma":
+            if c["impl"] == "ptr":
                 raise
-            # A TMA config that does not compile here: the pointer kernel with the same tiles, recorded as
-            # the class's choice so that every later M uses it too (the choice stays independent of M).
-            fallback = dict(c, impl="ptr")
-            CHOICES[(int(N), int(K), str(x.dtype).replace("torch.", ""))] = fallback
-            FALLBACKS.append({"N": N, "K": K, "dtype": str(x.dtype), "from": config_name(c),
+            # A config that does not compile here: the pointer kernel with ANCHOR's tiles for EVERY bucket
+            # of the class from now on (recorded; the report shows it).
+            fallback = dict(ANCHOR, impl="ptr")
+            _configs.CHOICES[(int(N), int(K), str(x.dtype).replace("torch.", ""))] = [fallback] * len(BUCKETS)
+            FALLBACKS.append({"N": N, "K": K, "M": M, "dtype": str(x.dtype), "from": config_name(c),
                               "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             return _launch(x, w, fallback, out)
     return _launch(x, w, dict(config), out)
 
 
-#: TMA configs that failed to compile and were replaced by the pointer kernel (reported by the probe).
+#: Configs that failed to compile and were replaced by the pointer kernel (reported by the probe).
 FALLBACKS: list = []
 
 
@@ -279,100 +250,28 @@ def _launch(x, w, c, out):
     elif out.shape != (M, N) or out.dtype != x.dtype or out.device != x.device or not out.is_contiguous():
         raise KernelInputError(f"out: must be a contiguous {x.dtype} tensor of shape ({M}, {N}) on {x.device}, got "
                                f"{out.dtype} {tuple(out.shape)} on {out.device}")
-    tiles = triton.cdiv(M, c["BLOCK_M"]) * triton.cdiv(N, c["BLOCK_N"])
-    programs = _programs(x.device, tiles)
-    meta = dict(BLOCK_M=c["BLOCK_M"], BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"], GROUP_M=c["GROUP_M"],
-                FLATTEN=c["FLATTEN"], num_warps=c["num_warps"], num_stages=c["num_stages"])
+    bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
+    sms = num_sms(x.device)
+    grid = (max(1, min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))),)
+    meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=c["GROUP_M"], NUM_SMS=sms, FLATTEN=c["FLATTEN"],
+                num_warps=c["num_warps"], num_stages=c["num_stages"])
     # TMA needs 16-byte aligned row strides (K and N multiples of 8 for 2-byte types): a (N, K) property.
-    use_tma = c["impl"] == "tma" and TensorDescriptor is not None and K % 8 == 0 and N % 8 == 0
+    use_tma = c["impl"] in ("tma", "swap") and TensorDescriptor is not None and K % 8 == 0 and N % 8 == 0
     if use_tma:
-        x_desc = TensorDescriptor.from_tensor(x, [c["BLOCK_M"], c["BLOCK_K"]])
-        w_desc = TensorDescriptor.from_tensor(w, [c["BLOCK_N"], c["BLOCK_K"]])
-        y_desc = TensorDescriptor.from_tensor(out, [c["BLOCK_M"], c["BLOCK_N"]])
-        bi_matmul_tma_kernel[(programs,)](x_desc, w_desc, y_desc, M, N, K, programs, **meta)
+        x_desc = TensorDescriptor.from_tensor(x, [bm, bk])
+        w_desc = TensorDescriptor.from_tensor(w, [bn, bk])
+        if c["impl"] == "swap":
+            y_desc = TensorDescriptor.from_tensor(out, [bm, bn])
+            bi_matmul_swap_kernel[grid](x_desc, w_desc, y_desc, M, N, K, **meta)
+        else:
+            y_desc = TensorDescriptor.from_tensor(out, [bm, bn // 2 if c.get("SUBTILE") else bn])
+            bi_matmul_tma_kernel[grid](x_desc, w_desc, y_desc, M, N, K, SUBTILE=c.get("SUBTILE", False),
+                                       WS=c.get("WS", False), **meta)
     else:
-        bi_matmul_ptr_kernel[(programs,)](x, w, out, M, N, K, programs, x.stride(0), w.stride(0), out.stride(0),
-                                          **meta)
+        bi_matmul_ptr_kernel[grid](x, w, out, M, N, K, x.stride(0), w.stride(0), out.stride(0), **meta)
     return out
 
 
 def reference(x, w):
     """float64 product of the same inputs rounded once to float32 (the 'close' reference of the tests)."""
     return (x.double() @ w.double().T).float()
-
-
-# ---- measurement against cuBLAS ------------------------------------------------------------------------
-
-#: Speed targets vs cuBLAS (torch F.linear) from the task: >= 0.9x for M >= 256, >= 0.8x below.
-def target_ratio(m):
-    return 0.9 if m >= 256 else 0.8
-
-
-def benchmark(shapes=None, ms=(64, 256, 1400, 4096), dtype="bfloat16", candidates=None, *, seed=0, warmup=10,
-              rep=40, log=None):
-    """Time every candidate of each shape class and cuBLAS (F.linear) at each M, in one run.
-    Returns rows {shape, N, K, M, config, triton_ms, cublas_ms, tflops, cublas_tflops, ratio, target, error}."""
-    import torch
-    import torch.nn.functional as F
-
-    shapes = shapes or MISTRAL_SHAPES
-    tdt = getattr(torch, dtype)
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    rows = []
-    for name, (n, k) in shapes.items():
-        w = (torch.randn((n, k), device="cuda", generator=gen) * k ** -0.5).to(tdt)
-        xs = torch.randn((max(ms), k), device="cuda", generator=gen).to(tdt)
-        for m in ms:
-            x = xs[:m]
-            cublas_ms = triton.testing.do_bench(lambda: F.linear(x, w), warmup=warmup, rep=rep, return_mode="median")
-            flop = 2.0 * m * n * k
-            for c in (candidates or CANDIDATES.get((n, k), [GENERIC])):
-                row = {"shape": name, "N": n, "K": k, "M": m, "dtype": dtype, "config": config_name(c),
-                       "cublas_ms": cublas_ms, "cublas_tflops": flop / cublas_ms * 1e-9, "target": target_ratio(m)}
-                try:
-                    out = torch.empty((m, n), dtype=tdt, device="cuda")
-                    batch_invariant_matmul(x, w, config=c, out=out)
-                    torch.cuda.synchronize()
-                    ms_ = triton.testing.do_bench(lambda: batch_invariant_matmul(x, w, config=c, out=out),
-                                                  warmup=warmup, rep=rep, return_mode="median")
-                    row.update(triton_ms=ms_, tflops=flop / ms_ * 1e-9, ratio=cublas_ms / ms_)
-                    ref = F.linear(x, w)
-                    row["max_abs_diff_vs_cublas"] = float((out.float() - ref.float()).abs().max())
-                except Exception as exc:  # a config that does not compile is a row, not the end
-                    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                rows.append(row)
-                if log:
-                    log(_row_text(row))
-    return rows
-
-
-def _row_text(r):
-    if "error" in r:
-        return f"{r['shape']:8s} M={r['M']:5d} {r['config']:34s} ERROR {r['error']}"
-    return (f"{r['shape']:8s} M={r['M']:5d} {r['config']:34s} triton {r['tflops']:6.1f} TFLOP/s  cublas "
-            f"{r['cublas_tflops']:6.1f}  ratio {r['ratio']:.3f} (target {r['target']})")
-
-
-def choose(rows):
-    """Per (shape class, dtype) the candidate with the best worst-case ratio/target over the measured M;
-    stores it in CHOICES and returns {shape: {config, score, ratios}}."""
-    by = {}
-    for r in rows:
-        by.setdefault((r["N"], r["K"], r["dtype"], r["shape"]), {}).setdefault(r["config"], []).append(r)
-    picked = {}
-    for (n, k, dtype, shape), per in by.items():
-        best = None
-        for name, rs in per.items():
-            if any("error" in r for r in rs):
-                continue
-            score = min(r["ratio"] / r["target"] for r in rs)
-            if best is None or score > best[0]:
-                best = (score, name, rs)
-        if best is None:
-            continue
-        score, name, rs = best
-        config = config_by_name(name)
-        CHOICES[(n, k, dtype)] = config
-        picked[shape] = {"config": name, "score": score, "meets_targets": score >= 1.0,
-                         "ratios": {r["M"]: round(r["ratio"], 3) for r in rs}}
-    return picked
