@@ -15,22 +15,25 @@ from probes.dequant import triton_dequant as td
 from probes.dequant import triton_fused as tf
 
 TARGET = GPUTarget("cuda", 90, 32)
-_INT4_SIG = {"packed_ptr": "*u8", "scales_ptr": "*fp16", "zeros_ptr": "*fp16", "total_bytes": "i32", "half_k": "i32",
-             "groups": "i32", "group": "i32", "symmetric": "i32"}
+_INT4_SIG = {"packed_ptr": "*u8", "scales_ptr": "*fp16", "zeros_ptr": "*fp16", "n_chunks": "i32",
+             "chunks_per_group": "i32", "symmetric": "i32"}
 _DT = {"bf16": tl.bfloat16, "fp16": tl.float16, "fp32": tl.float32}
 
 
 def ptx(fn, sig, consts):
+    """PTX of fn for sm_90; pointers marked 16-byte aligned, as Triton specialises them at launch (torch
+    allocations are), so the vector widths match the GPU run."""
+    aligned = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k, v in sig.items() if v.startswith("*")}
     sig = {**sig, **{k: "constexpr" for k in consts}}
-    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=TARGET).asm["ptx"]
+    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=aligned), target=TARGET).asm["ptx"]
 
 
 def int4(formula, compute16, out):
     sig = {**_INT4_SIG, "out_ptr": "*" + out}
-    sig = {k: sig[k] for k in ("packed_ptr", "scales_ptr", "zeros_ptr", "out_ptr", "total_bytes", "half_k", "groups",
-                               "group", "symmetric")}
+    sig = {k: sig[k] for k in ("packed_ptr", "scales_ptr", "zeros_ptr", "out_ptr", "n_chunks", "chunks_per_group",
+                               "symmetric")}
     return ptx(td.dequant_int4_kernel, sig, {"FORMULA": formula, "COMPUTE16": compute16, "OUT_DTYPE": _DT[out],
-                                             "OUT_BF16": out == "bf16", "INTERP": False, "BLOCK": 1024})
+                                             "OUT_BF16": out == "bf16", "INTERP": False, "CHUNKS": 256})
 
 
 def q4(q41):
