@@ -78,9 +78,10 @@ def test_fp8_cuda_triton_torch_match_model(fmt, scaling):
         _report(f"torch {via}", to_numpy(torch_dequant.dequant_fp8(g(q), g(s), scaling, via=via)), want)
 
 
-@pytest.mark.parametrize("bm", [16, 64])
-@pytest.mark.parametrize("compute", dq.COMPUTE)
-@pytest.mark.parametrize("formula", dq.FORMULAS)
+FUSED_CASES = [(f, c, 16) for c in dq.COMPUTE for f in dq.FORMULAS] + [("sub_mul", "float32", 64), ("fma", "float16", 64)]
+
+
+@pytest.mark.parametrize("formula,compute,bm", FUSED_CASES)
 def test_fused_matmul_tile_and_k_order(formula, compute, bm):
     """The fused kernel's dequantised tile is the model's bit for bit; each path (fused, dequant then the
     same matmul) equals the tensor-core model (TC_MODEL) in the K order its compiled dot uses: BM=16 is

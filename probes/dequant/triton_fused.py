@@ -145,38 +145,37 @@ def fused_experiment(device, seed, add, log):
     xn = cast(np.random.default_rng(seed + 41).standard_normal((m, k)), "bfloat16")
     x = to_torch(xn, device)
     P, S, Z = (to_torch(a, device) for a in (packed, scales, z))
-    for bm in (16, 64):
-        for compute in dq.COMPUTE:
-            for f in dq.FORMULAS:
-                wn = dq.dequant_int4(packed, scales, z, group_size=128, formula=f, compute=compute, out="bfloat16")
-                fi, ui = {}, {}
-                a = to_numpy(fused_int4_matmul(x, P, S, Z, formula=f, compute=compute, bm=bm, info=fi))
-                b = to_numpy(matmul_bf16(x, to_torch(wn, device), bm=bm, info=ui))
-                nd = count_differing(a, b)
-                metrics = {"fused_equals_unfused": nd == 0, "frac_differing": nd / a.size, "max_ulp": int(max_ulp(a, b)),
-                           "fused/mma": fi.get("mma"), "fused/k_widths": fi.get("k_widths"),
-                           "unfused/mma": ui.get("mma"), "unfused/k_widths": ui.get("k_widths")}
-                ok = True
-                if fi.get("k_order") is not None and ui.get("k_order") is not None:
-                    xs, ws, cols = xn, wn[:MODEL_COLS], slice(0, MODEL_COLS)
-                    for name, out, order in (("fused", a, fi["k_order"]), ("unfused", b, ui["k_order"])):
-                        metrics[f"{name}/matches_model_own_order"] = bool(bitwise_equal(out[:, cols],
-                                                                                        model_output(xs, ws, order)))
-                        ok &= metrics[f"{name}/matches_model_own_order"]
-                    if not np.array_equal(fi["k_order"], ui["k_order"]):
-                        metrics["fused/matches_model_natural_order"] = bool(bitwise_equal(
-                            a[:, cols], model_output(xs, ws, np.arange(k))))
-                msg = ("" if nd == 0 else "fused differs from dequant-then-matmul: a different K order "
-                       f"(kWidth {fi.get('k_widths')} vs {ui.get('k_widths')})") if ok else \
-                    "an output differs from the tensor-core model in its own K order"
-                add(key=f"fused/{m}x{n}x{k}/bm{bm}/{compute}/{f}", inputs={"seed": seed + 40, "x_seed": seed + 41},
-                    params={"kind": "fused", "formula": f, "compute": compute, "tiles": [bm, 64, 64], "num_warps": 4,
-                            "model": TC_MODEL.describe(), "model_cols": MODEL_COLS},
-                    metrics=metrics, status="ok" if ok else "error", message=msg)
-                log(f"fused bm={bm} {compute} {f}: equal={nd == 0} ({metrics['frac_differing']:.3f} differ, "
-                    f"max ulp {metrics['max_ulp']}), fused {fi.get('mma')} kWidth {fi.get('k_widths')}, unfused "
-                    f"{ui.get('mma')} kWidth {ui.get('k_widths')}, model own order: "
-                    f"{metrics.get('fused/matches_model_own_order')}/{metrics.get('unfused/matches_model_own_order')}")
+    cases = [(16, c, f) for c in dq.COMPUTE for f in dq.FORMULAS] + [(64, "float32", "sub_mul"), (64, "float16", "fma")]
+    for bm, compute, f in cases:
+        wn = dq.dequant_int4(packed, scales, z, group_size=128, formula=f, compute=compute, out="bfloat16")
+        fi, ui = {}, {}
+        a = to_numpy(fused_int4_matmul(x, P, S, Z, formula=f, compute=compute, bm=bm, info=fi))
+        b = to_numpy(matmul_bf16(x, to_torch(wn, device), bm=bm, info=ui))
+        nd = count_differing(a, b)
+        metrics = {"fused_equals_unfused": nd == 0, "frac_differing": nd / a.size, "max_ulp": int(max_ulp(a, b)),
+                   "fused/mma": fi.get("mma"), "fused/k_widths": fi.get("k_widths"),
+                   "unfused/mma": ui.get("mma"), "unfused/k_widths": ui.get("k_widths")}
+        ok = True
+        if fi.get("k_order") is not None and ui.get("k_order") is not None:
+            xs, ws, cols = xn, wn[:MODEL_COLS], slice(0, MODEL_COLS)
+            for name, out, order in (("fused", a, fi["k_order"]), ("unfused", b, ui["k_order"])):
+                metrics[f"{name}/matches_model_own_order"] = bool(bitwise_equal(out[:, cols],
+                                                                                model_output(xs, ws, order)))
+                ok &= metrics[f"{name}/matches_model_own_order"]
+            if not np.array_equal(fi["k_order"], ui["k_order"]):
+                metrics["fused/matches_model_natural_order"] = bool(bitwise_equal(
+                    a[:, cols], model_output(xs, ws, np.arange(k))))
+        msg = ("" if nd == 0 else "fused differs from dequant-then-matmul: a different K order "
+               f"(kWidth {fi.get('k_widths')} vs {ui.get('k_widths')})") if ok else \
+            "an output differs from the tensor-core model in its own K order"
+        add(key=f"fused/{m}x{n}x{k}/bm{bm}/{compute}/{f}", inputs={"seed": seed + 40, "x_seed": seed + 41},
+            params={"kind": "fused", "formula": f, "compute": compute, "tiles": [bm, 64, 64], "num_warps": 4,
+                    "model": TC_MODEL.describe(), "model_cols": MODEL_COLS},
+            metrics=metrics, status="ok" if ok else "error", message=msg)
+        log(f"fused bm={bm} {compute} {f}: equal={nd == 0} ({metrics['frac_differing']:.3f} differ, "
+            f"max ulp {metrics['max_ulp']}), fused {fi.get('mma')} kWidth {fi.get('k_widths')}, unfused "
+            f"{ui.get('mma')} kWidth {ui.get('k_widths')}, model own order: "
+            f"{metrics.get('fused/matches_model_own_order')}/{metrics.get('unfused/matches_model_own_order')}")
     if device != "cpu":
         _fused_timing(device, x, P, S, Z, m, n, k, seed, add, log)
 
