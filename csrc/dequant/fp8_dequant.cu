@@ -1,9 +1,9 @@
-// FP8 (e4m3fn / e5m2) dequantisation kernel and launcher. A thread's unit is 8 fp8 values (one 8-byte
-// load; the row length is a multiple of 16, so a unit lies in one row and one 128-column scale block)
-// -> 8 bfloat16 = one 16-byte store. A block's tile is kUnroll x kThreads consecutive units, thread t
-// taking units t, t + kThreads, ...: each warp load reads 256 contiguous bytes, each store writes 512;
-// the kUnroll loads and scales are issued before the arithmetic. Grid sized by occupancy, grid-stride.
-// via F32: bf16(float32(q * s)); via BF16: bf16(q * bf16(s)) (the product is exact in fp32).
+// FP8 (e4m3fn / e5m2) dequantisation kernel and launcher. A block's tile is kThreads x 16 fp8 bytes: each
+// thread loads 16 bytes (one coalesced 16-byte load) into shared memory; then thread t takes the 8-value
+// units t and t + kThreads of the tile (the row length is a multiple of 16, so a unit lies in one row and
+// one 128-column scale block) -> 8 bfloat16 = one 16-byte store, so every warp store writes 512
+// contiguous bytes. Scales are loaded while the bytes are in flight. Grid sized by occupancy,
+// grid-stride over tiles. via F32: bf16(float32(q * s)); via BF16: bf16(q * bf16(s)) (exact product).
 #include <cuda_fp8.h>
 
 #include <cstdint>
@@ -17,7 +17,7 @@ namespace dq {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 2;  // 8-value units per thread per tile (16 bytes)
 
 template <Fp8 F> __device__ __forceinline__ float2 fp8x2_to_float2(unsigned int two_bytes) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)two_bytes,
@@ -27,19 +27,19 @@ template <Fp8 F> __device__ __forceinline__ float2 fp8x2_to_float2(unsigned int 
 
 template <Fp8 F, Scaling S, Via V, typename I>
 __global__ void __launch_bounds__(kThreads) dequant_fp8_kernel(
-    const uint2* __restrict__ q, const float* __restrict__ scales, uint4* __restrict__ out, I units, I k,
+    const uint4* __restrict__ q, const float* __restrict__ scales, uint4* __restrict__ out, I units, I k,
     I blocks_per_row, I tiles) {
+  __shared__ uint4 stage[kThreads];
+  const uint2* staged = reinterpret_cast<const uint2*>(stage);
   for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const I base = tile * (I)(kThreads * kUnroll) + threadIdx.x;
-    uint2 v[kUnroll];
+    const I first = tile * (I)(kThreads * kUnroll);  // first unit of the tile
+    if (first / 2 + threadIdx.x < units / 2) stage[threadIdx.x] = __ldg(q + first / 2 + threadIdx.x);
     float s[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const I i = base + (I)(u * kThreads);
-      v[u] = make_uint2(0, 0);
+      const I i = first + (I)(u * kThreads + threadIdx.x);
       s[u] = 1.0f;
       if (i < units) {
-        v[u] = __ldg(q + i);
         if (S == Scaling::Tensor) {
           s[u] = __ldg(scales);
         } else {
@@ -49,13 +49,15 @@ __global__ void __launch_bounds__(kThreads) dequant_fp8_kernel(
         }
       }
     }
+    __syncthreads();
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const I i = base + (I)(u * kThreads);
+      const I i = first + (I)(u * kThreads + threadIdx.x);
       if (i >= units) continue;
       float sc = s[u];
       if (V == Via::BF16) sc = __bfloat162float(__float2bfloat16_rn(sc));
-      const unsigned int words[2] = {v[u].x, v[u].y};
+      const uint2 v = staged[u * kThreads + threadIdx.x];
+      const unsigned int words[2] = {v.x, v.y};
       alignas(16) __nv_bfloat16 r[8];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {  // bytes 2j, 2j+1 (little-endian: value 2j in the low byte)
@@ -65,6 +67,7 @@ __global__ void __launch_bounds__(kThreads) dequant_fp8_kernel(
       }
       out[i] = *reinterpret_cast<const uint4*>(r);
     }
+    __syncthreads();  // the stage is refilled by the next tile
   }
 }
 
@@ -74,7 +77,7 @@ void run_indexed(const void* q, const void* scales, void* out, int64_t n, int64_
   const long long tiles = (units + kThreads * kUnroll - 1) / (kThreads * kUnroll);
   auto kernel = dequant_fp8_kernel<F, S, V, I>;
   const unsigned grid = grid_for(kernel, kThreads, tiles);
-  kernel<<<grid, kThreads, 0, st>>>(static_cast<const uint2*>(q), static_cast<const float*>(scales),
+  kernel<<<grid, kThreads, 0, st>>>(static_cast<const uint4*>(q), static_cast<const float*>(scales),
                                     static_cast<uint4*>(out), (I)units, (I)k, (I)((k + kFp8Block - 1) / kFp8Block),
                                     (I)tiles);
   check_launch("dequant_fp8_kernel");

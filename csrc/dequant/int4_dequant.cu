@@ -1,10 +1,10 @@
-// Group-wise int4 dequantisation kernel and its launcher. A thread's unit is one 32-bit word of packed
-// nibbles = 8 weights (one group: groups are multiples of 32) -> 8 outputs = one 16-byte store (bf16 /
-// fp16; two for fp32). A block's tile is kUnroll x kThreads consecutive words: thread t takes words
-// t, t + kThreads, ... so every load instruction of a warp reads 128 contiguous bytes and every store
-// writes 512 contiguous bytes; the kUnroll loads (and their scales, one per unit) are all issued before
-// the arithmetic, so each thread has kUnroll x 4 bytes in flight. The group of word i is
-// i / (group / 8): rows hold k / group whole groups, so the row never has to be computed.
+// Group-wise int4 dequantisation kernel and its launcher. A block's tile is kThreads x 16 packed bytes:
+// each thread loads 16 bytes (one coalesced 16-byte load per thread, 4 KB per block) into shared memory;
+// then thread t takes the 32-bit words t, t + kThreads, t + 2 kThreads, t + 3 kThreads of the tile, each
+// = 8 weights of one group (groups are multiples of 32) -> 8 outputs = one 16-byte store (bf16 / fp16;
+// two for fp32), so every warp store writes 512 contiguous bytes. Scales (one per word) are loaded
+// while the packed bytes are in flight. The group of word i is i / (group / 8): rows hold k / group whole
+// groups, so the row is never computed. Grid sized by occupancy, grid-stride over tiles.
 #include <cstdint>
 
 #include "formulas.cuh"
@@ -16,7 +16,7 @@ namespace dq {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 4;  // words per thread per tile (16 bytes)
 
 __device__ __forceinline__ __half load_half(const __half* p) {
   return __ushort_as_half(__ldg(reinterpret_cast<const unsigned short*>(p)));
@@ -45,30 +45,35 @@ __device__ __forceinline__ void dequant_word(uint32_t w, __half sh, __half zh, b
 
 template <Formula F, Compute C, Out O, typename I>
 __global__ void __launch_bounds__(kThreads) dequant_int4_kernel(
-    const uint32_t* __restrict__ packed, const __half* __restrict__ scales, const __half* __restrict__ zeros,
+    const uint4* __restrict__ packed, const __half* __restrict__ scales, const __half* __restrict__ zeros,
     typename OutT<O>::T* __restrict__ out, I words, I words_per_group, I tiles) {
+  __shared__ uint4 stage[kThreads];
+  const uint32_t* staged = reinterpret_cast<const uint32_t*>(stage);
   const bool symmetric = zeros == nullptr;
   for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const I base = tile * (I)(kThreads * kUnroll) + threadIdx.x;
-    uint32_t w[kUnroll];
+    const I first = tile * (I)(kThreads * kUnroll);  // first word of the tile
+    if (first / 4 + threadIdx.x < words / 4) stage[threadIdx.x] = __ldg(packed + first / 4 + threadIdx.x);
     __half s[kUnroll], z[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const I i = base + (I)(u * kThreads);
-      w[u] = 0;
+      const I i = first + (I)(u * kThreads + threadIdx.x);
       s[u] = z[u] = __ushort_as_half((unsigned short)0);
       if (i < words) {
-        w[u] = __ldg(packed + i);
         const I g = i / words_per_group;
         s[u] = load_half(scales + g);
         if (!symmetric) z[u] = load_half(zeros + g);
       }
     }
+    __syncthreads();
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const I i = base + (I)(u * kThreads);
-      if (i < words) dequant_word<F, C, O>(w[u], s[u], z[u], symmetric, out + i * 8);
+      const I i = first + (I)(u * kThreads + threadIdx.x);
+      if (i < words) {
+        dequant_word<F, C, O>(staged[u * kThreads + threadIdx.x], s[u], z[u], symmetric,
+                              out + (unsigned long long)i * 8);
+      }
     }
+    __syncthreads();  // the stage is refilled by the next tile
   }
 }
 
@@ -79,7 +84,7 @@ void run_indexed(const void* packed, const void* scales, const void* zeros, void
   const long long tiles = (words + kThreads * kUnroll - 1) / (kThreads * kUnroll);
   auto kernel = dequant_int4_kernel<F, C, O, I>;
   const unsigned grid = grid_for(kernel, kThreads, tiles);
-  kernel<<<grid, kThreads, 0, s>>>(static_cast<const uint32_t*>(packed), static_cast<const __half*>(scales),
+  kernel<<<grid, kThreads, 0, s>>>(static_cast<const uint4*>(packed), static_cast<const __half*>(scales),
                                    static_cast<const __half*>(zeros), static_cast<typename OutT<O>::T*>(out),
                                    (I)words, (I)(group / 8), (I)tiles);
   check_launch("dequant_int4_kernel");
