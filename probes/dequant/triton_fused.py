@@ -13,6 +13,8 @@ BM=64 (wgmma, operands in shared memory, K in order) the two are expected to agr
 between the formulas' outputs, relative error against a float64 reference (X and the exact weights
 (q - z) * s in float64), and top-1 / top-5 changes of the logits of a seeded random lm_head
 (4096 x 32000) fed with each formula's output."""
+import dataclasses
+
 import numpy as np
 import torch
 import triton
@@ -162,6 +164,10 @@ def fused_experiment(device, seed, add, log):
                 metrics[f"{name}/matches_model_own_order"] = bool(bitwise_equal(out[:, cols],
                                                                                 model_output(xs, ws, order)))
                 ok &= metrics[f"{name}/matches_model_own_order"]
+                if not metrics[f"{name}/matches_model_own_order"]:  # diagnosis: blocks of 8 (mma.sync)?
+                    nb8 = dataclasses.replace(TC_MODEL, block_size=8)
+                    metrics[f"{name}/matches_model_nb8_own_order"] = bool(bitwise_equal(
+                        out[:, cols], model_output(xs, ws, order, nb8)))
             if not np.array_equal(fi["k_order"], ui["k_order"]):
                 metrics["fused/matches_model_natural_order"] = bool(bitwise_equal(
                     a[:, cols], model_output(xs, ws, np.arange(k))))
