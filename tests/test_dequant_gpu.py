@@ -78,18 +78,37 @@ def test_fp8_cuda_triton_torch_match_model(fmt, scaling):
         _report(f"torch {via}", to_numpy(torch_dequant.dequant_fp8(g(q), g(s), scaling, via=via)), want)
 
 
-@pytest.mark.parametrize("compute", dq.COMPUTE)
-@pytest.mark.parametrize("formula", dq.FORMULAS)
-def test_fused_matmul_equals_dequant_then_matmul(compute, formula):
-    from probes.dequant.triton_fused import fused_int4_matmul, matmul_bf16
+FUSED_CASES = [(f, c, 16) for c in dq.COMPUTE for f in dq.FORMULAS] + [("sub_mul", "float32", 64), ("fma", "float16", 64)]
+
+
+@pytest.mark.parametrize("formula,compute,bm", FUSED_CASES)
+def test_fused_matmul_tile_and_k_order(formula, compute, bm):
+    """The fused kernel's dequantised tile is the model's bit for bit; each path (fused, dequant then the
+    same matmul) equals the tensor-core model (TC_MODEL) in the K order its compiled dot uses: BM=16 is
+    mma v2 with kWidth 8 (fused) vs 2 (unfused) - different orders, so they may differ; BM=64 is wgmma
+    for both (K in order), so they must be equal."""
+    from probes.dequant.triton_fused import fused_int4_matmul, matmul_bf16, model_output
 
     p, s, z = int4_inputs(512, 1024, 128, "float", 9)
-    x = g(cast(np.random.default_rng(10).standard_normal((16, 1024)), "bfloat16"))
+    xn = cast(np.random.default_rng(10).standard_normal((16, 1024)), "bfloat16")
+    x = g(xn)
     w = dq.dequant_int4(p, s, z, group_size=128, formula=formula, compute=compute, out="bfloat16")
-    fused = to_numpy(fused_int4_matmul(x, g(p), g(s), g(z), formula=formula, compute=compute))
-    _report("fused vs unfused", fused, to_numpy(matmul_bf16(x, g(w))))
-    ref = to_numpy(x).astype(np.float64) @ w.astype(np.float64).T
-    assert np.max(np.abs(fused - ref)) < 1e-4 * np.max(np.abs(ref))
+    kw = dict(formula=formula, compute=compute, bm=bm)
+    tile = torch.zeros((512, 1024), dtype=torch.bfloat16, device=DEV)
+    fused_t = to_numpy(fused_int4_matmul(x, g(p), g(s), g(z), tile_out=tile, **kw))
+    fi, ui = {}, {}
+    fused = to_numpy(fused_int4_matmul(x, g(p), g(s), g(z), info=fi, **kw))
+    unfused = to_numpy(matmul_bf16(x, g(w), bm=bm, info=ui))
+    _report("fused kernel's dequantised tile vs model", to_numpy(tile), w)
+    _report("fused with the tile store vs without", fused_t, fused)
+    if bm == 16:
+        assert (fi["mma"], fi["k_widths"], ui["mma"], ui["k_widths"]) == ("mma_v2", [8, 8], "mma_v2", [2, 2])
+    else:
+        assert fi["mma"] == ui["mma"] == "wgmma"
+        _report("fused vs unfused (same K order)", fused, unfused)
+    cols = 64
+    _report("fused vs model in its K order", fused[:, :cols], model_output(xn, w[:cols], fi["k_order"]))
+    _report("unfused vs model in its K order", unfused[:, :cols], model_output(xn, w[:cols], ui["k_order"]))
 
 
 def test_bad_scales_refused_on_device():

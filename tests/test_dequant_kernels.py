@@ -189,3 +189,58 @@ def test_triton_kernels_compile_to_ptx_for_sm90():
     assert len(lines) == 5
     assert "fma" not in lines["int4 mul_sub f32"] and "sub.rn" in lines["int4 mul_sub f32"]
     assert "fma.rn" in lines["int4 fma f32 -> bf16"]
+
+
+def test_fused_kernel_tile_equals_model():
+    """The fused kernel's dequantised bf16 tile (TILE_OUT) is the model's, bit for bit (interpreter)."""
+    from numerics.formats import cast
+
+    from probes.dequant.probe import int4_inputs
+    from probes.dequant.triton_fused import fused_int4_matmul
+
+    p, s, z = int4_inputs(64, 256, 128, "float", 11)
+    x = t(cast(np.random.default_rng(12).standard_normal((4, 256)), "bfloat16"))
+    for compute in dq.COMPUTE:
+        for formula in dq.FORMULAS:
+            tile = torch.zeros((64, 256), dtype=torch.bfloat16)
+            fused_int4_matmul(x, t(p), t(s), t(z), formula=formula, compute=compute, tile_out=tile)
+            want = dq.dequant_int4(p, s, z, group_size=128, formula=formula, compute=compute, out="bfloat16")
+            assert bitwise_equal(to_numpy(tile), want), (compute, formula)
+
+
+def test_mma_v2_k_order():
+    """kWidth 8 (the fused kernel's) walks each 64-wide K tile as 4 mma instructions over k = 8t + 2r + e
+    and 32 + 8t + 2r + e; kWidth 2 in order; the tensor-core model tells the two orders apart."""
+    from numerics.formats import cast
+
+    from probes.dequant.mma_k_order import k_order, tile_order
+    from probes.dequant.triton_fused import model_output
+
+    t8 = tile_order(8)
+    assert sorted(t8.tolist()) == list(range(64))
+    assert t8[:16].tolist() == [0, 1, 8, 9, 16, 17, 24, 25, 32, 33, 40, 41, 48, 49, 56, 57]
+    assert t8[16:20].tolist() == [2, 3, 10, 11]
+    assert k_order(128, 64, 2).tolist() == list(range(128))
+    assert k_order(128, 64, 8)[64:66].tolist() == [64, 65]
+    rng = np.random.default_rng(13)
+    x = cast(rng.standard_normal((8, 256)), "bfloat16")
+    w = cast(rng.standard_normal((16, 256)) * np.exp2(rng.integers(-6, 6, (16, 256))), "bfloat16")
+    natural = model_output(x, w, np.arange(256))
+    assert bitwise_equal(natural, model_output(x, w, k_order(256, 64, 2)))
+    assert not bitwise_equal(natural, model_output(x, w, k_order(256, 64, 8)))
+
+
+def test_fused_dot_layouts_for_sm90():
+    """Compiled for sm_90 (no GPU): BM=16 -> mma v2 with kWidth 8 when W comes from int4 bytes, 2 when
+    it is loaded as bf16 (so the K orders differ); BM=64 -> wgmma for both (K in order)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "probes.dequant.ptx_check", "--dots"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    got = dict(line[4:].split(": ", 1) for line in r.stdout.splitlines() if line.startswith("DOT"))
+    assert got == {"fused=True bm=16": "mma_v2 [8, 8]", "fused=False bm=16": "mma_v2 [2, 2]",
+                   "fused=True bm=64": "wgmma []", "fused=False bm=64": "wgmma []"}

@@ -1,60 +1,93 @@
-// FP8 (e4m3fn / e5m2) dequantisation kernel and launcher: each thread loads 16 fp8 values (16 bytes; the
-// row length is a multiple of 16, so one scale covers them) and stores 16 bfloat16 (two 16-byte stores);
-// grid-stride. via F32: bf16(float32(q * s)); via BF16: bf16(q * bf16(s)) (the product is exact in fp32).
+// FP8 (e4m3fn / e5m2) dequantisation kernel and launcher. A block's tile is kThreads x 16 fp8 bytes: each
+// thread loads 16 bytes (one coalesced 16-byte load) into shared memory; then thread t takes the 8-value
+// units t and t + kThreads of the tile (the row length is a multiple of 16, so a unit lies in one row and
+// one 128-column scale block) -> 8 bfloat16 = one 16-byte store, so every warp store writes 512
+// contiguous bytes. Scales are loaded while the bytes are in flight. Grid sized by occupancy,
+// grid-stride over tiles. via F32: bf16(float32(q * s)); via BF16: bf16(q * bf16(s)) (exact product).
 #include <cuda_fp8.h>
 
-#include "../cuda_check.h"
+#include <cstdint>
+
 #include "formulas.cuh"
+#include "grid.cuh"
 
 namespace driftscope {
 namespace dq {
 
 namespace {
 
-template <Fp8 F> __device__ __forceinline__ float fp8_to_float(unsigned int byte) {
-  const __nv_fp8_storage_t b = (__nv_fp8_storage_t)byte;
-  const __half_raw h = __nv_cvt_fp8_to_halfraw(b, F == Fp8::E4M3 ? __NV_E4M3 : __NV_E5M2);  // exact
-  return __half2float(__half(h));
+constexpr int kThreads = 256;
+constexpr int kUnroll = 2;  // 8-value units per thread per tile (16 bytes)
+
+template <Fp8 F> __device__ __forceinline__ float2 fp8x2_to_float2(unsigned int two_bytes) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)two_bytes,
+                                                   F == Fp8::E4M3 ? __NV_E4M3 : __NV_E5M2);  // exact
+  return __half22float2(__half2(h));
 }
 
-template <Fp8 F, Scaling S, Via V>
-__global__ void dequant_fp8_kernel(const uint4* __restrict__ q, const float* __restrict__ scales,
-                                   __nv_bfloat16* __restrict__ out, long long chunks, long long chunks_per_row,
-                                   long long k, long long blocks_per_row) {
-  for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < chunks;
-       c += (long long)gridDim.x * blockDim.x) {
-    const long long row = c / chunks_per_row, col = (c % chunks_per_row) * 16;
-    float s = S == Scaling::Tensor ? scales[0]
-              : S == Scaling::Channel ? scales[row]
-                                      : scales[(row / kFp8Block) * blocks_per_row + col / kFp8Block];
-    if (V == Via::BF16) s = __bfloat162float(__float2bfloat16_rn(s));
-    const uint4 v = q[c];
-    const unsigned int words[4] = {v.x, v.y, v.z, v.w};
-    alignas(16) __nv_bfloat16 r[16];
+template <Fp8 F, Scaling S, Via V, typename I>
+__global__ void __launch_bounds__(kThreads) dequant_fp8_kernel(
+    const uint4* __restrict__ q, const float* __restrict__ scales, uint4* __restrict__ out, I units, I k,
+    I blocks_per_row, I tiles) {
+  __shared__ uint4 stage[kThreads];
+  const uint2* staged = reinterpret_cast<const uint2*>(stage);
+  for (I tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const I first = tile * (I)(kThreads * kUnroll);  // first unit of the tile
+    if (first / 2 + threadIdx.x < units / 2) stage[threadIdx.x] = __ldg(q + first / 2 + threadIdx.x);
+    float s[kUnroll];
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const float x = fp8_to_float<F>((words[i / 4] >> (8 * (i % 4))) & 0xFF);
-      r[i] = __float2bfloat16_rn(__fmul_rn(x, s));
+    for (int u = 0; u < kUnroll; ++u) {
+      const I i = first + (I)(u * kThreads + threadIdx.x);
+      s[u] = 1.0f;
+      if (i < units) {
+        if (S == Scaling::Tensor) {
+          s[u] = __ldg(scales);
+        } else {
+          const I row = (i * 8) / k;
+          if (S == Scaling::Channel) s[u] = __ldg(scales + row);
+          else s[u] = __ldg(scales + (row / kFp8Block) * blocks_per_row + (i * 8 - row * k) / kFp8Block);
+        }
+      }
     }
-    uint4* dst = reinterpret_cast<uint4*>(out + row * k + col);
-    dst[0] = reinterpret_cast<const uint4*>(r)[0];
-    dst[1] = reinterpret_cast<const uint4*>(r)[1];
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const I i = first + (I)(u * kThreads + threadIdx.x);
+      if (i >= units) continue;
+      float sc = s[u];
+      if (V == Via::BF16) sc = __bfloat162float(__float2bfloat16_rn(sc));
+      const uint2 v = staged[u * kThreads + threadIdx.x];
+      const unsigned int words[2] = {v.x, v.y};
+      alignas(16) __nv_bfloat16 r[8];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {  // bytes 2j, 2j+1 (little-endian: value 2j in the low byte)
+        const float2 x = fp8x2_to_float2<F>((words[j / 2] >> (16 * (j % 2))) & 0xFFFF);
+        r[2 * j] = __float2bfloat16_rn(__fmul_rn(x.x, sc));
+        r[2 * j + 1] = __float2bfloat16_rn(__fmul_rn(x.y, sc));
+      }
+      out[i] = *reinterpret_cast<const uint4*>(r);
+    }
+    __syncthreads();  // the stage is refilled by the next tile
   }
+}
+
+template <Fp8 F, Scaling S, Via V, typename I>
+void run_indexed(const void* q, const void* scales, void* out, int64_t n, int64_t k, cudaStream_t st) {
+  const long long units = n * (k / 8);
+  const long long tiles = (units + kThreads * kUnroll - 1) / (kThreads * kUnroll);
+  auto kernel = dequant_fp8_kernel<F, S, V, I>;
+  const unsigned grid = grid_for(kernel, kThreads, tiles);
+  kernel<<<grid, kThreads, 0, st>>>(static_cast<const uint4*>(q), static_cast<const float*>(scales),
+                                    static_cast<uint4*>(out), (I)units, (I)k, (I)((k + kFp8Block - 1) / kFp8Block),
+                                    (I)tiles);
+  check_launch("dequant_fp8_kernel");
 }
 
 template <Fp8 F, Scaling S, Via V>
 void run(const void* q, const void* scales, void* out, int64_t n, int64_t k, cudaStream_t st) {
-  int sms = 0, dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  const long long chunks = n * (k / 16);
-  const int block = 256;
-  long long grid = (chunks + block - 1) / block;
-  if (grid > (long long)sms * 16) grid = (long long)sms * 16;
-  dequant_fp8_kernel<F, S, V><<<(unsigned)grid, block, 0, st>>>(
-      static_cast<const uint4*>(q), static_cast<const float*>(scales), static_cast<__nv_bfloat16*>(out), chunks,
-      k / 16, k, (k + kFp8Block - 1) / kFp8Block);
-  check_launch("dequant_fp8_kernel");
+  // 32-bit indices (cheap division) unless an element index (8 x unit, last tile included) could pass 2^32
+  if (8 * (n * (k / 8) + kThreads * kUnroll) < (1LL << 32)) run_indexed<F, S, V, uint32_t>(q, scales, out, n, k, st);
+  else run_indexed<F, S, V, unsigned long long>(q, scales, out, n, k, st);
 }
 
 template <Fp8 F, Scaling S>

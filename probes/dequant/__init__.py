@@ -5,4 +5,8 @@ arithmetic in float16 or float32, into bfloat16 before the matmul or inside it; 
 FP8 with per-tensor / per-channel / 128x128 block scales likewise. Each choice moves bits, and a GPU
 migration often changes the kernel that makes it. The formulas are modelled in numerics/dequant.py;
 the CUDA kernels (csrc/dequant), Triton kernels and torch code here are checked against that model bit
-for bit, and the probe measures how far the formulas disagree and how fast the kernels stream."""
+for bit, and the probe measures how far the formulas disagree and how fast the kernels stream.
+Fusing the dequantisation into a Triton matmul can move bits by itself: with mma v2 tiles the compiler
+gives the int4-fed dot a different register layout (kWidth 8 instead of 2) that permutes K inside each
+64-wide tile, and the tensor core's block-FMA accumulation is order dependent (triton_fused.py,
+mma_k_order.py)."""

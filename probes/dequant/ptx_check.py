@@ -15,22 +15,25 @@ from probes.dequant import triton_dequant as td
 from probes.dequant import triton_fused as tf
 
 TARGET = GPUTarget("cuda", 90, 32)
-_INT4_SIG = {"packed_ptr": "*u8", "scales_ptr": "*fp16", "zeros_ptr": "*fp16", "total_bytes": "i32", "half_k": "i32",
-             "groups": "i32", "group": "i32", "symmetric": "i32"}
+_INT4_SIG = {"packed_ptr": "*u8", "scales_ptr": "*fp16", "zeros_ptr": "*fp16", "n_chunks": "i32",
+             "chunks_per_group": "i32", "symmetric": "i32"}
 _DT = {"bf16": tl.bfloat16, "fp16": tl.float16, "fp32": tl.float32}
 
 
-def ptx(fn, sig, consts):
+def ptx(fn, sig, consts, stage="ptx"):
+    """PTX of fn for sm_90; pointers marked 16-byte aligned, as Triton specialises them at launch (torch
+    allocations are), so the vector widths match the GPU run."""
+    aligned = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k, v in sig.items() if v.startswith("*")}
     sig = {**sig, **{k: "constexpr" for k in consts}}
-    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=TARGET).asm["ptx"]
+    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=aligned), target=TARGET).asm[stage]
 
 
 def int4(formula, compute16, out):
     sig = {**_INT4_SIG, "out_ptr": "*" + out}
-    sig = {k: sig[k] for k in ("packed_ptr", "scales_ptr", "zeros_ptr", "out_ptr", "total_bytes", "half_k", "groups",
-                               "group", "symmetric")}
+    sig = {k: sig[k] for k in ("packed_ptr", "scales_ptr", "zeros_ptr", "out_ptr", "n_chunks", "chunks_per_group",
+                               "symmetric")}
     return ptx(td.dequant_int4_kernel, sig, {"FORMULA": formula, "COMPUTE16": compute16, "OUT_DTYPE": _DT[out],
-                                             "OUT_BF16": out == "bf16", "INTERP": False, "BLOCK": 1024})
+                                             "OUT_BF16": out == "bf16", "INTERP": False, "CHUNKS": 256})
 
 
 def q4(q41):
@@ -45,13 +48,13 @@ def fp8(e5m2, out_f32):
                {"E5M2": e5m2, "OUT_F32": out_f32, "INTERP": False, "BLOCK": 2048})
 
 
-def fused(is_fused, formula, compute16):
+def fused(is_fused, formula, compute16, bm=16, stage="ptx"):
     w = "*u8" if is_fused else "*bf16"
     s = "*fp16" if is_fused else "*bf16"
     return ptx(tf.fused_int4_matmul_kernel, {"x_ptr": "*bf16", "w_ptr": w, "s_ptr": s, "z_ptr": s, "y_ptr": "*fp32",
-                                             "M": "i32", "N": "i32", "K": "i32", "GROUP": "i32"},
+                                             "t_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32", "GROUP": "i32"},
                {"FORMULA": formula, "COMPUTE16": compute16, "SYMMETRIC": False, "FUSED": is_fused, "INTERP": False,
-                "BM": 16, "BN": 64, "BK": 64})
+                "BM": bm, "BN": 64, "BK": 64, "TILE_OUT": False}, stage=stage)
 
 
 def f32_ops(text):
@@ -84,8 +87,21 @@ def quick_cases():
     yield "matmul fused fp16 sub_mul", lambda: fused(True, 0, True)
 
 
+def dots():
+    """The fused / unfused matmul's dot as compiled for sm_90: instruction kind and operand kWidths."""
+    from probes.dequant.mma_k_order import dot_k_widths, mma_kind
+
+    for bm in (16, 64):
+        for is_fused in (True, False):
+            ttgir = fused(is_fused, 0, False, bm=bm, stage="ttgir")
+            print(f"DOT fused={is_fused} bm={bm}: {mma_kind(ttgir)} {dot_k_widths(ttgir)}")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "--dots" in argv:
+        dots()
+        return 0
     bad = 0
     for name, make in (quick_cases() if "--quick" in argv else cases()):
         try:

@@ -87,47 +87,52 @@ def _formula(q, s, z, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, INTERP: tl
             return _fma32(q, s, -_mul(z, s, INTERP), INTERP)
 
 
-@triton.jit(do_not_specialize=["group", "symmetric"])
-def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, total_bytes, half_k, groups, group,
-                        symmetric, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, OUT_DTYPE: tl.constexpr,
-                        OUT_BF16: tl.constexpr, INTERP: tl.constexpr, BLOCK: tl.constexpr):
-    # group size and symmetry are run-time arguments: one compile per formula x scale math x output dtype
+@triton.jit(do_not_specialize=["chunks_per_group", "symmetric"])
+def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, n_chunks, chunks_per_group, symmetric,
+                        FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, OUT_DTYPE: tl.constexpr,
+                        OUT_BF16: tl.constexpr, INTERP: tl.constexpr, CHUNKS: tl.constexpr):
+    # A chunk is 16 packed bytes = 32 weights, inside one group (groups are multiples of 32): the program
+    # takes CHUNKS chunks as a (CHUNKS, 16) tile, so each thread loads 16 contiguous bytes (one 16-byte
+    # load) and stores 32 contiguous outputs (16-byte stores), with one scale (and zero) load and one
+    # division per chunk. Group size and symmetry are run-time arguments: one compile per formula x
+    # scale math x output dtype.
     pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total_bytes
-    b = tl.load(packed_ptr + offs, mask=mask, other=0).to(tl.int32)
-    row = offs // half_k
-    g = row * groups + ((offs % half_k) * 2) // group
-    s = tl.load(scales_ptr + g, mask=mask, other=1.0).to(tl.float32)
+    c = pid * CHUNKS + tl.arange(0, CHUNKS)
+    cmask = c < n_chunks
+    j = tl.arange(0, 16)
+    b = tl.load(packed_ptr + c[:, None] * 16 + j[None, :], mask=cmask[:, None], other=0).to(tl.int32)
+    g = c // chunks_per_group
+    s = tl.broadcast_to(tl.load(scales_ptr + g, mask=cmask, other=1.0).to(tl.float32)[:, None], (CHUNKS, 16))
+    z = tl.load(zeros_ptr + g, mask=cmask & (symmetric == 0), other=0.0).to(tl.float32)  # z = +0 if symmetric
+    z = tl.broadcast_to(z[:, None], (CHUNKS, 16))
     lo = b & 0xF
     hi = (b >> 4) & 0xF
     sym = symmetric != 0
-    lo = tl.where(sym & (lo >= 8), lo - 16, lo)  # two's complement nibbles when symmetric
-    hi = tl.where(sym & (hi >= 8), hi - 16, hi)
-    z = tl.load(zeros_ptr + g, mask=mask & (symmetric == 0), other=0.0).to(tl.float32)  # z = +0 if symmetric
+    lo = tl.where(sym, (lo ^ 8) - 8, lo)  # two's complement nibbles when symmetric
+    hi = tl.where(sym, (hi ^ 8) - 8, hi)
     wl = _formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
     wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
-    w = tl.reshape(tl.join(wl, wh), [2 * BLOCK])  # weight 2j from the low nibble, 2j+1 from the high
-    o = pid * 2 * BLOCK + tl.arange(0, 2 * BLOCK)
+    w = tl.reshape(tl.join(wl, wh), [CHUNKS, 32])  # weight 2j from the low nibble, 2j+1 from the high
+    o = c[:, None] * 32 + tl.arange(0, 32)[None, :]
     if OUT_BF16:
-        tl.store(out_ptr + o, _round_bf16(w, INTERP), mask=o < 2 * total_bytes)
+        tl.store(out_ptr + o, _round_bf16(w, INTERP), mask=cmask[:, None])
     else:
-        tl.store(out_ptr + o, w.to(OUT_DTYPE), mask=o < 2 * total_bytes)
+        tl.store(out_ptr + o, w.to(OUT_DTYPE), mask=cmask[:, None])
 
 
 def dequant_int4(packed, scales, zeros, *, group_size, formula="sub_mul", compute="float32", out="bfloat16",
-                 block=1024):
+                 chunks=256):
     n, hk = packed.shape
     k = 2 * hk
-    if k % group_size or group_size % 2:
-        raise ValueError(f"group_size: {group_size} does not divide the row length {k}")
+    if group_size <= 0 or group_size % 32 or k % group_size:
+        raise ValueError(f"group_size: {group_size} must be a multiple of 32 dividing the row length {k}")
     res = torch.empty((n, k), dtype=_OUT[out], device=packed.device)
     out_tl = {"bfloat16": tl.bfloat16, "float16": tl.float16, "float32": tl.float32}[out]
-    grid = (triton.cdiv(n * hk, block),)
-    dequant_int4_kernel[grid](packed, scales, scales if zeros is None else zeros, res, n * hk, hk, k // group_size,
-                              group_size, int(zeros is None), FORMULA=_FORMULA[formula],
-                              COMPUTE16=compute == "float16", OUT_DTYPE=out_tl, OUT_BF16=out == "bfloat16",
-                              INTERP=INTERPRETED, BLOCK=block)
+    n_chunks = n * hk // 16
+    grid = (triton.cdiv(n_chunks, chunks),)
+    dequant_int4_kernel[grid](packed, scales, scales if zeros is None else zeros, res, n_chunks, group_size // 32,
+                              int(zeros is None), FORMULA=_FORMULA[formula], COMPUTE16=compute == "float16",
+                              OUT_DTYPE=out_tl, OUT_BF16=out == "bfloat16", INTERP=INTERPRETED, CHUNKS=chunks)
     return res
 
 
