@@ -1,0 +1,117 @@
+"""Fit the model to a kernel's outputs at the validation shape (detection stage 4).
+
+The designs (stages 1-3) run at small shapes (K = 64 and 512), where a library may pick another
+kernel than for the validation shape: on the H100, cuBLAS ran bf16 (64 x 64 x 64) on an sm_90
+kernel with 16-product blocks but (317 x 256 x 317) on an sm_75 HMMA.1688 kernel (8-product
+blocks) with split-K and a ``splitKreduce_kernel``. So this stage runs one more random matmul
+*at the validation shape* (a fit sample with its own seed, so the same kernel is chosen) and
+searches the model's parameters by coordinate descent from the designs' model: for each
+parameter in turn (split_k, block_size, sum_bits, extra_bits, roundings, alignment, promotion,
+...) every value is tried with the others fixed, and the one that reproduces the most fit-sample
+bits is kept, until the fit sample is reproduced bit for bit or a sweep changes nothing.
+The designs' model is kept as long as it already reproduces the fit sample.
+
+The result is then validated on the *validation* sample (another seed): the fit never sees it.
+``fit_model`` also serves ``refit.py`` (re-analysing a saved report offline).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from numerics.matmul import MatmulModel, model_matmul
+
+SPLIT_K = (1, 2, 3, 4, 5, 6, 8, 16)
+BLOCK_SIZES = (1, 2, 4, 8, 16, 32, 64)
+SUM_BITS = tuple(range(24, 11, -1))
+PROMOTE_EVERY = (None, 32, 64, 128, 256)
+FIT_SEED_OFFSET = 1000          # the fit sample's seed = the run's seed + this
+FIT_ROWS = (0, 1, 2, 3, 4, 5)   # rows of the fit sample evaluated (two of each row kind)
+
+
+def _candidates(m: MatmulModel, param: str):
+    if param == "split_k":
+        vals = SPLIT_K
+    elif param == "block_size":
+        vals = BLOCK_SIZES
+    elif param == "sum_bits":
+        vals = SUM_BITS
+    elif param == "extra_bits":
+        p = 0 if m.extra_bits is None else m.extra_bits
+        vals = tuple(v for v in range(p - 4, p + 5) if -23 <= v <= 200) + (None,)
+    elif param in ("rounding",):
+        vals = ("toward_zero", "nearest_even")
+    elif param == "final_rounding":
+        vals = (None, "toward_zero", "nearest_even")
+    elif param in ("normalize", "exact_products"):
+        vals = (True, False)
+    elif param == "align_to":
+        vals = ("value", "exponent_sum")
+    elif param == "align_cut":
+        vals = ("toward_zero", "floor")
+    elif param == "promote_every":
+        vals = PROMOTE_EVERY
+    else:
+        raise ValueError(param)
+    out = []
+    for v in vals:
+        try:
+            out.append(replace(m, **{param: v}))
+        except ValueError:          # e.g. promote_every not a multiple of the block size
+            continue
+    return out
+
+
+PARAMS = ("split_k", "block_size", "sum_bits", "extra_bits", "rounding", "final_rounding",
+          "align_to", "normalize", "align_cut", "promote_every", "exact_products")
+
+
+def fit_model(A, B, got, start: MatmulModel, *, rows=FIT_ROWS, sweeps: int = 4):
+    """Coordinate descent from ``start`` on the dot products ``A[rows] @ B`` whose fp32 outputs
+    are ``got[rows]`` (float array or uint32 bits). Returns ``(model, rate, trace)``: the best
+    model, its match rate on those rows, and the steps taken ([param, value, rate], ...)."""
+    rows = [r for r in rows if r < A.shape[0]]
+    a = A[rows]
+    g = np.asarray(got)[rows]
+    gb = g if g.dtype == np.uint32 else g.astype(np.float32).view(np.uint32)
+    cache: dict = {}
+
+    def rate(m):
+        if m not in cache:
+            w = model_matmul(a, B, m)
+            cache[m] = float((w.astype(np.float32).view(np.uint32) == gb).mean())
+        return cache[m]
+
+    best, r = start, rate(start)
+    trace = [["start", start.describe(), r]]
+    for _ in range(sweeps):
+        if r == 1.0:
+            break
+        changed = False
+        for param in PARAMS:
+            before = best
+            for m in _candidates(before, param):
+                rm = rate(m)
+                if rm > r:
+                    best, r, changed = m, rm, True
+            if best != before:
+                trace.append([param, best.describe(), r])
+            if r == 1.0:
+                break
+        if not changed:
+            break
+    return best, r, trace
+
+
+def fit_at_shape(backend, fmt: str, start: MatmulModel, *, M: int, N: int, K: int, seed: int):
+    """Run the fit sample (``random_operands`` with seed + FIT_SEED_OFFSET, shape M x K x N)
+    through ``backend`` and fit from ``start``. Returns a dict for the report."""
+    from probes.accumulator.validate import random_operands
+    A, B, inputs = random_operands(fmt, M * N, K, seed + FIT_SEED_OFFSET)
+    got = backend.matmul(A, B, fmt)
+    model, r, trace = fit_model(A, B, got, start)
+    return {"model": model, "fit_rate": r, "trace": trace, "inputs": inputs,
+            "rows": list(FIT_ROWS), "changed": {k: [getattr(start, k), getattr(model, k)]
+                                                for k in model.as_dict()
+                                                if getattr(start, k) != getattr(model, k)}}
