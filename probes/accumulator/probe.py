@@ -1,12 +1,15 @@
 """The accumulator probe's run: per backend x format, detect the model, validate it, report."""
 from __future__ import annotations
 
+import math
 import time
 
 from numerics.matmul import MatmulModel
 from probes import report as reports
 from probes.accumulator.backends import make_backends
+from probes.accumulator.designs import K_DESIGN
 from probes.accumulator.detect import detect
+from probes.accumulator.fit import fit_at_shape
 from probes.accumulator.validate import K_VALIDATE, validate
 from probes.progress import Progress
 
@@ -16,7 +19,7 @@ SIMULATED_MODELS = {
     "bfloat16": MatmulModel("bfloat16", 16, 2, "toward_zero", normalize=False),
     "tf32": MatmulModel("tf32", 4, 1, "nearest_even"),
     "float32": MatmulModel("float32", 1, None, "nearest_even"),
-    "float8_e4m3fn": MatmulModel("float8_e4m3fn", 32, -10, "toward_zero"),
+    "float8_e4m3fn": MatmulModel("float8_e4m3fn", 32, -10, "toward_zero", sum_bits=14),
     "float8_e5m2": MatmulModel("float8_e5m2", 32, 0, "toward_zero", align_to="exponent_sum"),
 }
 
@@ -48,8 +51,10 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
             t = time.time()
             try:
                 det = detect(be, fmt, seed=seed)
+                side = int(math.ceil(math.sqrt(samples)))
+                fit = fit_at_shape(be, fmt, det.model, M=side, N=side, K=K_VALIDATE, seed=seed)
                 t_det = time.time() - t
-                val = validate(be, fmt, det.model, samples=samples, seed=seed)
+                val = validate(be, fmt, fit["model"], samples=samples, seed=seed)
             except Exception as e:  # a backend failing on one format is a finding, not a crash
                 log(f"error {be.name}/{fmt}: {type(e).__name__}: {e}")
                 reports.add_experiment(report, key=key, inputs={"seed": seed}, params=params,
@@ -58,7 +63,16 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
                 continue
             got = val.pop("got")
             ev = det.evidence()
-            metrics = {"model": det.model.as_dict(), "model_text": det.model.describe(),
+            model = fit["model"]
+            rows = max(64, K_DESIGN // 2)       # detect.design_outputs' matmul shape
+            shapes = {"designs": f"{rows}x{K_DESIGN}x{rows}",
+                      "promotion": "256x512x256", "fit_and_validation": f"{side}x{K_VALIDATE}x{side}"}
+            metrics = {"model": model.as_dict(), "model_text": model.describe(),
+                       "design_model": det.model.as_dict(), "design_model_text": det.model.describe(),
+                       "fit": {"rate": fit["fit_rate"], "rows": fit["rows"], "changed": fit["changed"],
+                               "trace": fit["trace"], "seed": fit["inputs"]["seed"]},
+                       "shapes_MxKxN": shapes,
+                       "K_per_slice": -(-K_VALIDATE // model.split_k),
                        "consistent_with_designs": det.consistent, "survivors": det.survivors,
                        "ambiguity": det.ambiguity, "design_mismatches": det.mismatches,
                        "match_rate": val["match_rate"], "samples": val["samples"],
@@ -68,11 +82,12 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
                        "evidence": ev, "detect_seconds": t_det, "seconds": time.time() - t}
             if be.name == "simulated":
                 metrics["true_model"] = be.model_for(fmt).as_dict()
-                metrics["recovered_true_model"] = det.model == be.model_for(fmt)
+                metrics["recovered_true_model"] = model == be.model_for(fmt)
             reports.add_experiment(report, key=key, inputs={**val["inputs"], "design_seed": seed,
                                                             "design_scale_exp": ev["scale_exp"]},
                                    params=params, output=got.astype("float32"), metrics=metrics)
-            log(f"{be.name}/{fmt}: {det.model.describe()}  designs {'ok' if det.consistent else 'MISMATCH'}"
+            fitted = "" if model == det.model else f"  (designs: {det.model.describe()})"
+            log(f"{be.name}/{fmt}: {model.describe()}{fitted}  designs {'ok' if det.consistent else 'MISMATCH'}"
                 f"  match {val['match_rate']:.6f}  ({time.time() - t:.1f} s)")
             bar.update(note=f"{be.name}/{fmt}")
             if checkpoint:
