@@ -130,6 +130,11 @@ class Cublas(Backend):
             cc = torch.cuda.get_device_capability(device)
             if cc < (8, 9):
                 return f"{fmt} matmul needs compute capability >= 8.9 (this GPU: {cc[0]}.{cc[1]})"
+        if fmt == "float8_e5m2":
+            # measured on the H100 (torch 2.11, cuBLASLt 13.1): torch._scaled_mm raises
+            # "Multiplication of two Float8_e5m2 matrices is not supported"
+            return ("cuBLASLt has no e5m2 x e5m2 fp8 GEMM (torch._scaled_mm refuses it: 'Multiplication "
+                    "of two Float8_e5m2 matrices is not supported'); cuBLAS fp8 needs an e4m3 operand")
         return None
 
     def __init__(self, device="cuda"):
