@@ -12,12 +12,11 @@ B (K, N) float64 arrays holding values of ``fmt`` and C (M, N) float64 holding t
   parameters are known: the CPU tests recover them).
 - ``torch_cpu``: torch's CPU matmul on fp32 copies of the values (fp8: ``_scaled_mm`` on the CPU).
 
-Shapes (inner K): designs K = 64 in (64 x 64) @ (64 x 64) matmuls, promotion designs K = 512 in
-(256 x 512) @ (512 x 256), validation K = 256 in (317 x 256) @ (256 x 317). M, N >= K/2 always, so
-cuBLAS's heuristics have little reason to split K (split-K pays when K >> M, N and the output has
-few tiles). Not guaranteed: a deterministic split-K with fp32 partials added in order would look
-like ``promote_every = K/splits`` to the detection, and a split that differs between the design
-and validation shapes shows up as a validation mismatch, never silently.
+Shapes (M x K x N): designs 64 x 64 x 64, promotion designs 256 x 512 x 256, fit sample and
+validation 317 x 256 x 317 (for 100,000 samples). cuBLAS chooses its kernel per shape: on the H100
+(run 1) bf16 and fp32 at 317 x 256 x 317 ran split-K (``splitKreduce_kernel``; 4 slices of 64 by
+the fit), tf32 at 64 x 64 x 64 too, so the designs' model and the validation shape's model can
+differ; ``fit.py`` finds the latter and the report keeps both (``design_model``, ``model``).
 """
 from __future__ import annotations
 
