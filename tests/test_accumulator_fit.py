@@ -99,3 +99,19 @@ def test_refit_cli(saved_report, tmp_path, capsys):
         refit_main([str(other)])
     with pytest.raises(ReportError, match="no experiment"):
         refit_main([str(path), "--only", "nothing-matches"])
+
+
+def test_mixed_fp8_runs_without_designs_and_the_fit_starts_from_the_e4m3_model(tmp_path):
+    rep = probe.run(device="cpu", backend_names=["simulated"],
+                    formats=["float8_e4m3fn", "float8_e4m3fn_x_e5m2"], samples=900, seed=1,
+                    command=["test"], log=lambda s: None, fingerprint={"device": "cpu"})
+    m = {e["key"]: e["metrics"] for e in rep["experiments"]}
+    mixed = m["accumulator/simulated/float8_e4m3fn_x_e5m2"]
+    assert mixed["consistent_with_designs"] is None and mixed["design_model"] == {
+        **m["accumulator/simulated/float8_e4m3fn"]["model"], "input_format": "float8_e4m3fn_x_e5m2"}
+    assert mixed["recovered_true_model"] is True and mixed["match_rate"] == 1.0
+    assert mixed["fit"]["changed"] == {"split_k": [1, 2]}
+    A, B, _ = random_operands("float8_e4m3fn_x_e5m2", 100, 32, seed=0)
+    from numerics.formats import get_format, round_to_format
+    assert np.array_equal(round_to_format(B, get_format("float8_e5m2")), B)
+    assert not np.array_equal(round_to_format(B, get_format("float8_e4m3fn")), B)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from numerics.formats import get_format
-from numerics.matmul import MatmulModel, check_representable, model_matmul
+from numerics.matmul import MatmulModel, check_representable, model_matmul, operand_formats
 
-FP8 = ("float8_e4m3fn", "float8_e5m2")
+MIXED_FP8 = "float8_e4m3fn_x_e5m2"        # A e4m3, B e5m2 (cuBLASLt's sm_90 fp8 GEMMs allow it)
+FP8 = ("float8_e4m3fn", "float8_e5m2", MIXED_FP8)
 
 
 def _torch_dtype(fmt):
@@ -66,9 +67,10 @@ class Backend:
         B = np.asarray(B, dtype=np.float64)
         if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0] or 0 in A.shape + B.shape:
             raise ValueError(f"need nonempty A (M, K) and B (K, N), got {A.shape} and {B.shape}")
-        check_fits(A, fmt, "A")
-        check_fits(B, fmt, "B")
-        return check_representable(A, fmt, "A"), check_representable(B, fmt, "B")
+        fa, fb = operand_formats(fmt)
+        check_fits(A, fa, "A")
+        check_fits(B, fb, "B")
+        return check_representable(A, fa, "A"), check_representable(B, fb, "B")
 
     def describe(self, fmt):
         return self.name
@@ -76,7 +78,7 @@ class Backend:
 
 class Simulated(Backend):
     name = "simulated"
-    formats = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32")
+    formats = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32", MIXED_FP8)
 
     def __init__(self, models=None):
         self.models = dict(models or {})
@@ -103,8 +105,9 @@ class TorchCPU(Backend):
         import torch
         A, B = self.checked(A, B, fmt)
         if fmt in FP8:
-            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(_torch_dtype(fmt))
-            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(_torch_dtype(fmt)).t()
+            fa, fb = operand_formats(fmt)
+            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(_torch_dtype(fa))
+            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(_torch_dtype(fb)).t()
             one = torch.tensor(1.0)
             c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32)
             return c.numpy().astype(np.float64)[:A.shape[0], :B.shape[1]]
@@ -153,9 +156,10 @@ class Cublas(Backend):
             _set_tf32(m, fmt == "tf32", old)
             if fmt in FP8:
                 Ap, Bp = _pad16(_pad16(A, 0), 1), _pad16(_pad16(B, 0), 1)
-                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(torch.float32).to(_torch_dtype(fmt))
+                fa, fb = operand_formats(fmt)
+                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(torch.float32).to(_torch_dtype(fa))
                 # column-major second operand: the transpose of a row-major (N, K) tensor
-                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(torch.float32).to(_torch_dtype(fmt)).t()
+                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(torch.float32).to(_torch_dtype(fb)).t()
                 one = torch.ones((), device=dev, dtype=torch.float32)
                 c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32,
                                      use_fast_accum=self.fast_accum)
@@ -195,7 +199,7 @@ class CublasFast(Cublas):
 
 class Triton(Backend):
     name = "triton"
-    formats = ("float16", "bfloat16", "tf32", "float32") + FP8
+    formats = ("float16", "bfloat16", "tf32", "float32", "float8_e4m3fn", "float8_e5m2")
 
     def __init__(self, device="cuda"):
         self.device = device
@@ -244,7 +248,7 @@ def make_backends(names, device, simulated_models=None):
 
 
 BACKENDS = ("cublas", "cublas_fast", "triton", "simulated", "torch_cpu")
-FORMATS = ("float16", "bfloat16", "tf32", "float32", "float8_e4m3fn", "float8_e5m2")
+FORMATS = ("float16", "bfloat16", "tf32", "float32", "float8_e4m3fn", "float8_e5m2", MIXED_FP8)
 
 
 def check_fits(A, fmt, what):

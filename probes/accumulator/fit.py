@@ -8,7 +8,8 @@ blocks) with split-K and a ``splitKreduce_kernel``. So this stage runs one more 
 searches the model's parameters by coordinate descent from the designs' model: for each
 parameter in turn (split_k, block_size, sum_bits, extra_bits, roundings, alignment, promotion,
 ...) every value is tried with the others fixed, and the one that reproduces the most fit-sample
-bits is kept, until the fit sample is reproduced bit for bit or a sweep changes nothing.
+bits is kept, until the fit sample is reproduced bit for bit or a sweep changes nothing (then block size and
+extra bits are searched jointly, and one more sweep follows).
 The designs' model is kept as long as it already reproduces the fit sample.
 
 The result is then validated on the *validation* sample (another seed): the fit never sees it.
@@ -25,9 +26,11 @@ from numerics.matmul import MatmulModel, model_matmul
 SPLIT_K = (1, 2, 3, 4, 5, 6, 8, 16)
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SUM_BITS = tuple(range(24, 11, -1))
+EXTRA_BITS = tuple(range(-16, 27)) + (None,)
 PROMOTE_EVERY = (None, 32, 64, 128, 256)
 FIT_SEED_OFFSET = 1000          # the fit sample's seed = the run's seed + this
 FIT_ROWS = (0, 1, 2, 3, 4, 5)   # rows of the fit sample evaluated (two of each row kind)
+FIT_DOTS = 1800                 # ... or more rows, so that about this many dot products are fitted
 
 
 def _candidates(m: MatmulModel, param: str):
@@ -38,8 +41,7 @@ def _candidates(m: MatmulModel, param: str):
     elif param == "sum_bits":
         vals = SUM_BITS
     elif param == "extra_bits":
-        p = 0 if m.extra_bits is None else m.extra_bits
-        vals = tuple(v for v in range(p - 4, p + 5) if -23 <= v <= 200) + (None,)
+        vals = EXTRA_BITS
     elif param in ("rounding",):
         vals = ("toward_zero", "nearest_even")
     elif param == "final_rounding":
@@ -101,6 +103,24 @@ def fit_model(A, B, got, start: MatmulModel, *, rows=FIT_ROWS, sweeps: int = 4):
                 break
         if not changed:
             break
+    if r < 1.0:                       # stuck: block size and extra bits jointly, then one more sweep
+        before = best
+        for nb in BLOCK_SIZES:
+            for p in EXTRA_BITS:
+                try:
+                    m = replace(before, block_size=nb, extra_bits=p)
+                except ValueError:
+                    continue
+                rm = rate(m)
+                if rm > r:
+                    best, r = m, rm
+        if best != before:
+            trace.append(["block_size+extra_bits", best.describe(), r])
+            if r < 1.0:
+                m2, r2, t2 = fit_model(A, B, got, best, rows=rows, sweeps=1)
+                if r2 > r:
+                    best, r = m2, r2
+                    trace += t2[1:]
     return best, r, trace
 
 
@@ -110,8 +130,9 @@ def fit_at_shape(backend, fmt: str, start: MatmulModel, *, M: int, N: int, K: in
     from probes.accumulator.validate import random_operands
     A, B, inputs = random_operands(fmt, M * N, K, seed + FIT_SEED_OFFSET)
     got = backend.matmul(A, B, fmt)
-    model, r, trace = fit_model(A, B, got, start)
+    rows = tuple(range(min(M, max(len(FIT_ROWS), -(-FIT_DOTS // N)))))
+    model, r, trace = fit_model(A, B, got, start, rows=rows)
     return {"model": model, "fit_rate": r, "trace": trace, "inputs": inputs,
-            "rows": list(FIT_ROWS), "changed": {k: [getattr(start, k), getattr(model, k)]
+            "rows": list(rows), "changed": {k: [getattr(start, k), getattr(model, k)]
                                                 for k in model.as_dict()
                                                 if getattr(start, k) != getattr(model, k)}}
