@@ -69,10 +69,19 @@ PARAMS = ("split_k", "block_size", "sum_bits", "extra_bits", "rounding", "final_
           "align_to", "normalize", "align_cut", "promote_every", "exact_products")
 
 
-def fit_model(A, B, got, start: MatmulModel, *, rows=FIT_ROWS, sweeps: int = 4):
+MAX_EVALS = 150                 # candidate models evaluated at most (bounds the time of a misfit)
+
+
+class _Budget(Exception):
+    pass
+
+
+def fit_model(A, B, got, start: MatmulModel, *, rows=FIT_ROWS, sweeps: int = 4,
+              max_evals: int = MAX_EVALS):
     """Coordinate descent from ``start`` on the dot products ``A[rows] @ B`` whose fp32 outputs
     are ``got[rows]`` (float array or uint32 bits). Returns ``(model, rate, trace)``: the best
-    model, its match rate on those rows, and the steps taken ([param, value, rate], ...)."""
+    model, its match rate on those rows, and the steps taken ([param, value, rate], ...). At most
+    ``max_evals`` candidates are evaluated (the trace then ends with ["budget", ...])."""
     rows = [r for r in rows if r < A.shape[0]]
     a = A[rows]
     g = np.asarray(got)[rows]
@@ -81,12 +90,24 @@ def fit_model(A, B, got, start: MatmulModel, *, rows=FIT_ROWS, sweeps: int = 4):
 
     def rate(m):
         if m not in cache:
+            if len(cache) >= max_evals:
+                raise _Budget
             w = model_matmul(a, B, m)
             cache[m] = float((w.astype(np.float32).view(np.uint32) == gb).mean())
         return cache[m]
 
     best, r = start, rate(start)
     trace = [["start", start.describe(), r]]
+    state = {"best": best, "r": r}
+    try:
+        _search(A, B, got, rows, sweeps, rate, state, trace, max_evals)
+    except _Budget:
+        trace.append(["budget", f"{max_evals} candidates evaluated", state["r"]])
+    return state["best"], state["r"], trace
+
+
+def _search(A, B, got, rows, sweeps, rate, state, trace, max_evals, joint=True):
+    best, r = state["best"], state["r"]
     for _ in range(sweeps):
         if r == 1.0:
             break
@@ -97,13 +118,14 @@ def fit_model(A, B, got, start: MatmulModel, *, rows=FIT_ROWS, sweeps: int = 4):
                 rm = rate(m)
                 if rm > r:
                     best, r, changed = m, rm, True
+                    state.update(best=best, r=r)
             if best != before:
                 trace.append([param, best.describe(), r])
             if r == 1.0:
                 break
         if not changed:
             break
-    if r < 1.0:                       # stuck: block size and extra bits jointly, then one more sweep
+    if r < 1.0 and joint:             # stuck: block size and extra bits jointly, then one more sweep
         before = best
         for nb in BLOCK_SIZES:
             for p in EXTRA_BITS:
@@ -114,24 +136,23 @@ def fit_model(A, B, got, start: MatmulModel, *, rows=FIT_ROWS, sweeps: int = 4):
                 rm = rate(m)
                 if rm > r:
                     best, r = m, rm
+                    state.update(best=best, r=r)
         if best != before:
             trace.append(["block_size+extra_bits", best.describe(), r])
             if r < 1.0:
-                m2, r2, t2 = fit_model(A, B, got, best, rows=rows, sweeps=1)
-                if r2 > r:
-                    best, r = m2, r2
-                    trace += t2[1:]
-    return best, r, trace
+                state["r"] = r
+                _search(A, B, got, rows, 1, rate, state, trace, max_evals, joint=False)
 
 
-def fit_at_shape(backend, fmt: str, start: MatmulModel, *, M: int, N: int, K: int, seed: int):
+def fit_at_shape(backend, fmt: str, start: MatmulModel, *, M: int, N: int, K: int, seed: int,
+                 max_evals: int = MAX_EVALS):
     """Run the fit sample (``random_operands`` with seed + FIT_SEED_OFFSET, shape M x K x N)
     through ``backend`` and fit from ``start``. Returns a dict for the report."""
     from probes.accumulator.validate import random_operands
     A, B, inputs = random_operands(fmt, M * N, K, seed + FIT_SEED_OFFSET)
     got = backend.matmul(A, B, fmt)
     rows = tuple(range(min(M, max(len(FIT_ROWS), -(-FIT_DOTS // N)))))
-    model, r, trace = fit_model(A, B, got, start, rows=rows)
+    model, r, trace = fit_model(A, B, got, start, rows=rows, max_evals=max_evals)
     return {"model": model, "fit_rate": r, "trace": trace, "inputs": inputs,
             "rows": list(rows), "changed": {k: [getattr(start, k), getattr(model, k)]
                                                 for k in model.as_dict()

@@ -13,7 +13,7 @@ from probes import report as reports
 from probes.accumulator.backends import make_backends
 from probes.accumulator.designs import K_DESIGN, DesignSet
 from probes.accumulator.detect import Detection, detect
-from probes.accumulator.fit import fit_at_shape
+from probes.accumulator.fit import MAX_EVALS, fit_at_shape
 from probes.accumulator.validate import K_VALIDATE, validate
 from probes.progress import Progress
 
@@ -31,7 +31,7 @@ SIMULATED_MODELS = {
 
 
 def run(*, device, backend_names, formats, samples, seed, command, log=print, fingerprint=None,
-        checkpoint=None):
+        checkpoint=None, fit_evals=MAX_EVALS):
     """``checkpoint(report)`` is called after each experiment (the CLI writes the JSON then, so a
     run cut short by a time limit keeps what it measured)."""
     from probes.device import fingerprint as fp_fn
@@ -40,7 +40,7 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
     backends = make_backends(backend_names, device, SIMULATED_MODELS)
     report = reports.new_report("accumulator", command=command, fingerprint=fp, config={
         "device": device, "backends": backend_names, "formats": formats, "samples": samples,
-        "seed": seed, "K_validate": K_VALIDATE,
+        "seed": seed, "K_validate": K_VALIDATE, "fit_evals": fit_evals,
         "simulated_models": {k: v.as_dict() for k, v in SIMULATED_MODELS.items()}})
     bar = Progress(len(backends) * len(formats), "accumulator")
     found = {}                        # (backend, format) -> model, a start for mixed formats
@@ -59,7 +59,8 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
             try:
                 det = _designs_or_start(be, fmt, seed, found)
                 side = int(math.ceil(math.sqrt(samples)))
-                fit = fit_at_shape(be, fmt, det.model, M=side, N=side, K=K_VALIDATE, seed=seed)
+                fit = fit_at_shape(be, fmt, det.model, M=side, N=side, K=K_VALIDATE, seed=seed,
+                                   max_evals=fit_evals)
                 t_det = time.time() - t
                 val = validate(be, fmt, fit["model"], samples=samples, seed=seed)
             except Exception as e:  # a backend failing on one format is a finding, not a crash
