@@ -2,7 +2,7 @@
 # GPU part (see scripts/gpu_session.sh): the tensor-core accumulator probe, then its gpu tests.
 # Arg: output folder. Prints the detected models, match rates, and the design evidence.
 D=${1:?output folder}
-echo "-- python -m probes.accumulator --json accumulator.json (cublas, cublas_fast, triton; 100k samples)"
+echo "-- python -m probes.accumulator --json accumulator.json (cublas, cublas_fast, triton; 100k samples; designs + fit at 317x256x317)"
 start=$(date +%s)
 timeout 140 python3 -m probes.accumulator --json "$D/accumulator.json" --samples 100000 \
     > "$D/accumulator-table.txt" 2> "$D/accumulator-stderr.txt"
