@@ -10,8 +10,10 @@ from probes.errors import UsageError
 DESCRIPTION = """\
 Run designed dot products (Fasi et al. 2021 style) through each backend x input format, infer the
 block-FMA model of its accumulator (block size n_b, extra alignment bits p, rounding, normalisation,
-product exactness), then check that model bit for bit on --samples random dot products (K=256) with
-numerics.matmul. Prints a table, writes a JSON report (with every design output as hex) and a plot.
+product exactness), fit it at the validation shape on a separate random sample (split-K, block
+size, accumulator width sum_bits: the library may run another kernel there), then check that model
+bit for bit on --samples random dot products (K=256) with numerics.matmul. Re-analyse a saved report
+on a CPU with `python -m probes.accumulator.refit REPORT.json`. Prints a table, writes a JSON report (with every design output as hex) and a plot.
 On --device cpu the 'simulated' backend is numerics.matmul with known parameters (the detection
 must recover them), torch_cpu is torch's CPU matmul, and Triton runs in its interpreter."""
 
