@@ -52,9 +52,20 @@ import numpy as np
 from numerics.formats import get_format, round_to_format
 
 __all__ = ["MatmulModel", "model_dot", "model_matmul", "dot_rows_params", "INPUT_FORMATS",
+           "MIXED_FORMATS", "operand_formats",
            "check_representable", "add_fp32"]
 
-INPUT_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32")
+#: Mixed-operand formats: name -> (A's format, B's format), e.g. an fp8 GEMM of e4m3 x e5m2.
+MIXED_FORMATS = {"float8_e4m3fn_x_e5m2": ("float8_e4m3fn", "float8_e5m2")}
+INPUT_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32",
+                 *MIXED_FORMATS)
+
+
+def operand_formats(name: str) -> tuple[str, str]:
+    """(A's format, B's format) of an input format name (the same twice unless mixed)."""
+    return MIXED_FORMATS.get(name, (name, name))
+
+
 _ROUNDINGS = ("toward_zero", "nearest_even")
 _ACC = get_format("float32")
 _INT64_WIDTH = 60          # aligned sums up to 2^60 stay in int64; wider goes to Python ints
@@ -270,8 +281,8 @@ def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, f
     if align_to == "value":
         pkeys = _exponent(prods)
     else:
-        fmt = get_format(input_format)
-        pkeys = np.maximum(_exponent(a), fmt.emin) + np.maximum(_exponent(b), fmt.emin)
+        fa, fb = (get_format(f) for f in operand_formats(input_format))
+        pkeys = np.maximum(_exponent(a), fa.emin) + np.maximum(_exponent(b), fb.emin)
     n, K = prods.shape
     p = None if extra_bits is None else np.asarray(extra_bits, dtype=np.int64)
     c = np.asarray(c, dtype=np.float64)
@@ -323,8 +334,9 @@ def model_dot(a, b, c=None, model: MatmulModel = MatmulModel()) -> np.ndarray:
     """``c + sum_k a[..., k] * b[..., k]`` through ``model``; a, b: (..., K) arrays of values of
     ``model.input_format`` (any float dtype holding them exactly), c: (...) float32 values or None.
     Returns float64 arrays holding float32 values, shape (...)."""
-    a = check_representable(a, model.input_format, "a")
-    b = check_representable(b, model.input_format, "b")
+    fa, fb = operand_formats(model.input_format)
+    a = check_representable(a, fa, "a")
+    b = check_representable(b, fb, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     if a.ndim < 1 or a.shape[-1] == 0:
@@ -341,8 +353,9 @@ def model_matmul(A, B, model: MatmulModel = MatmulModel(), C=None, *, chunk: int
     """``C + A @ B`` (A: (M, K), B: (K, N)) with every dot product through ``model``, each summed
     over k = 0..K-1 in order; float64 (M, N) holding float32 values. ``chunk``: elements (dot
     products x K) evaluated at once."""
-    A = check_representable(A, model.input_format, "A")
-    B = check_representable(B, model.input_format, "B")
+    fa, fb = operand_formats(model.input_format)
+    A = check_representable(A, fa, "A")
+    B = check_representable(B, fb, "B")
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
         raise ValueError(f"need A (M, K) and B (K, N), got {A.shape} and {B.shape}")
     M, K = A.shape

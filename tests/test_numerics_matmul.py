@@ -231,3 +231,15 @@ def test_fast_fma_chain_equals_the_block_path():
     assert np.array_equal(fast, slow2)
     # the unnormalised chain differs somewhere (so the comparison above could fail)
     assert not np.array_equal(fast, slow)
+
+
+def test_mixed_fp8_operands_are_checked_per_operand():
+    m = MatmulModel("float8_e4m3fn_x_e5m2", 32, -10)
+    a, b = np.array([[1.125, 2.0]]), np.array([[2.0 ** -16, 1.0]])   # 1.125: e4m3 only; 2^-16: e5m2 only
+    assert model_dot(a, b, None, m)[0] == 2.0                       # grid 2^(1-13): the tiny one dropped
+    exact = MatmulModel("float8_e4m3fn_x_e5m2", 32, None, "nearest_even")
+    assert model_dot(a, b, None, exact)[0] == 2.0 + 1.125 * 2.0 ** -16
+    with pytest.raises(ValueError, match="not representable in float8_e5m2"):
+        model_dot(b * 0 + 1.125, a * 0 + 1.125, None, m)     # 1.125 as B: not e5m2
+    with pytest.raises(ValueError, match="not representable in float8_e4m3fn"):
+        model_dot(np.array([[2.0 ** -16]]), np.array([[1.0]]), None, m)
