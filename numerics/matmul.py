@@ -25,6 +25,16 @@ fused multiply-adds (what an fp32 SGEMM on CUDA cores does per thread).
 and each partial result is added into an fp32 register with a correctly rounded (nearest-even)
 fp32 add, as DeepSeek-V3's FP8 kernels do by hand (and cuBLAS's fp8 GEMMs may do internally).
 
+``sum_bits = s`` (default 24): the block's normalised result keeps only ``s`` significant bits
+(rounded by ``rounding``) before it becomes the accumulator: an accumulator narrower than fp32,
+as the fp8 tensor-core path is (about 13-14 bits, DeepSeek-V3 report section 3.3.2).
+
+``split_k = S`` (default 1) models a split-K GEMM: K is cut into S contiguous slices of
+``ceil(K / S)`` products, each slice runs the whole chain (with ``promote_every``) from 0, and a
+reduction adds the slices' fp32 results in slice order with correctly rounded (nearest-even) fp32
+adds (``part_0 + part_1``, then ``+ part_2`` ...; ``c`` is added to ``part_0``'s chain as usual).
+cuBLAS's ``splitKreduce_kernel`` after a sliced GEMM does this.
+
 ``align_to`` says which exponent a product has for step 2: ``"value"`` = ``floor(log2|a*b|)``;
 ``"exponent_sum"`` = ``e_a + e_b`` (the hardware adds exponents; the significand product lies in
 [1, 4), so one more bit survives when the largest term's significand product is >= 2). Inputs in
@@ -39,13 +49,23 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from numerics.exact import fma
 from numerics.formats import get_format, round_to_format
 
 __all__ = ["MatmulModel", "model_dot", "model_matmul", "dot_rows_params", "INPUT_FORMATS",
-           "check_representable"]
+           "MIXED_FORMATS", "operand_formats",
+           "check_representable", "add_fp32"]
 
-INPUT_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32")
+#: Mixed-operand formats: name -> (A's format, B's format), e.g. an fp8 GEMM of e4m3 x e5m2.
+MIXED_FORMATS = {"float8_e4m3fn_x_e5m2": ("float8_e4m3fn", "float8_e5m2")}
+INPUT_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32",
+                 *MIXED_FORMATS)
+
+
+def operand_formats(name: str) -> tuple[str, str]:
+    """(A's format, B's format) of an input format name (the same twice unless mixed)."""
+    return MIXED_FORMATS.get(name, (name, name))
+
+
 _ROUNDINGS = ("toward_zero", "nearest_even")
 _ACC = get_format("float32")
 _INT64_WIDTH = 60          # aligned sums up to 2^60 stay in int64; wider goes to Python ints
@@ -68,6 +88,8 @@ class MatmulModel:
     accumulator: str = "float32"
     promote_every: int | None = None   # every P products the unit's sum (started from 0) is added
                                        # to an fp32 register, rounded to nearest (two-level GEMM)
+    sum_bits: int = 24                 # significant bits a block's result keeps (fp32: 24)
+    split_k: int = 1                   # K in S contiguous slices, fp32 partials added in order
 
     def __post_init__(self):
         if self.input_format not in INPUT_FORMATS:
@@ -90,12 +112,18 @@ class MatmulModel:
                                                or int(self.promote_every) % self.block_size):
             raise ValueError(f"promote_every must be a positive multiple of block_size, "
                              f"not {self.promote_every!r}")
+        if not isinstance(self.sum_bits, (int, np.integer)) or not 2 <= self.sum_bits <= 24:
+            raise ValueError(f"sum_bits must be an integer in [2, 24], not {self.sum_bits!r}")
+        if not isinstance(self.split_k, (int, np.integer)) or self.split_k < 1:
+            raise ValueError(f"split_k must be a positive integer, not {self.split_k!r}")
 
     def describe(self) -> str:
         p = "inf" if self.extra_bits is None else str(self.extra_bits)
         fin = "" if self.final_rounding in (None, self.rounding) else f", final {self.final_rounding}"
         promo = "" if self.promote_every is None else f" promote/{self.promote_every}"
         promo += "" if self.align_cut == "toward_zero" else " cut=floor"
+        promo += "" if self.sum_bits == 24 else f" sum_bits={self.sum_bits}"
+        promo += "" if self.split_k == 1 else f" split_k={self.split_k}"
         return (f"n_b={self.block_size} p={p} {self.rounding}{fin} "
                 f"products={'exact' if self.exact_products else 'rounded'} "
                 f"{'normalised' if self.normalize else 'unnormalised'} align={self.align_to}{promo}")
@@ -151,10 +179,11 @@ def _round_shift(A, r, nearest):
     return np.where(big, 0, Q + (up & nearest))
 
 
-def _block(terms, keys, p, nearest, normalize, floor_cut=False) -> np.ndarray:
+def _block(terms, keys, p, nearest, normalize, floor_cut=False, sum_bits=24) -> np.ndarray:
     """One block FMA over rows: ``terms`` (n, m) float64 (exact), ``keys`` (n, m) alignment
     exponents; per row: ``p`` extra bits (int64 array, or None = all bits), ``nearest`` (bool:
-    nearest-even, else toward zero), ``normalize`` (bool). Returns the new accumulators' values."""
+    nearest-even, else toward zero), ``normalize`` (bool); ``sum_bits``: significant bits kept
+    when normalising. Returns the new accumulators' values."""
     nz = terms != 0
     any_nz = nz.any(axis=1)
     E = np.where(nz, keys, np.iinfo(np.int64).min).max(axis=1)
@@ -195,7 +224,7 @@ def _block(terms, keys, p, nearest, normalize, floor_cut=False) -> np.ndarray:
     neg = S < 0
     A = np.where(neg, -S, S)
     L = g + _bit_length(A) - 1
-    q_norm = np.maximum(L, _ACC.emin) - _ACC.mantissa_bits
+    q_norm = np.maximum(L, _ACC.emin) - (int(sum_bits) - 1)
     q_keep = np.maximum(E - _ACC.mantissa_bits, _ACC.emin - _ACC.mantissa_bits)
     q = np.where(normalize, q_norm, q_keep)
     r = q - g
@@ -224,12 +253,25 @@ def _dot_rows(a, b, c, model: MatmulModel) -> np.ndarray:
         nearest=np.full(n, model.rounding == "nearest_even"),
         final_nearest=np.full(n, fin == "nearest_even"), normalize=np.full(n, model.normalize),
         exact_products=model.exact_products, align_to=model.align_to, align_cut=model.align_cut,
-        promote_every=model.promote_every)
+        promote_every=model.promote_every, sum_bits=model.sum_bits, split_k=model.split_k)
+
+
+def add_fp32(x, y) -> np.ndarray:
+    """Correctly rounded (nearest-even) float32 sum of float64 arrays ``x + y`` (any float64
+    values, e.g. exact products): TwoSum, then round-to-odd to float64, then one rounding."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    s = x + y
+    bb = s - x
+    err = (x - (s - bb)) + (y - bb)
+    odd_step = (err != 0) & ((s.view(np.int64) & 1) == 0)
+    s = np.where(odd_step, np.nextafter(s, np.copysign(np.inf, err)), s)
+    return round_to_format(s, _ACC, "nearest_even") + 0.0
 
 
 def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, final_nearest,
                     normalize, exact_products=True, align_to="value", promote_every=None,
-                    align_cut="toward_zero") -> np.ndarray:
+                    align_cut="toward_zero", sum_bits=24, split_k=1) -> np.ndarray:
     """The model on rows ``a, b`` (n, K) with *per-row* parameters (arrays of length n): extra
     bits (int64, or None = infinite for all rows), nearest (bool), final_nearest (bool), normalize
     (bool). Lets a search evaluate many candidate models in one vectorised pass. No input checks."""
@@ -239,33 +281,52 @@ def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, f
     if align_to == "value":
         pkeys = _exponent(prods)
     else:
-        fmt = get_format(input_format)
-        pkeys = np.maximum(_exponent(a), fmt.emin) + np.maximum(_exponent(b), fmt.emin)
+        fa, fb = (get_format(f) for f in operand_formats(input_format))
+        pkeys = np.maximum(_exponent(a), fa.emin) + np.maximum(_exponent(b), fb.emin)
     n, K = prods.shape
     p = None if extra_bits is None else np.asarray(extra_bits, dtype=np.int64)
     c = np.asarray(c, dtype=np.float64)
-    args = (int(block_size), p, nearest, final_nearest, normalize, align_cut == "floor")
+    nearest, final_nearest, normalize = (np.broadcast_to(np.asarray(v, dtype=bool), (n,))
+                                         for v in (nearest, final_nearest, normalize))
+    args = (int(block_size), p, nearest, final_nearest, normalize, align_cut == "floor",
+            int(sum_bits))
+    L = -(-K // int(split_k))
+    out = None
+    for s0 in range(0, K, L):
+        part = _promoted(prods[:, s0:s0 + L], pkeys[:, s0:s0 + L], c if s0 == 0 else np.zeros(n),
+                         promote_every, args)
+        out = part if out is None else add_fp32(out, part)
+    return out
+
+
+def _promoted(prods, pkeys, c, promote_every, args):
     if promote_every is None:
         return _chain(prods, pkeys, c, *args)
+    n, K = prods.shape
     acc = c.copy()
     P = int(promote_every)
     for s0 in range(0, K, P):
         part = _chain(prods[:, s0:s0 + P], pkeys[:, s0:s0 + P], np.zeros(n), *args)
-        acc = fma(np.ones(n), part, acc, _ACC).astype(np.float64)   # fp32 add, nearest-even
+        acc = add_fp32(part, acc)                        # fp32 add, nearest-even
     return acc
 
 
-def _chain(prods, pkeys, c, nb, p, nearest, final_nearest, normalize, floor_cut):
+def _chain(prods, pkeys, c, nb, p, nearest, final_nearest, normalize, floor_cut, sum_bits=24):
     """The block-FMA chain over all K of ``prods`` starting from accumulators ``c``."""
     K = prods.shape[1]
     acc = c.copy()
+    if nb == 1 and p is None and sum_bits == 24 and nearest.all() and final_nearest.all() \
+            and normalize.all():                         # a chain of correctly rounded FMAs
+        for k in range(K):
+            acc = add_fp32(prods[:, k], acc)
+        return acc
     for k0 in range(0, max(K, 1), nb):
         k1 = min(k0 + nb, K)
         last = k1 >= K
         terms = np.concatenate([acc[:, None], prods[:, k0:k1]], axis=1)
         keys = np.concatenate([_exponent(acc)[:, None], pkeys[:, k0:k1]], axis=1)
         acc = _block(terms, keys, p, final_nearest if last else nearest,
-                     True if last else normalize, floor_cut)
+                     True if last else normalize, floor_cut, sum_bits)
     return acc
 
 
@@ -273,8 +334,9 @@ def model_dot(a, b, c=None, model: MatmulModel = MatmulModel()) -> np.ndarray:
     """``c + sum_k a[..., k] * b[..., k]`` through ``model``; a, b: (..., K) arrays of values of
     ``model.input_format`` (any float dtype holding them exactly), c: (...) float32 values or None.
     Returns float64 arrays holding float32 values, shape (...)."""
-    a = check_representable(a, model.input_format, "a")
-    b = check_representable(b, model.input_format, "b")
+    fa, fb = operand_formats(model.input_format)
+    a = check_representable(a, fa, "a")
+    b = check_representable(b, fb, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     if a.ndim < 1 or a.shape[-1] == 0:
@@ -291,8 +353,9 @@ def model_matmul(A, B, model: MatmulModel = MatmulModel(), C=None, *, chunk: int
     """``C + A @ B`` (A: (M, K), B: (K, N)) with every dot product through ``model``, each summed
     over k = 0..K-1 in order; float64 (M, N) holding float32 values. ``chunk``: elements (dot
     products x K) evaluated at once."""
-    A = check_representable(A, model.input_format, "A")
-    B = check_representable(B, model.input_format, "B")
+    fa, fb = operand_formats(model.input_format)
+    A = check_representable(A, fa, "A")
+    B = check_representable(B, fb, "B")
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
         raise ValueError(f"need A (M, K) and B (K, N), got {A.shape} and {B.shape}")
     M, K = A.shape

@@ -13,7 +13,8 @@ from probes.report import load_report
 def test_cli_on_cpu_recovers_the_simulated_model_and_runs_triton(tmp_path, capsys):
     out = tmp_path / "acc.json"
     rc = cli_main.main(["--device", "cpu", "--formats", "float16,float8_e5m2", "--backends",
-                        "simulated,triton", "--samples", "3000", "--json", str(out)])
+                        "simulated,triton", "--samples", "3000", "--json", str(out),
+                        "--fit-evals", "30"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "simulated" in text and "triton" in text
@@ -35,6 +36,7 @@ def test_cli_on_cpu_recovers_the_simulated_model_and_runs_triton(tmp_path, capsy
 
 @pytest.mark.parametrize("args, msg", [
     (["--samples", "0"], "--samples"),
+    (["--fit-evals", "0"], "--fit-evals"),
     (["--formats", "float7"], "float7"),
     (["--backends", "nope"], "nope"),
     (["--device", "cuda:9"], ""),

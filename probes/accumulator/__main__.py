@@ -10,8 +10,10 @@ from probes.errors import UsageError
 DESCRIPTION = """\
 Run designed dot products (Fasi et al. 2021 style) through each backend x input format, infer the
 block-FMA model of its accumulator (block size n_b, extra alignment bits p, rounding, normalisation,
-product exactness), then check that model bit for bit on --samples random dot products (K=256) with
-numerics.matmul. Prints a table, writes a JSON report (with every design output as hex) and a plot.
+product exactness), fit it at the validation shape on a separate random sample (split-K, block
+size, accumulator width sum_bits: the library may run another kernel there), then check that model
+bit for bit on --samples random dot products (K=256) with numerics.matmul. Re-analyse a saved report
+on a CPU with `python -m probes.accumulator.refit REPORT.json`. Prints a table, writes a JSON report (with every design output as hex) and a plot.
 On --device cpu the 'simulated' backend is numerics.matmul with known parameters (the detection
 must recover them), torch_cpu is torch's CPU matmul, and Triton runs in its interpreter."""
 
@@ -25,6 +27,8 @@ def parse_args(argv):
                    "(default: cublas,cublas_fast,triton on a GPU; simulated,torch_cpu,triton on a CPU)")
     p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated, of {','.join(FORMATS)}")
     p.add_argument("--samples", type=int, default=100_000, help="random dot products per format (default 100000)")
+    p.add_argument("--fit-evals", type=int, default=150, help="candidate models the fit at the "
+                   "validation shape may evaluate per experiment (default 150)")
     p.add_argument("--plot", default=None, help="plot path (default: next to the JSON)")
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
@@ -44,6 +48,8 @@ def main(argv=None):
     formats = cli.parse_csv_choice(args.formats, list(FORMATS), "format")
     if args.samples < 1:
         raise UsageError(f"--samples must be at least 1 (got {args.samples})")
+    if args.fit_evals < 1:
+        raise UsageError(f"--fit-evals must be at least 1 (got {args.fit_evals})")
     from probes.device import fingerprint
     fp = fingerprint(device)
     name = (fp.get("gpu") or {}).get("name") if device != "cpu" else "cpu"
@@ -53,7 +59,7 @@ def main(argv=None):
                        seed=args.seed, command=["python", "-m", "probes.accumulator",
                                                 *(argv if argv is not None else sys.argv[1:])],
                        log=lambda line: print(line, file=sys.stderr), fingerprint=fp,
-                       checkpoint=lambda rep: reports.write_report(rep, path))
+                       checkpoint=lambda rep: reports.write_report(rep, path), fit_evals=args.fit_evals)
     print(probe.format_table(report))
     reports.write_report(report, path)
     print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")

@@ -12,21 +12,21 @@ B (K, N) float64 arrays holding values of ``fmt`` and C (M, N) float64 holding t
   parameters are known: the CPU tests recover them).
 - ``torch_cpu``: torch's CPU matmul on fp32 copies of the values (fp8: ``_scaled_mm`` on the CPU).
 
-Shapes (inner K): designs K = 64 in (64 x 64) @ (64 x 64) matmuls, promotion designs K = 512 in
-(256 x 512) @ (512 x 256), validation K = 256 in (317 x 256) @ (256 x 317). M, N >= K/2 always, so
-cuBLAS's heuristics have little reason to split K (split-K pays when K >> M, N and the output has
-few tiles). Not guaranteed: a deterministic split-K with fp32 partials added in order would look
-like ``promote_every = K/splits`` to the detection, and a split that differs between the design
-and validation shapes shows up as a validation mismatch, never silently.
+Shapes (M x K x N): designs 64 x 64 x 64, promotion designs 256 x 512 x 256, fit sample and
+validation 317 x 256 x 317 (for 100,000 samples). cuBLAS chooses its kernel per shape: on the H100
+(run 1) bf16 and fp32 at 317 x 256 x 317 ran split-K (``splitKreduce_kernel``; 4 slices of 64 by
+the fit), tf32 at 64 x 64 x 64 too, so the designs' model and the validation shape's model can
+differ; ``fit.py`` finds the latter and the report keeps both (``design_model``, ``model``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from numerics.formats import get_format
-from numerics.matmul import MatmulModel, check_representable, model_matmul
+from numerics.matmul import MatmulModel, check_representable, model_matmul, operand_formats
 
-FP8 = ("float8_e4m3fn", "float8_e5m2")
+MIXED_FP8 = "float8_e4m3fn_x_e5m2"        # A e4m3, B e5m2 (cuBLASLt's sm_90 fp8 GEMMs allow it)
+FP8 = ("float8_e4m3fn", "float8_e5m2", MIXED_FP8)
 
 
 def _torch_dtype(fmt):
@@ -67,9 +67,10 @@ class Backend:
         B = np.asarray(B, dtype=np.float64)
         if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0] or 0 in A.shape + B.shape:
             raise ValueError(f"need nonempty A (M, K) and B (K, N), got {A.shape} and {B.shape}")
-        check_fits(A, fmt, "A")
-        check_fits(B, fmt, "B")
-        return check_representable(A, fmt, "A"), check_representable(B, fmt, "B")
+        fa, fb = operand_formats(fmt)
+        check_fits(A, fa, "A")
+        check_fits(B, fb, "B")
+        return check_representable(A, fa, "A"), check_representable(B, fb, "B")
 
     def describe(self, fmt):
         return self.name
@@ -77,7 +78,7 @@ class Backend:
 
 class Simulated(Backend):
     name = "simulated"
-    formats = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32")
+    formats = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32", MIXED_FP8)
 
     def __init__(self, models=None):
         self.models = dict(models or {})
@@ -104,8 +105,9 @@ class TorchCPU(Backend):
         import torch
         A, B = self.checked(A, B, fmt)
         if fmt in FP8:
-            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(_torch_dtype(fmt))
-            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(_torch_dtype(fmt)).t()
+            fa, fb = operand_formats(fmt)
+            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(_torch_dtype(fa))
+            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(_torch_dtype(fb)).t()
             one = torch.tensor(1.0)
             c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32)
             return c.numpy().astype(np.float64)[:A.shape[0], :B.shape[1]]
@@ -130,6 +132,11 @@ class Cublas(Backend):
             cc = torch.cuda.get_device_capability(device)
             if cc < (8, 9):
                 return f"{fmt} matmul needs compute capability >= 8.9 (this GPU: {cc[0]}.{cc[1]})"
+        if fmt == "float8_e5m2":
+            # measured on the H100 (torch 2.11, cuBLASLt 13.1): torch._scaled_mm raises
+            # "Multiplication of two Float8_e5m2 matrices is not supported"
+            return ("cuBLASLt has no e5m2 x e5m2 fp8 GEMM (torch._scaled_mm refuses it: 'Multiplication "
+                    "of two Float8_e5m2 matrices is not supported'); cuBLAS fp8 needs an e4m3 operand")
         return None
 
     def __init__(self, device="cuda"):
@@ -149,9 +156,10 @@ class Cublas(Backend):
             _set_tf32(m, fmt == "tf32", old)
             if fmt in FP8:
                 Ap, Bp = _pad16(_pad16(A, 0), 1), _pad16(_pad16(B, 0), 1)
-                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(torch.float32).to(_torch_dtype(fmt))
+                fa, fb = operand_formats(fmt)
+                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(torch.float32).to(_torch_dtype(fa))
                 # column-major second operand: the transpose of a row-major (N, K) tensor
-                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(torch.float32).to(_torch_dtype(fmt)).t()
+                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(torch.float32).to(_torch_dtype(fb)).t()
                 one = torch.ones((), device=dev, dtype=torch.float32)
                 c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32,
                                      use_fast_accum=self.fast_accum)
@@ -191,7 +199,7 @@ class CublasFast(Cublas):
 
 class Triton(Backend):
     name = "triton"
-    formats = ("float16", "bfloat16", "tf32", "float32") + FP8
+    formats = ("float16", "bfloat16", "tf32", "float32", "float8_e4m3fn", "float8_e5m2")
 
     def __init__(self, device="cuda"):
         self.device = device
@@ -240,7 +248,7 @@ def make_backends(names, device, simulated_models=None):
 
 
 BACKENDS = ("cublas", "cublas_fast", "triton", "simulated", "torch_cpu")
-FORMATS = ("float16", "bfloat16", "tf32", "float32", "float8_e4m3fn", "float8_e5m2")
+FORMATS = ("float16", "bfloat16", "tf32", "float32", "float8_e4m3fn", "float8_e5m2", MIXED_FP8)
 
 
 def check_fits(A, fmt, what):

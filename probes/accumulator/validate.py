@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from numerics.formats import get_format, round_to_format
-from numerics.matmul import MatmulModel, model_matmul
+from numerics.matmul import MatmulModel, model_matmul, operand_formats
 from probes.accumulator.backends import check_fits
 
 K_VALIDATE = 256
@@ -24,13 +24,14 @@ ROW_KINDS = ("normal", "mixed", "cancel")
 
 
 def _spread(fmt):
-    return {"float8_e4m3fn": 2, "float8_e5m2": 4}.get(fmt, 6)
+    return min({"float8_e4m3fn": 2, "float8_e5m2": 4}.get(f, 6) for f in operand_formats(fmt))
 
 
 def random_operands(fmt: str, samples: int, K: int = K_VALIDATE, seed: int = 0):
     if samples < 1 or K < 1:
         raise ValueError(f"need samples >= 1 and K >= 1 (got {samples}, {K})")
-    f = get_format(fmt)
+    fa, fb = operand_formats(fmt)
+    f = get_format(fa)
     rng = np.random.default_rng(seed)
     M = N = int(math.ceil(math.sqrt(samples)))
     s = _spread(fmt)
@@ -49,9 +50,9 @@ def random_operands(fmt: str, samples: int, K: int = K_VALIDATE, seed: int = 0):
     B[h:2 * h] = np.where((np.arange(N) % 4 == 0)[None, :], B[:h], B[h:2 * h])   # pairs for cancel
     B = B * np.exp2(rng.integers(-2, 3, (1, N)))
     A = round_to_format(A, f)
-    B = round_to_format(B, f)
-    check_fits(A, fmt, "A")
-    check_fits(B, fmt, "B")
+    B = round_to_format(B, get_format(fb))
+    check_fits(A, fa, "A")
+    check_fits(B, fb, "B")
     return A, B, {"generator": "numpy.default_rng", "seed": seed, "M": M, "N": N, "K": K,
                   "rows": "normal/mixed/cancel by row index mod 3", "spread_binades": s}
 

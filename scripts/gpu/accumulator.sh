@@ -2,7 +2,7 @@
 # GPU part (see scripts/gpu_session.sh): the tensor-core accumulator probe, then its gpu tests.
 # Arg: output folder. Prints the detected models, match rates, and the design evidence.
 D=${1:?output folder}
-echo "-- python -m probes.accumulator --json accumulator.json (cublas, cublas_fast, triton; 100k samples)"
+echo "-- python -m probes.accumulator --json accumulator.json (cublas, cublas_fast, triton; 100k samples; designs + fit at 317x256x317)"
 start=$(date +%s)
 timeout 140 python3 -m probes.accumulator --json "$D/accumulator.json" --samples 100000 \
     > "$D/accumulator-table.txt" 2> "$D/accumulator-stderr.txt"
@@ -23,6 +23,8 @@ for e in rep["experiments"]:
     print(f"== {e['key']}: {m['model_text']} designs_ok={m['consistent_with_designs']} "
           f"survivors={m['survivors']} ambiguity={m['ambiguity']} match={m['match_rate']:.6f} "
           f"by_kind={m['match_rate_by_row_kind']} max_ulp={m['max_ulp_mismatch']}")
+    print(f"   designs' model: {m.get('design_model_text')}; fit at {m.get('shapes_MxKxN', {}).get('fit_and_validation')}"
+          f" (rate {m.get('fit', {}).get('rate')}, changed {m.get('fit', {}).get('changed')}), K per slice {m.get('K_per_slice')}")
     if m["design_mismatches"]:
         print("   design mismatches:", m["design_mismatches"][:20])
     for ex in m["mismatch_examples"][:3]:
