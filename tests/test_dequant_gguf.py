@@ -119,3 +119,15 @@ def test_smollm2_q4_blocks_match_gguf_bit_for_bit():
         assert bitwise_equal(dq.dequant_q4_1(sample), want), name
         checked += sample.shape[0]
     assert checked > 200_000
+
+
+def test_smollm2_path_from_environment(tmp_path, monkeypatch):
+    from probes.dequant.gguf_file import GGUFError, smollm2_path
+
+    f = tmp_path / "model.gguf"
+    f.write_bytes(b"GGUF")
+    monkeypatch.setenv("DRIFTSCOPE_SMOLLM2_GGUF", str(f))
+    assert smollm2_path() == str(f)
+    monkeypatch.setenv("DRIFTSCOPE_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(GGUFError, match="no such file"):
+        smollm2_path()

