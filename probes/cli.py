@@ -28,7 +28,11 @@ from probes.errors import DriftscopeError, NoGPUError, UsageError
 
 __all__ = [
     "add_common_args",
+    "add_plot_args",
     "resolve_device",
+    "select_device",
+    "report_path",
+    "write_plot",
     "gpu_status",
     "parse_csv_choice",
     "parse_sizes",
@@ -54,6 +58,43 @@ def add_common_args(parser: argparse.ArgumentParser, *, json_help: str | None = 
                         help=json_help or "write the full JSON report to PATH (parent folders are "
                                           "created); compare reports with `python -m probes.compare`")
     return parser
+
+
+def add_plot_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add --plot PATH and --no-plot (probes that draw their results)."""
+    parser.add_argument("--plot", default=None, metavar="PATH",
+                        help="where to write the plot (default: next to the JSON, .png)")
+    parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    return parser
+
+
+def slug(text: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (file names of default reports)."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "device"
+
+
+def report_path(args: argparse.Namespace, probe: str, fingerprint: dict, device: str) -> str:
+    """--json, else reports/<probe>-<gpu name (from the device fingerprint) or cpu>.json."""
+    if getattr(args, "json", None):
+        return args.json
+    name = ((fingerprint or {}).get("gpu") or {}).get("name") if device != "cpu" else "cpu"
+    return os.path.join("reports", f"{probe}-{slug(name or device)}.json")
+
+
+def write_plot(args: argparse.Namespace, json_path: str, plot: Callable[[dict, str], None],
+               report: dict) -> str | None:
+    """Draw `plot(report, path)` unless --no-plot (path: --plot, else the JSON's path with .png) and
+    print where it went; without matplotlib say so and go on. Returns the path or None."""
+    if getattr(args, "no_plot", False):
+        return None
+    path = getattr(args, "plot", None) or os.path.splitext(json_path)[0] + ".png"
+    try:
+        plot(report, path)
+    except ImportError:
+        print("plot:   skipped (matplotlib is not installed)")
+        return None
+    print(f"plot:   {path}")
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,6 +176,16 @@ def resolve_device(spec: str | None) -> str:
         raise UsageError(f"--device {text}: there {'is' if n == 1 else 'are'} only {n} usable "
                          f"GPU{'' if n == 1 else 's'} ({which})")
     return f"cuda:{index}"
+
+
+def select_device(spec: str | None) -> str:
+    """resolve_device, and on the CPU switch Triton to its interpreter and Numba to its CUDA simulator
+    (TRITON_INTERPRET / NUMBA_ENABLE_CUDASIM, read once when they are first imported: call this before)."""
+    device = resolve_device(spec)
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    return device
 
 
 # --------------------------------------------------------------------------------------------

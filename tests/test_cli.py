@@ -1,6 +1,7 @@
 """probes.cli (argument helpers, device resolution, guarded_main) and probes.progress."""
 import argparse
 import io
+import os
 
 import pytest
 
@@ -187,3 +188,26 @@ def test_resolve_device_with_gpu():
     assert n >= 1 and reason == ""
     with pytest.raises(UsageError, match=f"only {n} usable GPU"):
         resolve_device(f"cuda:{n}")
+
+
+def test_report_path_and_plot_helpers(tmp_path, capsys):
+    import argparse
+
+    parser = cli.add_plot_args(cli.add_common_args(argparse.ArgumentParser()))
+    args = parser.parse_args([])
+    fp = {"gpu": {"name": "NVIDIA H100 80GB HBM3"}}
+    assert cli.report_path(args, "fma", fp, "cuda:0") == os.path.join("reports", "fma-nvidia-h100-80gb-hbm3.json")
+    assert cli.report_path(args, "fma", fp, "cpu") == os.path.join("reports", "fma-cpu.json")
+    args = parser.parse_args(["--json", str(tmp_path / "r.json")])
+    assert cli.report_path(args, "fma", fp, "cuda:0") == str(tmp_path / "r.json")
+
+    drawn = []
+    assert cli.write_plot(args, str(tmp_path / "r.json"), lambda rep, p: drawn.append(p), {}) == str(tmp_path / "r.png")
+    assert drawn == [str(tmp_path / "r.png")]
+
+    def no_matplotlib(rep, p):
+        raise ImportError("matplotlib")
+    assert cli.write_plot(args, str(tmp_path / "r.json"), no_matplotlib, {}) is None
+    assert "skipped (matplotlib is not installed)" in capsys.readouterr().out
+    args = parser.parse_args(["--no-plot"])
+    assert cli.write_plot(args, "x.json", lambda rep, p: drawn.append(p), {}) is None and len(drawn) == 1

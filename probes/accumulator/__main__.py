@@ -1,7 +1,5 @@
 """`python -m probes.accumulator`: detect and validate the matrix units' accumulator. See --help."""
 import argparse
-import os
-import re
 import sys
 
 from probes import cli
@@ -29,16 +27,13 @@ def parse_args(argv):
     p.add_argument("--samples", type=int, default=100_000, help="random dot products per format (default 100000)")
     p.add_argument("--fit-evals", type=int, default=150, help="candidate models the fit at the "
                    "validation shape may evaluate per experiment (default 150)")
-    p.add_argument("--plot", default=None, help="plot path (default: next to the JSON)")
-    p.add_argument("--no-plot", action="store_true")
+    cli.add_plot_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.resolve_device(args.device)
-    if device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    device = cli.select_device(args.device)
     from probes import report as reports
     from probes.accumulator import probe
     from probes.accumulator.backends import BACKENDS, FORMATS
@@ -52,9 +47,7 @@ def main(argv=None):
         raise UsageError(f"--fit-evals must be at least 1 (got {args.fit_evals})")
     from probes.device import fingerprint
     fp = fingerprint(device)
-    name = (fp.get("gpu") or {}).get("name") if device != "cpu" else "cpu"
-    slug = re.sub(r"[^a-z0-9]+", "-", (name or device).lower()).strip("-") or "device"
-    path = args.json or os.path.join("reports", f"accumulator-{slug}.json")
+    path = cli.report_path(args, "accumulator", fp, device)
     report = probe.run(device=device, backend_names=backends, formats=formats, samples=args.samples,
                        seed=args.seed, command=["python", "-m", "probes.accumulator",
                                                 *(argv if argv is not None else sys.argv[1:])],
@@ -63,13 +56,7 @@ def main(argv=None):
     print(probe.format_table(report))
     reports.write_report(report, path)
     print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
-    if not args.no_plot:
-        plot_path = args.plot or os.path.splitext(path)[0] + ".png"
-        try:
-            probe.plot(report, plot_path)
-            print(f"plot:   {plot_path}")
-        except ImportError:
-            print("plot:   skipped (matplotlib is not installed)")
+    cli.write_plot(args, path, probe.plot, report)
     return 0
 
 

@@ -1,7 +1,5 @@
 """`python -m probes.dequant`: dequantisation formulas, GGUF blocks and FP8 through every backend."""
 import argparse
-import os
-import re
 import sys
 
 from probes import cli
@@ -24,16 +22,13 @@ def parse_args(argv):
     p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default: {','.join(BACKENDS)})")
     p.add_argument("--no-speed", action="store_true", help="skip the GPU speed measurements")
     p.add_argument("--no-layer", action="store_true", help="skip the fused matmul and layer experiments")
-    p.add_argument("--plot", default=None, help="where to write the plot (default: next to the JSON)")
-    p.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    cli.add_plot_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.resolve_device(args.device)
-    if device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    device = cli.select_device(args.device)
     from probes import device as devinfo
     from probes import report as reports
     from probes.dequant import table
@@ -54,18 +49,10 @@ def main(argv=None):
         probe = DequantProbe(device, backends, args.seed, log, speed=not args.no_speed, layer=not args.no_layer)
         probe.run(report, lambda **kw: reports.add_experiment(report, **kw))
     print(table.format_table(report))
-    name = (report["fingerprint"].get("gpu") or {}).get("name") if device != "cpu" else "cpu"
-    slug = re.sub(r"[^a-z0-9]+", "-", str(name or device).lower()).strip("-") or "device"
-    path = args.json or os.path.join("reports", f"dequant-{slug}.json")
+    path = cli.report_path(args, "dequant", report["fingerprint"], device)
     reports.write_report(report, path)
     print(f"report: {path}")
-    if not args.no_plot:
-        plot_path = args.plot or os.path.splitext(path)[0] + ".png"
-        try:
-            table.plot(report, plot_path)
-            print(f"plot:   {plot_path}")
-        except ImportError:
-            print("plot:   skipped (matplotlib is not installed)")
+    cli.write_plot(args, path, table.plot, report)
     errors = [e for e in report["experiments"] if e["status"] == "error"]
     return 1 if errors else 0
 

@@ -1,7 +1,5 @@
 """`python -m probes.fma`: fused vs unfused multiply-add in every backend. See --help."""
 import argparse
-import os
-import re
 import sys
 
 from probes import cli
@@ -32,22 +30,14 @@ def parse_args(argv):
     parser.add_argument("--n", type=int, default=None,
                         help="outputs per program: dot rows, horner points, axpy elements "
                              "(default: 65536 on a GPU, 256 on a CPU)")
-    parser.add_argument("--plot", default=None, help="where to write the plot (default: next to the JSON)")
-    parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    cli.add_plot_args(parser)
     return parser.parse_args(argv)
 
-
-def slug(text):
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.resolve_device(args.device)
-    if device == "cpu":
-        # Must be set before triton / numba are imported (they read them once).
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    device = cli.select_device(args.device)
 
     from probes import report as reports
     from probes.fma import probe, table
@@ -62,17 +52,10 @@ def main(argv=None):
                        command=["python", "-m", "probes.fma", *(argv if argv is not None else sys.argv[1:])],
                        log=lambda line: print(line, file=sys.stderr))
     print(table.format_table(report))
-    name = (report["fingerprint"].get("gpu") or {}).get("name") if device != "cpu" else "cpu"
-    path = args.json or os.path.join("reports", f"fma-{slug(name or device)}.json")
+    path = cli.report_path(args, "fma", report["fingerprint"], device)
     reports.write_report(report, path)
     print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
-    if not args.no_plot:
-        plot_path = args.plot or os.path.splitext(path)[0] + ".png"
-        try:
-            table.plot(report, plot_path)
-            print(f"plot:   {plot_path}")
-        except ImportError:
-            print("plot:   skipped (matplotlib is not installed)")
+    cli.write_plot(args, path, table.plot, report)
     return 0
 
 

@@ -1,7 +1,6 @@
 """`python -m probes.gemm`: cuBLAS kernel choice and batch invariance. See --help."""
 import argparse
 import os
-import re
 import signal
 import sys
 import time
@@ -48,20 +47,14 @@ def parse_args(argv):
     parser.add_argument("--bench-dtypes", default="bfloat16", help="dtypes of the speed table (bfloat16,float16)")
     parser.add_argument("--choices-out", default=None,
                         help="write the chosen Triton config per shape class here (default: next to the JSON)")
-    parser.add_argument("--plot", default=None, help="plot path (default: next to the JSON)")
-    parser.add_argument("--no-plot", action="store_true")
+    cli.add_plot_args(parser)
     return parser.parse_args(argv)
 
-
-def slug(text):
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.resolve_device(args.device)
-    if device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    device = cli.select_device(args.device)
 
     from probes import report as reports
     from probes.gemm import probe as P
@@ -179,8 +172,7 @@ def finish(args, device, report, stage_seconds, started, log):
     report["config"]["wall_seconds"] = time.perf_counter() - started
 
     print(table.format_tables(report))
-    name = (report["fingerprint"].get("gpu") or {}).get("name") if device != "cpu" else "cpu"
-    path = args.json or os.path.join("reports", f"gemm-{slug(name or device)}.json")
+    path = cli.report_path(args, "gemm", report["fingerprint"], device)
     reports.write_report(report, path)
     print(f"\nstages: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds.items()))
     print(f"report: {path}  ({report['config']['wall_seconds']:.1f} s)")
@@ -188,13 +180,7 @@ def finish(args, device, report, stage_seconds, started, log):
         choices = args.choices_out or os.path.splitext(path)[0] + "-triton-choices.json"
         save_choices(choices)
         print(f"triton choices: {choices} (use with GEMM_TRITON_CHOICES=...)")
-    if not args.no_plot:
-        plot_path = args.plot or os.path.splitext(path)[0] + ".png"
-        try:
-            table.plot(report, plot_path)
-            print(f"plot:   {plot_path}")
-        except ImportError:
-            print("plot:   skipped (matplotlib is not installed)")
+    cli.write_plot(args, path, table.plot, report)
     return 0
 
 

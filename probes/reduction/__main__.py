@@ -1,7 +1,5 @@
 """`python -m probes.reduction`: the first thing to run on a new GPU (or CPU). See --help."""
 import argparse
-import os
-import re
 import sys
 
 from probes import cli
@@ -45,22 +43,14 @@ def parse_args(argv):
     parser.add_argument("--final-block", type=int, default=None,
                         help="threads of the fixed order's second pass (default 256)")
     parser.add_argument("--no-specials", action="store_true", help="skip the NaN / Inf experiments")
-    parser.add_argument("--plot", default=None, help="where to write the plot (default: next to the JSON)")
-    parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    cli.add_plot_args(parser)
     return parser.parse_args(argv)
 
-
-def slug(text):
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.resolve_device(args.device)
-    if device == "cpu":
-        # Must be set before triton / numba are imported (they read them once).
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    device = cli.select_device(args.device)
 
     from probes.reduction import probe as reduction
     from probes.reduction import table
@@ -87,17 +77,10 @@ def main(argv=None):
     if summary and device != "cpu":
         print()
         print(summary)
-    name = (report["fingerprint"].get("gpu") or {}).get("name") if device != "cpu" else "cpu"
-    path = args.json or os.path.join("reports", f"reduction-{slug(name or device)}.json")
+    path = cli.report_path(args, "reduction", report["fingerprint"], device)
     reports.write_report(report, path)
     print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
-    if not args.no_plot:
-        plot_path = args.plot or os.path.splitext(path)[0] + ".png"
-        try:
-            table.plot(report, plot_path)
-            print(f"plot:   {plot_path}")
-        except ImportError:
-            print("plot:   skipped (matplotlib is not installed)")
+    cli.write_plot(args, path, table.plot, report)
     return 0
 
 
