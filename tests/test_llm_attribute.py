@@ -95,6 +95,8 @@ def test_planted_fault_ranked_first_smollm2(smollm2):
     assert len(ops) == 28 and ops[0]["unit"] == "L7.down_proj" and ops[0]["contribution"] > 0.99
     assert ops[1]["contribution"] < 0.01
     assert [r["site"] for r in res["local"] if r["max_ulp"] != 0] == ["L7.down_proj"]
+    inj = [r for r in res["causal_inject"] if r["kind"] == "op"]
+    assert inj[0]["unit"] == "L7.down_proj" and abs(inj[0]["contribution"] - 1) < 1e-6 and inj[1]["contribution"] == 0
 
 
 def test_identical_runs_attribute_zero_smollm2(smollm2):
