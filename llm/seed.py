@@ -209,7 +209,9 @@ def compare(rec, a_last, lm, cfgs, folder: Path, *, replay_traces=True):
 
 
 def format_comparison(results, rec):
-    a_dev = rec["fingerprint"].get("gpu.name") or rec["fingerprint"].get("cpu.model") or rec["run"]["device"]
+    fp = rec.get("fingerprint") or {}
+    a_dev = ((fp.get("gpu") or {}).get("name") if isinstance(fp.get("gpu"), dict) else None) \
+        or ((fp.get("cpu") or {}).get("model") if isinstance(fp.get("cpu"), dict) else None) or rec["run"]["device"]
     lines = [f"A = {rec['run']['device']} {rec['run']['dtype']} ({a_dev}); model {rec['model']}",
              f"  {'run B':<34} {'prompt':<9} {'tok':>5} {'A first (p)':<22} {'B first (p)':<22} {'max|dp|':>9} "
              f"{'flips':>6} {'max|dlogit|':>11} {'greedy parts':>12}"]
