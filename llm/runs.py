@@ -103,7 +103,7 @@ class RunTap:
         elif self.correct is not None and site in self.correct:
             out = _map(lambda t, r, m: run.add(t, r.float() - m.float()), out, self.ref[site], self.own[site])
         elif self.inject is not None and site in self.inject:
-            out = _map(lambda t, r, m: run.add(t, (m.float() - r.float()).to(t.device)), out, self.ref[site],
+            out = _map(lambda t, r, m: run.add(t, m.to(r.device).float() - r.float()), out, self.ref[site],
                        self.own[site])
         return out
 
