@@ -11,15 +11,23 @@ What it reveals, three ways, for one prompt (llm.runs has the machinery):
 2. local error: each op of the variant fed the reference's inputs (one forward in which every op's
    output is compared with the reference's, then replaced by it): max ulp (in the variant's dtype),
    relative error, cosine.
-3. causal contribution: the variant with one op (then one whole layer, then one op class across all
-   layers) put back to the reference: the op's own error (reference output minus the variant op's
-   output on the reference's inputs, measured in the local pass, in the variant's dtype) is taken out of
-   its output, everything else computed as the variant computes it; the fraction of the rms logit drift
-   that disappears ranks the ops. (Replacing an op's whole output by the reference's would also remove
-   all the error it merely carries, so every later residual add would "explain" everything; that
-   literal restore is reported per layer as `restore_layers`: the drift left when layer L's outputs are
-   the reference's, i.e. the drift made after layer L.) The reference's op outputs and the deltas stay
-   cached on the device, so each unit is one forward.
+3. causal contribution, two modes (both are run; `causal` is the default one, see resolve_modes):
+   - correct: the variant with one op (then one whole layer, then one op class across all layers)
+     put back to the reference: the op's own error (reference output minus the variant op's output on
+     the reference's inputs, measured in the local pass) is taken out of its output, everything else
+     computed as the variant computes it; contribution = the fraction of the rms logit drift that
+     disappears. Exact when both runs compute in one dtype (planted faults, batch, kernels); when the
+     variant is bf16 and the reference fp32, a correction smaller than half a bf16 ulp of the output
+     rounds away inside the variant and every op scores ~0 (seen on the H100: only L0 survived).
+   - inject (the dual, default when the dtypes differ): the REFERENCE, in its dtype, with exactly one
+     unit's own error put in (its output replaced by the variant op's output on the reference's
+     inputs, held in the reference's dtype); contribution = rms drift injected / full rms drift, with
+     the injected run's max |dlogit|, KL, top-1 flips and margin. Nothing rounds the error away.
+   (Replacing an op's whole output by the reference's would also remove all the error it merely
+   carries, so every later residual add would "explain" everything; that literal restore is reported
+   per layer as `restore_layers`: the drift left when layer L's outputs are the reference's, i.e. the
+   drift made after layer L.) The reference's op outputs and the variant ops' outputs on them stay
+   cached on the device, so each unit is one forward (of the variant, or of the reference for inject).
 4. generation: greedy decoding under both runs: first diverging token, both runs' probabilities of the
    competing tokens there, the texts after it.
 
@@ -40,7 +48,7 @@ from llm.runs import NonFiniteError, Run, RunTap, first_nonfinite
 from probes.errors import UsageError
 from probes.progress import Progress
 
-__all__ = ["attribute", "causal_units", "main", "SEED_PROMPT"]
+__all__ = ["attribute", "causal_units", "resolve_modes", "main", "SEED_PROMPT", "CAUSAL_MODES"]
 
 SEED_PROMPT = "I enjoy walking in the"
 RETRIEVAL_PROMPT_FILE = Path(__file__).resolve().parent / "data" / "retrieval_prompt.txt"   # ~1,450 tokens
@@ -65,6 +73,76 @@ def causal_units(n_layers, which=("op", "layer", "class")):
     return units
 
 
+CAUSAL_MODES = ("correct", "inject")
+
+
+def resolve_modes(modes, ref, var):
+    """The causal modes to run, the default (reported as `causal`) first. "auto": both; inject is
+    the default when the runs' dtypes differ, correct otherwise."""
+    if modes in (None, "auto"):
+        return ("inject", "correct") if ref.dtype != var.dtype else ("correct", "inject")
+    modes = tuple(modes)
+    bad = [m for m in modes if m not in CAUSAL_MODES]
+    if bad or not modes:
+        raise UsageError(f"causal mode(s) {', '.join(bad) or '(none)'}: not one of {', '.join(CAUSAL_MODES)}, auto")
+    return modes
+
+
+def _to_floats(metrics):
+    if not metrics:
+        return []
+    keys = list(metrics[0])
+    table = torch.stack([torch.stack([m[k].double() for k in keys]) for m in metrics]).cpu().tolist()
+    return [dict(zip(keys, row)) for row in table]
+
+
+def _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, units, drill, desc):
+    """Causal rows of one mode, best first.
+
+    correct: the VARIANT with the unit's own error taken out; contribution = 1 - rms_after / rms_full.
+    inject: the REFERENCE (in its dtype) with the unit's own error put in (its output replaced by the
+    variant op's output on the reference's inputs); contribution = rms_injected / rms_full, and the
+    injected run's drift metrics (max |dlogit|, KL, top-1 flips, margin) are kept with suffix _injected.
+    """
+    todo, metrics = [], []
+    first = tuple(u for u in units if not (drill and u == "op"))
+    if drill and "op" in units and "layer" not in first:
+        first += ("layer",)          # drilling down needs the layers' ranking
+
+    def measure(batch):
+        with Progress(len(batch), desc) as bar:
+            for kind, label, sites in batch:
+                if mode == "correct":
+                    logits = var.forward(RunTap(var, correct=sites, ref=cache, own=own))
+                else:
+                    logits = ref.forward(RunTap(ref, inject=sites, ref=ref_cache, own=own)).to(ref_logits.device)
+                metrics.append(drift_metrics(ref_logits, logits))
+                bar.update(note=label)
+
+    def contribution(m):
+        if rms_full == 0:
+            return 0.0
+        return 1.0 - m["rms_dlogit"] / rms_full if mode == "correct" else m["rms_dlogit"] / rms_full
+
+    batch = causal_units(ref.n_layers, first)
+    todo += batch
+    measure(batch)
+    if drill and "op" in units:      # op units only inside the `drill` layers that explain most
+        scored = [(-contribution(m), u[1]) for u, m in zip(todo, _to_floats(metrics)) if u[0] == "layer"]
+        top = [label for _, label in sorted(scored)[:drill]]
+        ops = [u for u in causal_units(ref.n_layers, ("op",)) if u[1].split(".")[0] in top
+               or (u[1].startswith("final.") and "final" in top)]
+        todo += ops
+        measure(ops)
+    suffix = "_after" if mode == "correct" else "_injected"
+    rows = []
+    for (kind, label, _), m in zip(todo, _to_floats(metrics)):
+        rows.append({"unit": label, "kind": kind, "mode": mode, "contribution": contribution(m),
+                     **{k + suffix: v for k, v in m.items()}})
+    rows.sort(key=lambda r: -r["contribution"])
+    return rows, len(todo)
+
+
 def check_compatible(ref_lm, var_lm, prompt_ids):
     if ref_lm.tokenizer.fingerprint != var_lm.tokenizer.fingerprint:
         raise UsageError(f"the runs tokenise differently ({ref_lm.tokenizer.fingerprint} vs "
@@ -87,7 +165,7 @@ def _raise_nonfinite(run, which):
 
 
 def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, units=("op", "layer", "class"),
-              local=True, restore=True, drill=0, progress_desc="attribute"):
+              local=True, restore=True, drill=0, modes="auto", progress_desc="attribute"):
     """The full attribution of one prompt (a JSON-able dict; see the module docstring)."""
     check_compatible(ref_lm, var_lm, prompt_ids)
     tok = ref_lm.tokenizer
@@ -95,7 +173,10 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
     ref = Run(ref_lm, ref_cfg, prompt_ids)
     var = Run(var_lm, var_cfg, prompt_ids)
     t0 = time.perf_counter()
-    ref_logits, cache = ref.record(record_dtype=var.dtype)
+    modes = resolve_modes(modes, ref, var) if units else ()
+    # inject adds (variant op - reference op) to the reference's own output: the reference is kept in
+    # its own dtype then (float32 for fp32 vs bf16: 2x the cache), else in the variant's
+    ref_logits, cache = ref.record(record_dtype=ref.dtype if "inject" in modes else var.dtype)
     _sync(ref.device)
     times["reference_record_s"] = time.perf_counter() - t0
     if not torch.isfinite(ref_logits).all():
@@ -106,6 +187,7 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
     times["variant_forward_s"] = time.perf_counter() - t0
     if not torch.isfinite(var_logits).all():
         _raise_nonfinite(var, "variant")
+    ref_cache = cache                   # on the reference's device, for inject
     if ref.device != var.device:
         ref_logits = ref_logits.to(var.device)
         cache = {k: (tuple(t.to(var.device) for t in v) if isinstance(v, tuple) else v.to(var.device))
@@ -123,11 +205,11 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
                                "max_abs_dp": float((pr - pv).abs().max())}
     rms_full = full["rms_dlogit"]
 
-    deltas = {} if units else None
+    own = {} if units else None
     if local or units:
         t0 = time.perf_counter()
         rows = []
-        var.forward(RunTap(var, ref=cache, local=rows, deltas=deltas))
+        var.forward(RunTap(var, ref=cache, local=rows, own=own))
         vals = torch.stack([torch.stack([u.double(), r.double(), c.double()]) for _, u, r, c in rows]).cpu()
         result["local"] = [{"site": var.opmap.label(s), "layer": s[0], "op": s[1], "max_ulp": int(v[0]),
                             "rel_err": float(v[1]), "cosine": float(v[2])} for (s, *_), v in zip(rows, vals)]
@@ -135,49 +217,40 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
         times["local_s"] = time.perf_counter() - t0
 
     if units:
-        t0 = time.perf_counter()
-        todo = [("restore", u[1], u[2]) for u in causal_units(ref.n_layers, ("layer",))] if restore else []
-        first = tuple(u for u in units if not (drill and u == "op"))
-        if drill and "op" in units and "layer" not in first:
-            first += ("layer",)          # drilling down needs the layers' ranking
-        todo += causal_units(ref.n_layers, first)
-        metrics = []
-
-        def measure(batch):
-            with Progress(len(batch), progress_desc) as bar:
-                for kind, label, sites in batch:
-                    if kind == "restore":
-                        tap = RunTap(var, patch=sites, ref=cache)
-                    else:
-                        tap = RunTap(var, correct=sites, deltas=deltas)
-                    metrics.append(drift_metrics(ref_logits, var.forward(tap)))
+        result["causal_modes"] = list(modes)
+        result["causal_default"] = modes[0]
+        result["causal_default_why"] = (
+            "inject: the dtypes differ, so the own-error correction of `correct` (added inside the "
+            "variant's lower precision) can round away" if modes[0] == "inject" and ref.dtype != var.dtype
+            else f"{modes[0]}: asked for" if modes[0] != "correct" or ref.dtype != var.dtype
+            else "correct: both runs compute in the same dtype")
+        if restore:
+            t0 = time.perf_counter()
+            todo = [("restore", u[1], u[2]) for u in causal_units(ref.n_layers, ("layer",))]
+            with Progress(len(todo), progress_desc + " restore") as bar:
+                met = []
+                for _, label, sites in todo:
+                    met.append(drift_metrics(ref_logits, var.forward(RunTap(var, patch=sites, ref=cache))))
                     bar.update(note=label)
-
-        measure(todo)
-        if drill and "op" in units:      # op units only inside the `drill` layers that explain most
-            rms = [(float(m["rms_dlogit"]), u[1]) for u, m in zip(todo, metrics) if u[0] == "layer"]
-            top = [label for _, label in sorted(rms)[:drill]]
-            ops = [u for u in causal_units(ref.n_layers, ("op",)) if u[1].split(".")[0] in top
-                   or (u[1].startswith("final.") and "final" in top)]
-            todo += ops
-            measure(ops)
-        keys = list(metrics[0]) if metrics else []
-        table = torch.stack([torch.stack([m[k].double() for k in keys]) for m in metrics]).cpu().tolist() \
-            if metrics else []
-        causal, restored = [], []
-        for (kind, label, _), row in zip(todo, table):
-            m = dict(zip(keys, row))
-            contrib = 0.0 if rms_full == 0 else 1.0 - m["rms_dlogit"] / rms_full
-            entry = {"unit": label, "kind": kind, "contribution": contrib, **{k + "_after": v for k, v in m.items()}}
-            (restored if kind == "restore" else causal).append(entry)
-        causal.sort(key=lambda r: -r["contribution"])
-        result["causal"] = causal
-        if restored:
-            result["restore_layers"] = restored
-        _sync(var.device)
-        times["causal_s"] = time.perf_counter() - t0
-        times["causal_forwards"] = len(todo)
-    del cache, deltas
+            result["restore_layers"] = [{"unit": label, "kind": "restore", **m}
+                                        for (_, label, _), m in zip(todo, _to_floats(met))]
+            for r in result["restore_layers"]:
+                r.update({k + "_after": r.pop(k) for k in list(r) if k not in ("unit", "kind")})
+            times["restore_s"] = time.perf_counter() - t0
+            times["restore_forwards"] = len(todo)
+        for mode in modes:
+            t0 = time.perf_counter()
+            n_drill = drill.get(mode, 0) if isinstance(drill, dict) else drill
+            rows, n = _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, units, n_drill,
+                                   f"{progress_desc} {mode}")
+            result["causal_" + mode] = rows
+            _sync(var.device)
+            times[f"causal_{mode}_s"] = time.perf_counter() - t0
+            times[f"causal_{mode}_forwards"] = n
+        result["causal"] = result["causal_" + modes[0]]
+        times["causal_s"] = sum(times[f"causal_{m}_s"] for m in modes) + times.get("restore_s", 0.0)
+        times["causal_forwards"] = sum(times[f"causal_{m}_forwards"] for m in modes) + times.get("restore_forwards", 0)
+    del cache, ref_cache, own
 
     if gen_steps:
         t0 = time.perf_counter()
@@ -235,6 +308,11 @@ def build_parser():
     ap.add_argument("--no-local", action="store_true", help="skip the local-error pass")
     ap.add_argument("--drill", type=int, default=0, metavar="N", help="op units only inside the N layers "
                     "whose own errors explain most of the drift (0: every op of every layer)")
+    ap.add_argument("--causal-mode", default="auto", choices=("auto", "inject", "correct", "both"),
+                    help="auto: both modes, inject the default when the dtypes differ, correct otherwise")
+    ap.add_argument("--inject-drill", type=int, default=None, metavar="N",
+                    help="--drill for the inject mode only (default: --drill); inject forwards run the "
+                    "reference, e.g. float32: a full 7B op sweep there is ~8x the bf16 one")
     ap.add_argument("--top", type=int, default=15, help="rows of the printed ranking")
     ap.add_argument("--plot", default=None, help="write the layer x op heatmap (PNG) here")
     return ap
@@ -260,8 +338,11 @@ def main(argv=None):
     var_lm = load(args.variant_model or model, var_cfg.device, var_cfg.torch_dtype, args.seed, var_cfg.weights)
     load_s = time.perf_counter() - t0
     name, text, ids = load_prompt(args, ref_lm.tokenizer)
+    modes = {"auto": "auto", "both": ("correct", "inject"), "inject": ("inject",),
+             "correct": ("correct",)}[args.causal_mode]
+    drill = {"correct": args.drill, "inject": args.drill if args.inject_drill is None else args.inject_drill}
     res = attribute(ref_lm, ref_cfg, var_lm, var_cfg, ids, gen_steps=args.gen_steps, units=units,
-                    local=not args.no_local, drill=args.drill)
+                    local=not args.no_local, drill=drill, modes=modes)
     res["timings"]["load_s"] = load_s
     print(format_result(res, ref_cfg, var_cfg, top=args.top, title=f"{model} / {name} ({len(ids)} tokens)"))
     if args.plot:
@@ -293,9 +374,14 @@ def add_report_entries(rep, res, *, name, text, ids, seed):
     for r in res.get("local", []):
         add_experiment(rep, key=f"llm/{name}/local/{r['site']}", inputs=inputs, params={"op": r["op"]},
                        metrics=r)
-    for r in res.get("causal", []):
-        add_experiment(rep, key=f"llm/{name}/causal/{r['kind']}/{r['unit']}", inputs=inputs,
-                       params={"kind": r["kind"]}, metrics=r)
+    default = res.get("causal_default")
+    for mode in res.get("causal_modes", []):     # the default mode's rows under causal/, the other's under causal-MODE/
+        part = "causal" if mode == default else f"causal-{mode}"
+        for r in res["causal_" + mode]:
+            add_experiment(rep, key=f"llm/{name}/{part}/{r['kind']}/{r['unit']}", inputs=inputs,
+                           params={"kind": r["kind"], "mode": mode}, metrics=r)
+    for r in res.get("restore_layers", []):
+        add_experiment(rep, key=f"llm/{name}/restore/{r['unit']}", inputs=inputs, params={}, metrics=r)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ Stages (each prints its wall time; results are written as they come, so a cut-of
    the op taps installed, and with the recording tap: the hook overhead;
 3. the seed prompt "I enjoy walking in the": top token and probability under fp32, bf16, bf16 batch 8;
 4. attribution fp32 -> bf16 on the retrieval prompt: drift, per-token probabilities, first flip,
-   greedy divergence, local error, causal attribution of every op, layer and op class (wall time,
-   heatmap, JSON);
+   greedy divergence, local error, causal attribution in both modes: correct (every op, layer and op
+   class) and inject (the default here; layers, classes, and every op of the 2 layers that inject
+   most: each inject forward is a float32 one) (wall time, heatmap, JSON);
 5. attribution bf16 batch 1 -> bf16 batch 8 (layers and op classes only: each batch-8 forward costs 8);
 6. trace of layers 0, 31 and final at the last position, replayed with eager attention.
 """
@@ -35,6 +36,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--model", default="mistral-7b-random")
     ap.add_argument("--max-tokens", type=int, default=0, help="cut the long prompt (CPU smoke tests)")
+    ap.add_argument("--inject-drill", type=int, default=2, help="fp32-vs-bf16 inject mode: op units only in "
+                    "the N layers that inject most (0: every op, ~530 fp32 forwards)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,17 +136,19 @@ def main(argv=None):
     stage("seed prompt", t0)
 
     # 4, 5 -- attributions -------------------------------------------------------------------------
+    # fp32 vs bf16: both causal modes; inject (the default: the dtypes differ) runs fp32 forwards of the
+    # reference (~10x a bf16 one without TF32), so its op units only inside the 2 layers that inject most
     experiments = [("fp32-vs-bf16", f32, f"device={dev},dtype=float32", bf, f"device={dev},dtype=bfloat16",
-                    ("op", "layer", "class")),
+                    ("op", "layer", "class"), {"correct": 0, "inject": args.inject_drill}),
                    ("bf16-batch1-vs-batch8", bf, f"device={dev},dtype=bfloat16", bf,
-                    f"device={dev},dtype=bfloat16,batch=8", ("layer", "class"))]
-    for name, rl, rs, vl, vs, units in experiments:
+                    f"device={dev},dtype=bfloat16,batch=8", ("layer", "class"), 0)]
+    for name, rl, rs, vl, vs, units, drill in experiments:
         try:
             t0 = time.perf_counter()
             rc, vc = parse_run(rs), parse_run(vs)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            res = attribute(rl, rc, vl, vc, long_ids, gen_steps=8, units=units, progress_desc=name)
+            res = attribute(rl, rc, vl, vc, long_ids, gen_steps=8, units=units, progress_desc=name, drill=drill)
             wall = time.perf_counter() - t0
             res["timings"]["wall_s"] = wall
             if cuda:
@@ -166,7 +171,8 @@ def main(argv=None):
             write_report(rep, out / f"{name}.json")
             summary[name] = {"drift": res["drift"], "timings": res["timings"],
                              "first_top1_flip_position": res["first_top1_flip_position"],
-                             "generation": res.get("generation"), "top_causal": res.get("causal", [])[:10]}
+                             "generation": res.get("generation"), "causal_default": res.get("causal_default"),
+                             **{f"top_causal_{m}": res.get("causal_" + m, [])[:10] for m in res.get("causal_modes", [])}}
             save()
             stage(f"attribution {name} (causal forwards {res['timings'].get('causal_forwards')}, "
                   f"causal {res['timings'].get('causal_s', 0):.1f} s)", t0)

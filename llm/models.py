@@ -216,11 +216,16 @@ def _check_device(device: str):
         raise NoGPUError(f"device {device!r} asked for, but torch sees no CUDA GPU")
 
 
-@functools.lru_cache(maxsize=6)
 def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
          weights: str = "native") -> LoadedModel:
     """A model by name or local path, on `device` in `dtype`, its linear weights `native` or rounded to
-    `fp8` (llm.runconfig.quantize_weights_fp8_). Cached: tests load SmolLM2 once per process."""
+    `fp8` (llm.runconfig.quantize_weights_fp8_). Cached: tests load SmolLM2 once per process (the
+    cache key is the full argument tuple, however the call spells it)."""
+    return _load_cached(name, str(device), dtype, int(seed), weights)
+
+
+@functools.lru_cache(maxsize=6)
+def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
     lm = _load(name, device, dtype, seed)
     if weights == "fp8":
         from llm.runconfig import quantize_weights_fp8_

@@ -10,9 +10,15 @@ sees positions 0..T-1 in any batch. Taps (all in this file):
   this run's at those sites (causal attribution).
 - local=list: at every site, compare this run's op output with the reference's, then put the
   reference's in (so every op sees the reference's inputs): per-op local error in one forward;
-  with deltas=dict also keep each op's own error delta = reference - this run's (fed the reference's inputs).
-- correct=set of sites, deltas=dict: add the op's own error delta to its output at those sites: the
-  run with those ops computed as the reference computes them (to first order), everything else as is.
+  with own=dict also keep each op's output fed the reference's inputs (its own error = that - reference).
+- correct=set of sites, own=dict, ref=dict: add the op's own error taken out (reference - own, in
+  float32, rounded once to this run's dtype) to its output at those sites: the run with those ops
+  computed as the reference computes them (to first order), everything else as is.
+- inject=set of sites, own=dict, ref=dict (a tap of the REFERENCE run, `ref` recorded in its own
+  dtype): the op's own error (own - ref, in float32) added to its output, held in the reference's
+  dtype: the reference with exactly those ops' own errors put in, everything else computed as the
+  reference computes it. With one site this is the variant op's output on the reference's inputs;
+  with several (a layer, a class) the errors add up (a later op does not overwrite an earlier one's).
 """
 from __future__ import annotations
 
@@ -66,12 +72,12 @@ def local_metrics(out, ref):
 
 class RunTap:
     def __init__(self, run, *, record=None, record_dtype=None, patch=None, ref=None, local=None,
-                 deltas=None, correct=None):
+                 own=None, correct=None, inject=None):
         self.run = run
         self.cfg = run.cfg
         self.record, self.record_dtype = record, record_dtype or run.dtype
         self.patch, self.ref, self.local = patch, ref, local
-        self.deltas, self.correct = deltas, correct
+        self.own, self.correct, self.inject = own, correct, inject
         self.rules = run.rules
 
     def __call__(self, layer, op, fn, *inputs):
@@ -89,13 +95,16 @@ class RunTap:
             ref = self.ref[site]
             mine = _map(run.select, out)
             self.local.append((site,) + local_metrics(mine, ref))
-            if self.deltas is not None:       # this op's own error, to be taken out (see correct=)
-                self.deltas[site] = _map(lambda r, m: (r.float() - m.float()).to(m.dtype), ref, mine)
+            if self.own is not None:          # this op fed the reference's inputs (see correct=, inject=)
+                self.own[site] = mine if run.full else _map(torch.clone, mine)
             out = _map(run.put, out, ref)
         elif self.patch is not None and site in self.patch:
             out = _map(run.put, out, self.ref[site])
         elif self.correct is not None and site in self.correct:
-            out = _map(run.add, out, self.deltas[site])
+            out = _map(lambda t, r, m: run.add(t, r.float() - m.float()), out, self.ref[site], self.own[site])
+        elif self.inject is not None and site in self.inject:
+            out = _map(lambda t, r, m: run.add(t, m.to(r.device).float() - r.float()), out, self.ref[site],
+                       self.own[site])
         return out
 
 

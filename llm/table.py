@@ -34,14 +34,24 @@ def format_result(res, ref_cfg, var_cfg, *, top=15, title=""):
     causal = res.get("causal")
     local = {r["site"]: r for r in res.get("local", [])}
     if causal:
-        lines.append(f"causal contribution (fraction of rms drift removed by putting the unit back), top {top}:")
-        lines.append(f"  {'rank':>4} {'unit':<22} {'kind':<6} {'contrib':>8} {'rms after':>10} {'flips after':>11} "
-                     f"{'local ulp':>9} {'local rel':>9}")
-        for i, r in enumerate(causal[:top]):
-            lo = local.get(r["unit"], {})
-            lines.append(f"  {i + 1:>4} {r['unit']:<22} {r['kind']:<6} {r['contribution']:>8.3f} "
-                         f"{r['rms_dlogit_after']:>10.3g} {int(r['top1_flips_after']):>11} "
-                         f"{_f(lo.get('max_ulp'), 'd'):>9} {_f(lo.get('rel_err')):>9}")
+        default = res.get("causal_default", "correct")
+        modes = res.get("causal_modes", [default])
+        lines.append(f"causal default: {res.get('causal_default_why', default)}")
+        for mode in modes:
+            rows = res.get("causal_" + mode, causal)
+            sfx = "_injected" if mode == "inject" else "_after"
+            what = ("fraction of rms drift made by the unit's own error put into the reference" if mode == "inject"
+                    else "fraction of rms drift removed by taking the unit's own error out of the variant")
+            col = "rms inj" if mode == "inject" else "rms after"
+            fcol = "flips inj" if mode == "inject" else "flips after"
+            lines.append(f"causal [{mode}{' (default)' if mode == default else ''}] ({what}), top {top}:")
+            lines.append(f"  {'rank':>4} {'unit':<22} {'kind':<6} {'contrib':>8} {col:>10} {fcol:>11} "
+                         f"{'local ulp':>9} {'local rel':>9}")
+            for i, r in enumerate(rows[:top]):
+                lo = local.get(r["unit"], {})
+                lines.append(f"  {i + 1:>4} {r['unit']:<22} {r['kind']:<6} {r['contribution']:>8.3f} "
+                             f"{r['rms_dlogit' + sfx]:>10.3g} {int(r['top1_flips' + sfx]):>11} "
+                             f"{_f(lo.get('max_ulp'), 'd'):>9} {_f(lo.get('rel_err')):>9}")
     elif local:
         worst = sorted(local.values(), key=lambda r: -r["rel_err"])[:top]
         lines.append("largest local errors:")
@@ -53,12 +63,14 @@ def format_result(res, ref_cfg, var_cfg, *, top=15, title=""):
     return "\n".join(lines)
 
 
-def heatmap_matrix(res, key="contribution"):
-    """[layer rows (+ final)] x [op columns] of causal op contributions (or local 'rel_err')."""
+def heatmap_matrix(res, key="contribution", mode=None):
+    """[layer rows (+ final)] x [op columns] of causal op contributions (of `mode`, default the
+    default mode's) or local 'rel_err'."""
     n = res["n_layers"]
     ops = list(LAYER_OPS) + list(FINAL_OPS)
     m = [[math.nan] * len(ops) for _ in range(n + 1)]
-    rows = [r for r in res.get("causal", []) if r["kind"] == "op"] if key == "contribution" else res.get("local", [])
+    causal = res.get("causal_" + mode, []) if mode else res.get("causal", [])
+    rows = [r for r in causal if r["kind"] == "op"] if key == "contribution" else res.get("local", [])
     for r in rows:
         label = r["unit"] if key == "contribution" else r["site"]
         head, _, op = label.partition(".")
@@ -72,15 +84,18 @@ def plot_heatmap(res, path, title=""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    panels = [("contribution", "causal contribution")] if res.get("causal") else []
+    default = res.get("causal_default")
+    modes = res.get("causal_modes", [default] if res.get("causal") else [])
+    panels = [("contribution", f"causal contribution [{m}{' (default)' if m == default else ''}]", m)
+              for m in modes if any(r["kind"] == "op" for r in res.get("causal_" + m, res.get("causal", [])))]
     if res.get("local"):
-        panels.append(("rel_err", "local relative error (log10)"))
+        panels.append(("rel_err", "local relative error (log10)", None))
     if not panels:
         return None
     n = res["n_layers"]
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 2 + 0.22 * (n + 1)), squeeze=False)
-    for ax, (key, name) in zip(axes[0], panels):
-        m, ops = heatmap_matrix(res, key)
+    for ax, (key, name, mode) in zip(axes[0], panels):
+        m, ops = heatmap_matrix(res, key, mode)
         a = np.array(m, dtype=float)
         if key == "rel_err":
             a = np.log10(np.where(a > 0, a, np.nan))

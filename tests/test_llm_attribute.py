@@ -35,6 +35,11 @@ def test_planted_fault_ranked_first_tiny_mistral(fault):
     assert nonzero == [site]
     layers = [r for r in res["causal"] if r["kind"] == "layer"]
     assert layers[0]["unit"] == site.split(".")[0]
+    # inject mode: the reference with the planted op's own error put in is the variant itself
+    inj = [r for r in res["causal_inject"] if r["kind"] == "op"]
+    assert inj[0]["unit"] == site and abs(inj[0]["contribution"] - 1) < 1e-6
+    assert all(r["contribution"] == 0 for r in inj[1:])
+    assert res["causal_default"] == "correct"
     # literal restore: restoring the faulty layer's outputs (and later ones') leaves no drift
     restore = {r["unit"]: r for r in res["restore_layers"]}
     assert restore[site.split(".")[0]]["rms_dlogit_after"] == 0
@@ -46,6 +51,7 @@ def test_identical_runs_attribute_zero_tiny_mistral():
     res = attribute(lm, parse_run("batch=1"), lm, parse_run("batch=1"), ids, gen_steps=3)
     assert res["drift"]["max_dlogit"] == 0 and res["drift"]["top1_flips"] == 0
     assert all(r["contribution"] == 0 for r in res["causal"])
+    assert all(r["contribution"] == 0 and r["rms_dlogit_injected"] == 0 for r in res["causal_inject"])
     assert all(r["max_ulp"] == 0 and r["rel_err"] == 0 for r in res["local"])
     assert res["generation"]["diverged"] is False
 
@@ -89,6 +95,8 @@ def test_planted_fault_ranked_first_smollm2(smollm2):
     assert len(ops) == 28 and ops[0]["unit"] == "L7.down_proj" and ops[0]["contribution"] > 0.99
     assert ops[1]["contribution"] < 0.01
     assert [r["site"] for r in res["local"] if r["max_ulp"] != 0] == ["L7.down_proj"]
+    inj = [r for r in res["causal_inject"] if r["kind"] == "op"]
+    assert inj[0]["unit"] == "L7.down_proj" and abs(inj[0]["contribution"] - 1) < 1e-6 and inj[1]["contribution"] == 0
 
 
 def test_identical_runs_attribute_zero_smollm2(smollm2):
@@ -97,3 +105,22 @@ def test_identical_runs_attribute_zero_smollm2(smollm2):
                     restore=False)
     assert res["drift"]["max_dlogit"] == 0
     assert all(r["contribution"] == 0 for r in res["causal"])
+
+
+def test_fp32_vs_bf16_inject_not_degenerate_tiny_mistral():
+    """fp32 reference vs bf16 variant: inject is the default and ranks many ops with distinct nonzero
+    fractions (the correct mode's corrections partly round away inside bf16)."""
+    lm32 = load("mistral-tiny")
+    lm16 = load("mistral-tiny", "cpu", torch.bfloat16)
+    ids = lm32.tokenizer.encode(TEXT)
+    res = attribute(lm32, parse_run(""), lm16, parse_run("dtype=bfloat16"), ids, gen_steps=0, restore=False)
+    assert res["causal_default"] == "inject" and res["causal"] is res["causal_inject"]
+    assert res["causal_modes"] == ["inject", "correct"]
+    ops = [r for r in res["causal_inject"] if r["kind"] == "op"]
+    assert len(ops) == 2 * 14 + 2
+    big = [r for r in ops if r["contribution"] > 0.05]
+    assert len(big) >= 8 and len({round(r["contribution"], 6) for r in big}) >= 6
+    assert all(r["rms_dlogit_injected"] > 0 for r in big)
+    # the layer units' injected drift is on the scale of the full drift
+    layers = [r for r in res["causal_inject"] if r["kind"] == "layer"]
+    assert 0.2 < max(r["contribution"] for r in layers) < 5

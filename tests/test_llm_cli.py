@@ -12,11 +12,13 @@ def test_cli_report_and_plot(tmp_path, capsys):
                  "round=L0.gate_proj:bfloat16", "--prompt", "I enjoy walking in the", "--gen-steps", "2",
                  "--json", str(js), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "L0.gate_proj" in out.split("causal contribution")[1].splitlines()[2]
+    assert "L0.gate_proj" in out.split("causal [correct (default)]")[1].splitlines()[2]
+    assert "L0.gate_proj" in out.split("causal [inject]")[1].splitlines()[2]
     rep = load_report(js)
     assert rep["probe"] == "llm" and rep["fingerprint"]
     keys = {e["key"] for e in rep["experiments"]}
     assert "llm/prompt/drift" in keys and "llm/prompt/causal/op/L0.gate_proj" in keys
+    assert "llm/prompt/causal-inject/op/L0.gate_proj" in keys and "llm/prompt/restore/L0" in keys
     assert png.stat().st_size > 1000
 
 

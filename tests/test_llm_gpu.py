@@ -36,6 +36,9 @@ def test_planted_fault_ranked_first_7b(mistral):
     assert res["drift"]["rms_dlogit"] > 0
     assert res["causal"][0]["unit"] == "L17.down_proj"
     assert res["causal"][0]["contribution"] > 0.9
+    inj = res["causal_inject"]
+    print("inject top3", [(r["unit"], r["contribution"]) for r in inj[:3]])
+    assert inj[0]["unit"] == "L17.down_proj" and inj[0]["contribution"] > 0.9
 
 
 def test_identical_runs_zero_7b(mistral):
@@ -44,3 +47,4 @@ def test_identical_runs_zero_7b(mistral):
     res = attribute(mistral, ref, mistral, ref, ids, gen_steps=0, units=("layer",))
     assert res["drift"]["max_dlogit"] == 0
     assert all(r["contribution"] == 0 for r in res["causal"])
+    assert all(r["rms_dlogit_injected"] == 0 for r in res["causal_inject"])

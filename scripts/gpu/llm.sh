@@ -17,3 +17,19 @@ echo "-- python -m pytest -m gpu tests/test_llm_gpu.py"
 start=$(date +%s)
 DRIFTSCOPE_NO_PROGRESS=1 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_llm_gpu.py 2>&1 | tail -15
 echo "gpu tests in $(( $(date +%s) - start )) s"
+# Seed experiment on a real model across machines: SmolLM2-135M (GGUF carried in two parts) on the GPU in
+# bf16 and fp32 against the CPU fp32 record committed in docs/results/llm-cpu (python -m llm.seed record).
+if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
+  echo "-- seed experiment: SmolLM2 GPU vs CPU record (docs/results/llm-cpu)"
+  start=$(date +%s)
+  mkdir -p /tmp/smollm2 "$D/seed"
+  cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  ls -l /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  echo "   reassembled in $(( $(date +%s) - start )) s"
+  timeout 240 python3 -m llm.seed compare docs/results/llm-cpu --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+    --device cuda:0 --runs "dtype=bfloat16;dtype=float32" --out "$D/seed" 2> "$D/seed/stderr.txt"
+  echo "seed compare exit $? in $(( $(date +%s) - start )) s"
+  grep -v "de-quantizing" "$D/seed/stderr.txt" | tail -15
+else
+  echo "-- seed experiment skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? here"
+fi
