@@ -28,6 +28,30 @@ __all__ = ["batch_invariant_linear", "parse_int4_spec", "quantize_int4_groups", 
 BI_DTYPES = (torch.bfloat16, torch.float16)
 
 
+def _bf16_dot_shim():
+    """Triton 3.6's interpreter multiplies bfloat16 tl.dot operands as their uint16 bit patterns (it keeps
+    bf16 tensors as uint16 and np.matmul's them as is): garbage ~1e11. Patched here to widen bf16 operands
+    to float32 first (exact: bf16 -> fp32 appends 16 zero bits), as the GPU's wgmma takes them. Applied
+    once, only in the interpreter. (Belongs beside probes.gemm.triton_matmul's index shim.)"""
+    import triton.language as tl
+    import triton.runtime.interpreter as interp
+    if getattr(interp, "_driftscope_bf16_dot_shim", False):
+        return
+    original = interp.InterpreterBuilder.create_dot
+
+    def widen(h):
+        if h.dtype.scalar == tl.bfloat16:
+            data = (h.data.astype(np.uint32) << 16).view(np.float32)
+            return interp.TensorHandle(data, tl.float32)
+        return h
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return original(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    interp.InterpreterBuilder.create_dot = create_dot
+    interp._driftscope_bf16_dot_shim = True
+
+
 def _interpreter_config():
     """On the CPU (Triton's interpreter): the pointer kernel with 64-wide tiles, one config for every M
     (so batch invariant as the kernel's ANCHOR is). The probe's 16-wide interpreter tiles cost ~20x the
@@ -46,7 +70,10 @@ def batch_invariant_linear(module, x):
     if w.dtype != x.dtype:
         raise UsageError(f"linear=batch_invariant: weight is {w.dtype}, input is {x.dtype}")
     k = x.shape[-1]
-    config = _interpreter_config() if x.device.type == "cpu" else None    # GPU: the kernel's own choice
+    config = None                                   # GPU: the kernel's own choice for (N, K, M bucket)
+    if x.device.type == "cpu":
+        _bf16_dot_shim()
+        config = _interpreter_config()
     y = batch_invariant_matmul(x.reshape(-1, k).contiguous(), w.contiguous(), config=config)
     y = y.reshape(*x.shape[:-1], w.shape[0])
     if module.bias is not None:
