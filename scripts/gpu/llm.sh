@@ -18,12 +18,12 @@ start=$(date +%s)
 DRIFTSCOPE_NO_PROGRESS=1 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_llm_gpu.py 2>&1 | tail -15
 echo "gpu tests in $(( $(date +%s) - start )) s"
 # Batch-invariant linears (issue 7 item 3): bf16 batch 1 vs 8 with linear=batch_invariant (probes.gemm Triton
-# matmul, the recorded H100 choices when committed) next to linear=torch; class ranking (correct). < 60 s.
+# matmul; its ANCHOR config for every M: one compile, batch invariant by construction) next to linear=torch;
+# class ranking (correct mode). < 60 s.
 echo "-- python -m llm.bench $D/bi --batch-invariant --max-tokens 512"
 start=$(date +%s)
-CH=docs/results/h100-2026-11-23/gemm/gemm-bench-triton-choices.json
 mkdir -p "$D/bi"
-( [ -f "$CH" ] && export GEMM_TRITON_CHOICES="$PWD/$CH"; DRIFTSCOPE_NO_PROGRESS=1 timeout 150 \
+( unset GEMM_TRITON_CHOICES; DRIFTSCOPE_NO_PROGRESS=1 timeout 150 \
   python3 -m llm.bench "$D/bi" --batch-invariant --max-tokens 512 > "$D/bi/bi.txt" 2> "$D/bi/stderr.txt" )
 echo "batch-invariant stage exit $? in $(( $(date +%s) - start )) s"
 grep -E "^-- stage|final logits|final-logit drift|^ +[0-9]+ " "$D/bi/bi.txt" | head -24; tail -5 "$D/bi/stderr.txt"
