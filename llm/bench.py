@@ -14,6 +14,11 @@ Stages (each prints its wall time; results are written as they come, so a cut-of
    most: each inject forward is a float32 one) (wall time, heatmap, JSON);
 5. attribution bf16 batch 1 -> bf16 batch 8 (layers and op classes only: each batch-8 forward costs 8);
 6. trace of layers 0, 31 and final at the last position, replayed with eager attention.
+
+    python -m llm.bench OUTDIR --batch-invariant [--max-tokens N]
+
+instead runs only `batch_invariant_stage` (bf16 model alone): batch 1 vs batch 8 with every linear the
+batch-invariant Triton matmul (linear=batch_invariant), next to the same with torch's linears.
 """
 from __future__ import annotations
 
@@ -38,9 +43,13 @@ def main(argv=None):
     ap.add_argument("--max-tokens", type=int, default=0, help="cut the long prompt (CPU smoke tests)")
     ap.add_argument("--inject-drill", type=int, default=2, help="fp32-vs-bf16 inject mode: op units only in "
                     "the N layers that inject most (0: every op, ~530 fp32 forwards)")
+    ap.add_argument("--batch-invariant", action="store_true", help="only the batch-invariant linear stage "
+                    "(batch_invariant_stage): bf16 batch 1 vs 8, linear=batch_invariant next to linear=torch")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.batch_invariant:
+        return batch_invariant_stage(out, args.device, args.model, args.max_tokens)
     from llm.attribute import RETRIEVAL_PROMPT_FILE, SEED_PROMPT, add_report_entries, attribute
     from llm.generate import greedy
     from llm.models import load
@@ -203,6 +212,60 @@ def main(argv=None):
         import traceback
         print("   STAGE FAILED: trace + replay")
         traceback.print_exc(file=sys.stdout)
+    return 0
+
+
+def batch_invariant_stage(out, dev="cuda:0", model="mistral-7b-random", max_tokens=0):
+    """bf16, retrieval prompt: final-logit drift batch 1 vs batch 8 with linear=torch and with
+    linear=batch_invariant (probes.gemm.triton_matmul via llm.kernels), then the class-level causal
+    ranking (correct mode) of the batch-invariant batch 1 -> batch 8 drift: what is left once the linears
+    cannot depend on the batch. Writes batch-invariant.json (summary) and bi-batch1-vs-batch8.json."""
+    from llm.attribute import RETRIEVAL_PROMPT_FILE, add_report_entries, attribute
+    from llm.generate import drift_metrics
+    from llm.models import load
+    from llm.runconfig import parse_run
+    from llm.runs import Run
+    from llm.table import format_result
+    from probes.device import fingerprint
+    from probes.report import new_report, write_report
+    out = Path(out)
+    t0 = time.perf_counter()
+    bf = load(model, dev, torch.bfloat16, 0)
+    text = RETRIEVAL_PROMPT_FILE.read_text()
+    ids = bf.tokenizer.encode(text)
+    if max_tokens:
+        ids = ids[:max_tokens]
+    stage(f"load bf16 {model} ({len(ids)} prompt tokens)", t0)
+    summary = {"prompt_tokens": len(ids), "final_logit_drift_batch1_vs_batch8": {}}
+    t0 = time.perf_counter()
+    for lin in ("torch", "batch_invariant"):
+        logits = [Run(bf, parse_run(f"device={dev},dtype=bfloat16,batch={b},linear={lin}"), ids).forward(last_only=True)
+                  for b in (1, 8)]
+        m = {k: float(v) for k, v in drift_metrics(logits[0][None], logits[1][None]).items()}
+        m["bitwise_equal"] = bool(torch.equal(logits[0].view(torch.int32), logits[1].view(torch.int32)))
+        summary["final_logit_drift_batch1_vs_batch8"][lin] = m
+        print(f"   final logits (last position) batch 1 vs batch 8, linear={lin}: max |dlogit| {m['max_dlogit']:.4g}, "
+              f"rms {m['rms_dlogit']:.4g}, top-1 flip {int(m['top1_flips'])}, bitwise equal {m['bitwise_equal']}")
+    (out / "batch-invariant.json").write_text(json.dumps(summary, indent=1))
+    stage("final-logit drift, torch vs batch_invariant linears", t0)
+    t0 = time.perf_counter()
+    rc = parse_run(f"device={dev},dtype=bfloat16,linear=batch_invariant")
+    vc = parse_run(f"device={dev},dtype=bfloat16,batch=8,linear=batch_invariant")
+    res = attribute(bf, rc, bf, vc, ids, gen_steps=0, units=("class",), modes=("correct",), restore=False,
+                    progress_desc="bi-batch1-vs-batch8")
+    res["timings"]["wall_s"] = time.perf_counter() - t0
+    print(format_result(res, rc, vc, top=16, title=f"{model} / retrieval ({len(ids)} tokens): "
+                                                   "linear=batch_invariant, batch 1 vs batch 8"))
+    summary["bi_attribution"] = {"drift": res["drift"], "causal_correct_classes": res.get("causal", []),
+                                 "local_nonzero": [r["site"] for r in res["local"] if r["max_ulp"] != 0]}
+    from probes.gemm.triton_matmul import FALLBACKS
+    summary["triton_fallbacks"] = FALLBACKS
+    (out / "batch-invariant.json").write_text(json.dumps(summary, indent=1, default=str))
+    rep = new_report("llm", command=["python", "-m", "llm.bench", "--batch-invariant"], fingerprint=fingerprint(dev),
+                     config={"model": model, "reference": rc.as_dict(), "variant": vc.as_dict()})
+    add_report_entries(rep, res, name="retrieval-bi-batch1-vs-batch8", text=text, ids=ids, seed=0)
+    write_report(rep, out / "bi-batch1-vs-batch8.json")
+    stage(f"attribution bi batch1-vs-batch8 (classes, correct; causal forwards {res['timings'].get('causal_forwards')})", t0)
     return 0
 
 

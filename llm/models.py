@@ -218,8 +218,9 @@ def _check_device(device: str):
 
 def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
          weights: str = "native") -> LoadedModel:
-    """A model by name or local path, on `device` in `dtype`, its linear weights `native` or rounded to
-    `fp8` (llm.runconfig.quantize_weights_fp8_). Cached: tests load SmolLM2 once per process (the
+    """A model by name or local path, on `device` in `dtype`, its linear weights `native`, rounded to
+    `fp8` (llm.runconfig.quantize_weights_fp8_) or int4 (`int4:FORMULA:COMPUTE:gGROUP`,
+    llm.kernels.quantize_weights_int4_). Cached: tests load SmolLM2 once per process (the
     cache key is the full argument tuple, however the call spells it)."""
     return _load_cached(name, str(device), dtype, int(seed), weights)
 
@@ -231,8 +232,13 @@ def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
         from llm.runconfig import quantize_weights_fp8_
         quantize_weights_fp8_(lm.model)
         lm.info["weights"] = "fp8 e4m3, per-row absmax/448 scale, dequantised q*scale in float32"
+    elif weights.startswith("int4"):
+        from llm.kernels import quantize_weights_int4_
+        quantize_weights_int4_(lm.model, weights)
+        lm.info["weights"] = (f"{weights}: group-wise asymmetric int4, dequantised by numerics.dequant.dequant_int4, "
+                              "rounded once to the dtype")
     elif weights != "native":
-        raise UsageError(f"weights={weights!r}: not native or fp8")
+        raise UsageError(f"weights={weights!r}: not native, fp8 or int4:FORMULA:COMPUTE:gGROUP")
     return lm
 
 

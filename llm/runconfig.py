@@ -10,8 +10,12 @@
 - linear=NAME, norm=NAME: kernel variants from the op-replacement registry (`register_op`); built in:
   `torch` (the model's own) and `float64` (computed in float64, rounded once to the dtype). Other probes
   (batch-invariant Triton matmul, dequantisation formulas) plug in here by name.
-- weights=native|fp8: fp8 = every decoder linear weight rounded to float8_e4m3fn with a per-output-row
-  absmax scale (scale = absmax/448 in float32; dequantised as q*scale in float32, then rounded to dtype).
+  `batch_invariant`: probes.gemm.triton_matmul.batch_invariant_matmul (bfloat16/float16; llm.kernels).
+- weights=native|fp8|int4:FORMULA:COMPUTE:gGROUP: fp8 = every decoder linear weight rounded to
+  float8_e4m3fn with a per-output-row absmax scale (scale = absmax/448 in float32; dequantised as q*scale
+  in float32, then rounded to dtype); int4 = group-wise asymmetric int4 dequantised by
+  numerics.dequant.dequant_int4 with FORMULA sub_mul|mul_sub|fma in COMPUTE float16|float32, groups of
+  GROUP in 32|64|128 (e.g. int4:fma:float16:g128; llm.kernels).
 - round=PATTERN:FORMAT[+...]: round the output of the ops whose label matches PATTERN (fnmatch on
   "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault.
 """
@@ -49,9 +53,14 @@ def _norm_float64(module, x):
     return (module.weight.double() * h).to(x.dtype)
 
 
+def _linear_batch_invariant(module, x):
+    from llm.kernels import batch_invariant_linear      # imports triton only when it runs
+    return batch_invariant_linear(module, x)
+
+
 # kind -> name -> replacement(fn, *inputs) -> output; None = the model's own op.
 OP_REPLACEMENTS = {
-    "linear": {"torch": None, "float64": _linear_float64},
+    "linear": {"torch": None, "float64": _linear_float64, "batch_invariant": _linear_batch_invariant},
     "norm": {"torch": None, "float64": _norm_float64},
 }
 
@@ -163,7 +172,12 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                 raise UsageError(f"run config {spec!r}: {k} must be an integer") from None
     if kw.get("batch", 1) < 1:
         raise UsageError(f"run config {spec!r}: batch must be >= 1")
-    choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"), "weights": ("native", "fp8"),
+    if fields.get("weights", "").startswith("int4"):
+        from llm.kernels import parse_int4_spec
+        parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
+        kw["weights"] = fields.pop("weights")
+    choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
+               "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
                "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"])}
     for k, allowed in choices.items():
         if k in fields:
@@ -179,4 +193,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
             round_tensor(torch.zeros(1, dtype=torch.float32), fmt)   # validates the format name
             rounds.append((pat, fmt))
         kw["rounds"] = tuple(rounds)
+    if kw.get("linear") == "batch_invariant" and kw["dtype"] not in ("bfloat16", "float16"):
+        raise UsageError(f"run config {spec!r}: linear=batch_invariant supports dtype bfloat16 or float16, "
+                         f"not {kw['dtype']}")
     return RunConfig(**kw)

@@ -17,6 +17,16 @@ echo "-- python -m pytest -m gpu tests/test_llm_gpu.py"
 start=$(date +%s)
 DRIFTSCOPE_NO_PROGRESS=1 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_llm_gpu.py 2>&1 | tail -15
 echo "gpu tests in $(( $(date +%s) - start )) s"
+# Batch-invariant linears (issue 7 item 3): bf16 batch 1 vs 8 with linear=batch_invariant (probes.gemm Triton
+# matmul; its ANCHOR config for every M: one compile, batch invariant by construction) next to linear=torch;
+# class ranking (correct mode). < 60 s.
+echo "-- python -m llm.bench $D/bi --batch-invariant --max-tokens 512"
+start=$(date +%s)
+mkdir -p "$D/bi"
+( unset GEMM_TRITON_CHOICES; DRIFTSCOPE_NO_PROGRESS=1 timeout 150 \
+  python3 -m llm.bench "$D/bi" --batch-invariant --max-tokens 512 > "$D/bi/bi.txt" 2> "$D/bi/stderr.txt" )
+echo "batch-invariant stage exit $? in $(( $(date +%s) - start )) s"
+grep -E "^-- stage|final logits|final-logit drift|^ +[0-9]+ " "$D/bi/bi.txt" | head -24; tail -5 "$D/bi/stderr.txt"
 # Seed experiment on a real model across machines: SmolLM2-135M (GGUF carried in two parts) on the GPU in
 # bf16 and fp32 against the CPU fp32 record committed in docs/results/llm-cpu (python -m llm.seed record).
 if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then

@@ -1,0 +1,154 @@
+"""The probes' kernels as run-configuration variants (issue 7, item 3).
+
+- `linear=batch_invariant`: every linear op (the 7 per decoder layer and lm_head) computed by
+  probes.gemm.triton_matmul.batch_invariant_matmul(x2d, W) (F.linear layout, W [N, K]; fixed K order,
+  no split-K, float32 accumulation: row i of the output never depends on the other rows or on M), plus
+  the bias if any. bfloat16 / float16 only. On the CPU it runs in Triton's interpreter
+  (TRITON_INTERPRET=1 set before triton is imported, as tests/conftest.py does without a GPU). The
+  kernel's per-(N, K, M-bucket) configs come from GEMM_TRITON_CHOICES when set, else its ANCHOR.
+- `weights=int4:FORMULA:COMPUTE:gGROUP` (e.g. int4:fma:float16:g128): every decoder linear weight
+  quantised group-wise to asymmetric int4 (groups of GROUP weights along a row, their range [min, max]
+  widened to hold 0: float16 scale s = (max - min) / 15, integer zero point z = round(-min / s) in 0..15
+  stored as float16, q = round(w / s + z) clipped to 0..15), packed and dequantised on the CPU by
+  numerics.dequant.dequant_int4 (FORMULA sub_mul | mul_sub | fma, scale math COMPUTE float16 | float32),
+  the one bit-exact model of those formulas, and rounded once to the run's dtype.
+
+Imported lazily by llm.runconfig (triton is imported only when a batch-invariant linear runs).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from probes.errors import UsageError
+
+__all__ = ["batch_invariant_linear", "parse_int4_spec", "quantize_int4_groups", "quantize_weights_int4_",
+           "BI_DTYPES"]
+
+BI_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _dot_shim():
+    """Two fixes to Triton 3.6's interpreter tl.dot (NumPy), applied once, only in the interpreter:
+    - it multiplies bfloat16 operands as their uint16 bit patterns (bf16 tensors are kept as uint16 and
+      np.matmul'ed as is): garbage ~1e11. bf16 is widened to float32 first (exact: 16 zero bits appended);
+    - np.matmul (BLAS) sums an element in an order that can depend on its place in the tile (edge
+      micro-kernels): measured, one lm_head element 1 bf16 ulp apart when the prompt's rows sat at
+      another offset of the 64-row tile. The interpreter's dot is therefore, for bf16/fp16 operands,
+      products exact in float32 (8/11-bit significands) summed in float32 in k order 0, 1, 2 ... for
+      every element: a per-element fixed order, as the GPU kernel's k16 chain is.
+    (Belongs beside probes.gemm.triton_matmul's index shim.)"""
+    import triton.language as tl
+    import triton.runtime.interpreter as interp
+    if getattr(interp, "_driftscope_dot_shim", False):
+        return
+    original = interp.InterpreterBuilder.create_dot
+
+    def wide(h):
+        if h.dtype.scalar == tl.bfloat16:
+            return (h.data.astype(np.uint32) << 16).view(np.float32)
+        return h.data.astype(np.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.dtype.scalar not in (tl.bfloat16, tl.float16) or b.dtype.scalar != a.dtype.scalar \
+                or d.data.dtype != np.float32:
+            return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+        a32, b32 = wide(a), wide(b)                     # [M, K], [K, N]
+        acc = np.zeros((a32.shape[0], b32.shape[1]), np.float32)
+        for k in range(a32.shape[1]):                   # float32 adds, k in order, exact products
+            acc += a32[:, k:k + 1] * b32[k:k + 1, :]
+        return interp.TensorHandle(acc + d.data, d.dtype.scalar)
+
+    interp.InterpreterBuilder.create_dot = create_dot
+    interp._driftscope_dot_shim = True
+
+
+def _interpreter_config():
+    """On the CPU (Triton's interpreter): the pointer kernel with 64-wide tiles, one config for every M
+    (so batch invariant as the kernel's ANCHOR is). The probe's 16-wide interpreter tiles mean ~20x more
+    interpreted tile iterations: a batch-3 forward of the tiny model took 36 s with them, 1.8 s with these.
+    (The interpreter's fp32 -> bf16 output cast truncates; on the GPU it rounds to nearest even.)"""
+    from probes.gemm.triton_matmul import cfg
+    return cfg("ptr", 64, 64, 64, group_m=2, stages=1, warps=1)
+
+
+def batch_invariant_linear(module, x):
+    """F.linear(x, module.weight, module.bias) through the batch-invariant Triton matmul."""
+    if x.dtype not in BI_DTYPES:
+        raise UsageError(f"linear=batch_invariant supports dtype bfloat16 or float16, not "
+                         f"{str(x.dtype).replace('torch.', '')}")
+    from probes.gemm.triton_matmul import batch_invariant_matmul
+    w = module.weight
+    if w.dtype != x.dtype:
+        raise UsageError(f"linear=batch_invariant: weight is {w.dtype}, input is {x.dtype}")
+    k = x.shape[-1]
+    config = None                                   # GPU: the kernel's own choice for (N, K, M bucket)
+    if x.device.type == "cpu":
+        _dot_shim()
+        config = _interpreter_config()
+    y = batch_invariant_matmul(x.reshape(-1, k).contiguous(), w.contiguous(), config=config)
+    y = y.reshape(*x.shape[:-1], w.shape[0])
+    if module.bias is not None:
+        y = y + module.bias
+    return y
+
+
+# ---- int4 weights ---------------------------------------------------------------------------------
+
+def parse_int4_spec(spec: str):
+    """'int4:FORMULA:COMPUTE:gGROUP' -> (formula, compute, group); a UsageError naming what is wrong."""
+    from numerics.dequant import COMPUTE, FORMULAS, GROUP_SIZES
+    parts = spec.split(":")
+    form = "int4:FORMULA:COMPUTE:gGROUP (e.g. int4:fma:float16:g128)"
+    if len(parts) != 4 or parts[0] != "int4":
+        raise UsageError(f"weights={spec}: not {form}")
+    _, formula, compute, g = parts
+    if formula not in FORMULAS:
+        raise UsageError(f"weights={spec}: formula {formula!r} not one of {', '.join(FORMULAS)}")
+    if compute not in COMPUTE:
+        raise UsageError(f"weights={spec}: scale math {compute!r} not one of {', '.join(COMPUTE)}")
+    sizes = ", ".join(f"g{s}" for s in GROUP_SIZES)
+    if not g.startswith("g") or not g[1:].isdigit() or int(g[1:]) not in GROUP_SIZES:
+        raise UsageError(f"weights={spec}: group {g!r} not one of {sizes}")
+    return formula, compute, int(g[1:])
+
+
+def quantize_int4_groups(w, group_size):
+    """float (N, K) -> (packed (N, K/2) uint8, scales (N, K/g) float16, zeros (N, K/g) float16): asymmetric
+    group-wise int4 in the layout numerics.dequant.dequant_int4 reads (zeros given = unsigned nibbles)."""
+    from numerics.dequant import pack_int4
+    from numerics.formats import cast, quantize_int
+    w = np.asarray(w, np.float64)
+    n, k = w.shape
+    if k % group_size:
+        raise UsageError(f"weights=int4: group size {group_size} does not divide the row length {k}")
+    g = w.reshape(n, k // group_size, group_size)
+    lo, hi = np.minimum(g.min(axis=2), 0.0), np.maximum(g.max(axis=2), 0.0)   # the range holds 0
+    s = cast((hi - lo) / 15.0, "float16").astype(np.float64)
+    s = np.where(s > 0, s, 1.0)          # an all-zero group: q = z = 0 with any scale
+    z = np.clip(np.round(-lo / s), 0, 15)
+    q = quantize_int(np.clip(g / s[..., None] + z[..., None], 0, 15), "uint4")
+    return pack_int4(q.reshape(n, k)), cast(s, "float16"), cast(z, "float16")
+
+
+@torch.no_grad()
+def quantize_weights_int4_(model, spec: str) -> None:
+    """Every decoder linear weight of `model` -> int4 (see the module docstring), dequantised with the
+    formula of `spec` by numerics.dequant.dequant_int4 into the weights' dtype, in place."""
+    from numerics.dequant import dequant_int4
+    formula, compute, group = parse_int4_spec(spec)
+    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    for layer in model.model.layers:
+        for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                    layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+            w = mod.weight.data
+            out = names.get(w.dtype)
+            if out is None:
+                raise UsageError(f"weights={spec}: weights of dtype {w.dtype} not supported")
+            for r0 in range(0, w.shape[0], 1024):       # bounded float64 temporaries
+                wf = w[r0:r0 + 1024].float().cpu().numpy()
+                packed, s, z = quantize_int4_groups(wf, group)
+                d = dequant_int4(packed, s, z, group_size=group, formula=formula, compute=compute, out=out)
+                d = np.ascontiguousarray(d)
+                dt = torch.from_numpy(d) if out == "float32" else torch.from_numpy(d.view(np.int16)).view(w.dtype)
+                w[r0:r0 + 1024] = dt.to(w.device)

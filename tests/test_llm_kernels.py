@@ -1,0 +1,137 @@
+"""The probes' kernels as run variants on tiny Mistral (CPU): linear=batch_invariant (Triton interpreter)
+and weights=int4:FORMULA:COMPUTE:gGROUP (numerics.dequant)."""
+import os
+
+import pytest
+import torch
+
+from llm.attribute import attribute
+from llm.models import load
+from llm.runconfig import parse_run
+from llm.runs import Run
+from probes.errors import UsageError
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"),
+                                reason="GPU machine: the batch-invariant linear runs on CUDA tensors there")
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+@pytest.fixture(scope="module")
+def bf16():
+    return load("mistral-tiny", "cpu", torch.bfloat16)
+
+
+def _bits(t):
+    return t.contiguous().view(torch.int32 if t.dtype == torch.float32 else torch.int16)
+
+
+def _same(a, b):
+    if isinstance(a, tuple):
+        return all(_same(x, y) for x, y in zip(a, b))
+    return torch.equal(_bits(a), _bits(b))
+
+
+def test_batch_invariant_linear_close_to_torch(bf16):
+    lin = bf16.model.model.layers[0].mlp.down_proj          # K = 160, N = 64: a K tail in the 64-wide tiles
+    x = torch.randn(2, 7, 160).to(torch.bfloat16)
+    from llm.kernels import batch_invariant_linear
+    y = batch_invariant_linear(lin, x)
+    ref = torch.nn.functional.linear(x.double(), lin.weight.double())
+    assert y.shape == (2, 7, 64) and y.dtype == torch.bfloat16
+    # the interpreter's fp32 -> bf16 cast truncates: within 1 bf16 ulp (2^-7 relative) of the exact product
+    assert bool(((y.double() - ref).abs() <= ref.abs() * 2.0 ** -7 + 1e-30).all())
+
+
+def test_batch_invariant_logits_bitwise_equal_across_batch(bf16):
+    ids = bf16.tokenizer.encode(TEXT)
+    recs = {}
+    for lin in ("batch_invariant", "torch"):
+        for b in (1, 3):
+            recs[lin, b] = Run(bf16, parse_run(f"dtype=bfloat16,batch={b},linear={lin}"), ids).record()
+    l1, c1 = recs["batch_invariant", 1]
+    l3, c3 = recs["batch_invariant", 3]
+    # on the CPU every other op (sdpa, norms, rotary, adds) is batch invariant too: the prompt's logits
+    # (every position, so the final row as well) are the same bits in a batch of 1 and of 3
+    assert torch.equal(_bits(l1), _bits(l3))
+    run = Run(bf16, parse_run("dtype=bfloat16"), ids)
+    assert all(_same(c1[s], c3[s]) for s in run.sites)
+    # ... and the batch-invariant linear is what makes it so: torch's ops give other bits in a batch of 3
+    t1, _ = recs["torch", 1]
+    t3, _ = recs["torch", 3]
+    assert not torch.equal(_bits(t1), _bits(t3))
+
+
+def test_attribution_batch_invariant_vs_torch(bf16):
+    ids = bf16.tokenizer.encode(TEXT)[:24]
+    res = attribute(bf16, parse_run("dtype=bfloat16"), bf16, parse_run("dtype=bfloat16,linear=batch_invariant"),
+                    ids, gen_steps=1, units=("class",), restore=False)
+    assert res["drift"]["rms_dlogit"] > 0
+    # local error: only linear ops differ when fed the reference's inputs
+    from llm.opmap import OP_CLASS, parse_site
+    n = bf16.model.config.num_hidden_layers
+    differ = {OP_CLASS[parse_site(r["site"], n)[1]] for r in res["local"] if r["max_ulp"] != 0}
+    assert differ == {"linear"}
+    classes = [r for r in res["causal"] if r["kind"] == "class"]
+    lin = {"*." + op for op, c in OP_CLASS.items() if c == "linear" and op != "lm_head"} | {"*.lm_head"}
+    assert classes[0]["unit"] in lin and classes[0]["contribution"] > 0
+    # a class with no linear op (norms, rotary, residuals, ...) changes nothing: no own error to take out
+    assert all(r["contribution"] == 0 for r in classes if r["unit"] not in lin)
+
+
+def test_int4_formulas_differ_and_attribute():
+    specs = ("int4:sub_mul:float16:g32", "int4:fma:float16:g32")
+    a, b = (load("mistral-tiny", "cpu", torch.bfloat16, 0, s) for s in specs)
+    native = load("mistral-tiny", "cpu", torch.bfloat16)
+    wa = a.model.model.layers[0].mlp.down_proj.weight
+    wb = b.model.model.layers[0].mlp.down_proj.weight
+    wn = native.model.model.layers[0].mlp.down_proj.weight
+    assert not torch.equal(_bits(wa), _bits(wb))             # the formulas round differently somewhere
+    assert not torch.equal(_bits(wa), _bits(wn))             # and the weights are quantised
+    # int4 with 16 levels per group: within one step (+ rounding) of the native weight
+    assert float((wa.float() - wn.float()).abs().max()) <= float(wn.float().abs().max()) * 2 / 15 + 1e-3
+    ids = a.tokenizer.encode(TEXT)[:24]
+    res = attribute(a, parse_run("dtype=bfloat16,weights=" + specs[0]), b, parse_run("dtype=bfloat16,weights=" + specs[1]),
+                    ids, gen_steps=0, units=("class",), restore=False)
+    assert res["drift"]["rms_dlogit"] > 0
+    assert res["causal"][0]["unit"].split(".")[1] in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                       "up_proj", "down_proj")
+
+
+def test_int4_matches_numerics_model():
+    import numpy as np
+
+    from llm.kernels import quantize_int4_groups
+    from numerics.dequant import dequant_int4
+    w = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    packed, s, z = quantize_int4_groups(w, 32)
+    lm = load("mistral-tiny", "cpu", torch.float32, 0, "int4:mul_sub:float32:g32")
+    w0 = load("mistral-tiny").model.model.layers[1].self_attn.q_proj.weight.numpy()
+    p, s0, z0 = quantize_int4_groups(w0, 32)
+    want = dequant_int4(p, s0, z0, group_size=32, formula="mul_sub", compute="float32", out="float32")
+    got = lm.model.model.layers[1].self_attn.q_proj.weight.numpy()
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert packed.shape == (4, 32) and s.dtype == np.float16 and z.dtype == np.float16
+    assert np.all((z >= 0) & (z <= 15))
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("weights=int4:fma", "int4:FORMULA:COMPUTE:gGROUP"),
+    ("weights=int4:madd:float16:g128", "formula 'madd' not one of sub_mul, mul_sub, fma"),
+    ("weights=int4:fma:bfloat16:g128", "scale math 'bfloat16' not one of float16, float32"),
+    ("weights=int4:fma:float16:g100", "group 'g100' not one of g32, g64, g128"),
+    ("weights=int4:fma:float16:128", "group '128'"),
+    ("weights=int8", "weights=int8 not one of native, fp8"),
+    ("linear=batch_invariant", "linear=batch_invariant supports dtype bfloat16 or float16, not float32"),
+])
+def test_bad_specs(spec, match):
+    with pytest.raises(UsageError, match=match):
+        parse_run(spec)
+
+
+def test_bad_group_for_model_and_float32_call(bf16):
+    with pytest.raises(UsageError, match="group size 128 does not divide the row length 64"):
+        load("mistral-tiny", "cpu", torch.bfloat16, 0, "int4:fma:float16:g128")
+    from llm.kernels import batch_invariant_linear
+    with pytest.raises(UsageError, match="bfloat16 or float16, not float32"):
+        batch_invariant_linear(torch.nn.Linear(8, 8), torch.zeros(1, 8))
