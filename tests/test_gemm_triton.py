@@ -95,3 +95,24 @@ def test_every_candidate_compiles_for_sm90_to_wgmma_and_tma():
         lines = [line for line in r.stdout.splitlines() if line.startswith("OK")]
         assert lines and all("wgmma=0" not in line and "tma=0" not in line for line in lines), r.stdout
     assert len(lines) == 1 and len(all_candidates()) >= 15
+
+
+def test_bfloat16_through_the_interpreter_is_the_k_ordered_float32_sum():
+    """Triton 3.6's interpreter multiplies bf16 tl.dot operands as raw uint16 bits (values ~1e11);
+    batch_invariant_matmul patches its dot: exact float32 products summed in k order."""
+    import numpy as np
+    import torch
+
+    from probes.gemm.triton_matmul import INTERPRETED, batch_invariant_matmul
+    if not INTERPRETED:
+        pytest.skip("GPU run: the interpreter is not used")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 64, generator=g).to(torch.bfloat16)
+    w = torch.randn(32, 64, generator=g).to(torch.bfloat16)
+    y = batch_invariant_matmul(x, w).float().numpy()
+    xs, ws = x.float().numpy(), w.float().numpy()
+    acc = np.zeros((5, 32), np.float32)
+    for k in range(64):
+        acc += xs[:, k:k + 1] * ws[:, k][None, :]
+    # the output is the float32 sum cast to bf16 (the interpreter's cast truncates): within 2^-7 relative
+    assert np.abs(y - acc).max() <= np.abs(acc).max() * 2 ** -7, (y, acc)

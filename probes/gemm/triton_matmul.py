@@ -210,11 +210,48 @@ def check_inputs(x, w):
                          "imported (python -m probes.gemm --device cpu does it)")
 
 
+def interpreter_dot_shim():
+    """Two fixes to Triton 3.6's interpreter tl.dot (NumPy), applied once, only in the interpreter:
+    - it multiplies bfloat16 operands as their uint16 bit patterns (bf16 tensors are kept as uint16 and
+      np.matmul'ed as is): garbage ~1e11. bf16 is widened to float32 first (exact: 16 zero bits appended);
+    - np.matmul (BLAS) sums an element in an order that can depend on its place in the tile (edge
+      micro-kernels): measured, one lm_head element 1 bf16 ulp apart when the prompt's rows sat at
+      another offset of the 64-row tile. The interpreter's dot is therefore, for bf16/fp16 operands,
+      products exact in float32 (8/11-bit significands) summed in float32 in k order 0, 1, 2 ... for
+      every element: a per-element fixed order, as the GPU kernel's k16 chain is.
+    Applied by batch_invariant_matmul when interpreted (a process-wide patch of the interpreter)."""
+    import triton.language as tl
+    import triton.runtime.interpreter as interp
+    if getattr(interp, "_driftscope_dot_shim", False):
+        return
+    original = interp.InterpreterBuilder.create_dot
+
+    def wide(h):
+        if h.dtype.scalar == tl.bfloat16:
+            return (h.data.astype(np.uint32) << 16).view(np.float32)
+        return h.data.astype(np.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.dtype.scalar not in (tl.bfloat16, tl.float16) or b.dtype.scalar != a.dtype.scalar \
+                or d.data.dtype != np.float32:
+            return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+        a32, b32 = wide(a), wide(b)                     # [M, K], [K, N]
+        acc = np.zeros((a32.shape[0], b32.shape[1]), np.float32)
+        for k in range(a32.shape[1]):                   # float32 adds, k in order, exact products
+            acc += a32[:, k:k + 1] * b32[k:k + 1, :]
+        return interp.TensorHandle(acc + d.data, d.dtype.scalar)
+
+    interp.InterpreterBuilder.create_dot = create_dot
+    interp._driftscope_dot_shim = True
+
+
 def batch_invariant_matmul(x, w, *, config=None, out=None):
     """F.linear(x, w) = x @ w.T with x [M, K], w [N, K] (bf16/fp16), float32 accumulation. Row i of the
     result depends on x[i] and w only: never on M or on the other rows (see triton_configs for why the
     config of M's bucket does not change the bits, and the GPU tests for the proof over M)."""
     check_inputs(x, w)
+    if INTERPRETED:
+        interpreter_dot_shim()
     M, K = x.shape
     N = w.shape[0]
     if config is None:
