@@ -141,6 +141,33 @@ def _random_rows(fmt, rng, count, K):
     return a, b
 
 
+def _design_row(terms, K: int, s: int, fmt):
+    """Operands (a, b) of length K whose products are terms[k] * 2^s at position k (0 elsewhere), or
+    None when the format cannot hold them. A term is a product value (factored by `factor`) or an explicit
+    pair (x, y): a = x 2^(s//2), b = y 2^(s - s//2)."""
+    ra, rb = np.zeros(K), np.zeros(K)
+    for k, t in terms.items():
+        if isinstance(t, tuple):
+            x, y = t[0] * 2.0 ** (s // 2), t[1] * 2.0 ** (s - s // 2)
+            ab = (x, y) if _fits(x, fmt) and _fits(y, fmt) else None
+        else:
+            ab = factor(t * 2.0 ** s, fmt)
+        if ab is None:
+            return None
+        ra[k], rb[k] = ab
+    return ra, rb
+
+
+def _add_design(ds, rows_a, rows_b, name, row) -> None:
+    """Append a design row under `name`, or list the name as skipped when the format cannot hold it."""
+    if row is None:
+        ds.skipped.append(name)
+        return
+    ds.names.append(name)
+    rows_a.append(row[0])
+    rows_b.append(row[1])
+
+
 K_PROMOTE = 512
 
 
@@ -156,24 +183,7 @@ def promotion_set(fmt_name: str) -> DesignSet:
     for j in range(8, K_PROMOTE, 8):
         for name, terms in ((f"promote/{j}", {0: 1.0, j: (1.5, 2.0 ** -23)}),
                             (f"promote_tiny/{j}", {0: 1.0, j: 2.0 ** -20})):
-            ra, rb = np.zeros(K_PROMOTE), np.zeros(K_PROMOTE)
-            ok = True
-            for k, t in terms.items():
-                if isinstance(t, tuple):
-                    x, y = t[0] * 2.0 ** (s // 2), t[1] * 2.0 ** (s - s // 2)
-                    ab = (x, y) if _fits(x, fmt) and _fits(y, fmt) else None
-                else:
-                    ab = factor(t * 2.0 ** s, fmt)
-                if ab is None:
-                    ok = False
-                    break
-                ra[k], rb[k] = ab
-            if ok:
-                ds.names.append(name)
-                rows_a.append(ra)
-                rows_b.append(rb)
-            else:
-                ds.skipped.append(name)
+            _add_design(ds, rows_a, rows_b, name, _design_row(terms, K_PROMOTE, s, fmt))
     ds.a = np.vstack(rows_a) if rows_a else np.zeros((0, K_PROMOTE))
     ds.b = np.vstack(rows_b) if rows_b else np.zeros((0, K_PROMOTE))
     return ds
@@ -185,24 +195,7 @@ def design_set(fmt_name: str, *, seed: int = 0, random_rows: int = 64) -> Design
     ds = DesignSet(fmt=fmt_name, scale_exp=s)
     rows_a, rows_b = [], []
     for name, terms in _families(fmt):
-        ra, rb = np.zeros(K_DESIGN), np.zeros(K_DESIGN)
-        ok = True
-        for k, t in terms.items():
-            if isinstance(t, tuple):       # an explicit pair (x, y): a = x 2^u, b = y 2^(s-u)
-                x, y = t[0] * 2.0 ** (s // 2), t[1] * 2.0 ** (s - s // 2)
-                ab = (x, y) if _fits(x, fmt) and _fits(y, fmt) else None
-            else:
-                ab = factor(t * 2.0 ** s, fmt)
-            if ab is None:
-                ok = False
-                break
-            ra[k], rb[k] = ab
-        if ok:
-            ds.names.append(name)
-            rows_a.append(ra)
-            rows_b.append(rb)
-        else:
-            ds.skipped.append(name)
+        _add_design(ds, rows_a, rows_b, name, _design_row(terms, K_DESIGN, s, fmt))
     rng = np.random.default_rng(seed)
     ra, rb = _random_rows(fmt, rng, random_rows, K_DESIGN)
     ra = round_to_format(ra, fmt)
