@@ -14,9 +14,6 @@
 
 namespace driftscope {
 
-namespace {
-
-// Opens the first loadable library: explicit candidate paths first, then the sonames.
 void* open_first(const std::vector<std::string>& candidates, const std::vector<const char*>& sonames) {
   for (const auto& path : candidates) {
     if (void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
@@ -26,8 +23,6 @@ void* open_first(const std::vector<std::string>& candidates, const std::vector<c
   }
   return nullptr;
 }
-
-}  // namespace
 
 bool built_with_cuda() {
 #ifdef DRIFTSCOPE_WITH_CUDA

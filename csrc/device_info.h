@@ -22,6 +22,10 @@ int cuda_device_count();  // 0 when built without CUDA, or no driver / no GPU; n
 py::object cuda_runtime_version();
 py::object cuda_driver_version();
 py::object cublaslt_version(const std::vector<std::string>& candidates);
+
+// dlopen (RTLD_NOW | RTLD_LOCAL) of the first loadable library: the candidate paths first, then the
+// sonames; nullptr when none loads.
+void* open_first(const std::vector<std::string>& candidates, const std::vector<const char*>& sonames);
 py::object cublas_version(const std::vector<std::string>& candidates);
 py::dict device_properties(int device);
 

@@ -94,19 +94,13 @@ const Lt& library(const std::vector<std::string>& candidates) {
   for (const char* so : {"libcublasLt.so.13", "libcublasLt.so.12"}) {
     if ((h = dlopen(so, RTLD_NOW | RTLD_NOLOAD))) break;
   }
-  std::string tried;
-  for (const auto& p : candidates) {
-    if (h) break;
-    h = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL);
-    tried += p + " ";
-  }
-  for (const char* so : {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"}) {
-    if (h) break;
-    h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-  }
-  if (!h)
+  if (!h) h = open_first(candidates, {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"});
+  if (!h) {
+    std::string tried;
+    for (const auto& p : candidates) tried += p + " ";
     throw std::runtime_error("cannot load libcublasLt (tried the copy already loaded by torch, " + tried +
                              "and the sonames libcublasLt.so.13/.12)");
+  }
   Lt l;
   l.handle = h;
   std::string missing;
