@@ -9,9 +9,10 @@ SMALL = (64, 256, 512)          # M, N, K
 MISTRAL = (256, 4096, 4096)     # q/o projection at M = 256
 
 
-def _sweep_bits(shape, dtype):
+def _sweep_bits(shape, dtype, anchor=False):
     """Every M of the sweep: rows of batch_invariant_matmul(X[:M]) == rows [:M] of the M = 4096 result
-    (whose config is the largest bucket's), bit for bit. Returns (M that differ, configs used)."""
+    (whose config is the largest bucket's), bit for bit. Returns (M that differ, configs used); with anchor,
+    also whether the M = 4096 result equals the ANCHOR config's bits."""
     from probes.gemm.sweep import gpu_ms
     from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul, config_for, config_name
     n, k = MISTRAL_SHAPES[shape]
@@ -26,6 +27,9 @@ def _sweep_bits(shape, dtype):
     used = sorted({config_name(config_for(n, k, tdt, m)) for m in ms})
     ref = torch.nn.functional.linear(x[:256], w).float()
     assert float((full[:256].view(tdt).float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
+    if anchor:
+        from probes.gemm.triton_configs import ANCHOR
+        return bad, used, torch.equal(full, batch_invariant_matmul(x, w, config=ANCHOR).view(torch.int16))
     return bad, used
 
 
@@ -59,6 +63,45 @@ def test_mixed_bucket_table_is_bit_invariant(shape, monkeypatch):
     bad, used = _sweep_bits(shape, "bfloat16")
     print(shape, "mixed table", used, "M with differing rows:", bad[:20])
     assert used == sorted(MIXED) and bad == []
+
+
+HANDOFF_TABLE = ["swap-16x64x256-g8-s5-w4", "handoff-128x128x64-g8-s4-w8", "handoff-128x64x128-g8-s4-w4",
+                 "handoff-128x256x64-g8-s4-w8-sub", "handoff-128x256x64-g8-s3-w8"]
+
+
+@pytest.mark.parametrize("shape", ["q_o", "k_v", "down"])
+def test_handoff_table_is_bit_invariant_and_equals_the_anchor(shape, monkeypatch):
+    """Tiles whose k chain is run by two (or, below one tile per SM, several) programs one after the other,
+    handing the float32 accumulator on: every M of the sweep gives the same rows, equal to the anchor's."""
+    from probes.gemm import triton_configs as C
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES
+    n, k = MISTRAL_SHAPES[shape]
+    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [C.config_by_name(name) for name in HANDOFF_TABLE]})
+    bad, used, same_as_anchor = _sweep_bits(shape, "bfloat16", anchor=True)
+    print(shape, "handoff table", used, "M with differing rows:", bad[:20], "anchor bits:", same_as_anchor)
+    assert used == sorted(HANDOFF_TABLE) and bad == [] and same_as_anchor
+
+
+@pytest.mark.parametrize("shape, m, name", [
+    ("q_o", 1400, "handoff-128x256x64-g8-s3-w8"),   # 176 tiles: one whole-tile wave and cut tiles
+    ("down", 4096, "handoff-128x256x64-g8-s4-w8-sub"),  # 512 tiles: two round-robin waves first
+    ("q_o", 256, "handoff-128x256x64-g8-s3-w8"),    # 32 tiles on 132 SMs: chains over 4-5 programs
+    ("k_v", 64, "handoff-128x128x64-g8-s4-w8")])    # 8 tiles: chains over ~16 programs
+def test_handoff_repeated_runs_equal_the_anchor(shape, m, name):
+    """50 launches (each a new epoch of the flags), every one bit-equal to the anchor: a consumer that read
+    a slot before its producer's store, or a stale flag, would show up here as a differing run."""
+    from probes.gemm.triton_configs import ANCHOR, config_by_name
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul
+    n, k = MISTRAL_SHAPES[shape]
+    g = torch.Generator(device="cuda").manual_seed(2)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+    x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
+    ref = batch_invariant_matmul(x, w, config=ANCHOR).view(torch.int16)
+    c = config_by_name(name)
+    outs = [batch_invariant_matmul(x, w, config=c) for _ in range(50)]
+    torch.cuda.synchronize()
+    differing = [i for i, y in enumerate(outs) if not torch.equal(y.view(torch.int16), ref)]
+    assert differing == [], differing
 
 
 def test_triton_matmul_rejects_bad_gpu_inputs():

@@ -116,3 +116,43 @@ def test_bfloat16_through_the_interpreter_is_the_k_ordered_float32_sum():
         acc += xs[:, k:k + 1] * ws[:, k][None, :]
     # the output is the float32 sum cast to bf16 (the interpreter's cast truncates): within 2^-7 relative
     assert np.abs(y - acc).max() <= np.abs(acc).max() * 2 ** -7, (y, acc)
+
+
+HANDOFF = dict(T.INTERPRETER_CONFIG, impl="handoff")
+
+
+@pytest.mark.parametrize("m, n, k", [(37, 40, 72),   # 9 tiles on 4 programs: one whole wave, then 5 tiles cut
+                                     (16, 32, 80),   # 2 tiles on 4 programs: a chain over 3 programs
+                                     (50, 48, 160),  # 12 tiles: whole waves only
+                                     (5, 16, 16)])   # one tile of one k-tile: programs with nothing to do
+def test_handoff_kernel_gives_the_one_program_bits(m, n, k):
+    """Tiles cut between programs (the float32 accumulator handed on mid-chain) give the same bits as the
+    tile summed by one program: the chain is the same, only run by two programs."""
+    x, w = _inputs(m, n, k, seed=m)
+    ref = T.batch_invariant_matmul(x, w).view(torch.int16)
+    for sub in (False, True):
+        y = T.batch_invariant_matmul(x, w, config=dict(HANDOFF, SUBTILE=sub))
+        assert torch.equal(y.view(torch.int16), ref), (m, n, k, sub)
+
+
+def test_handoff_chain_is_the_k_order_not_a_split_sum(monkeypatch):
+    """The test above can fail: starting the second program's part from zero and adding the two parts at the
+    end (split-K) gives other bits for a cut tile, and so does forgetting the handed-over part."""
+    x, w = _inputs(16, 32, 80, seed=16)
+    ref = T.batch_invariant_matmul(x, w).view(torch.int16)
+    ws, flags, epoch = T.handoff_workspace(x.device, 16, 16, 4)
+    before = epoch
+    y = T.batch_invariant_matmul(x, w, config=HANDOFF)
+    assert torch.equal(y.view(torch.int16), ref)
+    assert int(flags.max()) == before + 1          # this launch's epoch is what the flags hold now
+    # split-K over the same cuts: each part from zero, summed at the end in float32
+    parts = [T.batch_invariant_matmul(x[:, a:b].contiguous(), w[:, a:b].contiguous()).float()
+             for a, b in ((0, 32), (32, 80))]
+    assert not torch.equal((parts[0] + parts[1]).to(x.dtype).view(torch.int16), ref)
+
+
+def test_handoff_workspace_epochs_count_up():
+    a = T.handoff_workspace(torch.device("cpu"), 16, 32, 4)
+    b = T.handoff_workspace(torch.device("cpu"), 16, 32, 4)
+    assert b[0] is a[0] and b[1] is a[1] and b[2] == a[2] + 1
+    assert a[0].numel() == 4 * 16 * 32 and a[0].dtype == torch.float32 and a[1].dtype == torch.int32

@@ -20,19 +20,25 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     dt = {"bfloat16": "bf16", "float16": "fp16"}[dtype]
     bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
     meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=c["GROUP_M"], NUM_SMS=num_sms, FLATTEN=c["FLATTEN"])
-    if c["impl"] in ("tma", "swap"):
+    if c["impl"] in ("tma", "swap", "handoff"):
         y_bn = bn // 2 if c.get("SUBTILE") else bn
         sig = {"x_desc": f"tensordesc<{dt}[{bm}, {bk}]>", "w_desc": f"tensordesc<{dt}[{bn}, {bk}]>",
                "y_desc": f"tensordesc<{dt}[{bm}, {y_bn}]>"}
         if c["impl"] == "tma":
             fn = T.bi_matmul_tma_kernel
             meta.update(SUBTILE=c.get("SUBTILE", False), WS=c.get("WS", False))
+        elif c["impl"] == "handoff":
+            fn = T.bi_matmul_handoff_kernel
+            sig.update({"ws_ptr": "*fp32", "flag_ptr": "*i32"})
+            meta.update(SUBTILE=c.get("SUBTILE", False))
         else:
             fn = T.bi_matmul_swap_kernel
     else:
         fn = T.bi_matmul_ptr_kernel
         sig = {"x_ptr": f"*{dt}", "w_ptr": f"*{dt}", "y_ptr": f"*{dt}"}
     sig.update({"M": "i32", "N": "i32", "K": "i32"})
+    if c["impl"] == "handoff":
+        sig["EPOCH"] = "i32"
     if c["impl"] == "ptr":
         sig.update({"stride_xm": "i32", "stride_wn": "i32", "stride_ym": "i32"})
     sig.update({k: "constexpr" for k in meta})

@@ -4,9 +4,10 @@ Why a config may depend on M and the bits still not: on sm_90 every candidate's 
 (BLOCK of the instruction's M side >= 64, num_warps a multiple of 4, bf16/fp16 inputs, fp32 accumulator).
 One output element is then a chain over k in steps of k16 (one wgmma each), k = 0, 16, 32 ... in order,
 starting from 0 and carried in fp32 registers; BLOCK_M / BLOCK_N / BLOCK_K / warps / stages / grouping /
-persistence / epilogue subtiling / swapped operands (Y^T = W X^T) change which program computes an element
-and how many k16 steps one loop iteration issues, not that chain. No split-K: a split-K sum is another
-chain. So the configs of different M buckets are expected to give identical bits, and that expectation is
+persistence / epilogue subtiling / swapped operands (Y^T = W X^T) / handing the float32 accumulator from one
+program to the next mid-chain ('handoff': stored and reloaded exactly, the next k16 step goes on from it)
+change which program computes an element and how many k16 steps one loop iteration issues, not that chain.
+No split-K: a split-K sum (partial sums added at the end) is another chain. So the configs of different M buckets are expected to give identical bits, and that expectation is
 MEASURED, not assumed: the bench compares every candidate's output bits with the anchor config's (ANCHOR,
 one config for every M, batch invariant by construction) and only a candidate with identical bits can be
 chosen; the GPU tests then check every M of the sweep, across each bucket boundary, bit for bit.
@@ -43,7 +44,8 @@ def bucket_range(i):
 
 def cfg(impl, bm, bn, bk, *, stages=4, warps=8, group_m=8, flatten=True, subtile=False, ws=False):
     """impl: 'tma' (Y tile = X tile @ W tile^T), 'swap' (Y^T tile = W tile @ X tile^T: the small M side is
-    the instruction's N, for small M), 'ptr' (pointer loads; any GPU and the interpreter)."""
+    the instruction's N, for small M), 'handoff' (as 'tma', the last partial wave balanced over every SM by
+    handing accumulators on), 'ptr' (pointer loads; any GPU and the interpreter)."""
     return {"impl": impl, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m,
             "num_stages": stages, "num_warps": warps, "FLATTEN": flatten, "SUBTILE": subtile, "WS": ws}
 
@@ -86,13 +88,24 @@ _BIG = [ANCHOR, cfg("tma", 128, 128, 64, stages=5, subtile=True),
 # fails; so no -ws candidate (the kernel keeps the WS switch), flatten off instead.
 _NOFLAT = [cfg("tma", 128, 256, 64, stages=3, flatten=False), cfg("tma", 128, 128, 64, stages=4, flatten=False)]
 
+# 'handoff': whole waves round robin, the last partial wave balanced over all SMs by handing a tile's float32
+# accumulator from one program to the next mid-chain (bi_matmul_handoff_kernel; one k chain, not split-K).
+# It fills the SMs where whole tiles cannot: M = 1400 gives 176 tiles of 128x256 (1.33 waves), 88 of 128x128
+# for k_v; M = 256 gives 224 tiles of 128x128 for gate_up.
+_HANDOFF = [cfg("handoff", 128, 256, 64, stages=3), cfg("handoff", 128, 256, 64, stages=4, subtile=True),
+            cfg("handoff", 128, 128, 64, stages=4), cfg("handoff", 128, 64, 128, stages=4, warps=4),
+            cfg("handoff", 64, 128, 128, stages=4, warps=4)]
+# More pipeline depth for the small-M buckets, where reading W bounds the time.
+_DEEP = [cfg("swap", 32, 64, 128, stages=8, warps=4), cfg("swap", 64, 64, 64, stages=8, warps=4),
+         cfg("tma", 128, 64, 64, stages=6, warps=4), cfg("tma", 128, 64, 128, stages=4, warps=8)]
+
 #: Candidates per bucket (same list for every shape class; the bench measures each at the bucket's M).
 BUCKET_CANDIDATES = (
-    _SWAP_16 + _NARROW + [_THIN],                         # M <= 16
-    _SWAP_64 + _NARROW + [_THIN, _MID[0], ANCHOR],        # 17..128
-    _NARROW + _MID + [ANCHOR, _BIG[2]],                   # 129..512
-    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT,  # 513..2048
-    _BIG + _NOFLAT,                                       # > 2048
+    _SWAP_16 + _NARROW + [_THIN],                                  # M <= 16
+    _SWAP_64 + _DEEP[:2] + _NARROW + [_THIN, _MID[0], ANCHOR],     # 17..128
+    _NARROW + _MID + [ANCHOR, _BIG[2]] + _DEEP[2:] + _HANDOFF[:4],  # 129..512
+    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _HANDOFF,  # 513..2048
+    _BIG + _NOFLAT + _HANDOFF[:3],                                 # > 2048
 )
 
 

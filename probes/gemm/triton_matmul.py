@@ -3,7 +3,9 @@
 Why cuBLAS is not: its heuristic picks a kernel (tile, split-K, reduction) from the shape, so the same row
 of X @ W^T is summed in another order once X gains rows. Here every output element is summed the same way
 for every M:
-  * one output tile per program iteration, the full K range summed by that program (no split-K),
+  * one output tile per program iteration, the full K range summed by that program (no split-K); or, in the
+    'handoff' kernel, the k range run by two programs one after the other, the second going on from the
+    first's exact float32 accumulator (the same chain, only on another SM),
   * a fixed K loop: k-tiles 0, 1, 2 ... in order, each a tl.dot (on sm_90 a chain of wgmma k16 steps)
     accumulated in float32 registers, cast once to the output dtype,
   * M is a run-time argument Triton must not specialise on (do_not_specialize): one binary per config.
@@ -14,10 +16,11 @@ The config (tile sizes, warps, stages, kernel) may change with M's bucket (`trit
 share the per-element k16 chain, the bench admits only candidates whose bits equal the anchor's, and the GPU
 tests prove invariance over every M of the sweep across the bucket boundaries.
 
-Three kernels: `bi_matmul_tma_kernel` (Hopper, tutorial 09's persistent TMA matmul: host tensor
-descriptors, grouped order, optional epilogue subtiling and warp specialisation), `bi_matmul_swap_kernel`
-(small M: Y^T = W X^T so that W's rows fill the wgmma's 64-row side) and `bi_matmul_ptr_kernel` (pointer
-loads; any GPU and Triton's interpreter). `triton_bench` times the candidates against cuBLAS in one run and
+Four kernels: `bi_matmul_tma_kernel` (Hopper, tutorial 09's persistent TMA matmul: host tensor
+descriptors, grouped order, optional epilogue subtiling and warp specialisation), `bi_matmul_handoff_kernel`
+(the same, with the last partial wave of tiles spread over every SM: stream-K's balance without its split
+sums), `bi_matmul_swap_kernel` (small M: Y^T = W X^T so that W's rows fill the wgmma's 64-row side) and
+`bi_matmul_ptr_kernel` (pointer loads; any GPU and Triton's interpreter). `triton_bench` times the candidates against cuBLAS in one run and
 records the best per (shape class, M bucket).
 """
 from __future__ import annotations
@@ -67,21 +70,26 @@ def _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@triton.jit(do_not_specialize=["M"])
-def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr,
-                         SUBTILE: tl.constexpr, WS: tl.constexpr):
-    """Persistent TMA matmul (Triton's tutorial 09 layout): NUM_SMS programs walk the output tiles in
-    grouped order; each tile sums k-tiles 0, 1, 2 ... with tl.dot (wgmma) into a float32 accumulator."""
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    num_tiles = num_pid_m * num_pid_n
-    num_pid_in_group = GROUP_M * num_pid_n
-    tile_id_c = pid - NUM_SMS  # the epilogue's own counter (the tutorial's pipelining work-around)
-    for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN, warp_specialize=WS):
+@triton.jit
+def _store_tile(y_desc, acc, offs_m, offs_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SUBTILE: tl.constexpr):
+    """The epilogue: the float32 tile cast once to the output dtype, stored by TMA."""
+    if SUBTILE:  # two half-width stores: less shared memory for the epilogue, more for the stages
+        halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
+        acc0, acc1 = tl.split(halves)
+        y_desc.store([offs_m, offs_n], acc0.to(y_desc.dtype))
+        y_desc.store([offs_m, offs_n + BLOCK_N // 2], acc1.to(y_desc.dtype))
+    else:
+        y_desc.store([offs_m, offs_n], acc.to(y_desc.dtype))
+
+
+@triton.jit
+def _walk_tiles(x_desc, w_desc, y_desc, first, last, step, num_pid_in_group, num_pid_m, k_tiles,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                FLATTEN: tl.constexpr, SUBTILE: tl.constexpr, WS: tl.constexpr):
+    """Whole tiles first, first + step, ... < last in grouped order; each sums k-tiles 0, 1, 2 ... with tl.dot
+    (wgmma) into a float32 accumulator."""
+    tile_id_c = first - step  # the epilogue's own counter (tutorial 09's pipelining work-around)
+    for tile_id in tl.range(first, last, step, flatten=FLATTEN, warp_specialize=WS):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         offs_m = pid_m * BLOCK_M
         offs_n = pid_n * BLOCK_N
@@ -90,17 +98,113 @@ def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K,
             a = x_desc.load([offs_m, ki * BLOCK_K])
             b = w_desc.load([offs_n, ki * BLOCK_K])
             acc = tl.dot(a, b.T, acc)
-        tile_id_c += NUM_SMS
+        tile_id_c += step
         pid_m, pid_n = _tile_coords(tile_id_c, num_pid_in_group, num_pid_m, GROUP_M)
-        offs_m = pid_m * BLOCK_M
-        offs_n = pid_n * BLOCK_N
-        if SUBTILE:  # two half-width stores: less shared memory for the epilogue, more for the stages
-            halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-            acc0, acc1 = tl.split(halves)
-            y_desc.store([offs_m, offs_n], acc0.to(y_desc.dtype))
-            y_desc.store([offs_m, offs_n + BLOCK_N // 2], acc1.to(y_desc.dtype))
-        else:
-            y_desc.store([offs_m, offs_n], acc.to(y_desc.dtype))
+        _store_tile(y_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, SUBTILE)
+
+
+@triton.jit(do_not_specialize=["M"])
+def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr,
+                         SUBTILE: tl.constexpr, WS: tl.constexpr):
+    """Persistent TMA matmul (Triton's tutorial 09 layout): NUM_SMS programs walk the output tiles in
+    grouped order, round robin."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    _walk_tiles(x_desc, w_desc, y_desc, tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS, GROUP_M * num_pid_n,
+                num_pid_m, tl.cdiv(K, BLOCK_K), BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, WS)
+
+
+# ---- handing a tile's accumulator on: one k chain, run by two programs one after the other -------------
+
+@triton.jit
+def _k_chain(x_desc, w_desc, acc, offs_m, offs_n, k_lo, k_hi, BLOCK_K: tl.constexpr):
+    """k-tiles k_lo, k_lo + 1, ... k_hi - 1 of one output tile, in order, onto acc."""
+    for ki in range(k_lo, k_hi):
+        a = x_desc.load([offs_m, ki * BLOCK_K])
+        b = w_desc.load([offs_n, ki * BLOCK_K])
+        acc = tl.dot(a, b.T, acc)
+    return acc
+
+
+@triton.jit
+def _slot(ws_ptr, slot, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.arange(0, BLOCK_N)
+    return ws_ptr + slot.to(tl.int64) * (BLOCK_M * BLOCK_N) + rm[:, None] * BLOCK_N + rn[None, :]
+
+
+@triton.jit
+def _hand_over(acc, ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Store the float32 accumulator (exact) in the slot, then publish it: flag = this launch's epoch."""
+    tl.store(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), acc)
+    tl.debug_barrier()  # every thread's part is written before the release
+    tl.atomic_xchg(flag_ptr + slot, epoch, sem="release", scope="gpu")
+
+
+@triton.jit
+def _take_over(ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Wait until the slot holds this launch's accumulator, then load it (from L2, past L1)."""
+    while tl.atomic_cas(flag_ptr + slot, epoch, epoch, sem="acquire", scope="gpu") != epoch:
+        pass
+    tl.debug_barrier()
+    return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")
+
+
+@triton.jit(do_not_specialize=["M", "EPOCH"])
+def bi_matmul_handoff_kernel(x_desc, w_desc, y_desc, ws_ptr, flag_ptr, M, N, K, EPOCH,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                             GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr,
+                             SUBTILE: tl.constexpr):
+    """Persistent TMA matmul balanced like stream-K, but with ONE k chain per output element.
+
+    The whole waves but the last are walked round robin (as bi_matmul_tma_kernel). The k-tiles of the
+    remaining tiles form one list (tile by tile, k in order) cut into NUM_SMS equal contiguous ranges, one
+    per program, so every SM gets the same work where whole tiles would leave a partial wave. A tile cut
+    between programs p and p + 1 is NOT split-K: p sums its first k-tiles from 0 and stores the float32
+    accumulator (exact); p + 1 loads it and goes on with the next k-tile, so the element is the same k16 chain
+    0, 16, 32 ... as in one program, bit for bit. Program p does its head (the start of the tile its range
+    ends in) first and the tail (the rest of the tile its range starts in) last, so the accumulator it
+    waits for was published long before. All NUM_SMS programs must be resident at once (grid = SM count,
+    one block per SM); the flags hold the launch's EPOCH, so a stale flag is never taken for a fresh one."""
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    num_tiles = num_pid_m * num_pid_n
+    num_pid_in_group = GROUP_M * num_pid_n
+    dp_tiles = tl.maximum(num_tiles // NUM_SMS - 1, 0) * NUM_SMS
+    if num_tiles % NUM_SMS == 0:
+        dp_tiles = num_tiles
+    sk_iters = (num_tiles - dp_tiles) * k_tiles
+    start = dp_tiles * k_tiles + (pid * sk_iters) // NUM_SMS
+    end = dp_tiles * k_tiles + ((pid + 1) * sk_iters) // NUM_SMS
+    body_end = end
+    # 1. head: the first k-tiles of the tile my range ends inside, when my range holds that tile's start
+    t_last = (end - 1) // k_tiles
+    if (end > start) & (end % k_tiles != 0) & (t_last * k_tiles >= start):
+        pid_m, pid_n = _tile_coords(t_last, num_pid_in_group, num_pid_m, GROUP_M)
+        acc = _k_chain(x_desc, w_desc, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), pid_m * BLOCK_M,
+                       pid_n * BLOCK_N, 0, end - t_last * k_tiles, BLOCK_K)
+        _hand_over(acc, ws_ptr, flag_ptr, pid, EPOCH, BLOCK_M, BLOCK_N)
+        body_end = t_last * k_tiles
+    # 2. whole waves, round robin; 3. the whole tiles of my range
+    _walk_tiles(x_desc, w_desc, y_desc, pid, dp_tiles, NUM_SMS, num_pid_in_group, num_pid_m, k_tiles,
+                BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, False)
+    _walk_tiles(x_desc, w_desc, y_desc, tl.cdiv(start, k_tiles), body_end // k_tiles, 1, num_pid_in_group,
+                num_pid_m, k_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, False)
+    # 4. tail: the tile my range starts inside goes on from program pid - 1's accumulator
+    if (start % k_tiles != 0) & (start < body_end):
+        t = start // k_tiles
+        k_hi = tl.minimum(k_tiles, body_end - t * k_tiles)
+        pid_m, pid_n = _tile_coords(t, num_pid_in_group, num_pid_m, GROUP_M)
+        acc = _take_over(ws_ptr, flag_ptr, pid - 1, EPOCH, BLOCK_M, BLOCK_N)
+        acc = _k_chain(x_desc, w_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, start - t * k_tiles, k_hi, BLOCK_K)
+        if k_hi == k_tiles:
+            _store_tile(y_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, SUBTILE)
+        else:  # my range lies inside the tile: pass the chain on to pid + 1
+            _hand_over(acc, ws_ptr, flag_ptr, pid, EPOCH, BLOCK_M, BLOCK_N)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -277,6 +381,25 @@ def batch_invariant_matmul(x, w, *, config=None, out=None):
 FALLBACKS: list = []
 
 
+_HANDOFF = {}
+
+
+def handoff_workspace(device, block_m, block_n, programs):
+    """The handoff kernel's float32 accumulator slots (one per program) and flags, kept per device, stream
+    and tile size, and the epoch of the next launch (flags of earlier launches hold smaller epochs)."""
+    import torch
+
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device.type, device.index, stream, block_m, block_n, programs)
+    entry = _HANDOFF.get(key)
+    if entry is None or entry[2] >= 2 ** 31 - 2:
+        entry = [torch.empty(programs * block_m * block_n, dtype=torch.float32, device=device),
+                 torch.zeros(programs, dtype=torch.int32, device=device), 0]
+        _HANDOFF[key] = entry
+    entry[2] += 1
+    return entry[0], entry[1], entry[2]
+
+
 def _launch(x, w, c, out):
     import torch
 
@@ -293,13 +416,18 @@ def _launch(x, w, c, out):
     meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=c["GROUP_M"], NUM_SMS=sms, FLATTEN=c["FLATTEN"],
                 num_warps=c["num_warps"], num_stages=c["num_stages"])
     # TMA needs 16-byte aligned row strides (K and N multiples of 8 for 2-byte types): a (N, K) property.
-    use_tma = c["impl"] in ("tma", "swap") and TensorDescriptor is not None and K % 8 == 0 and N % 8 == 0
+    use_tma = c["impl"] in ("tma", "swap", "handoff") and TensorDescriptor is not None and K % 8 == 0 and N % 8 == 0
     if use_tma:
         x_desc = TensorDescriptor.from_tensor(x, [bm, bk])
         w_desc = TensorDescriptor.from_tensor(w, [bn, bk])
         if c["impl"] == "swap":
             y_desc = TensorDescriptor.from_tensor(out, [bm, bn])
             bi_matmul_swap_kernel[grid](x_desc, w_desc, y_desc, M, N, K, **meta)
+        elif c["impl"] == "handoff":
+            y_desc = TensorDescriptor.from_tensor(out, [bm, bn // 2 if c.get("SUBTILE") else bn])
+            ws, flags, epoch = handoff_workspace(x.device, bm, bn, sms)
+            bi_matmul_handoff_kernel[(sms,)](x_desc, w_desc, y_desc, ws, flags, M, N, K, epoch,
+                                             SUBTILE=c.get("SUBTILE", False), **meta)
         else:
             y_desc = TensorDescriptor.from_tensor(out, [bm, bn // 2 if c.get("SUBTILE") else bn])
             bi_matmul_tma_kernel[grid](x_desc, w_desc, y_desc, M, N, K, SUBTILE=c.get("SUBTILE", False),

@@ -2,7 +2,7 @@
 # GPU part (see scripts/gpu_session.sh): the Triton bench first (it records one config per shape class and
 # M bucket), then the GPU tests and the sweep with exactly those recorded choices, then cuBLASLt algos.
 # Each probe run has its own JSON so that a timeout loses only that one. Arg: output folder.
-# Budget (PART_TIMEOUT 240 s): bench 105 s, tests 60 s, sweep 35 s, algos 30 s, each bounded by timeout; a probe
+# Budget (PART_TIMEOUT 300 s): bench 105 s, tests 120 s, sweep 35 s, algos 30 s, each bounded by timeout; a probe
 # run that hits its bound writes the experiments it finished (SIGTERM handler; the bench keeps each finished
 # shape's choice) and notes it in the report.
 D=${1:?output folder}
@@ -21,7 +21,7 @@ if [ -f "$CH" ]; then export GEMM_TRITON_CHOICES="$CH"; echo "tests and sweep us
 else echo "no Triton choices recorded: tests and sweep use the anchor config for every M"; fi
 
 stage "pytest -m gpu tests/test_gemm_gpu.py"
-timeout -k 5 60 python3 -m pytest -m gpu -q -p no:cacheprovider -rA --durations=5 -s tests/test_gemm_gpu.py \
+timeout -k 5 120 python3 -m pytest -m gpu -q -p no:cacheprovider -rA --durations=5 -s tests/test_gemm_gpu.py \
   > "$D/gemm-tests.txt" 2>&1
 echo "tests exit $?"; grep -E "passed|failed|error|PASSED|FAILED|ERROR|M with differing|slowest|s call" "$D/gemm-tests.txt" | tail -40
 
