@@ -42,3 +42,65 @@ def copy_bandwidth_gbps(nbytes, *, device, runs=30):
     dst = torch.empty_like(src)
     ms = median(time_runs(lambda i: dst.copy_(src), runs, device=device))
     return 2 * src.numel() / (ms * 1e-3) / 1e9
+
+
+_SLEEP_CYCLES_PER_MS = {}
+
+
+def _sleep_cycles_per_ms(torch):
+    """torch.cuda._sleep spins for a number of GPU clock cycles: calibrated once per device by events."""
+    dev = torch.cuda.current_device()
+    if dev not in _SLEEP_CYCLES_PER_MS:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(100_000)
+        start.record()
+        torch.cuda._sleep(2_000_000)
+        end.record()
+        torch.cuda.synchronize()
+        _SLEEP_CYCLES_PER_MS[dev] = 2_000_000 / max(start.elapsed_time(end), 1e-3)
+    return _SLEEP_CYCLES_PER_MS[dev]
+
+
+def cold_gpu_times(fns, reps, *, warmup=2, flush_bytes=256 << 20, lead_ms=0.4):
+    """GPU times (ms) of each function in `fns`, measured in turn rep by rep (fn 0, fn 1, ..., fn 0, fn 1 ...)
+    so that clock drift touches all alike; returns one list of `reps` times per function.
+    Each timed call starts with a cold L2 (a `flush_bytes` buffer is zeroed first, as triton.testing.do_bench
+    does) and is bracketed by CUDA events around the call alone. Before the start event the GPU sleeps for
+    ~lead_ms (torch.cuda._sleep), so the host has enqueued the call while the GPU was still busy: the events
+    time the kernels, not the host's launch path (with do_bench alone a Python launcher slower than the L2
+    flush, ~0.1 ms per call, leaves the GPU idle between the start event and the kernel: measured in the
+    handoff diagnostics, a 24 us kernel read as 54 us)."""
+    import torch
+
+    cache = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
+    cycles = int(lead_ms * _sleep_cycles_per_ms(torch))
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+              for _ in fns]
+    for r in range(reps):
+        for f, fn in enumerate(fns):
+            cache.zero_()
+            torch.cuda._sleep(cycles)
+            start, end = events[f][r]
+            start.record()
+            fn()
+            end.record()
+    torch.cuda.synchronize()
+    return [[start.elapsed_time(end) for start, end in evs] for evs in events]
+
+
+def host_launch_us(fn, calls=20):
+    """Host time of one call (microseconds, mean of `calls` calls, no synchronisation between them): what
+    the Python launch path costs, apart from the GPU time."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - start) / calls * 1e6
+    torch.cuda.synchronize()
+    return host

@@ -104,6 +104,30 @@ def test_handoff_repeated_runs_equal_the_anchor(shape, m, name):
     assert differing == [], differing
 
 
+def test_cold_gpu_times_keep_the_host_launch_path_out():
+    """The bench's timer: a call whose host side takes 0.3 ms before launching a ~20 us kernel reads as the
+    kernel's time, and the plain event pair around it (no GPU sleep first) reads the host's 0.3 ms too."""
+    import time
+    from probes.timing import cold_gpu_times, median
+    a = torch.randn((1024, 1024), device="cuda", dtype=torch.bfloat16)
+
+    def slow_host():
+        time.sleep(0.0003)
+        return a @ a
+    fast, slow = cold_gpu_times([lambda: a @ a, slow_host], 15)
+    assert median(slow) < 0.1 and abs(median(slow) - median(fast)) < 0.02, (median(fast), median(slow))
+    naive = []
+    for _ in range(15):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        slow_host()
+        end.record()
+        torch.cuda.synchronize()
+        naive.append(start.elapsed_time(end))
+    assert median(naive) > 0.25, naive
+
+
 def test_triton_matmul_rejects_bad_gpu_inputs():
     from probes.ext import KernelInputError
     from probes.gemm.triton_matmul import batch_invariant_matmul

@@ -149,7 +149,9 @@ class GemmProbe:
         rows = B.benchmark(shapes, ms, dtype, seed=self.seed, log=self.log)
         for r in rows:
             key = f"bench/{dtype}/{r['shape']}/M={r['M']}/{r['config']}"
-            params = {"config": r["config"], "timer": "triton.testing.do_bench median", "baseline": "F.linear (cuBLAS)",
+            params = {"config": r["config"], "timer": "probes.timing.cold_gpu_times: median GPU time, "
+                      "alternating with the baseline call by call, L2 flushed, host launch path excluded",
+                      "baseline": "F.linear (cuBLAS)",
                       "bit_reference": "ANCHOR config's output rows [:M] (triton_configs.ANCHOR)"}
             inputs = _inputs(self.seed, M=r["M"], N=r["N"], K=r["K"], dtype=dtype)
             if "error" in r:

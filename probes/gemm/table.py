@@ -62,7 +62,7 @@ def format_bench(report):
         return ""
     chosen = report["config"].get("triton_choices", {})
     head = (f"{'Triton vs cuBLAS':<10} {'M':>5} {'config':<40} {'Triton TF/s':>11} {'cuBLAS TF/s':>11} "
-            f"{'ratio':>6} {'target':>6} {'bits':>5} {'chosen':>6}")
+            f"{'ratio':>6} {'target':>6} {'bits':>5} {'chosen':>6} {'host us/call T/C':>16}")
     lines = [head, "-" * len(head)]
     for e in exps:
         _, dtype, shape, mpart, config = e["key"].split("/", 4)
@@ -73,7 +73,8 @@ def format_bench(report):
         pick = _chosen_at(chosen, dtype, shape, m["M"]) == config
         bits = "same" if m.get("bit_identical_to_anchor") else "DIFF"
         lines.append(f"{shape:<10} {m['M']:>5} {config:<40} {m['tflops']:>11.1f} {m['cublas_tflops']:>11.1f} "
-                     f"{m['ratio']:>6.3f} {m['target']:>6} {bits:>5} {'*' if pick else '':>6}")
+                     f"{m['ratio']:>6.3f} {m['target']:>6} {bits:>5} {'*' if pick else '':>6} "
+                     f"{_host(m):>16}")
     for dtype, per in chosen.items():
         for shape, c in per.items():
             lines.append(f"chosen {dtype} {shape}: worst ratio/target {c['score']:.3f} "
@@ -83,6 +84,12 @@ def format_bench(report):
                 lines.append(f"    M {b['bucket']:>10}: {b['config']:<40} ratio {b['ratio']:.3f} at M={b['measured_at_m']} "
                              f"(target {b['target']}{'' if b['meets'] else ', missed'})")
     return "\n".join(lines)
+
+
+def _host(m):
+    if "triton_host_us" not in m:
+        return "-"
+    return f"{m['triton_host_us']:.0f}/{m['cublas_host_us']:.0f}"
 
 
 def format_tables(report):

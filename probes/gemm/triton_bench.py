@@ -2,10 +2,13 @@
 of one config per (shape class, M bucket) from those measurements.
 
 For each shape, W and X[:max M] are drawn once; the anchor config's output on all of X is the bit reference.
-At each bench M (one per bucket) cuBLAS and every candidate of the bucket are timed with
-triton.testing.do_bench (median, L2 flushed between runs); each candidate's output bits are compared with
-the anchor's rows [:M]. `choose` keeps, per bucket, the fastest candidate whose bits equal the anchor's: so
-the chosen configs of all buckets give the same bits on these inputs (the GPU tests check every M).
+At each bench M (one per bucket) every candidate of the bucket is timed side by side with cuBLAS:
+`probes.timing.cold_gpu_times` alternates the two call by call (`reps` each; L2 flushed before each call;
+CUDA events around the call alone, the host's launch path kept out by a GPU sleep before the start event),
+and the ratio is median(cuBLAS) / median(candidate) of that pair. The host's own cost per call (the
+Python launch path) is recorded beside it. Each candidate's output bits are compared with the anchor's
+rows [:M]. `choose` keeps, per bucket, the fastest candidate whose bits equal the anchor's: so the chosen
+configs of all buckets give the same bits on these inputs (the GPU tests check every M).
 """
 from __future__ import annotations
 
@@ -17,14 +20,14 @@ def target_ratio(m):
     return 0.9 if m >= 256 else 0.8
 
 
-def benchmark(shapes=None, ms=None, dtype="bfloat16", *, seed=0, warmup=5, rep=40, log=None):
+def benchmark(shapes=None, ms=None, dtype="bfloat16", *, seed=0, reps=25, log=None):
     """Rows {shape, N, K, M, bucket, config, triton_ms, cublas_ms, tflops, cublas_tflops, ratio, target,
-    bit_identical_to_anchor, max_abs_diff_vs_cublas | error}."""
+    bit_identical_to_anchor, max_abs_diff_vs_cublas, triton_host_us, cublas_host_us | error}."""
     import torch
     import torch.nn.functional as F
-    import triton
 
     from probes.gemm.triton_matmul import batch_invariant_matmul
+    from probes.timing import cold_gpu_times, host_launch_us, median
 
     shapes = shapes or C.MISTRAL_SHAPES
     ms = list(ms or [b for _, b in C.BUCKETS])
@@ -38,21 +41,24 @@ def benchmark(shapes=None, ms=None, dtype="bfloat16", *, seed=0, warmup=5, rep=4
         for m in ms:
             x = xs[:m]
             ref = F.linear(x, w)
-            cublas_ms = triton.testing.do_bench(lambda: F.linear(x, w), warmup=warmup, rep=rep, return_mode="median")
+            cublas = lambda: F.linear(x, w)  # noqa: E731
+            cublas_host_us = host_launch_us(cublas)
             flop = 2.0 * m * n * k
             for c in C.candidates(n, k, m):
                 row = {"shape": name, "N": n, "K": k, "M": m, "dtype": dtype, "bucket": C.bucket_of(m),
-                       "config": C.config_name(c), "cublas_ms": cublas_ms, "cublas_tflops": flop / cublas_ms * 1e-9,
-                       "target": target_ratio(m)}
+                       "config": C.config_name(c), "target": target_ratio(m), "reps": reps,
+                       "cublas_host_us": cublas_host_us}
                 try:
                     out = torch.empty((m, n), dtype=tdt, device="cuda")
                     batch_invariant_matmul(x, w, config=c, out=out)
                     torch.cuda.synchronize()
                     row["bit_identical_to_anchor"] = bool(torch.equal(out.view(torch.int16), anchor[:m]))
                     row["max_abs_diff_vs_cublas"] = float((out.float() - ref.float()).abs().max())
-                    t = triton.testing.do_bench(lambda: batch_invariant_matmul(x, w, config=c, out=out),
-                                                warmup=warmup, rep=rep, return_mode="median")
-                    row.update(triton_ms=t, tflops=flop / t * 1e-9, ratio=cublas_ms / t)
+                    triton_fn = lambda: batch_invariant_matmul(x, w, config=c, out=out)  # noqa: E731
+                    cub_times, tri_times = cold_gpu_times([cublas, triton_fn], reps)
+                    cublas_ms, t = median(cub_times), median(tri_times)
+                    row.update(triton_ms=t, tflops=flop / t * 1e-9, ratio=cublas_ms / t, cublas_ms=cublas_ms,
+                               cublas_tflops=flop / cublas_ms * 1e-9, triton_host_us=host_launch_us(triton_fn))
                 except Exception as exc:  # a config that does not compile or run is a row, not the end
                     text = str(exc).splitlines()[0][:200] if str(exc) else ""
                     row["error"] = f"{type(exc).__name__}: {text}"
@@ -68,7 +74,8 @@ def row_text(r):
     if "error" in r:
         return f"{r['shape']:8s} M={r['M']:5d} {r['config']:40s} ERROR {r['error']}"
     return (f"{r['shape']:8s} M={r['M']:5d} {r['config']:40s} triton {r['tflops']:6.1f} TFLOP/s  cublas "
-            f"{r['cublas_tflops']:6.1f}  ratio {r['ratio']:.3f} (target {r['target']})"
+            f"{r['cublas_tflops']:6.1f}  ratio {r['ratio']:.3f} (target {r['target']})  host us/call "
+            f"{r['triton_host_us']:.0f} vs {r['cublas_host_us']:.0f}"
             f"{'' if r['bit_identical_to_anchor'] else '  BITS DIFFER FROM ANCHOR'}")
 
 
