@@ -69,17 +69,24 @@ HANDOFF_TABLE = ["swap-16x64x256-g8-s5-w4", "handoff-128x128x64-g8-s4-w8", "hand
                  "handoff-128x256x64-g8-s4-w8-sub", "handoff-128x256x64-g8-s3-w8"]
 
 
-@pytest.mark.parametrize("shape", ["q_o", "k_v", "down"])
-def test_handoff_table_is_bit_invariant_and_equals_the_anchor(shape, monkeypatch):
-    """Tiles whose k chain is run by two (or, below one tile per SM, several) programs one after the other,
-    handing the float32 accumulator on: every M of the sweep gives the same rows, equal to the anchor's."""
+WIDE_TABLE = ["swap-16x64x256-g8-s5-w4", "wide-128x96(64+32)x64-g8-s5-w8", "wide-128x224(128+64+32)x64-g8-s3-w8",
+              "wide-128x176(128+32+16)x64-g8-s4-w8", "tma-128x256x64-g8-s3-w8"]
+
+
+@pytest.mark.parametrize("table, shape", [("handoff", "q_o"), ("handoff", "k_v"), ("handoff", "down"),
+                                          ("wide", "q_o"), ("wide", "k_v"), ("wide", "gate_up")])
+def test_handoff_and_wide_tables_are_bit_invariant_and_equal_the_anchor(table, shape, monkeypatch):
+    """handoff: tiles whose k chain is run by two (or, below one tile per SM, several) programs one after the
+    other, handing the float32 accumulator on. wide: tiles of 96, 176, 224 columns (power-of-two parts, one
+    tl.dot each). Every M of the sweep gives the same rows, equal to the anchor's."""
     from probes.gemm import triton_configs as C
     from probes.gemm.triton_matmul import MISTRAL_SHAPES
+    names = HANDOFF_TABLE if table == "handoff" else WIDE_TABLE
     n, k = MISTRAL_SHAPES[shape]
-    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [C.config_by_name(name) for name in HANDOFF_TABLE]})
+    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [C.config_by_name(name) for name in names]})
     bad, used, same_as_anchor = _sweep_bits(shape, "bfloat16", anchor=True)
-    print(shape, "handoff table", used, "M with differing rows:", bad[:20], "anchor bits:", same_as_anchor)
-    assert used == sorted(HANDOFF_TABLE) and bad == [] and same_as_anchor
+    print(shape, table, "table", used, "M with differing rows:", bad[:20], "anchor bits:", same_as_anchor)
+    assert used == sorted(names) and bad == [] and same_as_anchor
 
 
 @pytest.mark.parametrize("shape, m, name", [

@@ -156,3 +156,22 @@ def test_handoff_workspace_epochs_count_up():
     b = T.handoff_workspace(torch.device("cpu"), 16, 32, 4)
     assert b[0] is a[0] and b[1] is a[1] and b[2] == a[2] + 1
     assert a[0].numel() == 4 * 16 * 32 and a[0].dtype == torch.float32 and a[1].dtype == torch.int32
+    assert a[1].numel() == 4 * T.FLAG_STRIDE.value
+
+
+@pytest.mark.parametrize("parts", [(16, 16), (16, 16, 16), (32, 16)])
+def test_wide_kernel_gives_the_one_tile_bits(parts):
+    """A tile of 2 or 3 power-of-two parts (48 = 16 + 16 + 16 columns: not a power of two), the last tile
+    partly beyond N: the same bits as the plain kernel."""
+    x, w = _inputs(37, 104, 72, seed=11)
+    ref = T.batch_invariant_matmul(x, w).view(torch.int16)
+    c = dict(T.INTERPRETER_CONFIG, impl="wide", BLOCK_N=sum(parts), N_PARTS=list(parts))
+    assert torch.equal(T.batch_invariant_matmul(x, w, config=c).view(torch.int16), ref)
+
+
+def test_wide_config_checks_its_parts():
+    from probes.gemm.triton_configs import cfg, config_name
+    assert config_name(cfg("wide", 128, 176, 64, parts=(128, 32, 16))).startswith("wide-128x176(128+32+16)x64")
+    for parts in [(128, 48), (128, 32, 16, 16), (128, 8), None]:
+        with pytest.raises(ValueError, match="parts"):
+            cfg("wide", 128, sum(parts or (0,)), 64, parts=parts)

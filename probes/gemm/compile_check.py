@@ -20,7 +20,15 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     dt = {"bfloat16": "bf16", "float16": "fp16"}[dtype]
     bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
     meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=c["GROUP_M"], NUM_SMS=num_sms, FLATTEN=c["FLATTEN"])
-    if c["impl"] in ("tma", "swap", "handoff"):
+    if c["impl"] == "wide":
+        parts = list(c["N_PARTS"]) + [0] * (3 - len(c["N_PARTS"]))
+        sig = {"x_desc": f"tensordesc<{dt}[{bm}, {bk}]>"}
+        sig.update({f"w{i + 1}_desc": f"tensordesc<{dt}[{p or parts[1]}, {bk}]>" for i, p in enumerate(parts)})
+        sig.update({f"y{i + 1}_desc": f"tensordesc<{dt}[{bm}, {p or parts[1]}]>" for i, p in enumerate(parts)})
+        fn = T.bi_matmul_wide_kernel
+        del meta["BLOCK_N"]
+        meta.update(BN1=parts[0], BN2=parts[1], BN3=parts[2])
+    elif c["impl"] in ("tma", "swap", "handoff"):
         y_bn = bn // 2 if c.get("SUBTILE") else bn
         sig = {"x_desc": f"tensordesc<{dt}[{bm}, {bk}]>", "w_desc": f"tensordesc<{dt}[{bn}, {bk}]>",
                "y_desc": f"tensordesc<{dt}[{bm}, {y_bn}]>"}

@@ -42,16 +42,23 @@ def bucket_range(i):
     return f"{lo}-{hi}" if hi is not None else f">={lo}"
 
 
-def cfg(impl, bm, bn, bk, *, stages=4, warps=8, group_m=8, flatten=True, subtile=False, ws=False):
+def cfg(impl, bm, bn, bk, *, stages=4, warps=8, group_m=8, flatten=True, subtile=False, ws=False, parts=None):
     """impl: 'tma' (Y tile = X tile @ W tile^T), 'swap' (Y^T tile = W tile @ X tile^T: the small M side is
     the instruction's N, for small M), 'handoff' (as 'tma', the last partial wave balanced over every SM by
-    handing accumulators on), 'ptr' (pointer loads; any GPU and the interpreter)."""
-    return {"impl": impl, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m,
-            "num_stages": stages, "num_warps": warps, "FLATTEN": flatten, "SUBTILE": subtile, "WS": ws}
+    handing accumulators on), 'wide' (as 'tma' with a tile of `parts` columns, powers of two each, summing
+    to BLOCK_N: 128 + 32 + 16 = 176), 'ptr' (pointer loads; any GPU and the interpreter)."""
+    c = {"impl": impl, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m,
+         "num_stages": stages, "num_warps": warps, "FLATTEN": flatten, "SUBTILE": subtile, "WS": ws}
+    if impl == "wide":
+        if not parts or sum(parts) != bn or len(parts) not in (2, 3) or any(p < 16 or p & (p - 1) for p in parts):
+            raise ValueError(f"wide config: parts {parts} must be 2 or 3 powers of two >= 16 summing to {bn}")
+        c["N_PARTS"] = list(parts)
+    return c
 
 
 def config_name(c):
-    return (f"{c['impl']}-{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']}-g{c['GROUP_M']}-s{c['num_stages']}"
+    parts = f"({'+'.join(map(str, c['N_PARTS']))})" if c.get("N_PARTS") else ""
+    return (f"{c['impl']}-{c['BLOCK_M']}x{c['BLOCK_N']}{parts}x{c['BLOCK_K']}-g{c['GROUP_M']}-s{c['num_stages']}"
             f"-w{c['num_warps']}{'' if c['FLATTEN'] else '-nf'}{'-sub' if c.get('SUBTILE') else ''}"
             f"{'-ws' if c.get('WS') else ''}")
 
@@ -99,12 +106,20 @@ _HANDOFF = [cfg("handoff", 128, 256, 64, stages=3), cfg("handoff", 128, 256, 64,
 _DEEP = [cfg("swap", 32, 64, 128, stages=8, warps=4), cfg("swap", 64, 64, 64, stages=8, warps=4),
          cfg("tma", 128, 64, 64, stages=6, warps=4), cfg("tma", 128, 64, 128, stages=4, warps=8)]
 
+# 'wide': a tile of power-of-two parts whose sum fills the SMs in whole waves where no power of two does:
+# 176 = 128 + 32 + 16 at M = 1400, N = 4096 (11 x 24 = 264 tiles = 2 waves; cuBLAS's own tile there),
+# 96 = 64 + 32 for k_v (11 x 11 = 121 tiles, one wave), 224 = 128 + 64 + 32 for gate_up at M = 256
+# (2 x 64 = 128 tiles) and lm_head at M = 1400 (11 x 143 = 1573 tiles = 11.9 waves).
+_WIDE = [cfg("wide", 128, 176, 64, stages=4, parts=(128, 32, 16)), cfg("wide", 128, 176, 64, stages=3, parts=(128, 32, 16)),
+         cfg("wide", 128, 96, 64, stages=5, parts=(64, 32)), cfg("wide", 128, 96, 128, stages=3, warps=4, parts=(64, 32)),
+         cfg("wide", 128, 224, 64, stages=3, parts=(128, 64, 32))]
+
 #: Candidates per bucket (same list for every shape class; the bench measures each at the bucket's M).
 BUCKET_CANDIDATES = (
     _SWAP_16 + _NARROW + [_THIN],                                  # M <= 16
     _SWAP_64 + _DEEP[:2] + _NARROW + [_THIN, _MID[0], ANCHOR],     # 17..128
-    _NARROW + _MID + [ANCHOR, _BIG[2]] + _DEEP[2:] + _HANDOFF[:4],  # 129..512
-    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _HANDOFF,  # 513..2048
+    _NARROW + _MID + [ANCHOR, _BIG[2]] + _DEEP[2:] + _HANDOFF[:4] + _WIDE[4:],  # 129..512
+    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _HANDOFF + _WIDE,      # 513..2048
     _BIG + _NOFLAT + _HANDOFF[:3],                                 # > 2048
 )
 

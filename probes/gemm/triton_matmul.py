@@ -135,19 +135,28 @@ def _slot(ws_ptr, slot, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     return ws_ptr + slot.to(tl.int64) * (BLOCK_M * BLOCK_N) + rm[:, None] * BLOCK_N + rn[None, :]
 
 
+#: int32s between two programs' flags: one 128-byte line each, so that a program polling its flag does not
+#: queue behind atomics on its neighbours' flags in the same L2 line.
+FLAG_STRIDE = tl.constexpr(32)
+
+
 @triton.jit
 def _hand_over(acc, ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Store the float32 accumulator (exact) in the slot, then publish it: flag = this launch's epoch."""
     tl.store(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), acc)
     tl.debug_barrier()  # every thread's part is written before the release
-    tl.atomic_xchg(flag_ptr + slot, epoch, sem="release", scope="gpu")
+    tl.atomic_xchg(flag_ptr + slot * FLAG_STRIDE, epoch, sem="release", scope="gpu")
 
 
 @triton.jit
 def _take_over(ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Wait until the slot holds this launch's accumulator, then load it (from L2, past L1)."""
-    while tl.atomic_cas(flag_ptr + slot, epoch, epoch, sem="acquire", scope="gpu") != epoch:
+    """Wait until the slot holds this launch's accumulator (plain volatile loads while waiting, then one
+    acquire read-modify-write that synchronises with the release), then load it (from L2, past L1)."""
+    flag = flag_ptr + slot * FLAG_STRIDE
+    while tl.load(flag, volatile=True) != epoch:
         pass
+    while tl.atomic_cas(flag, epoch, epoch, sem="acquire", scope="gpu") != epoch:  # once (its result is used:
+        pass                                                                      # an unused one is dropped)
     tl.debug_barrier()
     return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")
 
@@ -205,6 +214,49 @@ def bi_matmul_handoff_kernel(x_desc, w_desc, y_desc, ws_ptr, flag_ptr, M, N, K, 
             _store_tile(y_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, SUBTILE)
         else:  # my range lies inside the tile: pass the chain on to pid + 1
             _hand_over(acc, ws_ptr, flag_ptr, pid, EPOCH, BLOCK_M, BLOCK_N)
+
+
+@triton.jit(do_not_specialize=["M"])
+def bi_matmul_wide_kernel(x_desc, w1_desc, w2_desc, w3_desc, y1_desc, y2_desc, y3_desc, M, N, K,
+                          BLOCK_M: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, BN3: tl.constexpr,
+                          BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
+                          FLATTEN: tl.constexpr):
+    """Persistent TMA matmul whose tile is BN1 + BN2 (+ BN3) columns wide, e.g. 128 + 32 + 16 = 176: Triton's
+    blocks are powers of two, the tile that fills the SMs in whole waves often is not (cuBLAS runs 128x176
+    at M = 1400, N = 4096: 11 x 24 = 264 tiles = 2 waves of 132). One accumulator and one tl.dot per part,
+    sharing the X tile; each part is a wgmma chain over k16 steps in order like every other config, the
+    instruction's N (128, 32, 16) does not enter an element's sum. Parts beyond N read zeros and are not
+    stored (TMA bounds)."""
+    BLOCK_N: tl.constexpr = BN1 + BN2 + BN3
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    num_tiles = num_pid_m * num_pid_n
+    num_pid_in_group = GROUP_M * num_pid_n
+    tile_id_c = pid - NUM_SMS  # the epilogue's own counter (tutorial 09's pipelining work-around)
+    for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
+        offs_m = pid_m * BLOCK_M
+        offs_n = pid_n * BLOCK_N
+        acc1 = tl.zeros((BLOCK_M, BN1), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_M, BN2), dtype=tl.float32)
+        if BN3 > 0:
+            acc3 = tl.zeros((BLOCK_M, BN3), dtype=tl.float32)
+        for ki in range(k_tiles):  # fixed order: k-tile 0, 1, 2, ...
+            a = x_desc.load([offs_m, ki * BLOCK_K])
+            acc1 = tl.dot(a, w1_desc.load([offs_n, ki * BLOCK_K]).T, acc1)
+            acc2 = tl.dot(a, w2_desc.load([offs_n + BN1, ki * BLOCK_K]).T, acc2)
+            if BN3 > 0:
+                acc3 = tl.dot(a, w3_desc.load([offs_n + BN1 + BN2, ki * BLOCK_K]).T, acc3)
+        tile_id_c += NUM_SMS
+        pid_m, pid_n = _tile_coords(tile_id_c, num_pid_in_group, num_pid_m, GROUP_M)
+        offs_m = pid_m * BLOCK_M
+        offs_n = pid_n * BLOCK_N
+        y1_desc.store([offs_m, offs_n], acc1.to(y1_desc.dtype))
+        y2_desc.store([offs_m, offs_n + BN1], acc2.to(y2_desc.dtype))
+        if BN3 > 0:
+            y3_desc.store([offs_m, offs_n + BN1 + BN2], acc3.to(y3_desc.dtype))
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -394,7 +446,7 @@ def handoff_workspace(device, block_m, block_n, programs):
     entry = _HANDOFF.get(key)
     if entry is None or entry[2] >= 2 ** 31 - 2:
         entry = [torch.empty(programs * block_m * block_n, dtype=torch.float32, device=device),
-                 torch.zeros(programs, dtype=torch.int32, device=device), 0]
+                 torch.zeros(programs * FLAG_STRIDE.value, dtype=torch.int32, device=device), 0]
         _HANDOFF[key] = entry
     entry[2] += 1
     return entry[0], entry[1], entry[2]
@@ -413,12 +465,23 @@ def _launch(x, w, c, out):
     bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
     sms = num_sms(x.device)
     grid = (max(1, min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))),)
+    # TMA needs 16-byte aligned row strides (K and N multiples of 8 for 2-byte types): a (N, K) property.
+    use_tma = c["impl"] in ("tma", "swap", "handoff", "wide") and TensorDescriptor is not None and K % 8 == 0 \
+        and N % 8 == 0
+    if c["impl"] == "wide" and not use_tma:  # the pointer kernel takes the first (power of two) part as its tile
+        bn = c["N_PARTS"][0]
+        grid = (max(1, min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))),)
     meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=c["GROUP_M"], NUM_SMS=sms, FLATTEN=c["FLATTEN"],
                 num_warps=c["num_warps"], num_stages=c["num_stages"])
-    # TMA needs 16-byte aligned row strides (K and N multiples of 8 for 2-byte types): a (N, K) property.
-    use_tma = c["impl"] in ("tma", "swap", "handoff") and TensorDescriptor is not None and K % 8 == 0 and N % 8 == 0
     if use_tma:
         x_desc = TensorDescriptor.from_tensor(x, [bm, bk])
+        if c["impl"] == "wide":
+            parts = list(c["N_PARTS"]) + [0] * (3 - len(c["N_PARTS"]))
+            ws = [TensorDescriptor.from_tensor(w, [p or parts[1], bk]) for p in parts]
+            ys = [TensorDescriptor.from_tensor(out, [bm, p or parts[1]]) for p in parts]
+            del meta["BLOCK_N"]
+            bi_matmul_wide_kernel[grid](x_desc, *ws, *ys, M, N, K, BN1=parts[0], BN2=parts[1], BN3=parts[2], **meta)
+            return out
         w_desc = TensorDescriptor.from_tensor(w, [bn, bk])
         if c["impl"] == "swap":
             y_desc = TensorDescriptor.from_tensor(out, [bm, bn])
