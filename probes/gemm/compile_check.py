@@ -2,7 +2,8 @@
 `python -m probes.gemm.compile_check [--all] [--arch 90]` prints one line per config and dtype with the
 shared memory it needs and its count of wgmma / mma.sync / TMA instructions; exit status 1 if any fails to
 compile, has no wgmma, any mma.sync (another instruction: other bits), a wgmma other than m64*k16 with fp32
-accumulation of the input type (WGMMA_KIND), no TMA, or too much shared memory.
+accumulation of the input type (WGMMA_KIND), no TMA, too much shared memory, or wgmma instructions that
+ptxas serialises (its warning C7515).
 Must run with TRITON_INTERPRET unset (the interpreter replaces the compiler)."""
 import argparse
 import re
@@ -58,7 +59,23 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     kinds = sorted({re.sub(r"\.n\d+|n\d+(?=k)", "", m) for m in re.findall(r"wgmma\.mma_async\.\S+?(?=\s)", ptx)})
     return {"shared": kernel.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"), "wgmma_kinds": kinds,
             "mma_sync": ptx.count("mma.sync"), "tma": ptx.count("cp.async.bulk.tensor"),
-            "setmaxnreg": ptx.count("setmaxnreg")}
+            "setmaxnreg": ptx.count("setmaxnreg"), "wgmma_serialized": wgmma_serialized(ptx, arch)}
+
+
+def wgmma_serialized(ptx, arch=90):
+    """ptxas's own verdict (Triton's bundled ptxas, -v): warning C7515 'wgmma.mma_async instructions are
+    serialized' (e.g. several accumulators zeroed inside a flattened tile loop) costs about half the speed."""
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        r = subprocess.run([get_ptxas(arch).path, f"-arch=sm_{arch}a", "-v", f.name, "-o", "/dev/null"],
+                           capture_output=True, text=True, timeout=300)
+    return "C7515" in r.stderr
 
 
 #: The one wgmma kind (instruction N removed) every candidate must use: m64, k16, fp32 accumulator.
@@ -93,6 +110,7 @@ def main(argv=None):
                 bad = [why for why, cond in (("no wgmma", r["wgmma"] == 0), ("mma.sync", r["mma_sync"] > 0),
                                              ("no TMA", c["impl"] != "ptr" and r["tma"] == 0),
                                              ("shared memory", r["shared"] > SHARED_LIMIT),
+                                             ("wgmma serialized (ptxas C7515)", r["wgmma_serialized"]),
                                              (f"wgmma kind {r['wgmma_kinds']}", r["wgmma_kinds"] != [WGMMA_KIND[dtype]]))
                        if cond]
                 failed += bool(bad)
