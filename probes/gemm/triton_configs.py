@@ -122,9 +122,9 @@ _WIDE = [cfg("wide", 128, 176, 64, stages=4, flatten=False, parts=(128, 32, 16))
 BUCKET_CANDIDATES = (
     _SWAP_16 + _NARROW + [_THIN],                                  # M <= 16
     _SWAP_64 + _DEEP[:2] + _NARROW + [_THIN, _MID[0], ANCHOR],     # 17..128
-    _NARROW + _MID + [ANCHOR, _BIG[2]] + _DEEP[2:] + _HANDOFF[:4] + _WIDE[4:],  # 129..512
+    _NARROW + _MID + [ANCHOR, _BIG[2], _BIG[3]] + _DEEP[2:] + _HANDOFF[3:4] + _WIDE[4:],  # 129..512
     [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _HANDOFF + _WIDE,      # 513..2048
-    _BIG + _NOFLAT + _HANDOFF[:3],                                 # > 2048
+    _BIG + _NOFLAT,                                                # > 2048
 )
 
 

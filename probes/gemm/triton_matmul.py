@@ -59,48 +59,10 @@ except ImportError:  # older Triton: the pointer kernel only
 
 # ---- the kernels -------------------------------------------------------------------------------------
 
-@triton.jit
-def _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M: tl.constexpr):
-    """Grouped ordering: GROUP_M row-tiles share each column of W while it is in L2."""
-    group_id = tile_id // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + (tile_id % group_size_m)
-    pid_n = (tile_id % num_pid_in_group) // group_size_m
-    return pid_m, pid_n
-
-
-@triton.jit
-def _store_tile(y_desc, acc, offs_m, offs_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SUBTILE: tl.constexpr):
-    """The epilogue: the float32 tile cast once to the output dtype, stored by TMA."""
-    if SUBTILE:  # two half-width stores: less shared memory for the epilogue, more for the stages
-        halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-        acc0, acc1 = tl.split(halves)
-        y_desc.store([offs_m, offs_n], acc0.to(y_desc.dtype))
-        y_desc.store([offs_m, offs_n + BLOCK_N // 2], acc1.to(y_desc.dtype))
-    else:
-        y_desc.store([offs_m, offs_n], acc.to(y_desc.dtype))
-
-
-@triton.jit
-def _walk_tiles(x_desc, w_desc, y_desc, first, last, step, num_pid_in_group, num_pid_m, k_tiles,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                FLATTEN: tl.constexpr, SUBTILE: tl.constexpr, WS: tl.constexpr):
-    """Whole tiles first, first + step, ... < last in grouped order; each sums k-tiles 0, 1, 2 ... with tl.dot
-    (wgmma) into a float32 accumulator."""
-    tile_id_c = first - step  # the epilogue's own counter (tutorial 09's pipelining work-around)
-    for tile_id in tl.range(first, last, step, flatten=FLATTEN, warp_specialize=WS):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
-        offs_m = pid_m * BLOCK_M
-        offs_n = pid_n * BLOCK_N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for ki in range(k_tiles):  # fixed order: k-tile 0, 1, 2, ...
-            a = x_desc.load([offs_m, ki * BLOCK_K])
-            b = w_desc.load([offs_n, ki * BLOCK_K])
-            acc = tl.dot(a, b.T, acc)
-        tile_id_c += step
-        pid_m, pid_n = _tile_coords(tile_id_c, num_pid_in_group, num_pid_m, GROUP_M)
-        _store_tile(y_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, SUBTILE)
+from probes.gemm.triton_tiles import tile_coords, walk_tiles  # noqa: E402
+from probes.gemm.triton_handoff import (  # noqa: E402  (re-exported)
+    FLAG_STRIDE, bi_matmul_handoff_kernel, handoff_workspace)
+from probes.gemm.triton_wide import bi_matmul_wide_kernel  # noqa: E402  (re-exported)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -112,151 +74,8 @@ def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K,
     grouped order, round robin."""
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
-    _walk_tiles(x_desc, w_desc, y_desc, tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS, GROUP_M * num_pid_n,
+    walk_tiles(x_desc, w_desc, y_desc, tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS, GROUP_M * num_pid_n,
                 num_pid_m, tl.cdiv(K, BLOCK_K), BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, WS)
-
-
-# ---- handing a tile's accumulator on: one k chain, run by two programs one after the other -------------
-
-@triton.jit
-def _k_chain(x_desc, w_desc, acc, offs_m, offs_n, k_lo, k_hi, BLOCK_K: tl.constexpr):
-    """k-tiles k_lo, k_lo + 1, ... k_hi - 1 of one output tile, in order, onto acc."""
-    for ki in range(k_lo, k_hi):
-        a = x_desc.load([offs_m, ki * BLOCK_K])
-        b = w_desc.load([offs_n, ki * BLOCK_K])
-        acc = tl.dot(a, b.T, acc)
-    return acc
-
-
-@triton.jit
-def _slot(ws_ptr, slot, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.arange(0, BLOCK_N)
-    return ws_ptr + slot.to(tl.int64) * (BLOCK_M * BLOCK_N) + rm[:, None] * BLOCK_N + rn[None, :]
-
-
-#: int32s between two programs' flags: one 128-byte line each, so that a program polling its flag does not
-#: queue behind atomics on its neighbours' flags in the same L2 line.
-FLAG_STRIDE = tl.constexpr(32)
-
-
-@triton.jit
-def _hand_over(acc, ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Store the float32 accumulator (exact) in the slot, then publish it: flag = this launch's epoch."""
-    tl.store(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), acc)
-    tl.debug_barrier()  # every thread's part is written before the release
-    tl.atomic_xchg(flag_ptr + slot * FLAG_STRIDE, epoch, sem="release", scope="gpu")
-
-
-@triton.jit
-def _take_over(ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Wait until the slot holds this launch's accumulator (plain volatile loads while waiting, then one
-    acquire read-modify-write that synchronises with the release), then load it (from L2, past L1)."""
-    flag = flag_ptr + slot * FLAG_STRIDE
-    while tl.load(flag, volatile=True) != epoch:
-        pass
-    while tl.atomic_cas(flag, epoch, epoch, sem="acquire", scope="gpu") != epoch:  # once (its result is used:
-        pass                                                                      # an unused one is dropped)
-    tl.debug_barrier()
-    return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")
-
-
-@triton.jit(do_not_specialize=["M", "EPOCH"])
-def bi_matmul_handoff_kernel(x_desc, w_desc, y_desc, ws_ptr, flag_ptr, M, N, K, EPOCH,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                             GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr,
-                             SUBTILE: tl.constexpr):
-    """Persistent TMA matmul balanced like stream-K, but with ONE k chain per output element.
-
-    The whole waves but the last are walked round robin (as bi_matmul_tma_kernel). The k-tiles of the
-    remaining tiles form one list (tile by tile, k in order) cut into NUM_SMS equal contiguous ranges, one
-    per program, so every SM gets the same work where whole tiles would leave a partial wave. A tile cut
-    between programs p and p + 1 is NOT split-K: p sums its first k-tiles from 0 and stores the float32
-    accumulator (exact); p + 1 loads it and goes on with the next k-tile, so the element is the same k16 chain
-    0, 16, 32 ... as in one program, bit for bit. Program p does its head (the start of the tile its range
-    ends in) first and the tail (the rest of the tile its range starts in) last, so the accumulator it
-    waits for was published long before. All NUM_SMS programs must be resident at once (grid = SM count,
-    one block per SM); the flags hold the launch's EPOCH, so a stale flag is never taken for a fresh one."""
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    num_tiles = num_pid_m * num_pid_n
-    num_pid_in_group = GROUP_M * num_pid_n
-    dp_tiles = tl.maximum(num_tiles // NUM_SMS - 1, 0) * NUM_SMS
-    if num_tiles % NUM_SMS == 0:
-        dp_tiles = num_tiles
-    sk_iters = (num_tiles - dp_tiles) * k_tiles
-    start = dp_tiles * k_tiles + (pid * sk_iters) // NUM_SMS
-    end = dp_tiles * k_tiles + ((pid + 1) * sk_iters) // NUM_SMS
-    body_end = end
-    # 1. head: the first k-tiles of the tile my range ends inside, when my range holds that tile's start
-    t_last = (end - 1) // k_tiles
-    if (end > start) & (end % k_tiles != 0) & (t_last * k_tiles >= start):
-        pid_m, pid_n = _tile_coords(t_last, num_pid_in_group, num_pid_m, GROUP_M)
-        acc = _k_chain(x_desc, w_desc, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), pid_m * BLOCK_M,
-                       pid_n * BLOCK_N, 0, end - t_last * k_tiles, BLOCK_K)
-        _hand_over(acc, ws_ptr, flag_ptr, pid, EPOCH, BLOCK_M, BLOCK_N)
-        body_end = t_last * k_tiles
-    # 2. whole waves, round robin; 3. the whole tiles of my range
-    _walk_tiles(x_desc, w_desc, y_desc, pid, dp_tiles, NUM_SMS, num_pid_in_group, num_pid_m, k_tiles,
-                BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, False)
-    _walk_tiles(x_desc, w_desc, y_desc, tl.cdiv(start, k_tiles), body_end // k_tiles, 1, num_pid_in_group,
-                num_pid_m, k_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, False)
-    # 4. tail: the tile my range starts inside goes on from program pid - 1's accumulator
-    if (start % k_tiles != 0) & (start < body_end):
-        t = start // k_tiles
-        k_hi = tl.minimum(k_tiles, body_end - t * k_tiles)
-        pid_m, pid_n = _tile_coords(t, num_pid_in_group, num_pid_m, GROUP_M)
-        acc = _take_over(ws_ptr, flag_ptr, pid - 1, EPOCH, BLOCK_M, BLOCK_N)
-        acc = _k_chain(x_desc, w_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, start - t * k_tiles, k_hi, BLOCK_K)
-        if k_hi == k_tiles:
-            _store_tile(y_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, SUBTILE)
-        else:  # my range lies inside the tile: pass the chain on to pid + 1
-            _hand_over(acc, ws_ptr, flag_ptr, pid, EPOCH, BLOCK_M, BLOCK_N)
-
-
-@triton.jit(do_not_specialize=["M"])
-def bi_matmul_wide_kernel(x_desc, w1_desc, w2_desc, w3_desc, y1_desc, y2_desc, y3_desc, M, N, K,
-                          BLOCK_M: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, BN3: tl.constexpr,
-                          BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
-                          FLATTEN: tl.constexpr):
-    """Persistent TMA matmul whose tile is BN1 + BN2 (+ BN3) columns wide, e.g. 128 + 32 + 16 = 176: Triton's
-    blocks are powers of two, the tile that fills the SMs in whole waves often is not (cuBLAS runs 128x176
-    at M = 1400, N = 4096: 11 x 24 = 264 tiles = 2 waves of 132). One accumulator and one tl.dot per part,
-    sharing the X tile; each part is a wgmma chain over k16 steps in order like every other config, the
-    instruction's N (128, 32, 16) does not enter an element's sum. Parts beyond N read zeros and are not
-    stored (TMA bounds)."""
-    BLOCK_N: tl.constexpr = BN1 + BN2 + BN3
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    num_tiles = num_pid_m * num_pid_n
-    num_pid_in_group = GROUP_M * num_pid_n
-    tile_id_c = pid - NUM_SMS  # the epilogue's own counter (tutorial 09's pipelining work-around)
-    for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
-        offs_m = pid_m * BLOCK_M
-        offs_n = pid_n * BLOCK_N
-        acc1 = tl.zeros((BLOCK_M, BN1), dtype=tl.float32)
-        acc2 = tl.zeros((BLOCK_M, BN2), dtype=tl.float32)
-        if BN3 > 0:
-            acc3 = tl.zeros((BLOCK_M, BN3), dtype=tl.float32)
-        for ki in range(k_tiles):  # fixed order: k-tile 0, 1, 2, ...
-            a = x_desc.load([offs_m, ki * BLOCK_K])
-            acc1 = tl.dot(a, w1_desc.load([offs_n, ki * BLOCK_K]).T, acc1)
-            acc2 = tl.dot(a, w2_desc.load([offs_n + BN1, ki * BLOCK_K]).T, acc2)
-            if BN3 > 0:
-                acc3 = tl.dot(a, w3_desc.load([offs_n + BN1 + BN2, ki * BLOCK_K]).T, acc3)
-        tile_id_c += NUM_SMS
-        pid_m, pid_n = _tile_coords(tile_id_c, num_pid_in_group, num_pid_m, GROUP_M)
-        offs_m = pid_m * BLOCK_M
-        offs_n = pid_n * BLOCK_N
-        y1_desc.store([offs_m, offs_n], acc1.to(y1_desc.dtype))
-        y2_desc.store([offs_m, offs_n + BN1], acc2.to(y2_desc.dtype))
-        if BN3 > 0:
-            y3_desc.store([offs_m, offs_n + BN1 + BN2], acc3.to(y3_desc.dtype))
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -272,7 +91,7 @@ def bi_matmul_swap_kernel(x_desc, w_desc, y_desc, M, N, K,
     num_tiles = num_pid_m * num_pid_n
     num_pid_in_group = GROUP_M * num_pid_n
     for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
+        pid_m, pid_n = tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         offs_m = pid_m * BLOCK_M
         offs_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
@@ -294,7 +113,7 @@ def bi_matmul_ptr_kernel(x_ptr, w_ptr, y_ptr, M, N, K, stride_xm, stride_wn, str
     num_tiles = num_pid_m * num_pid_n
     num_pid_in_group = GROUP_M * num_pid_n
     for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
+        pid_m, pid_n = tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -431,25 +250,6 @@ def batch_invariant_matmul(x, w, *, config=None, out=None):
 
 #: Configs that failed to compile and were replaced by the pointer kernel (reported by the probe).
 FALLBACKS: list = []
-
-
-_HANDOFF = {}
-
-
-def handoff_workspace(device, block_m, block_n, programs):
-    """The handoff kernel's float32 accumulator slots (one per program) and flags, kept per device, stream
-    and tile size, and the epoch of the next launch (flags of earlier launches hold smaller epochs)."""
-    import torch
-
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (device.type, device.index, stream, block_m, block_n, programs)
-    entry = _HANDOFF.get(key)
-    if entry is None or entry[2] >= 2 ** 31 - 2:
-        entry = [torch.empty(programs * block_m * block_n, dtype=torch.float32, device=device),
-                 torch.zeros(programs * FLAG_STRIDE.value, dtype=torch.int32, device=device), 0]
-        _HANDOFF[key] = entry
-    entry[2] += 1
-    return entry[0], entry[1], entry[2]
 
 
 def _launch(x, w, c, out):
