@@ -94,6 +94,8 @@ _BIG = [ANCHOR, cfg("tma", 128, 128, 64, stages=5, subtile=True),
 # the loop compiles unpartitioned (no setmaxnreg in the PTX), with 4 warps the NVGPUWarpSpecialization pass
 # fails; so no -ws candidate (the kernel keeps the WS switch), flatten off instead.
 _NOFLAT = [cfg("tma", 128, 256, 64, stages=3, flatten=False), cfg("tma", 128, 128, 64, stages=4, flatten=False)]
+# 128x128 tiles deeper (M = 1400: 3 waves of 128x128 beat 2 of 128x256 on 132 SMs).
+_DEEP128 = [cfg("tma", 128, 128, 64, stages=6, subtile=True), cfg("tma", 128, 128, 128, stages=3, subtile=True)]
 
 # 'handoff': whole waves round robin, the last partial wave balanced over all SMs by handing a tile's float32
 # accumulator from one program to the next mid-chain (bi_matmul_handoff_kernel; one k chain, not split-K).
@@ -123,7 +125,7 @@ BUCKET_CANDIDATES = (
     _SWAP_16 + _NARROW + [_THIN],                                  # M <= 16
     _SWAP_64 + _DEEP[:2] + _NARROW + [_THIN, _MID[0], ANCHOR],     # 17..128
     _NARROW + _MID + [ANCHOR, _BIG[2], _BIG[3]] + _DEEP[2:] + _HANDOFF[3:4] + _WIDE[4:],  # 129..512
-    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _HANDOFF + _WIDE,      # 513..2048
+    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _DEEP128 + _HANDOFF + _WIDE,  # 513..2048
     _BIG + _NOFLAT,                                                # > 2048
 )
 
