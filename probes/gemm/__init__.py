@@ -10,9 +10,11 @@ bits; and offers a batch-invariant Triton matmul (every output element summed by
 for every M; the tile config may change with M's bucket only among configs measured to give identical
 bits), timed against cuBLAS in the same run.
 
-Layout, as in a Triton tutorial: the kernels (`csrc/gemm/` for cuBLASLt, `triton_matmul.py`; configs, M
-buckets and recorded choices in `triton_configs.py`, the bench against cuBLAS in `triton_bench.py`, the
-sm_90 compile check without a GPU in `compile_check.py`), the wrapper
+Layout, as in a Triton tutorial: the kernels (`csrc/gemm/` for cuBLASLt; `triton_matmul.py` with its
+wrapper, `triton_tiles.py` the shared tile walks, `triton_handoff.py` the last partial wave balanced by
+handing accumulators on, `triton_wide.py` tiles of power-of-two parts; configs, M buckets and recorded
+choices in `triton_configs.py`, the bench against cuBLAS in `triton_bench.py`, the sm_90 compile check
+without a GPU in `compile_check.py`), the wrapper
 (`cublaslt.py`), the reference check and clustering (`cluster.py`), the sweeps (`sweep.py`), the
 measurement and the report (`probe.py`), the table and the plot (`table.py`) and the command line
 (`__main__.py`).
