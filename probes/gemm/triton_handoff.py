@@ -9,7 +9,7 @@ same k16 chain 0, 16, 32 ... as in one program (tests: bit-equal to the anchor c
 import triton
 import triton.language as tl
 
-from probes.gemm.triton_tiles import store_tile, tile_coords, walk_tiles
+from probes.gemm.triton_tiles import grid_shape, store_tile, tile_coords, walk_tiles
 
 
 @triton.jit
@@ -73,11 +73,7 @@ def bi_matmul_handoff_kernel(x_desc, w_desc, y_desc, ws_ptr, flag_ptr, M, N, K, 
     waits for was published long before. All NUM_SMS programs must be resident at once (grid = SM count,
     one block per SM); the flags hold the launch's EPOCH, so a stale flag is never taken for a fresh one."""
     pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    num_tiles = num_pid_m * num_pid_n
-    num_pid_in_group = GROUP_M * num_pid_n
+    num_pid_m, num_tiles, num_pid_in_group, k_tiles = grid_shape(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     dp_tiles = tl.maximum(num_tiles // NUM_SMS - 1, 0) * NUM_SMS
     if num_tiles % NUM_SMS == 0:
         dp_tiles = num_tiles

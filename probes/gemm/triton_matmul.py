@@ -59,7 +59,7 @@ except ImportError:  # older Triton: the pointer kernel only
 
 # ---- the kernels -------------------------------------------------------------------------------------
 
-from probes.gemm.triton_tiles import tile_coords, walk_tiles  # noqa: E402
+from probes.gemm.triton_tiles import grid_shape, tile_coords, walk_tiles  # noqa: E402
 from probes.gemm.triton_handoff import (  # noqa: E402  (re-exported)
     FLAG_STRIDE, bi_matmul_handoff_kernel, handoff_workspace)
 from probes.gemm.triton_wide import bi_matmul_wide_kernel  # noqa: E402  (re-exported)
@@ -72,10 +72,9 @@ def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K,
                          SUBTILE: tl.constexpr, WS: tl.constexpr):
     """Persistent TMA matmul (Triton's tutorial 09 layout): NUM_SMS programs walk the output tiles in
     grouped order, round robin."""
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    walk_tiles(x_desc, w_desc, y_desc, tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS, GROUP_M * num_pid_n,
-                num_pid_m, tl.cdiv(K, BLOCK_K), BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, WS)
+    num_pid_m, num_tiles, num_pid_in_group, k_tiles = grid_shape(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
+    walk_tiles(x_desc, w_desc, y_desc, tl.program_id(0), num_tiles, NUM_SMS, num_pid_in_group, num_pid_m, k_tiles,
+               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, WS)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -85,11 +84,7 @@ def bi_matmul_swap_kernel(x_desc, w_desc, y_desc, M, N, K,
     """Small M: Y^T tile = W tile @ X tile^T, so that W's rows are the wgmma's M side (64 per warpgroup)
     and the few rows of X its N side (16, 32, 64). Same products, same k16 chain per element."""
     pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    num_tiles = num_pid_m * num_pid_n
-    num_pid_in_group = GROUP_M * num_pid_n
+    num_pid_m, num_tiles, num_pid_in_group, k_tiles = grid_shape(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
         pid_m, pid_n = tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         offs_m = pid_m * BLOCK_M
@@ -107,11 +102,7 @@ def bi_matmul_ptr_kernel(x_ptr, w_ptr, y_ptr, M, N, K, stride_xm, stride_wn, str
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                          GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr, FLATTEN: tl.constexpr):
     pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    num_tiles = num_pid_m * num_pid_n
-    num_pid_in_group = GROUP_M * num_pid_n
+    num_pid_m, num_tiles, num_pid_in_group, k_tiles = grid_shape(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
         pid_m, pid_n = tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -6,6 +6,14 @@ import triton.language as tl
 
 
 @triton.jit
+def grid_shape(M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """(row tiles, output tiles, tiles per group of GROUP_M row tiles, k-tiles) of an M x N x K product."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    return num_pid_m, num_pid_m * num_pid_n, GROUP_M * num_pid_n, tl.cdiv(K, BLOCK_K)
+
+
+@triton.jit
 def tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M: tl.constexpr):
     """Grouped ordering: GROUP_M row-tiles share each column of W while it is in L2."""
     group_id = tile_id // num_pid_in_group

@@ -3,7 +3,7 @@ columns), one accumulator and one tl.dot per part."""
 import triton
 import triton.language as tl
 
-from probes.gemm.triton_tiles import tile_coords
+from probes.gemm.triton_tiles import grid_shape, tile_coords
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -19,11 +19,7 @@ def bi_matmul_wide_kernel(x_desc, w1_desc, w2_desc, w3_desc, y1_desc, y2_desc, y
     stored (TMA bounds)."""
     BLOCK_N: tl.constexpr = BN1 + BN2 + BN3
     pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    num_tiles = num_pid_m * num_pid_n
-    num_pid_in_group = GROUP_M * num_pid_n
+    num_pid_m, num_tiles, num_pid_in_group, k_tiles = grid_shape(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     tile_id_c = pid - NUM_SMS  # the epilogue's own counter (tutorial 09's pipelining work-around)
     for tile_id in tl.range(pid, num_tiles, NUM_SMS, flatten=FLATTEN):
         pid_m, pid_n = tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
