@@ -69,7 +69,7 @@ def cold_gpu_times(fns, reps, *, warmup=2, flush_bytes=256 << 20, lead_ms=0.4):
     ~lead_ms (torch.cuda._sleep), so the host has enqueued the call while the GPU was still busy: the events
     time the kernels, not the host's launch path (with do_bench alone a Python launcher slower than the L2
     flush, ~0.1 ms per call, leaves the GPU idle between the start event and the kernel: measured in the
-    handoff diagnostics, a 24 us kernel read as 54 us)."""
+    handoff diagnostics, a 29 us kernel read as 54 us)."""
     import torch
 
     cache = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
