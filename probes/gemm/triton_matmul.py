@@ -16,12 +16,13 @@ The config (tile sizes, warps, stages, kernel) may change with M's bucket (`trit
 share the per-element k16 chain, the bench admits only candidates whose bits equal the anchor's, and the GPU
 tests prove invariance over every M of the sweep across the bucket boundaries.
 
-Four kernels: `bi_matmul_tma_kernel` (Hopper, tutorial 09's persistent TMA matmul: host tensor
+Five kernels: `bi_matmul_tma_kernel` (Hopper, tutorial 09's persistent TMA matmul: host tensor
 descriptors, grouped order, optional epilogue subtiling and warp specialisation), `bi_matmul_handoff_kernel`
-(the same, with the last partial wave of tiles spread over every SM: stream-K's balance without its split
-sums), `bi_matmul_swap_kernel` (small M: Y^T = W X^T so that W's rows fill the wgmma's 64-row side) and
-`bi_matmul_ptr_kernel` (pointer loads; any GPU and Triton's interpreter). `triton_bench` times the candidates against cuBLAS in one run and
-records the best per (shape class, M bucket).
+(`triton_handoff`: the same, with the last partial wave of tiles spread over every SM: stream-K's balance
+without its split sums), `bi_matmul_wide_kernel` (`triton_wide`: tiles of power-of-two parts, 176 = 128 +
+32 + 16 columns), `bi_matmul_swap_kernel` (small M: Y^T = W X^T so that W's rows fill the wgmma's 64-row
+side) and `bi_matmul_ptr_kernel` (pointer loads; any GPU and Triton's interpreter). `triton_bench` times the
+candidates against cuBLAS in one run and records the best per (shape class, M bucket).
 """
 from __future__ import annotations
 

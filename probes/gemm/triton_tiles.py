@@ -38,8 +38,8 @@ def store_tile(y_desc, acc, offs_m, offs_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.c
 
 @triton.jit
 def walk_tiles(x_desc, w_desc, y_desc, first, last, step, num_pid_in_group, num_pid_m, k_tiles,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                FLATTEN: tl.constexpr, SUBTILE: tl.constexpr, WS: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+               FLATTEN: tl.constexpr, SUBTILE: tl.constexpr, WS: tl.constexpr):
     """Whole tiles first, first + step, ... < last in grouped order; each sums k-tiles 0, 1, 2 ... with tl.dot
     (wgmma) into a float32 accumulator."""
     tile_id_c = first - step  # the epilogue's own counter (tutorial 09's pipelining work-around)
