@@ -7,8 +7,8 @@ starting from 0 and carried in fp32 registers; BLOCK_M / BLOCK_N / BLOCK_K / war
 persistence / epilogue subtiling / swapped operands (Y^T = W X^T) / handing the float32 accumulator from one
 program to the next mid-chain ('handoff': stored and reloaded exactly, the next k16 step goes on from it)
 change which program computes an element and how many k16 steps one loop iteration issues, not that chain.
-No split-K: a split-K sum (partial sums added at the end) is another chain. So the configs of different M buckets are expected to give identical bits, and that expectation is
-MEASURED, not assumed: the bench compares every candidate's output bits with the anchor config's (ANCHOR,
+No split-K: a split-K sum (partial sums added at the end) is another chain. So the configs of different M
+buckets are expected to give identical bits, and that expectation is MEASURED, not assumed: the bench compares every candidate's output bits with the anchor config's (ANCHOR,
 one config for every M, batch invariant by construction) and only a candidate with identical bits can be
 chosen; the GPU tests then check every M of the sweep, across each bucket boundary, bit for bit.
 
@@ -99,8 +99,8 @@ _DEEP128 = [cfg("tma", 128, 128, 64, stages=6, subtile=True), cfg("tma", 128, 12
 
 # 'handoff': whole waves round robin, the last partial wave balanced over all SMs by handing a tile's float32
 # accumulator from one program to the next mid-chain (bi_matmul_handoff_kernel; one k chain, not split-K).
-# It fills the SMs where whole tiles cannot: M = 1400 gives 176 tiles of 128x256 (1.33 waves), 88 of 128x128
-# for k_v; M = 256 gives 224 tiles of 128x128 for gate_up.
+# It fills the SMs where whole tiles cannot: M = 1400 gives 176 tiles of 128x256 (1.33 waves), 176 of 128x64
+# for k_v. Measured on the H100 it wins only down at M = 1400 (docs/results/h100-2026-11-23, README).
 _HANDOFF = [cfg("handoff", 128, 256, 64, stages=3), cfg("handoff", 128, 256, 64, stages=4, subtile=True),
             cfg("handoff", 128, 128, 64, stages=4), cfg("handoff", 128, 64, 128, stages=4, warps=4),
             cfg("handoff", 64, 128, 128, stages=4, warps=4)]
@@ -113,7 +113,8 @@ _DEEP = [cfg("swap", 32, 64, 128, stages=8, warps=4), cfg("swap", 64, 64, 64, st
 # 96 = 64 + 32 for k_v (11 x 11 = 121 tiles, one wave), 224 = 128 + 64 + 32 for gate_up at M = 256
 # (2 x 64 = 128 tiles) and lm_head at M = 1400 (11 x 143 = 1573 tiles = 11.9 waves).
 # Not flattened: with several accumulators zeroed inside a flattened tile loop ptxas serialises the wgmmas
-# (its warning C7515; measured at half the speed), which compile_check refuses.
+# (its warning C7515; measured at half the speed), which compile_check refuses. Measured slower than the
+# power-of-two tiles everywhere (the narrow n16 / n32 wgmmas), kept so that the bench keeps showing it.
 _WIDE = [cfg("wide", 128, 176, 64, stages=4, flatten=False, parts=(128, 32, 16)),
          cfg("wide", 128, 176, 64, stages=3, flatten=False, parts=(128, 32, 16)),
          cfg("wide", 128, 96, 64, stages=5, flatten=False, parts=(64, 32)),
