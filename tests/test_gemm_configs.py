@@ -22,7 +22,7 @@ def test_buckets_are_the_documented_ones():
 def test_candidates_share_the_wgmma_k_chain():
     """Every GPU candidate: wgmma-sized (the instruction's 64-row side from a 4-warp group), no split-K."""
     for c in C.all_candidates():
-        assert c["impl"] in ("tma", "swap", "handoff", "wide") and c["num_warps"] % 4 == 0
+        assert c["impl"] in ("tma", "swap", "handoff", "wide", "mixed") and c["num_warps"] % 4 == 0
         rows_side = c["BLOCK_N"] if c["impl"] == "swap" else c["BLOCK_M"]
         other_side = c["BLOCK_M"] if c["impl"] == "swap" else c["BLOCK_N"]
         assert rows_side >= 64 and other_side >= 16 and c["BLOCK_K"] % 16 == 0

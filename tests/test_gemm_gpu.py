@@ -73,15 +73,20 @@ WIDE_TABLE = ["swap-16x64x256-g8-s5-w4", "wide-128x96(64+32)x64-g8-s5-w8-nf", "w
               "wide-128x176(128+32+16)x64-g8-s4-w8-nf", "tma-128x256x64-g8-s3-w8"]
 
 
+MIXED_TABLE = ["swap-16x64x256-g8-s5-w4", "tma-64x32x256-g8-s4-w4", "tma-128x64x128-g8-s4-w4",
+               "mixed-128x256/128x64-g8-s4-w8-sub", "mixed-128x256/64x64-g8-s4-w8-sub"]
+
+
 @pytest.mark.parametrize("table, shape", [("handoff", "q_o"), ("handoff", "k_v"), ("handoff", "down"),
-                                          ("wide", "q_o"), ("wide", "k_v"), ("wide", "gate_up")])
-def test_handoff_and_wide_tables_are_bit_invariant_and_equal_the_anchor(table, shape, monkeypatch):
+                                          ("wide", "q_o"), ("wide", "k_v"), ("wide", "gate_up"),
+                                          ("mixed", "q_o"), ("mixed", "down"), ("mixed", "lm_head")])
+def test_handoff_wide_mixed_tables_are_bit_invariant_and_equal_the_anchor(table, shape, monkeypatch):
     """handoff: tiles whose k chain is run by two (or, below one tile per SM, several) programs one after the
     other, handing the float32 accumulator on. wide: tiles of 96, 176, 224 columns (power-of-two parts, one
     tl.dot each). Every M of the sweep gives the same rows, equal to the anchor's."""
     from probes.gemm import triton_configs as C
     from probes.gemm.triton_matmul import MISTRAL_SHAPES
-    names = HANDOFF_TABLE if table == "handoff" else WIDE_TABLE
+    names = {"handoff": HANDOFF_TABLE, "wide": WIDE_TABLE, "mixed": MIXED_TABLE}[table]
     n, k = MISTRAL_SHAPES[shape]
     monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [C.config_by_name(name) for name in names]})
     bad, used, same_as_anchor = _sweep_bits(shape, "bfloat16", anchor=True)

@@ -175,3 +175,29 @@ def test_wide_config_checks_its_parts():
     for parts in [(128, 48), (128, 32, 16, 16), (128, 8), None]:
         with pytest.raises(ValueError, match="parts"):
             cfg("wide", 128, sum(parts or (0,)), 64, parts=parts)
+
+
+@pytest.mark.parametrize("m, n, k", [(37, 104, 72),   # 6 big tiles (4 programs: 3 rows x 2 columns), then small ones
+                                     (50, 200, 48),   # 24 big tiles, the small region's last tile partial
+                                     (16, 64, 32)])   # too few big tiles for one wave: every tile small
+def test_mixed_kernel_gives_the_one_size_bits(m, n, k):
+    """Big tiles over whole waves, small ones for the other columns: the same bits as one tile size."""
+    from probes.gemm.triton_mixed import big_columns
+    x, w = _inputs(m, n, k, seed=m + 1)
+    ref = T.batch_invariant_matmul(x, w).view(torch.int16)
+    for sub in (False, True):
+        c = dict(T.INTERPRETER_CONFIG, impl="mixed", BLOCK_N=32, N_SMALL=16, SUBTILE=sub)
+        assert torch.equal(T.batch_invariant_matmul(x, w, config=c).view(torch.int16), ref), (m, n, k, sub)
+    assert big_columns(m, n, 16, 32, 4) == {37: 64, 50: 192, 16: 0}[m]
+
+
+def test_mixed_big_columns_make_whole_waves():
+    from probes.gemm.triton_configs import cfg, config_name
+    from probes.gemm.triton_mixed import big_columns
+    assert big_columns(1400, 4096, 128, 256, 132) == 3072       # 11 x 12 = 132 big tiles, 11 x 8 small
+    assert big_columns(1400, 32000, 128, 256, 132) == 30720     # 10 waves of big tiles
+    assert big_columns(1400, 1024, 128, 256, 132) == 0          # 44 big tiles: no whole wave
+    assert config_name(cfg("mixed", 128, 256, 64, small=128)).startswith("mixed-128x256/128x64")
+    for small in (None, 96, 256, 8):
+        with pytest.raises(ValueError, match="small"):
+            cfg("mixed", 128, 256, 64, small=small)

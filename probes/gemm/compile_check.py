@@ -29,6 +29,13 @@ def compile_config(c, dtype, arch=90, num_sms=132):
         fn = T.bi_matmul_wide_kernel
         del meta["BLOCK_N"]
         meta.update(BN1=parts[0], BN2=parts[1], BN3=parts[2])
+    elif c["impl"] == "mixed":
+        y_bn, y_ns = (bn // 2, c["N_SMALL"] // 2) if c.get("SUBTILE") else (bn, c["N_SMALL"])
+        sig = {"x_desc": f"tensordesc<{dt}[{bm}, {bk}]>", "wb_desc": f"tensordesc<{dt}[{bn}, {bk}]>",
+               "yb_desc": f"tensordesc<{dt}[{bm}, {y_bn}]>", "ws_desc": f"tensordesc<{dt}[{c['N_SMALL']}, {bk}]>",
+               "ys_desc": f"tensordesc<{dt}[{bm}, {y_ns}]>"}
+        fn = T.bi_matmul_mixed_kernel
+        meta.update(N_SMALL=c["N_SMALL"], SUBTILE=c.get("SUBTILE", False))
     elif c["impl"] in ("tma", "swap", "handoff"):
         y_bn = bn // 2 if c.get("SUBTILE") else bn
         sig = {"x_desc": f"tensordesc<{dt}[{bm}, {bk}]>", "w_desc": f"tensordesc<{dt}[{bn}, {bk}]>",
@@ -48,6 +55,8 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     sig.update({"M": "i32", "N": "i32", "K": "i32"})
     if c["impl"] == "handoff":
         sig["EPOCH"] = "i32"
+    if c["impl"] == "mixed":
+        sig["N_BIG"] = "i32"
     if c["impl"] == "ptr":
         sig.update({"stride_xm": "i32", "stride_wn": "i32", "stride_ym": "i32"})
     sig.update({k: "constexpr" for k in meta})

@@ -42,22 +42,29 @@ def bucket_range(i):
     return f"{lo}-{hi}" if hi is not None else f">={lo}"
 
 
-def cfg(impl, bm, bn, bk, *, stages=4, warps=8, group_m=8, flatten=True, subtile=False, ws=False, parts=None):
+def cfg(impl, bm, bn, bk, *, stages=4, warps=8, group_m=8, flatten=True, subtile=False, ws=False, parts=None,
+        small=None):
     """impl: 'tma' (Y tile = X tile @ W tile^T), 'swap' (Y^T tile = W tile @ X tile^T: the small M side is
     the instruction's N, for small M), 'handoff' (as 'tma', the last partial wave balanced over every SM by
     handing accumulators on), 'wide' (as 'tma' with a tile of `parts` columns, powers of two each, summing
-    to BLOCK_N: 128 + 32 + 16 = 176), 'ptr' (pointer loads; any GPU and the interpreter)."""
+    to BLOCK_N: 128 + 32 + 16 = 176), 'mixed' (whole waves of BLOCK_M x BLOCK_N tiles, the other columns in
+    BLOCK_M x `small` tiles), 'ptr' (pointer loads; any GPU and the interpreter)."""
     c = {"impl": impl, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m,
          "num_stages": stages, "num_warps": warps, "FLATTEN": flatten, "SUBTILE": subtile, "WS": ws}
     if impl == "wide":
         if not parts or sum(parts) != bn or len(parts) not in (2, 3) or any(p < 16 or p & (p - 1) for p in parts):
             raise ValueError(f"wide config: parts {parts} must be 2 or 3 powers of two >= 16 summing to {bn}")
         c["N_PARTS"] = list(parts)
+    if impl == "mixed":
+        if not small or small & (small - 1) or not 16 <= small < bn:
+            raise ValueError(f"mixed config: small tile width {small} must be a power of two, 16 <= small < {bn}")
+        c["N_SMALL"] = small
     return c
 
 
 def config_name(c):
     parts = f"({'+'.join(map(str, c['N_PARTS']))})" if c.get("N_PARTS") else ""
+    parts += f"/{c['N_SMALL']}" if c.get("N_SMALL") else ""
     return (f"{c['impl']}-{c['BLOCK_M']}x{c['BLOCK_N']}{parts}x{c['BLOCK_K']}-g{c['GROUP_M']}-s{c['num_stages']}"
             f"-w{c['num_warps']}{'' if c['FLATTEN'] else '-nf'}{'-sub' if c.get('SUBTILE') else ''}"
             f"{'-ws' if c.get('WS') else ''}")
@@ -121,12 +128,18 @@ _WIDE = [cfg("wide", 128, 176, 64, stages=4, flatten=False, parts=(128, 32, 16))
          cfg("wide", 128, 96, 128, stages=3, warps=4, flatten=False, parts=(64, 32)),
          cfg("wide", 128, 224, 64, stages=3, flatten=False, parts=(128, 64, 32))]
 
+# 'mixed': whole waves of 128x256 tiles, the remaining columns in 128x128 (or 128x64) tiles: at M = 1400,
+# N = 4096, one wave of 132 big tiles then 88 small ones, about one big plus one small tile per SM instead
+# of two big (1.33 waves) or three small.
+_MIXED = [cfg("mixed", 128, 256, 64, stages=4, subtile=True, small=128),
+          cfg("mixed", 128, 256, 64, stages=3, small=128), cfg("mixed", 128, 256, 64, stages=4, subtile=True, small=64)]
+
 #: Candidates per bucket (same list for every shape class; the bench measures each at the bucket's M).
 BUCKET_CANDIDATES = (
     _SWAP_16 + _NARROW + [_THIN],                                  # M <= 16
     _SWAP_64 + _DEEP[:2] + _NARROW + [_THIN, _MID[0], ANCHOR],     # 17..128
     _NARROW + _MID + [ANCHOR, _BIG[2], _BIG[3]] + _DEEP[2:] + _HANDOFF[3:4] + _WIDE[4:],  # 129..512
-    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _DEEP128 + _HANDOFF + _WIDE,  # 513..2048
+    [_NARROW[1], _MID[0], _MID[2]] + _BIG[:4] + _NOFLAT + _DEEP128 + _HANDOFF + _WIDE + _MIXED,  # 513..2048
     _BIG + _NOFLAT,                                                # > 2048
 )
 

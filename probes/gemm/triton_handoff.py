@@ -90,10 +90,10 @@ def bi_matmul_handoff_kernel(x_desc, w_desc, y_desc, ws_ptr, flag_ptr, M, N, K, 
         _hand_over(acc, ws_ptr, flag_ptr, pid, EPOCH, BLOCK_M, BLOCK_N)
         body_end = t_last * k_tiles
     # 2. whole waves, round robin; 3. the whole tiles of my range
-    walk_tiles(x_desc, w_desc, y_desc, pid, dp_tiles, NUM_SMS, num_pid_in_group, num_pid_m, k_tiles,
+    walk_tiles(x_desc, w_desc, y_desc, pid, dp_tiles, NUM_SMS, num_pid_in_group, num_pid_m, k_tiles, 0,
                BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, False)
     walk_tiles(x_desc, w_desc, y_desc, tl.cdiv(start, k_tiles), body_end // k_tiles, 1, num_pid_in_group,
-               num_pid_m, k_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, False)
+               num_pid_m, k_tiles, 0, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, False)
     # 4. tail: the tile my range starts inside goes on from program pid - 1's accumulator
     if (start % k_tiles != 0) & (start < body_end):
         t = start // k_tiles

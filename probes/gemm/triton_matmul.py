@@ -16,11 +16,12 @@ The config (tile sizes, warps, stages, kernel) may change with M's bucket (`trit
 share the per-element k16 chain, the bench admits only candidates whose bits equal the anchor's, and the GPU
 tests prove invariance over every M of the sweep across the bucket boundaries.
 
-Five kernels: `bi_matmul_tma_kernel` (Hopper, tutorial 09's persistent TMA matmul: host tensor
+Six kernels: `bi_matmul_tma_kernel` (Hopper, tutorial 09's persistent TMA matmul: host tensor
 descriptors, grouped order, optional epilogue subtiling and warp specialisation), `bi_matmul_handoff_kernel`
 (`triton_handoff`: the same, with the last partial wave of tiles spread over every SM: stream-K's balance
 without its split sums), `bi_matmul_wide_kernel` (`triton_wide`: tiles of power-of-two parts, 176 = 128 +
-32 + 16 columns), `bi_matmul_swap_kernel` (small M: Y^T = W X^T so that W's rows fill the wgmma's 64-row
+32 + 16 columns), `bi_matmul_mixed_kernel` (`triton_mixed`: whole waves of big tiles, the rest in small
+ones), `bi_matmul_swap_kernel` (small M: Y^T = W X^T so that W's rows fill the wgmma's 64-row
 side) and `bi_matmul_ptr_kernel` (pointer loads; any GPU and Triton's interpreter). `triton_bench` times the
 candidates against cuBLAS in one run and records the best per (shape class, M bucket).
 """
@@ -64,6 +65,7 @@ from probes.gemm.triton_tiles import grid_shape, tile_coords, walk_tiles  # noqa
 from probes.gemm.triton_handoff import (  # noqa: E402  (re-exported)
     FLAG_STRIDE, bi_matmul_handoff_kernel, handoff_workspace)
 from probes.gemm.triton_wide import bi_matmul_wide_kernel  # noqa: E402  (re-exported)
+from probes.gemm.triton_mixed import big_columns, bi_matmul_mixed_kernel  # noqa: E402  (re-exported)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -74,8 +76,8 @@ def bi_matmul_tma_kernel(x_desc, w_desc, y_desc, M, N, K,
     """Persistent TMA matmul (Triton's tutorial 09 layout): NUM_SMS programs walk the output tiles in
     grouped order, round robin."""
     num_pid_m, num_tiles, num_pid_in_group, k_tiles = grid_shape(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
-    walk_tiles(x_desc, w_desc, y_desc, tl.program_id(0), num_tiles, NUM_SMS, num_pid_in_group, num_pid_m, k_tiles,
-               BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, WS)
+    walk_tiles(x_desc, w_desc, y_desc, tl.program_id(0), num_tiles, NUM_SMS, num_pid_in_group, num_pid_m,
+               k_tiles, 0, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, FLATTEN, SUBTILE, WS)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -258,8 +260,8 @@ def _launch(x, w, c, out):
     sms = num_sms(x.device)
     grid = (max(1, min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))),)
     # TMA needs 16-byte aligned row strides (K and N multiples of 8 for 2-byte types): a (N, K) property.
-    use_tma = c["impl"] in ("tma", "swap", "handoff", "wide") and TensorDescriptor is not None and K % 8 == 0 \
-        and N % 8 == 0
+    use_tma = c["impl"] in ("tma", "swap", "handoff", "wide", "mixed") and TensorDescriptor is not None \
+        and K % 8 == 0 and N % 8 == 0
     if c["impl"] == "wide" and not use_tma:  # the pointer kernel takes the first (power of two) part as its tile
         bn = c["N_PARTS"][0]
         grid = (max(1, min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))),)
@@ -273,6 +275,14 @@ def _launch(x, w, c, out):
             ys = [TensorDescriptor.from_tensor(out, [bm, p or parts[1]]) for p in parts]
             del meta["BLOCK_N"]
             bi_matmul_wide_kernel[grid](x_desc, *ws, *ys, M, N, K, BN1=parts[0], BN2=parts[1], BN3=parts[2], **meta)
+            return out
+        if c["impl"] == "mixed":
+            ns = c["N_SMALL"]
+            sub = 2 if c.get("SUBTILE") else 1
+            descs = [TensorDescriptor.from_tensor(w, [bn, bk]), TensorDescriptor.from_tensor(out, [bm, bn // sub]),
+                     TensorDescriptor.from_tensor(w, [ns, bk]), TensorDescriptor.from_tensor(out, [bm, ns // sub])]
+            bi_matmul_mixed_kernel[(sms,)](x_desc, *descs, M, N, K, big_columns(M, N, bm, bn, sms), N_SMALL=ns,
+                                           SUBTILE=c.get("SUBTILE", False), **meta)
             return out
         w_desc = TensorDescriptor.from_tensor(w, [bn, bk])
         if c["impl"] == "swap":

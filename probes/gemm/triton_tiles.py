@@ -37,16 +37,16 @@ def store_tile(y_desc, acc, offs_m, offs_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.c
 
 
 @triton.jit
-def walk_tiles(x_desc, w_desc, y_desc, first, last, step, num_pid_in_group, num_pid_m, k_tiles,
+def walk_tiles(x_desc, w_desc, y_desc, first, last, step, num_pid_in_group, num_pid_m, k_tiles, n_offset,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                FLATTEN: tl.constexpr, SUBTILE: tl.constexpr, WS: tl.constexpr):
-    """Whole tiles first, first + step, ... < last in grouped order; each sums k-tiles 0, 1, 2 ... with tl.dot
-    (wgmma) into a float32 accumulator."""
+    """Whole tiles first, first + step, ... < last in grouped order, over the columns from n_offset on; each
+    sums k-tiles 0, 1, 2 ... with tl.dot (wgmma) into a float32 accumulator."""
     tile_id_c = first - step  # the epilogue's own counter (tutorial 09's pipelining work-around)
     for tile_id in tl.range(first, last, step, flatten=FLATTEN, warp_specialize=WS):
         pid_m, pid_n = tile_coords(tile_id, num_pid_in_group, num_pid_m, GROUP_M)
         offs_m = pid_m * BLOCK_M
-        offs_n = pid_n * BLOCK_N
+        offs_n = n_offset + pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for ki in range(k_tiles):  # fixed order: k-tile 0, 1, 2, ...
             a = x_desc.load([offs_m, ki * BLOCK_K])
@@ -54,4 +54,4 @@ def walk_tiles(x_desc, w_desc, y_desc, first, last, step, num_pid_in_group, num_
             acc = tl.dot(a, b.T, acc)
         tile_id_c += step
         pid_m, pid_n = tile_coords(tile_id_c, num_pid_in_group, num_pid_m, GROUP_M)
-        store_tile(y_desc, acc, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, SUBTILE)
+        store_tile(y_desc, acc, pid_m * BLOCK_M, n_offset + pid_n * BLOCK_N, BLOCK_M, BLOCK_N, SUBTILE)
