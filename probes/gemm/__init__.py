@@ -12,7 +12,8 @@ bits), timed against cuBLAS in the same run.
 
 Layout, as in a Triton tutorial: the kernels (`csrc/gemm/` for cuBLASLt; `triton_matmul.py` with its
 wrapper, `triton_tiles.py` the shared tile walks, `triton_handoff.py` the last partial wave balanced by
-handing accumulators on, `triton_wide.py` tiles of power-of-two parts; configs, M buckets and recorded
+handing accumulators on, `triton_wide.py` tiles of power-of-two parts, `triton_mixed.py` whole waves of
+big tiles and the rest in small ones; configs, M buckets and recorded
 choices in `triton_configs.py`, the bench against cuBLAS in `triton_bench.py`, the sm_90 compile check
 without a GPU in `compile_check.py`), the wrapper
 (`cublaslt.py`), the reference check and clustering (`cluster.py`), the sweeps (`sweep.py`), the
