@@ -83,7 +83,8 @@ MIXED_TABLE = ["swap-16x64x256-g8-s5-w4", "tma-64x32x256-g8-s4-w4", "tma-128x64x
 def test_handoff_wide_mixed_tables_are_bit_invariant_and_equal_the_anchor(table, shape, monkeypatch):
     """handoff: tiles whose k chain is run by two (or, below one tile per SM, several) programs one after the
     other, handing the float32 accumulator on. wide: tiles of 96, 176, 224 columns (power-of-two parts, one
-    tl.dot each). Every M of the sweep gives the same rows, equal to the anchor's."""
+    tl.dot each). mixed: whole waves of 128x256 tiles, the other columns in 128x128 / 128x64 tiles (which
+    columns get big tiles changes with M). Every M of the sweep gives the same rows, equal to the anchor's."""
     from probes.gemm import triton_configs as C
     from probes.gemm.triton_matmul import MISTRAL_SHAPES
     names = {"handoff": HANDOFF_TABLE, "wide": WIDE_TABLE, "mixed": MIXED_TABLE}[table]
