@@ -81,6 +81,16 @@ def report_path(args: argparse.Namespace, probe: str, fingerprint: dict, device:
     return os.path.join("reports", f"{probe}-{slug(name or device)}.json")
 
 
+def save_report(args: argparse.Namespace, path: str, report: dict, plot: Callable[[dict, str], None]) -> None:
+    """Write the report to `path`, print where it went and how long the run took, then draw its plot
+    (`write_plot`)."""
+    from probes import report as reports
+
+    reports.write_report(report, path)
+    print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
+    write_plot(args, path, plot, report)
+
+
 def write_plot(args: argparse.Namespace, json_path: str, plot: Callable[[dict, str], None],
                report: dict) -> str | None:
     """Draw `plot(report, path)` unless --no-plot (path: --plot, else the JSON's path with .png) and

@@ -54,9 +54,7 @@ def main(argv=None):
                        log=lambda line: print(line, file=sys.stderr), fingerprint=fp,
                        checkpoint=lambda rep: reports.write_report(rep, path), fit_evals=args.fit_evals)
     print(probe.format_table(report))
-    reports.write_report(report, path)
-    print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
-    cli.write_plot(args, path, probe.plot, report)
+    cli.save_report(args, path, report, probe.plot)
     return 0
 
 

@@ -39,7 +39,6 @@ def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
 
-    from probes import report as reports
     from probes.fma import probe, table
     from probes.fma.backends import BACKENDS
 
@@ -53,9 +52,7 @@ def main(argv=None):
                        log=lambda line: print(line, file=sys.stderr))
     print(table.format_table(report))
     path = cli.report_path(args, "fma", report["fingerprint"], device)
-    reports.write_report(report, path)
-    print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
-    cli.write_plot(args, path, table.plot, report)
+    cli.save_report(args, path, report, table.plot)
     return 0
 
 

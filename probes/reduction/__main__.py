@@ -55,7 +55,6 @@ def main(argv=None):
     from probes.reduction import probe as reduction
     from probes.reduction import table
     from probes.reduction.backends import BACKENDS
-    from probes import report as reports
 
     backends = [BACKENDS[b] for b in cli.parse_csv_choice(args.backends, list(BACKENDS), "backend")]
     dtypes = cli.parse_csv_choice(args.dtypes, list(reduction.DTYPES), "dtype")
@@ -78,9 +77,7 @@ def main(argv=None):
         print()
         print(summary)
     path = cli.report_path(args, "reduction", report["fingerprint"], device)
-    reports.write_report(report, path)
-    print(f"\nreport: {path}  ({report['config']['wall_seconds']:.1f} s)")
-    cli.write_plot(args, path, table.plot, report)
+    cli.save_report(args, path, report, table.plot)
     return 0
 
 
