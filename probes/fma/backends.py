@@ -42,8 +42,17 @@ class Backend:
     def predicted(self, variant, device):
         return (self.cpu_predictions if device == "cpu" else self.gpu_predictions)[variant]
 
+    #: modules the backend imports; a missing one makes it unavailable
+    requires: tuple = ()
+
     def available(self, device):
         """None when usable, else the reason."""
+        import importlib
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                return f"not installed ({e})"
         return None
 
     def run(self, program, inputs, variant, device):
@@ -90,6 +99,7 @@ class TritonBackend(Backend):
     name = "triton"
     doc = "Triton: tl.fma, a*b+c with enable_fp_fusion=True / False (interpreter on the CPU)"
     variants = ("fma", "plain_contract", "plain_nocontract")
+    requires = ("torch", "triton")
     gpu_predictions = {"fma": "fma", "plain_contract": "fma", "plain_nocontract": "mul_add"}
     # The interpreter evaluates tl.fma as NumPy x * y + z and has no compiler to fuse anything.
     cpu_predictions = {"fma": "mul_add", "plain_contract": "mul_add", "plain_nocontract": "mul_add"}
@@ -102,14 +112,6 @@ class TritonBackend(Backend):
             return "the Triton interpreter stores bfloat16 as uint16 and truncates conversions; GPU only"
         return super().skip_reason(device, fmt, variant)
 
-    def available(self, device):
-        try:
-            import torch  # noqa: F401
-            import triton  # noqa: F401
-        except ImportError as e:
-            return f"not installed ({e})"
-        return None
-
     def run(self, program, inputs, variant, device):
         from probes.fma import triton_fma
         out = triton_fma.PROGRAMS[program](*[to_torch(inputs[k], device) for k in ARGS[program]], variant)
@@ -120,6 +122,7 @@ class NumbaBackend(Backend):
     name = "numba"
     doc = "Numba CUDA: cuda.fma / cuda.fp16.hfma, a*b+c with fastmath=True / False (simulator on the CPU)"
     variants = ("fma", "plain_fastmath", "plain_default")
+    requires = ("probes.fma.numba_fma",)
     # NVVM's default -fma=1 contracts even without fastmath (numba-cuda passes no -fma option).
     gpu_predictions = {"fma": "fma", "plain_fastmath": "fma", "plain_default": "fma"}
     # The simulator runs NumPy scalar arithmetic; its cuda.fma / hfma are a * b + c.
@@ -132,13 +135,6 @@ class NumbaBackend(Backend):
         if fmt == "bfloat16":
             return "Numba has no bfloat16 arrays"
         return super().skip_reason(device, fmt, variant)
-
-    def available(self, device):
-        try:
-            from probes.fma import numba_fma  # noqa: F401
-        except ImportError as e:
-            return f"not installed ({e})"
-        return None
 
     def run(self, program, inputs, variant, device):
         from probes.fma import numba_fma
