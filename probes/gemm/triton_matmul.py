@@ -276,25 +276,24 @@ def _launch(x, w, c, out):
             del meta["BLOCK_N"]
             bi_matmul_wide_kernel[grid](x_desc, *ws, *ys, M, N, K, BN1=parts[0], BN2=parts[1], BN3=parts[2], **meta)
             return out
+        # a subtiled epilogue stores two half-width boxes (the swap kernel has none: it stores Y^T whole)
+        sub = 2 if c.get("SUBTILE") and c["impl"] != "swap" else 1
         if c["impl"] == "mixed":
             ns = c["N_SMALL"]
-            sub = 2 if c.get("SUBTILE") else 1
             descs = [TensorDescriptor.from_tensor(w, [bn, bk]), TensorDescriptor.from_tensor(out, [bm, bn // sub]),
                      TensorDescriptor.from_tensor(w, [ns, bk]), TensorDescriptor.from_tensor(out, [bm, ns // sub])]
             bi_matmul_mixed_kernel[(sms,)](x_desc, *descs, M, N, K, big_columns(M, N, bm, bn, sms), N_SMALL=ns,
                                            SUBTILE=c.get("SUBTILE", False), **meta)
             return out
         w_desc = TensorDescriptor.from_tensor(w, [bn, bk])
+        y_desc = TensorDescriptor.from_tensor(out, [bm, bn // sub])
         if c["impl"] == "swap":
-            y_desc = TensorDescriptor.from_tensor(out, [bm, bn])
             bi_matmul_swap_kernel[grid](x_desc, w_desc, y_desc, M, N, K, **meta)
         elif c["impl"] == "handoff":
-            y_desc = TensorDescriptor.from_tensor(out, [bm, bn // 2 if c.get("SUBTILE") else bn])
             ws, flags, epoch = handoff_workspace(x.device, bm, bn, sms)
             bi_matmul_handoff_kernel[(sms,)](x_desc, w_desc, y_desc, ws, flags, M, N, K, epoch,
                                              SUBTILE=c.get("SUBTILE", False), **meta)
         else:
-            y_desc = TensorDescriptor.from_tensor(out, [bm, bn // 2 if c.get("SUBTILE") else bn])
             bi_matmul_tma_kernel[grid](x_desc, w_desc, y_desc, M, N, K, SUBTILE=c.get("SUBTILE", False),
                                        WS=c.get("WS", False), **meta)
     else:
