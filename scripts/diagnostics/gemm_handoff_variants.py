@@ -2,8 +2,9 @@
 
 Builds variants of probes/gemm/triton_handoff.py by editing its source (so they are exactly the shipped kernel
 but for the edit), swaps each into the matmul's launcher and times it against cuBLAS with the bench's timer
-(probes.timing.cold_gpu_times). Variants (all but `base` give wrong bits on purpose; timing only):
+(probes.timing.cold_gpu_times). Variants (fakeio, storeonly, loadonly and nohead give wrong bits on purpose; timing only):
   base       the shipped kernel
+  tlio       the accumulator stored / loaded with tl.store / tl.load (through a blocked layout) as before
   fakeio     the handed-over accumulator is not stored/loaded (one float of it is: the head is still computed)
   storeonly  stored, not loaded            loadonly   loaded, not stored
   nohead     no head segments and no waiting: what the schedule costs without any hand-over
@@ -21,20 +22,47 @@ from probes.gemm import triton_matmul as T
 from probes.timing import cold_gpu_times, median
 
 SRC = open("probes/gemm/triton_handoff.py").read()
-STORE = "    tl.store(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), acc)\n"
-LOAD = '    return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")'
+
+
+def _block(first, last):
+    """The source from the line holding `first` through the line holding `last` (after it)."""
+    a = SRC.rindex("\n", 0, SRC.index(first)) + 1
+    b = SRC.index("\n", SRC.index(last, a)) + 1
+    return SRC[a:b]
+
+
+STORE = _block("    if _REGISTER_IO:\n        tl.inline_asm_elementwise(\"st.global", "        tl.store(ptrs, acc)")
+LOAD = _block("    if _REGISTER_IO:  # pure", '    return tl.load(ptrs, cache_modifier=".cg")')
 ONE_STORED = "    tl.store(ws_ptr + slot, tl.sum(tl.sum(acc, 1), 0))\n"
-ONE_LOADED = "    return tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32) + tl.load(ws_ptr + slot, cache_modifier='.cg')"
+ONE_LOADED = "    return tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32) + tl.load(ws_ptr + slot, cache_modifier='.cg')\n"
+REGISTER_IO = "_REGISTER_IO = tl.constexpr(not INTERPRETED)"
 HEAD = "    if (end > start) & (end % k_tiles != 0) & (t_last * k_tiles >= start):"
 WAIT_1 = "    while tl.load(flag, volatile=True) != epoch:\n        pass\n"
 WAIT_2 = ('    while tl.atomic_cas(flag, epoch, epoch, sem="acquire", scope="gpu") != epoch:  # once (its result is used:\n'
           '        pass                                                                      # an unused one is dropped)\n')
-EDITS = {"base": [], "fakeio": [(STORE, ONE_STORED), (LOAD, ONE_LOADED)], "storeonly": [(LOAD, ONE_LOADED)],
+EDITS = {"base": [], "tlio": [(REGISTER_IO, "_REGISTER_IO = tl.constexpr(False)")],
+         "fakeio": [(STORE, ONE_STORED), (LOAD, ONE_LOADED)], "storeonly": [(LOAD, ONE_LOADED)],
          "loadonly": [(STORE, ONE_STORED)],
          "nohead": [(HEAD, HEAD.replace(":", " & (start < 0):")), (WAIT_1, ""), (WAIT_2, "")]}
-CASES = [("q_o", 1400, ["handoff-128x256x64-g8-s3-w8", "handoff-128x256x64-g8-s4-w8-sub"]),
-         ("k_v", 1400, ["handoff-128x64x128-g8-s4-w4", "handoff-64x128x128-g8-s4-w4"]),
-         ("down", 1400, ["handoff-128x256x64-g8-s3-w8"])]
+H = C.cfg
+ALL = ["base", "tlio", "fakeio", "nohead"]
+#: (shape, M, [(config, variants)]); configs of other kernels are timed as they are (reference).
+CASES = [("q_o", 1400, [(H("handoff", 128, 256, 64, stages=3), ALL),
+                        (H("handoff", 128, 256, 64, stages=4, subtile=True), ["base", "tlio"]),
+                        (H("handoff", 128, 128, 64, stages=4), ALL),
+                        (H("handoff", 128, 128, 64, stages=5, subtile=True), ["base"]),
+                        (H("handoff", 128, 128, 64, stages=6, subtile=True), ["base", "fakeio"]),
+                        (H("mixed", 128, 256, 64, stages=4, subtile=True, small=64), ["-"]),
+                        (H("tma", 128, 128, 64, stages=6, subtile=True), ["-"])]),
+         ("k_v", 1400, [(H("handoff", 128, 64, 128, stages=4, warps=4), ALL),
+                        (H("handoff", 64, 128, 128, stages=4, warps=4), ["base"]),
+                        (H("handoff", 128, 64, 64, stages=6), ["base", "fakeio", "nohead"]),
+                        (H("handoff", 64, 128, 64, stages=6, warps=4), ["base"]),
+                        (H("tma", 128, 128, 64, stages=6, subtile=True), ["-"])]),
+         ("down", 1400, [(H("handoff", 128, 256, 64, stages=3), ["base", "tlio", "fakeio"]),
+                         (H("handoff", 128, 128, 64, stages=5, subtile=True), ["base"]),
+                         (H("handoff", 128, 128, 64, stages=6, subtile=True), ["base"]),
+                         (H("mixed", 128, 256, 64, stages=4, subtile=True, small=64), ["-"])])]
 
 
 def variant(name, edits):
@@ -54,25 +82,33 @@ def variant(name, edits):
 
 def main(out_path):
     kernels = {name: variant(name, edits) for name, edits in EDITS.items()}
+    kernels["-"] = T.bi_matmul_handoff_kernel
     shipped = T.bi_matmul_handoff_kernel
     rows = []
     g = torch.Generator(device="cuda").manual_seed(0)
     try:
-        for shape, m, names in CASES:
+        for shape, m, cases in CASES:
             n, k = C.MISTRAL_SHAPES[shape]
             w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
             x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
-            for name in names:
-                c = C.config_by_name(name)
+            ref = F.linear(x, w)
+            anchor = T.batch_invariant_matmul(x, w, config=C.ANCHOR)
+            for c, variants in cases:
+                name = C.config_name(c)
                 out = torch.empty((m, n), dtype=torch.bfloat16, device="cuda")
-                for vn, kernel in kernels.items():
-                    T.bi_matmul_handoff_kernel = kernel
+                for vn in variants:
+                    T.bi_matmul_handoff_kernel = kernels[vn]
+                    T.batch_invariant_matmul(x, w, config=c, out=out)
+                    torch.cuda.synchronize()
+                    err = (out.float() - ref.float()).abs().max().item()
+                    same = torch.equal(out.view(torch.int16), anchor.view(torch.int16))
                     ct, tt = cold_gpu_times([lambda: F.linear(x, w),
                                              lambda: T.batch_invariant_matmul(x, w, config=c, out=out)], 30)
                     t, cub = median(tt), median(ct)
-                    rows.append(dict(shape=shape, M=m, config=name, variant=vn, us=t * 1e3, cublas_us=cub * 1e3))
+                    rows.append(dict(shape=shape, M=m, config=name, variant=vn, us=t * 1e3, cublas_us=cub * 1e3,
+                                     max_abs_vs_cublas=err, bits_equal_anchor=same))
                     print(f"{shape:6s} {m:5d} {name:36s} {vn:10s} {t * 1e3:8.1f} us  cublas {cub * 1e3:7.1f}  "
-                          f"ratio {cub / t:.3f}", flush=True)
+                          f"ratio {cub / t:.3f}  max|d| {err:.3g}  {'same' if same else 'DIFFER'}", flush=True)
     finally:
         T.bi_matmul_handoff_kernel = shipped
     with open(out_path, "w") as f:
