@@ -2,8 +2,8 @@
 `python -m probes.gemm.compile_check [--all] [--arch 90]` prints one line per config and dtype with the
 shared memory it needs and its count of wgmma / mma.sync / TMA instructions; exit status 1 if any fails to
 compile, has no wgmma, any mma.sync (another instruction: other bits), a wgmma other than m64*k16 with fp32
-accumulation of the input type (WGMMA_KIND), no TMA, too much shared memory, wgmma instructions that
-ptxas serialises (its warning C7515), or a handed-over accumulator loaded before its flag's acquire.
+accumulation of the input type (WGMMA_KIND), no TMA, too much shared memory, or wgmma instructions that
+ptxas serialises (its warning C7515).
 Must run with TRITON_INTERPRET unset (the interpreter replaces the compiler)."""
 import argparse
 import re
@@ -68,15 +68,7 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     kinds = sorted({re.sub(r"\.n\d+|n\d+(?=k)", "", m) for m in re.findall(r"wgmma\.mma_async\.\S+?(?=\s)", ptx)})
     return {"shared": kernel.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"), "wgmma_kinds": kinds,
             "mma_sync": ptx.count("mma.sync"), "tma": ptx.count("cp.async.bulk.tensor"),
-            "setmaxnreg": ptx.count("setmaxnreg"), "wgmma_serialized": wgmma_serialized(ptx, arch),
-            "early_loads": loads_before_acquire(ptx)}
-
-
-def loads_before_acquire(ptx):
-    """The handoff kernel's loads of a handed-over accumulator (ld.global.cg.f32, inline PTX marked pure)
-    that come before the acquire on its flag in the PTX: they could read a stale accumulator. 0 when fine."""
-    acquire = ptx.find("acquire.gpu.cas")
-    return sum(1 for m in re.finditer(r"ld\.global\.cg\.f32", ptx) if acquire < 0 or m.start() < acquire)
+            "setmaxnreg": ptx.count("setmaxnreg"), "wgmma_serialized": wgmma_serialized(ptx, arch)}
 
 
 def wgmma_serialized(ptx, arch=90):
@@ -128,7 +120,6 @@ def main(argv=None):
                                              ("no TMA", c["impl"] != "ptr" and r["tma"] == 0),
                                              ("shared memory", r["shared"] > SHARED_LIMIT),
                                              ("wgmma serialized (ptxas C7515)", r["wgmma_serialized"]),
-                                             (f"{r['early_loads']} loads before the acquire", r["early_loads"]),
                                              (f"wgmma kind {r['wgmma_kinds']}", r["wgmma_kinds"] != [WGMMA_KIND[dtype]]))
                        if cond]
                 failed += bool(bad)

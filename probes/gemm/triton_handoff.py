@@ -9,12 +9,7 @@ same k16 chain 0, 16, 32 ... as in one program (tests: bit-equal to the anchor c
 import triton
 import triton.language as tl
 
-from probes.gemm.triton_tiles import INTERPRETED, grid_shape, store_tile, tile_coords, walk_tiles
-
-#: The accumulator crosses global memory straight from / into the registers the wgmmas use (inline PTX, one
-#: ld/st.global.cg per element): tl.store / tl.load would first convert the float32 tile between the wgmma
-#: layout and a blocked one through shared memory. The interpreter runs no PTX: tl.store / tl.load there.
-_REGISTER_IO = tl.constexpr(not INTERPRETED)
+from probes.gemm.triton_tiles import grid_shape, store_tile, tile_coords, walk_tiles
 
 
 @triton.jit
@@ -43,12 +38,7 @@ FLAG_STRIDE = tl.constexpr(32)
 @triton.jit
 def _hand_over(acc, ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Store the float32 accumulator (exact) in the slot, then publish it: flag = this launch's epoch."""
-    ptrs = _slot(ws_ptr, slot, BLOCK_M, BLOCK_N)
-    if _REGISTER_IO:
-        tl.inline_asm_elementwise("st.global.cg.f32 [$1], $2;\n\tmov.u32 $0, 0;", "=r,l,f",
-                                  [ptrs.to(tl.int64, bitcast=True), acc], dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        tl.store(ptrs, acc)
+    tl.store(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), acc)
     tl.debug_barrier()  # every thread's part is written before the release
     tl.atomic_xchg(flag_ptr + slot * FLAG_STRIDE, epoch, sem="release", scope="gpu")
 
@@ -63,12 +53,7 @@ def _take_over(ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl
     while tl.atomic_cas(flag, epoch, epoch, sem="acquire", scope="gpu") != epoch:  # once (its result is used:
         pass                                                                      # an unused one is dropped)
     tl.debug_barrier()
-    ptrs = _slot(ws_ptr, slot, BLOCK_M, BLOCK_N)
-    if _REGISTER_IO:  # pure, so that the copies layout propagation leaves unused are dropped (the PTX has
-        # every ld after the acquire: compile_check)
-        return tl.inline_asm_elementwise("ld.global.cg.f32 $0, [$1];", "=f,l", [ptrs.to(tl.int64, bitcast=True)],
-                                         dtype=tl.float32, is_pure=True, pack=1)
-    return tl.load(ptrs, cache_modifier=".cg")
+    return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")
 
 
 @triton.jit(do_not_specialize=["M", "EPOCH"])

@@ -1,13 +1,8 @@
 """Tile walks shared by the batch-invariant Triton matmul kernels (triton_matmul, triton_handoff,
 triton_wide): grouped tile order, the TMA epilogue, and the persistent walk over whole tiles whose k loop is
 k-tile 0, 1, 2 ... (the per-element chain every config shares)."""
-import os
-
 import triton
 import triton.language as tl
-
-#: Triton's interpreter (TRITON_INTERPRET=1) runs the kernels on the CPU: no PTX (no inline assembly).
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @triton.jit

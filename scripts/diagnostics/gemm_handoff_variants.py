@@ -4,7 +4,8 @@ Builds variants of probes/gemm/triton_handoff.py by editing its source (so they 
 but for the edit), swaps each into the matmul's launcher and times it against cuBLAS with the bench's timer
 (probes.timing.cold_gpu_times). Variants (fakeio, storeonly, loadonly and nohead give wrong bits on purpose; timing only):
   base       the shipped kernel
-  tlio       the accumulator stored / loaded with tl.store / tl.load (through a blocked layout) as before
+  regio      the accumulator stored / loaded by inline PTX straight from / into the wgmma registers, one
+             float per instruction (regio2: two adjacent columns, v2)
   fakeio     the handed-over accumulator is not stored/loaded (one float of it is: the head is still computed)
   storeonly  stored, not loaded            loadonly   loaded, not stored
   nohead     no head segments and no waiting: what the schedule costs without any hand-over
@@ -24,45 +25,53 @@ from probes.timing import cold_gpu_times, median
 SRC = open("probes/gemm/triton_handoff.py").read()
 
 
-def _block(first, last):
-    """The source from the line holding `first` through the line holding `last` (after it)."""
-    a = SRC.rindex("\n", 0, SRC.index(first)) + 1
-    b = SRC.index("\n", SRC.index(last, a)) + 1
-    return SRC[a:b]
-
-
-STORE = _block("    if _REGISTER_IO:\n        tl.inline_asm_elementwise(\"st.global", "        tl.store(ptrs, acc)")
-LOAD = _block("    if _REGISTER_IO:  # pure", '    return tl.load(ptrs, cache_modifier=".cg")')
+STORE = "    tl.store(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), acc)\n"
+LOAD = '    return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")'
 ONE_STORED = "    tl.store(ws_ptr + slot, tl.sum(tl.sum(acc, 1), 0))\n"
-ONE_LOADED = "    return tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32) + tl.load(ws_ptr + slot, cache_modifier='.cg')\n"
-REGISTER_IO = "_REGISTER_IO = tl.constexpr(not INTERPRETED)"
+ONE_LOADED = "    return tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32) + tl.load(ws_ptr + slot, cache_modifier='.cg')"
+# Register IO: the accumulator stored / loaded straight from / into the wgmma layout by inline PTX, one
+# element (".f32") or two adjacent columns (".v2.f32", pack 2) per instruction, instead of tl.store / tl.load's
+# conversion to a blocked layout through shared memory. The load is pure (else layout propagation leaves
+# unused copies that still load); its PTX comes after the acquire (checked in the first H200 run's PTX).
+_ADDR = "_slot(ws_ptr, slot, BLOCK_M, BLOCK_N).to(tl.int64, bitcast=True)"
+REG_STORE = {1: f'    tl.inline_asm_elementwise("st.global.cg.f32 [$1], $2; mov.u32 $0, 0;", "=r,l,f", [{_ADDR}, acc], '
+                'dtype=tl.int32, is_pure=False, pack=1)\n',
+             2: f'    tl.inline_asm_elementwise("st.global.cg.v2.f32 [$2], {{$4, $5}}; mov.u32 $0, 0; mov.u32 $1, 0;", '
+                f'"=r,=r,l,l,f,f", [{_ADDR}, acc], dtype=tl.int32, is_pure=False, pack=2)\n'}
+REG_LOAD = {1: f'    return tl.inline_asm_elementwise("ld.global.cg.f32 $0, [$1];", "=f,l", [{_ADDR}], dtype=tl.float32, '
+               'is_pure=True, pack=1)',
+            2: f'    return tl.inline_asm_elementwise("ld.global.cg.v2.f32 {{$0, $1}}, [$2];", "=f,=f,l,l", [{_ADDR}], '
+               'dtype=tl.float32, is_pure=True, pack=2)'}
 HEAD = "    if (end > start) & (end % k_tiles != 0) & (t_last * k_tiles >= start):"
 WAIT_1 = "    while tl.load(flag, volatile=True) != epoch:\n        pass\n"
 WAIT_2 = ('    while tl.atomic_cas(flag, epoch, epoch, sem="acquire", scope="gpu") != epoch:  # once (its result is used:\n'
           '        pass                                                                      # an unused one is dropped)\n')
-EDITS = {"base": [], "tlio": [(REGISTER_IO, "_REGISTER_IO = tl.constexpr(False)")],
+EDITS = {"base": [], "regio": [(STORE, REG_STORE[1]), (LOAD, REG_LOAD[1])],
+         "regio2": [(STORE, REG_STORE[2]), (LOAD, REG_LOAD[2])],
          "fakeio": [(STORE, ONE_STORED), (LOAD, ONE_LOADED)], "storeonly": [(LOAD, ONE_LOADED)],
          "loadonly": [(STORE, ONE_STORED)],
          "nohead": [(HEAD, HEAD.replace(":", " & (start < 0):")), (WAIT_1, ""), (WAIT_2, "")]}
 H = C.cfg
-ALL = ["base", "tlio", "fakeio", "nohead"]
+ALL = ["base", "regio", "regio2", "fakeio", "nohead"]
 #: (shape, M, [(config, variants)]); configs of other kernels are timed as they are (reference).
 CASES = [("q_o", 1400, [(H("handoff", 128, 256, 64, stages=3), ALL),
-                        (H("handoff", 128, 256, 64, stages=4, subtile=True), ["base", "tlio"]),
+                        (H("handoff", 128, 256, 64, stages=4, subtile=True), ["base", "regio2"]),
+                        (H("handoff", 128, 256, 64, stages=3, group_m=4), ["base"]),
+                        (H("handoff", 128, 256, 64, stages=3, group_m=16), ["base"]),
                         (H("handoff", 128, 128, 64, stages=4), ALL),
                         (H("handoff", 128, 128, 64, stages=5, subtile=True), ["base"]),
                         (H("handoff", 128, 128, 64, stages=6, subtile=True), ["base", "fakeio"]),
-                        (H("mixed", 128, 256, 64, stages=4, subtile=True, small=64), ["-"]),
+                        (H("mixed", 128, 256, 64, stages=4, subtile=True, small=128), ["-"]),
                         (H("tma", 128, 128, 64, stages=6, subtile=True), ["-"])]),
          ("k_v", 1400, [(H("handoff", 128, 64, 128, stages=4, warps=4), ALL),
                         (H("handoff", 64, 128, 128, stages=4, warps=4), ["base"]),
                         (H("handoff", 128, 64, 64, stages=6), ["base", "fakeio", "nohead"]),
                         (H("handoff", 64, 128, 64, stages=6, warps=4), ["base"]),
                         (H("tma", 128, 128, 64, stages=6, subtile=True), ["-"])]),
-         ("down", 1400, [(H("handoff", 128, 256, 64, stages=3), ["base", "tlio", "fakeio"]),
+         ("down", 1400, [(H("handoff", 128, 256, 64, stages=3), ["base", "regio2", "fakeio"]),
                          (H("handoff", 128, 128, 64, stages=5, subtile=True), ["base"]),
                          (H("handoff", 128, 128, 64, stages=6, subtile=True), ["base"]),
-                         (H("mixed", 128, 256, 64, stages=4, subtile=True, small=64), ["-"])])]
+                         (H("mixed", 128, 256, 64, stages=4, subtile=True, small=128), ["-"])])]
 
 
 def variant(name, edits):
