@@ -13,6 +13,11 @@ other report the status is one of
     skipped  the experiment was skipped in one of them (e.g. a backend not installed there)
     error    the experiment failed in one of them
 
+Result metrics: an experiment whose result is a pattern rather than an array (the GEMM sweep: at which M
+row 0 changes its bits) names the metrics that hold it in `metrics["result_metrics"]`; those, and any
+named with --metrics, are compared like outputs: different values make the experiment differ, with the
+first differing entry as the reason.
+
 Experiments with the same key must have the same `inputs` (they are supposed to be the same
 computation on the same data); otherwise the comparison is meaningless and a ReportError names
 the key and the first field that differs. `params` may differ (e.g. a grid chosen per GPU); the
@@ -141,8 +146,32 @@ def _describe(v: Any, name: str) -> str:
     return f"missing in {name}" if v is _MISSING else f"{_fmt_value(v)} in {name}"
 
 
+def _result_metrics(base: Mapping, other: Mapping, extra: Sequence[str]) -> list[str]:
+    """The metric names compared as results: --metrics plus those either experiment declares."""
+    names = list(extra)
+    for exp in (base, other):
+        for n in (exp.get("metrics") or {}).get("result_metrics", []):
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def _metric_difference(base: Mapping, other: Mapping, names: Sequence[str]) -> str:
+    """'' when every named metric is equal in both experiments, else the first difference, in words."""
+    bm, om = base.get("metrics") or {}, other.get("metrics") or {}
+    for n in names:
+        if n not in bm and n not in om:
+            continue
+        found = _first_difference(bm.get(n, _MISSING), om.get(n, _MISSING), f"metrics.{n}")
+        if found:
+            path, va, vb = found
+            show = (lambda v: "missing" if v is _MISSING else _short(_fmt_value(v), 48))
+            return f"{path}: {show(va)} vs {show(vb)}"
+    return ""
+
+
 def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = None,
-                    only: str | None = None) -> list[dict]:
+                    only: str | None = None, metrics: Sequence[str] = ()) -> list[dict]:
     """One row per experiment key (baseline order, then keys only in later reports):
 
         {"key", "baseline": {"status", "message", "dtype", "shape"} | None,
@@ -150,6 +179,8 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                           "n_diff", "max_ulp", "max_abs", "max_rel", "params_differ"}
                          for each report i >= 1]}
 
+    `metrics`: metric names compared as results (with those the experiments declare in
+    metrics["result_metrics"]); a difference there makes the experiment differ.
     Raises ReportError when the same key has different inputs in two reports.
     """
     if len(reports) < 2:
@@ -219,10 +250,11 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                 c["status"] = "skipped"
                 c["reason"] = _status_reason("skipped", base, other, base_name, names[i])
                 continue
+            metric_diff = _metric_difference(base, other, _result_metrics(base, other, metrics))
             bo, oo = base["output"], other["output"]
             if bo is None and oo is None:
-                c["status"] = "equal"
-                c["reason"] = "no outputs recorded"
+                c["status"] = "differ" if metric_diff else "equal"
+                c["reason"] = metric_diff or "no outputs recorded"
                 continue
             if bo is None or oo is None:
                 c["status"] = "differ"
@@ -230,7 +262,9 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                 continue
             res = compare_outputs(output(0, key), output(i, key))
             c.update(res)
-            c["status"] = "equal" if res["bitwise_equal"] else "differ"
+            c["status"] = "equal" if res["bitwise_equal"] and not metric_diff else "differ"
+            if metric_diff:
+                c["reason"] = "; ".join(r for r in (c["reason"], metric_diff) if r)
         rows.append(row)
     return rows
 
@@ -320,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="reports written by the probes' --json (at least 2)")
     parser.add_argument("--only", metavar="SUBSTRING", default=None,
                         help="compare only experiments whose key contains SUBSTRING")
+    parser.add_argument("--metrics", metavar="NAME[,NAME]", default="",
+                        help="metrics compared as results as well (e.g. change_points for a GEMM sweep "
+                             "written before sweeps declared it)")
     parser.add_argument("--fail-on-diff", action="store_true",
                         help="exit with status 1 when any experiment differs, is missing from a "
                              "report or failed in one (skipped ones do not count)")
@@ -331,7 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from probes.device import fingerprint_summary
 
     reports = [load_report(p) for p in args.reports]
-    rows = compare_reports(reports, names=args.reports, only=args.only)
+    metric_names = [m for m in args.metrics.split(",") if m]
+    rows = compare_reports(reports, names=args.reports, only=args.only, metrics=metric_names)
     for i, (path, rep) in enumerate(zip(args.reports, reports)):
         role = " (baseline)" if i == 0 else ""
         print(f"[{i}] {path}{role}: {rep['probe']}, {fingerprint_summary(rep['fingerprint'])}")
@@ -352,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reports": [{"path": p, "probe": r["probe"],
                          "fingerprint_summary": fingerprint_summary(r["fingerprint"])}
                         for p, r in zip(args.reports, reports)],
-            "only": args.only, "rows": rows, "summary": summary}), args.json)
+            "only": args.only, "metrics": metric_names, "rows": rows, "summary": summary}), args.json)
     failed = summary["differ"] + summary["missing"] + summary["error"]
     return 1 if args.fail_on_diff and failed else 0
 

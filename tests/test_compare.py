@@ -136,6 +136,32 @@ def test_missing_error_params_and_order():
     assert [r["key"] for r in rows] == ["reduction/numpy/pairwise/bfloat16->bfloat16/n=4"]
 
 
+def _sweep(change_points, declared=True, output=None):
+    metrics = {"change_points": change_points, "wall_seconds": 0.1 * len(change_points)}
+    if declared:
+        metrics["result_metrics"] = ["change_points"]
+    return {"sweep/q_o": dict(inputs={"seed": 0}, params={}, output=output, metrics=metrics)}
+
+
+def test_result_metrics_compare_like_outputs():
+    """A sweep's pattern (the M at which row 0 changes) is its result: another pattern differs even with no
+    output, and with equal outputs; other metrics (times) never count."""
+    h100, h200 = [[1, 0], [17, 1]], [[1, 0], [25, 1], [32, 0]]
+    def status(a, b, **kw):
+        rows = compare_reports([_make(extra=a), _make(extra=b)], ["A", "B"], only="sweep", **kw)
+        return rows[0]["comparisons"][0]
+    c = status(_sweep(h100), _sweep(h200))
+    assert c["status"] == "differ" and c["reason"].startswith("metrics.change_points: [[1, 0], [17, 1]] vs [[1, 0], [25, 1]")
+    assert status(_sweep(h100), _sweep([[1, 0], [17, 1]]))["status"] == "equal"  # wall_seconds differs
+    row = np.array([1, 2], np.float32)
+    c = status(_sweep(h100, output=row), _sweep(h200, output=row))
+    assert c["status"] == "differ" and c["n_diff"] == 0 and "change_points" in c["reason"]
+    # undeclared (a report written before sweeps declared it): equal unless named
+    assert status(_sweep(h100, False), _sweep(h200, False))["status"] == "equal"
+    assert status(_sweep(h100, False), _sweep(h200, False), metrics=["change_points"])["status"] == "differ"
+    assert status(_sweep(h100), _sweep(h100, False))["status"] == "equal"  # declared by one side is enough
+
+
 def test_differing_inputs_raise_with_field():
     with pytest.raises(ReportError) as info:
         compare_reports([_make(), _make(seed=1)], ["A.json", "B.json"])
@@ -194,6 +220,15 @@ def test_cli_subprocess_exit_codes(tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: cannot compare")
     assert f"inputs.seed is 0 in {a} and 1 in {c}" in p.stderr
+
+
+def test_cli_metrics_option(tmp_path, capsys):
+    a = _write(tmp_path, "A.json", _make(extra=_sweep([[1, 0], [17, 1]], declared=False)))
+    b = _write(tmp_path, "B.json", _make(extra=_sweep([[1, 0], [25, 1]], declared=False)))
+    assert guarded_main(main, [a, b, "--fail-on-diff", "--only", "sweep"]) == 0
+    assert guarded_main(main, [a, b, "--fail-on-diff", "--only", "sweep", "--metrics", "change_points"]) == 1
+    out = capsys.readouterr().out
+    assert "differs: metrics.change_points: [[1, 0], [17, 1]] vs [[1, 0], [25, 1]]" in out
 
 
 def test_cli_errors_one_line(tmp_path, capsys):

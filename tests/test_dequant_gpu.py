@@ -9,7 +9,7 @@ from numerics import dequant as dq
 from numerics.formats import cast
 from numerics.metrics import bitwise_equal, count_differing
 from probes.dequant import kernels, torch_dequant
-from probes.dequant.convert import to_numpy, to_torch
+from probes.convert import to_numpy, to_torch
 from probes.dequant.probe import int4_inputs
 from probes.ext import KernelInputError
 

@@ -8,7 +8,7 @@ from numerics import dequant as dq
 from numerics.metrics import bitwise_equal
 from probes import ext
 from probes.dequant import kernels, torch_dequant
-from probes.dequant.convert import to_numpy, to_torch
+from probes.convert import to_numpy, to_torch
 from probes.ext import KernelInputError
 
 needs_ext = pytest.mark.skipif(not ext.available(), reason="probes._C not built")

@@ -59,6 +59,8 @@ def test_row0_sweep_finds_the_change():
     assert r["first_change_m"] == 4 and r["distinct"] == 2 and r["max_ulp_vs_first"] == 1
     assert r["groups"] == [0, 0, 1, 1] and r["change_points"] == [(1, 0), (4, 1)]
     assert not r["invariant"]
+    assert r["result_metrics"] == ["change_points"]
+    assert r["output"].tolist() == [0.0, 1.0, 2.0]  # row 0 at the first M, before the change
 
 
 def test_gpu_ms_rule():

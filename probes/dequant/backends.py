@@ -5,7 +5,7 @@ import numpy as np
 
 from numerics import dequant as dq
 
-from .convert import to_numpy, to_torch
+from probes.convert import to_numpy, to_torch
 
 BACKENDS = ("numerics", "cuda_ext", "triton", "torch")
 

@@ -25,7 +25,7 @@ from numerics.formats import cast
 from numerics.matmul import MatmulModel, model_matmul
 from numerics.metrics import bitwise_equal, count_differing, max_relative_difference, max_ulp
 
-from .convert import to_numpy, to_torch
+from probes.convert import to_numpy, to_torch
 from .mma_k_order import dot_k_widths, k_order, mma_kind
 from .triton_dequant import INTERPRETED, _FORMULA, _formula, _round_bf16
 

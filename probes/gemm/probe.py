@@ -84,8 +84,11 @@ class GemmProbe:
                                            message=f"{type(exc).__name__}: {exc}")
                     self.log(f"error in {key}: {type(exc).__name__}: {exc}")
                     continue
-                reports.add_experiment(report, key=key, inputs=inputs, params=dict(params, ms=r["ms"]),
-                                       metrics={k_: v for k_, v in r.items() if k_ != "ms"})
+                reports.add_experiment(report, key=key, inputs=inputs,
+                                       params=dict(params, ms=r["ms"], output="row 0 at the first M, first "
+                                                   f"{len(r['output'])} values"),
+                                       output=r["output"], metrics={k_: v for k_, v in r.items()
+                                                                    if k_ not in ("ms", "output")})
                 del fn
                 if self.device != "cpu":
                     import torch

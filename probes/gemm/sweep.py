@@ -3,7 +3,9 @@
 X[:M] is a prefix view of one fixed input, so row 0's inputs are the same for every M: any change of row
 0's bits comes from the kernel the library picked for that M (tile, split-K, reduction order). For each
 case the sweep records row 0's bitwise group at every M (group 0 = the smallest M's result), the first M
-where it changes, how many distinct row-0 results there are, and the largest ulp distance to the first.
+where it changes, how many distinct row-0 results there are, and the largest ulp distance to the first;
+its output is the first values of row 0 at the smallest M, and its change points are a result metric, so
+that `python -m probes.compare` shows where two GPUs differ (the bits, and the M at which row 0 changes).
 
 Cases: F.linear over Mistral-7B's linear shapes (bf16, fp16, fp32, fp32 with TF32), the batch-invariant
 Triton matmul (bf16, fp16), torch's rms_norm and softmax over the batch, and scaled_dot_product_attention
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+from probes.convert import to_numpy
 from probes.gemm.cluster import Clusterer, ulp_distance_torch
 
 GPU_MAX_M = 4096
@@ -33,8 +36,14 @@ def cpu_ms(max_m=130):
     return sorted(m for m in set(range(1, 17)) | {31, 32, 33, 63, 64, 65, 96, 127, 128, 129, 130} if m <= max_m)
 
 
+#: Values of row 0 at the first M a sweep keeps as its output (so that two GPUs' reports compare bit for bit).
+OUTPUT_VALUES = 256
+
+
 def row0_sweep(fn, ms, *, rows=1, log=None, label=""):
-    """Row(s) 0..rows-1 of fn(M) for every M in ms, grouped by bits. fn(M) returns the output tensor."""
+    """Row(s) 0..rows-1 of fn(M) for every M in ms, grouped by bits. fn(M) returns the output tensor.
+    The result's "output" is the first OUTPUT_VALUES values of those rows at the first M (flattened);
+    "result_metrics" names change_points as the pattern probes.compare lines up between two reports."""
     import torch
 
     started = time.perf_counter()
@@ -59,7 +68,8 @@ def row0_sweep(fn, ms, *, rows=1, log=None, label=""):
     result = {"ms": list(ms), "groups": groups, "distinct": len(clusters.members), "first_change_m": first_change,
               "change_points": changes, "max_ulp_vs_first": max_ulp,
               "max_normwise_rel_diff_vs_first": max_rel, "invariant": len(clusters.members) == 1,
-              "wall_seconds": time.perf_counter() - started}
+              "wall_seconds": time.perf_counter() - started, "result_metrics": ["change_points"],
+              "output": to_numpy(first.reshape(-1)[:OUTPUT_VALUES])}
     if log:
         log(f"sweep {label}: {result['distinct']} distinct row-0 results over {len(ms)} M, first change at "
             f"M={first_change}, max ulp {max_ulp} ({result['wall_seconds']:.1f} s)")

@@ -1,5 +1,5 @@
-"""NumPy <-> torch without value changes (bit views): the probe feeds the same bits to every backend
-and compares their outputs with the numerics model bit for bit."""
+"""NumPy <-> torch without value changes (bit views, bfloat16 and fp8 included): a probe feeds the same bits
+to every backend, compares outputs with the numerics model bit for bit, and stores outputs in reports."""
 import ml_dtypes
 import numpy as np
 import torch
