@@ -44,22 +44,19 @@ def test_batch_invariant_linear_close_to_torch(bf16):
 
 
 def test_batch_invariant_logits_bitwise_equal_across_batch(bf16):
+    """With the batch-invariant linear and transformers' eager attention every op of the tiny Mistral is
+    batch invariant on the CPU: the prompt's logits (every position) and every op's output are the same bits
+    in a batch of 1 and of 3. torch's own CPU ops are not relied on to differ: on an AVX-512 CPU (CI,
+    2026-11-29) torch's bf16 linear kept its bits across these batches for these shapes while its CPU SDPA
+    kernel did not (layer 0's attn_core, 2.4e-4 apart), hence eager attention here; the CPU BLAS's own batch
+    behaviour is what `python -m probes.gemm --device cpu` measures."""
     ids = bf16.tokenizer.encode(TEXT)
-    recs = {}
-    for lin in ("batch_invariant", "torch"):
-        for b in (1, 3):
-            recs[lin, b] = Run(bf16, parse_run(f"dtype=bfloat16,batch={b},linear={lin}"), ids).record()
-    l1, c1 = recs["batch_invariant", 1]
-    l3, c3 = recs["batch_invariant", 3]
-    # on the CPU every other op (sdpa, norms, rotary, adds) is batch invariant too: the prompt's logits
-    # (every position, so the final row as well) are the same bits in a batch of 1 and of 3
+    recs = {b: Run(bf16, parse_run(f"dtype=bfloat16,batch={b},linear=batch_invariant,attn=eager"), ids).record()
+            for b in (1, 3)}
+    (l1, c1), (l3, c3) = recs[1], recs[3]
     assert torch.equal(_bits(l1), _bits(l3))
-    run = Run(bf16, parse_run("dtype=bfloat16"), ids)
-    assert all(_same(c1[s], c3[s]) for s in run.sites)
-    # ... and the batch-invariant linear is what makes it so: torch's ops give other bits in a batch of 3
-    t1, _ = recs["torch", 1]
-    t3, _ = recs["torch", 3]
-    assert not torch.equal(_bits(t1), _bits(t3))
+    run = Run(bf16, parse_run("dtype=bfloat16,attn=eager"), ids)
+    assert len(run.sites) > 10 and all(_same(c1[s], c3[s]) for s in run.sites)
 
 
 def test_attribution_batch_invariant_vs_torch(bf16):
