@@ -159,7 +159,7 @@ def test_result_metrics_compare_like_outputs():
     # undeclared (a report written before sweeps declared it): equal unless named
     assert status(_sweep(h100, False), _sweep(h200, False))["status"] == "equal"
     assert status(_sweep(h100, False), _sweep(h200, False), metrics=["change_points"])["status"] == "differ"
-    assert status(_sweep(h100), _sweep(h100, False))["status"] == "equal"  # declared by one side is enough
+    assert status(_sweep(h100), _sweep(h200, False))["status"] == "differ"  # declared by one side is enough
 
 
 def test_differing_inputs_raise_with_field():
