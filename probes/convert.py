@@ -1,27 +1,39 @@
 """NumPy <-> torch without value changes (bit views, bfloat16 and fp8 included): a probe feeds the same bits
-to every backend, compares outputs with the numerics model bit for bit, and stores outputs in reports."""
+to every backend, compares outputs with the numerics model bit for bit, and stores outputs in reports.
+torch is imported on first use (probes that run without it import this module too)."""
+import functools
+
 import ml_dtypes
 import numpy as np
-import torch
 
-_VIEW = {torch.bfloat16: (torch.int16, ml_dtypes.bfloat16), torch.float8_e4m3fn: (torch.uint8, ml_dtypes.float8_e4m3fn),
-         torch.float8_e5m2: (torch.uint8, ml_dtypes.float8_e5m2)}
-_BACK = {np.dtype(ml_dtypes.bfloat16): (np.int16, torch.bfloat16),
-         np.dtype(ml_dtypes.float8_e4m3fn): (np.uint8, torch.float8_e4m3fn),
-         np.dtype(ml_dtypes.float8_e5m2): (np.uint8, torch.float8_e5m2)}
+
+@functools.lru_cache(maxsize=None)
+def _views():
+    """({torch dtype: (raw torch dtype, NumPy dtype)}, {NumPy dtype: (raw NumPy dtype, torch dtype)})."""
+    import torch
+
+    pairs = [(torch.bfloat16, torch.int16, ml_dtypes.bfloat16, np.int16),
+             (torch.float8_e4m3fn, torch.uint8, ml_dtypes.float8_e4m3fn, np.uint8),
+             (torch.float8_e5m2, torch.uint8, ml_dtypes.float8_e5m2, np.uint8)]
+    return ({tt: (raw, npt) for tt, raw, npt, _ in pairs},
+            {np.dtype(npt): (raw_np, tt) for tt, _, npt, raw_np in pairs})
 
 
 def to_numpy(t):
+    """A torch tensor (any device) as a NumPy array with the same bits."""
     t = t.detach().cpu().contiguous()
-    if t.dtype in _VIEW:
-        raw, npt = _VIEW[t.dtype]
-        return t.view(raw).numpy().view(npt)
+    view = _views()[0].get(t.dtype)
+    if view:
+        return t.view(view[0]).numpy().view(view[1])
     return t.numpy()
 
 
 def to_torch(a, device="cpu"):
+    """A NumPy array as a torch tensor on `device` with the same bits."""
+    import torch
+
     a = np.ascontiguousarray(a)
-    if a.dtype in _BACK:
-        raw, tt = _BACK[a.dtype]
-        return torch.from_numpy(a.view(raw)).view(tt).to(device)
+    back = _views()[1].get(a.dtype)
+    if back:
+        return torch.from_numpy(a.view(back[0])).view(back[1]).to(device)
     return torch.from_numpy(a).to(device)

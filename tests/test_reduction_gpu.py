@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from probes.convert import to_numpy, to_torch
 from probes.reduction.backends import BACKENDS, Case
-from probes.reduction.probe import make_input, to_device, to_host
+from probes.reduction.probe import make_input
 
 pytestmark = pytest.mark.gpu
 
@@ -20,7 +21,7 @@ def run_backend(name, strategy, dtype, acc, n, runs=3, seed=11):
     if reason:
         pytest.fail(f"{name} must be available on the GPU machine: {reason}")
     x_host = make_input(seed, n, dtype)
-    case = Case("cuda:0", dtype, acc, n, to_device(x_host, "cuda:0"), x_host)
+    case = Case("cuda:0", dtype, acc, n, to_torch(x_host, "cuda:0"), x_host)
     params = backend.defaults("cuda:0")
     skip = backend.skip(strategy, case, params)
     if skip:
@@ -31,7 +32,7 @@ def run_backend(name, strategy, dtype, acc, n, runs=3, seed=11):
     for i in range(runs):
         launch(i)
     torch.cuda.synchronize()
-    return to_host(results, acc), backend, case, params
+    return to_numpy(results), backend, case, params
 
 
 def bits(a):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from numerics import orders
-from probes.reduction.probe import make_input, to_device, to_host
+from probes.convert import to_numpy, to_torch
+from probes.reduction.probe import make_input
 from conftest import gpu_available
 
 DEVICE = "cuda" if gpu_available() else "cpu"
@@ -30,13 +31,13 @@ def test_triton_fixed_order_matches_model(dtype, acc, n):
         pytest.skip("Triton 3.6's interpreter truncates float32 -> bfloat16 (the GPU session runs this case)")
     grid, block = 4, 32
     x_host = make_input(3, n, dtype)
-    x = to_device(x_host, DEVICE)
+    x = to_torch(x_host, DEVICE)
     out = torch.zeros(1, dtype=TORCH[acc], device=DEVICE)
     workspace = torch.zeros(grid, dtype=TORCH[acc], device=DEVICE)
     triton_sum.fixed_order_sum(x, out, workspace, grid=grid, block=block, acc=acc)
     model = orders.two_pass_tree_sum(x_host, acc=acc, grid=grid, block=block, final_block=block,
                                      chunk=1, warp=block)
-    assert bits(to_host(out, acc)) == bits(np.asarray(model).reshape(1))
+    assert bits(to_numpy(out)) == bits(np.asarray(model).reshape(1))
 
 
 @pytest.mark.parametrize("dtype,acc", [("float32", "float32"), ("float16", "float32")])
@@ -46,11 +47,11 @@ def test_triton_atomic_with_one_program_equals_fixed_partial(dtype, acc):
     from probes.reduction import triton_sum
 
     x_host = make_input(4, 777, dtype)
-    x = to_device(x_host, DEVICE)
+    x = to_torch(x_host, DEVICE)
     out = torch.full((1,), 5.0, dtype=TORCH[acc], device=DEVICE)  # atomic_sum must zero it
     triton_sum.atomic_sum(x, out, grid=1, block=64, acc=acc)
     partial = orders.block_partials(x_host, acc=acc, grid=1, block=64, chunk=1, warp=64)
-    assert bits(to_host(out, acc)) == bits(np.asarray(partial).reshape(1))
+    assert bits(to_numpy(out)) == bits(np.asarray(partial).reshape(1))
 
 
 @pytest.mark.parametrize("dtype,acc", [("float32", "float32"), ("float16", "float32"), ("float16", "float16")])
@@ -65,7 +66,7 @@ def test_numba_fixed_order_matches_model(dtype, acc, n):
     else:
         from numba import cuda
 
-        x, out, ws = cuda.to_device(x_host), cuda.device_array(1, dtype=acc), cuda.device_array(grid, dtype=acc)
+        x, out, ws = cuda.to_torch(x_host), cuda.device_array(1, dtype=acc), cuda.device_array(grid, dtype=acc)
     numba_sum.fixed_order_sum(x, out, ws, grid=grid, block=block, final_block=final_block, acc=acc)
     got = out if DEVICE == "cpu" else out.copy_to_host()
     model = orders.two_pass_tree_sum(x_host, acc=acc, grid=grid, block=block, final_block=final_block,
@@ -82,7 +83,7 @@ def test_numba_atomic_one_block_equals_partial():
     else:
         from numba import cuda
 
-        x, out = cuda.to_device(x_host), cuda.to_device(np.full(1, 7.0, dtype=np.float32))
+        x, out = cuda.to_torch(x_host), cuda.to_torch(np.full(1, 7.0, dtype=np.float32))
     numba_sum.atomic_sum(x, out, grid=1, block=64, acc="float32")
     got = out if DEVICE == "cpu" else out.copy_to_host()
     partial = orders.block_partials(x_host, acc="float32", grid=1, block=64, chunk=1, warp=32)

@@ -6,23 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numerics.formats import get_format
-
-
-def to_torch(x, device):
-    import torch
-    x = np.ascontiguousarray(x)
-    if x.dtype == get_format("bfloat16").dtype:
-        return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16).to(device)
-    return torch.from_numpy(x).to(device)
-
-
-def from_torch(t):
-    import torch
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(get_format("bfloat16").dtype)
-    return t.numpy()
+from probes.convert import to_numpy, to_torch
 
 
 class Backend:
@@ -92,7 +76,7 @@ class ExtBackend(Backend):
         import torch
         out = fn(*[to_torch(a, device) for a in args], variant)
         torch.cuda.synchronize(device)
-        return from_torch(out)
+        return to_numpy(out)
 
 
 class TritonBackend(Backend):
@@ -115,7 +99,7 @@ class TritonBackend(Backend):
     def run(self, program, inputs, variant, device):
         from probes.fma import triton_fma
         out = triton_fma.PROGRAMS[program](*[to_torch(inputs[k], device) for k in ARGS[program]], variant)
-        return from_torch(out)
+        return to_numpy(out)
 
 
 class NumbaBackend(Backend):

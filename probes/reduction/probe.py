@@ -7,6 +7,7 @@ import numpy as np
 
 from numerics import exact, formats, metrics
 from probes import report as reports
+from probes.convert import to_numpy, to_torch
 from probes.progress import Progress
 from probes.reduction.backends import INTERPRETED_RUNS, Case, torch_dtype
 from probes.timing import copy_bandwidth_gbps, median, time_runs
@@ -56,23 +57,6 @@ def input_description(seed, n, dtype, special=None):
     if special:
         desc["special"] = SPECIALS[special]
     return desc
-
-
-def to_device(x_host, device):
-    import torch
-
-    if x_host.dtype == host_dtype("bfloat16"):
-        return torch.from_numpy(x_host.view(np.uint16)).view(torch.bfloat16).to(device)
-    return torch.from_numpy(x_host).to(device)
-
-
-def to_host(t, dtype):
-    import torch
-
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.uint16).numpy().view(host_dtype("bfloat16"))
-    return t.numpy()
 
 
 def value_class(v):
@@ -152,7 +136,7 @@ class ReductionProbe:
             times = None
         if self.device != "cpu":
             torch.cuda.synchronize()
-        return to_host(results, case.acc), times
+        return to_numpy(results), times
 
     # -- the sweep -------------------------------------------------------------------------------
     def plan(self):
@@ -180,7 +164,7 @@ class ReductionProbe:
                 if (dtype, n) not in inputs:
                     inputs.clear()
                     x_host = make_input(self.seed, n, dtype)
-                    inputs[(dtype, n)] = (x_host, to_device(x_host, self.device), exact.exact_sum(x_host))
+                    inputs[(dtype, n)] = (x_host, to_torch(x_host, self.device), exact.exact_sum(x_host))
                 nbytes = n * np.dtype(host_dtype(dtype)).itemsize
                 if self.device != "cpu" and nbytes not in copy_rate:
                     copy_rate[nbytes] = copy_bandwidth_gbps(nbytes, device=self.device)
@@ -234,7 +218,7 @@ class ReductionProbe:
         for special in SPECIALS:
             for dtype in self.dtypes:
                 x_host = make_input(self.seed, n, dtype, special)
-                x = to_device(x_host, self.device)
+                x = to_torch(x_host, self.device)
                 acc = "float32"
                 case = Case(self.device, dtype, acc, n, x, x_host)
                 for backend in self.backends:
