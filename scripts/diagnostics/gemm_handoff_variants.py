@@ -23,8 +23,6 @@ from probes.gemm import triton_matmul as T
 from probes.timing import cold_gpu_times, median
 
 SRC = open("probes/gemm/triton_handoff.py").read()
-
-
 STORE = "    tl.store(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), acc)\n"
 LOAD = '    return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")'
 ONE_STORED = "    tl.store(ws_ptr + slot, tl.sum(tl.sum(acc, 1), 0))\n"

@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from probes.gemm import triton_configs as C
 from probes.gemm import triton_matmul as T
-from probes.timing import _sleep_cycles_per_ms, cold_gpu_times
+from probes.timing import cold_gpu_times
 
 CASES = [("q_o", 1400, ["tma-128x128x64-g8-s6-w8-sub", "handoff-128x256x64-g8-s3-w8", "mixed-128x256/128x64-g8-s4-w8-sub",
                         "tma-128x256x64-g8-s3-w8"]),
@@ -28,22 +28,14 @@ REPS = 20
 
 
 def kernel_times(fns, reps):
-    """Per function, the GPU durations (us) of the kernels it launched, one sum per call."""
-    cache = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    cycles = int(0.4 * _sleep_cycles_per_ms(torch))
-    for fn in fns:
-        fn()
-    torch.cuda.synchronize()
+    """Per function, the GPU durations (us) of the kernels it launched, one sum per call, from
+    cold_gpu_times's own calls (flush, sleep, call) run under the profiler."""
+    cold_gpu_times(fns, 1)  # compiles, calibrates the sleep: no extra kernels inside the profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            for i, fn in enumerate(fns):
-                cache.zero_()
-                torch.cuda._sleep(cycles)
-                with torch.profiler.record_function(f"call{i}"):
-                    fn()
-        torch.cuda.synchronize()
+        cold_gpu_times(fns, reps)
     kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
-    # the calls' kernels are those between the sleeps (the flush fills and the sleeps are the rest)
+    # the calls' kernels are those after each sleep (the warm-up calls come before the first; the flush fills
+    # and the sleeps are the rest)
     per_call, current = [], None
     for e in kernels:
         if "sleep" in e.name.lower() or "spin" in e.name.lower():
