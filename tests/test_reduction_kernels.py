@@ -1,7 +1,11 @@
 """Triton and Numba reduction kernels against the numerics model of their order, bit for bit.
 
 Without a GPU they run in Triton's interpreter and Numba's CUDA simulator (set up in conftest.py); the
-same tests run on the device in a GPU session (tests/test_reduction_gpu.py adds large sizes there)."""
+same tests run on the device in a GPU session (tests/test_reduction_gpu.py adds large sizes there). The
+Numba tests move data with numba.cuda.to_device / device_array / copy_to_host on both: the simulator has
+the same calls, so the CPU run executes the very code of the GPU branch. The Triton tests take DEVICE, so
+on a GPU machine this (unmarked) file runs its kernels on the GPU: run the whole suite there, not only
+`-m gpu`."""
 import numpy as np
 import pytest
 import torch
@@ -57,35 +61,29 @@ def test_triton_atomic_with_one_program_equals_fixed_partial(dtype, acc):
 @pytest.mark.parametrize("dtype,acc", [("float32", "float32"), ("float16", "float32"), ("float16", "float16")])
 @pytest.mark.parametrize("n", [1, 33, 1000])
 def test_numba_fixed_order_matches_model(dtype, acc, n):
+    from numba import cuda
+
     from probes.reduction import numba_sum
 
     grid, block, final_block = 2, 64, 32
     x_host = make_input(5, n, dtype)
-    if DEVICE == "cpu":
-        x, out, ws = x_host, np.zeros(1, dtype=acc), np.zeros(grid, dtype=acc)
-    else:
-        from numba import cuda
-
-        x, out, ws = cuda.to_torch(x_host), cuda.device_array(1, dtype=acc), cuda.device_array(grid, dtype=acc)
+    x, out, ws = cuda.to_device(x_host), cuda.device_array(1, dtype=acc), cuda.device_array(grid, dtype=acc)
     numba_sum.fixed_order_sum(x, out, ws, grid=grid, block=block, final_block=final_block, acc=acc)
-    got = out if DEVICE == "cpu" else out.copy_to_host()
+    got = out.copy_to_host()
     model = orders.two_pass_tree_sum(x_host, acc=acc, grid=grid, block=block, final_block=final_block,
                                      chunk=1, warp=32)
     assert bits(got) == bits(np.asarray(model).reshape(1))
 
 
 def test_numba_atomic_one_block_equals_partial():
+    from numba import cuda
+
     from probes.reduction import numba_sum
 
     x_host = make_input(6, 300, "float32")
-    if DEVICE == "cpu":
-        x, out = x_host, np.full(1, 7.0, dtype=np.float32)
-    else:
-        from numba import cuda
-
-        x, out = cuda.to_torch(x_host), cuda.to_torch(np.full(1, 7.0, dtype=np.float32))
+    x, out = cuda.to_device(x_host), cuda.to_device(np.full(1, 7.0, dtype=np.float32))  # atomic_sum must zero it
     numba_sum.atomic_sum(x, out, grid=1, block=64, acc="float32")
-    got = out if DEVICE == "cpu" else out.copy_to_host()
+    got = out.copy_to_host()
     partial = orders.block_partials(x_host, acc="float32", grid=1, block=64, chunk=1, warp=32)
     assert bits(got) == bits(np.asarray(partial).reshape(1))
 
