@@ -55,11 +55,16 @@ def test_validation_is_exact_for_the_right_model_and_not_for_a_wrong_one():
 
 def test_torch_cpu_is_not_a_block_fma_chain():
     """What torch's CPU matmul reveals: the designs fit a sequential FMA chain, the random vectors
-    do not (a blocked, vectorised BLAS order), so validation is < 1 and the report says so."""
+    do not (a blocked, vectorised BLAS order), so validation is < 1 and the report says so.
+    (Measured here, MKL on AVX2, 2026-12: match rate 0.119 / 0.124 / 0.122 for seeds 0 / 1 / 2.)"""
     d = detect(TorchCPU(), "float32")
+    assert d.consistent and not d.mismatches                      # the designs fit ...
+    # ... a sequential FMA chain: one exact product added per step, rounded to nearest (extra_bits and
+    # the alignment are ambiguous for one-term blocks and not asserted)
+    assert (d.model.block_size, d.model.rounding, d.model.exact_products) == (1, "nearest_even", True)
     v = validate(TorchCPU(), "float32", d.model, samples=4_000)
-    assert 0.0 <= v["match_rate"] <= 1.0
-    assert d.evidence()["outputs_hex"]
+    assert v["samples"] >= 4_000 and v["match_rate"] < 1.0        # the random vectors do not
+    assert v["mismatch_examples"] and d.evidence()["outputs_hex"]
 
 
 def test_designs_are_representable_and_named():

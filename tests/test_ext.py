@@ -194,6 +194,14 @@ def test_raw_module_with_preallocated_torch_outputs():
 
 # ---- atomic sum on CPU -----------------------------------------------------------------------------
 
+def _in_order(p, order):
+    """The partials p added one by one in `order`, in p's dtype (an atomic sum with that arrival)."""
+    s = p.dtype.type(0)
+    for b in order:
+        s = p.dtype.type(s + p[b])
+    return s
+
+
 @pytest.mark.parametrize("dtype,accumulate", COMBOS)
 def test_atomic_sum_cpu_is_an_arrival_order(dtype, accumulate):
     x = make_x(20011, dtype, seed=3)
@@ -206,9 +214,7 @@ def test_atomic_sum_cpu_is_an_arrival_order(dtype, accumulate):
         arrival = C._atomic_sum_cpu_trace(x, out, partials, grid, block, accumulate)
         assert sorted(arrival) == list(range(grid))
         assert_same_bits(partials, want_partials, "atomic partials")
-        s = acc.type(0)
-        for b in arrival:
-            s = acc.type(s + want_partials[b])
+        s = _in_order(want_partials, arrival)
         assert_same_bits(out, np.asarray([s], acc), "atomic result = sum in arrival order")
         if numerics_orders is not None and hasattr(numerics_orders, "atomic_tree_sum"):
             ref = numerics_orders.atomic_tree_sum(x, arrival, acc=acc.name, grid=grid, block=block,
@@ -225,13 +231,17 @@ def test_atomic_sum_cpu_grid_1_equals_fixed(dtype, accumulate):
 
 
 def test_atomic_sum_cpu_results_over_runs(capsys):
-    """Cancellation-heavy input: every result is a permutation sum; report how many distinct ones."""
+    """Cancellation-heavy input: every result is a permutation sum; report how many distinct ones.
+    How many there are depends on the threads' timing (on 2 cores often 1), so it is reported, not
+    asserted; what is asserted is that the input does tell orders apart (the count means something)."""
     rng = np.random.default_rng(5)
     big = rng.standard_normal(4096).astype(np.float32) * np.float32(1e6)
     x = np.concatenate([big, -big, rng.standard_normal(4096).astype(np.float32)])
     rng.shuffle(x)
     grid, block = 64, 32
     p = emu_partials(x, np.dtype(np.float32), grid, block)
+    forward, backward = _in_order(p, range(grid)), _in_order(p, reversed(range(grid)))
+    assert bits(forward)[0] != bits(backward)[0]
     results = set()
     for _ in range(50):
         out = ext.atomic_sum(x, grid=grid, block=block)
@@ -243,7 +253,6 @@ def test_atomic_sum_cpu_results_over_runs(capsys):
     with capsys.disabled():
         print(f"\n[atomic_sum CPU] {len(results)} distinct float32 results over 50 runs "
               f"(grid={grid}): {sorted(np.array(sorted(results), np.uint32).view(np.float32).tolist())[:8]}")
-    assert len(results) >= 1
 
 
 # ---- argument checks -------------------------------------------------------------------------------

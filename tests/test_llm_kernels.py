@@ -43,20 +43,64 @@ def test_batch_invariant_linear_close_to_torch(bf16):
     assert bool(((y.double() - ref).abs() <= ref.abs() * 2.0 ** -7 + 1e-30).all())
 
 
+def _batch_1_vs_3(lm, linear):
+    """The batch-invariance check: TEXT alone (batch 1) and as row 0 of a batch of 3, bfloat16, transformers'
+    eager attention, `linear` for every linear op. Returns (the prompt's logits have the same bits, the
+    sites (execution order) whose recorded outputs differ in any bit, the number of sites compared)."""
+    ids = lm.tokenizer.encode(TEXT)
+    recs = {b: Run(lm, parse_run(f"dtype=bfloat16,batch={b},linear={linear},attn=eager"), ids).record()
+            for b in (1, 3)}
+    (l1, c1), (l3, c3) = recs[1], recs[3]
+    run = Run(lm, parse_run("dtype=bfloat16,attn=eager"), ids)
+    return torch.equal(_bits(l1), _bits(l3)), [run.opmap.label(s) for s in run.sites if not _same(c1[s], c3[s])], \
+        len(run.sites)
+
+
+SPLIT_ABOVE_ROWS = 64
+
+
+def _split_k_by_rows(module, x):
+    """A planted batch-dependent linear (the negative control of the check): F.linear with K summed whole for
+    up to 64 rows, and from 65 rows on in two halves each rounded to the run's dtype before they are added,
+    as a library that picks split-K by M does. Products and sums in float64: only the split depends on M."""
+    x2, w = x.reshape(-1, x.shape[-1]).double(), module.weight.double()
+    if x2.shape[0] <= SPLIT_ABOVE_ROWS:
+        y = (x2 @ w.T).to(x.dtype)
+    else:
+        h = x2.shape[1] // 2
+        y = (x2[:, :h] @ w[:, :h].T).to(x.dtype) + (x2[:, h:] @ w[:, h:].T).to(x.dtype)
+    y = y.reshape(*x.shape[:-1], w.shape[0])
+    return y if module.bias is None else y + module.bias
+
+
+@pytest.fixture
+def planted_linear():
+    from llm.runconfig import OP_REPLACEMENTS, register_op
+    register_op("linear", "test_split_k_by_rows", _split_k_by_rows)
+    yield "test_split_k_by_rows"
+    del OP_REPLACEMENTS["linear"]["test_split_k_by_rows"]
+
+
 def test_batch_invariant_logits_bitwise_equal_across_batch(bf16):
     """With the batch-invariant linear and transformers' eager attention every op of the tiny Mistral is
     batch invariant on the CPU: the prompt's logits (every position) and every op's output are the same bits
     in a batch of 1 and of 3. torch's own CPU ops are not relied on to differ: on an AVX-512 CPU (CI,
-    2026-11-29) torch's bf16 linear kept its bits across these batches for these shapes while its CPU SDPA
-    kernel did not (layer 0's attn_core, 2.4e-4 apart), hence eager attention here; the CPU BLAS's own batch
-    behaviour is what `python -m probes.gemm --device cpu` measures."""
+    2026-11-29) and on an AVX2 one (2026-12) torch's bf16 linear kept its bits across these batches for these
+    shapes, while its CPU SDPA kernel did not on the AVX-512 one (layer 0's attn_core, 2.4e-4 apart), hence
+    eager attention here; the CPU BLAS's own batch behaviour is what `python -m probes.gemm --device cpu`
+    measures. That the check can fail at all is test_batch_check_catches_a_planted_batch_dependent_linear."""
+    same_logits, differ, n = _batch_1_vs_3(bf16, "batch_invariant")
+    assert n > 10 and same_logits and differ == []
+
+
+def test_batch_check_catches_a_planted_batch_dependent_linear(bf16, planted_linear):
+    """The negative control: the same check with a linear whose sum depends on the row count (split-K from
+    65 rows on; TEXT is 45 tokens, a batch of 3 is >= 135 rows) reports other logit bits, first at layer 0's
+    first linear. So the equality above is the batch-invariant kernel's doing, not a check that cannot fail."""
     ids = bf16.tokenizer.encode(TEXT)
-    recs = {b: Run(bf16, parse_run(f"dtype=bfloat16,batch={b},linear=batch_invariant,attn=eager"), ids).record()
-            for b in (1, 3)}
-    (l1, c1), (l3, c3) = recs[1], recs[3]
-    assert torch.equal(_bits(l1), _bits(l3))
-    run = Run(bf16, parse_run("dtype=bfloat16,attn=eager"), ids)
-    assert len(run.sites) > 10 and all(_same(c1[s], c3[s]) for s in run.sites)
+    assert len(ids) <= SPLIT_ABOVE_ROWS < 3 * len(ids)
+    same_logits, differ, n = _batch_1_vs_3(bf16, planted_linear)
+    assert not same_logits and differ and differ[0] == "L0.q_proj", differ[:5]
 
 
 def test_attribution_batch_invariant_vs_torch(bf16):

@@ -27,8 +27,8 @@ def test_trace_replay_round_trip(tmp_path, capsys):
 
 def test_trace_bounded_positions_bf16(tmp_path):
     path = tmp_path / "b.npz"
-    trace_main(["--device", "cpu", "--model", "mistral-tiny", "--run", "dtype=bfloat16", "--layers", "1",
-                "--positions", "0,-1", "--prompt", "I enjoy walking in the", "--out", str(path)])
+    assert trace_main(["--device", "cpu", "--model", "mistral-tiny", "--run", "dtype=bfloat16", "--layers", "1",
+                       "--positions", "0,-1", "--prompt", "I enjoy walking in the", "--out", str(path)]) == 0
     meta, ops = read_trace(path)
     assert meta["positions"] == [0, len(meta["prompt_ids"]) - 1]
     q, dt = ops["L1.q_proj"]["out"][0]
