@@ -270,4 +270,5 @@ def batch_invariant_stage(out, dev="cuda:0", model="mistral-7b-random", max_toke
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from probes.cli import guarded_main          # prints the run's warnings (e.g. a Triton config fallback)
+    sys.exit(guarded_main(main))

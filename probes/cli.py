@@ -281,7 +281,26 @@ def guarded_main(main: Callable[[Sequence[str] | None], int | None],
     line "error: interrupted", status 130. With DRIFTSCOPE_DEBUG=1 both are re-raised (traceback).
     A closed stdout pipe (`... | head`) ends the program quietly with status 1.
     argparse's own SystemExit (status 2 with usage, or 0 for --help) passes through.
+    Run warnings the process recorded (probes.report.note_run_warning, e.g. a kernel config that fell
+    back to another) are printed last, one line "warning: <message>" each on stderr, whatever the status.
     """
+    try:
+        return _guarded(main, argv)
+    finally:
+        print_run_warnings()
+
+
+def print_run_warnings() -> None:
+    """One line "warning: <message>" on stderr per run warning recorded in this process."""
+    from probes.report import RUN_WARNINGS
+    for w in RUN_WARNINGS:
+        try:
+            print(f"warning: {w['message']}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+
+def _guarded(main, argv):
     try:
         status = main(argv)
         sys.stdout.flush()

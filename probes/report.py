@@ -22,6 +22,11 @@ Layout (schema "driftscope-report", version 1)::
       ]
     }
 
+A report written by a process that recorded run warnings (`note_run_warning`: a kernel config that failed
+and was replaced by another, say) also carries them, filled in by write_report::
+
+      "warnings": [{"kind": "triton_fallback", "message": "...", ...details...}]
+
 Outputs are stored exactly: `bits` holds the unsigned-integer view of every element (C order) as a
 zero-padded lowercase hex string (2 digits per byte), so NaN payloads, -0.0, bfloat16 and float8
 survive. `decode_output` gives back the array, bit for bit.
@@ -52,7 +57,7 @@ __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "STATUSES", "REQUIRED_KEYS",
     "new_report", "add_experiment", "encode_output", "decode_output", "output_dtype",
     "jsonable", "decode_number", "write_report", "write_json", "load_report",
-    "validate_report", "driftscope_version",
+    "validate_report", "driftscope_version", "note_run_warning", "RUN_WARNINGS",
 ]
 
 SCHEMA = "driftscope-report"
@@ -291,9 +296,28 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def write_report(report: Mapping, path: str | os.PathLike) -> Path:
-    """Validate (as load_report would) and write `report` atomically to `path`."""
+    """Validate (as load_report would) and write `report` atomically to `path`; the run warnings this
+    process recorded (note_run_warning) go into its "warnings" (also in the report in memory)."""
     _validate(report, str(path))
+    if RUN_WARNINGS:
+        report["warnings"] = [dict(w) for w in RUN_WARNINGS]
     return write_json(report, path)
+
+
+# --------------------------------------------------------------------------------------------
+# run warnings
+
+#: What this process's run did other than asked (appended by note_run_warning): every report it writes
+#: carries them, and probes.cli.guarded_main prints them when a CLI ends.
+RUN_WARNINGS: list = []
+
+
+def note_run_warning(kind: str, message: str, **details: Any) -> dict:
+    """Record that this run did something other than asked (e.g. "triton_fallback": a kernel config that
+    failed, replaced for the rest of the process): `message` is one line for people, `details` JSON-able."""
+    entry = jsonable({"kind": kind, "message": message, **details})
+    RUN_WARNINGS.append(entry)
+    return entry
 
 
 # --------------------------------------------------------------------------------------------

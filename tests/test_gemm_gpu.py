@@ -117,6 +117,36 @@ def test_handoff_repeated_runs_equal_the_anchor(shape, m, name):
     assert differing == [], differing
 
 
+def test_fallback_keeps_the_anchor_bits_and_is_recorded(monkeypatch):
+    """A chosen config that cannot run here (1 MiB of shared memory per block; the H100/H200 have 227 KiB) makes
+    batch_invariant_matmul fall back, for the whole shape class, to the pointer kernel with ANCHOR's tiles. Its
+    output is the ANCHOR config's (the TMA kernel) bit for bit at every M tried, across the buckets, and the
+    fallback is recorded once (FALLBACKS and the run warning every report of the process carries)."""
+    from probes import report as reports
+    from probes.gemm import triton_configs as C
+    from probes.gemm import triton_matmul as T
+    n, k = T.MISTRAL_SHAPES["q_o"]
+    too_big = C.cfg("tma", 256, 256, 128, stages=8)             # (256 + 256) * 128 * 2 B * 8 stages = 1 MiB
+    fallback = dict(C.ANCHOR, impl="ptr")
+    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [too_big] * len(C.BUCKETS)})
+    monkeypatch.setattr(T, "FALLBACKS", [])
+    monkeypatch.setattr(reports, "RUN_WARNINGS", [])
+    g = torch.Generator(device="cuda").manual_seed(3)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+    x = torch.randn((1400, k), device="cuda", generator=g).to(torch.bfloat16)
+    differ = []
+    for m in (1400, 1, 17, 129, 256, 1000):                      # the first call falls back
+        y = T.batch_invariant_matmul(x[:m], w).view(torch.int16)
+        if not torch.equal(y, T.batch_invariant_matmul(x[:m], w, config=C.ANCHOR).view(torch.int16)):
+            differ.append(m)
+    (f,) = T.FALLBACKS
+    print("fallback:", f, "M whose bits differ from the anchor's:", differ)
+    assert (f["from"], f["to"], f["M"]) == (C.config_name(too_big), C.config_name(fallback), 1400)
+    assert [w_["kind"] for w_ in reports.RUN_WARNINGS] == ["triton_fallback"]
+    assert C.CHOICES[(n, k, "bfloat16")] == [fallback] * len(C.BUCKETS)
+    assert differ == []
+
+
 def test_cold_gpu_times_keep_the_host_launch_path_out():
     """The bench's timer: a call whose host side takes 0.3 ms before launching a ~20 us kernel reads as the
     kernel's time, and the plain event pair around it (no GPU sleep first) reads the host's 0.3 ms too."""

@@ -201,3 +201,45 @@ def test_mixed_big_columns_make_whole_waves():
     for small in (None, 96, 256, 8):
         with pytest.raises(ValueError, match="small"):
             cfg("mixed", 128, 256, 64, small=small)
+
+
+def test_fallback_is_recorded_in_every_report_and_printed(monkeypatch, tmp_path, capsys):
+    """A config whose launch fails (planted: it raises once) is replaced for the rest of the process by the
+    pointer kernel with ANCHOR's tiles: the output is the ANCHOR config's, bit for bit; FALLBACKS and the run
+    warnings record it once; a report written afterwards carries it under "warnings"; a CLI ending prints it.
+    (tests/test_gemm_gpu.py makes a config really fail to compile on the GPU.)"""
+    from probes import cli
+    from probes import report as reports
+    from probes.gemm import triton_configs as C
+    monkeypatch.setattr(C, "CHOICES", {})
+    monkeypatch.setattr(T, "FALLBACKS", [])
+    monkeypatch.setattr(reports, "RUN_WARNINGS", [])
+    # the GPU's choice (CHOICES, else ANCHOR) instead of the interpreter's one config
+    monkeypatch.setattr(T, "config_for", lambda n, k, dtype, m, device_type="cuda": C.config_for(n, k, dtype, m))
+    launched, real = [], T._launch
+
+    def launch(x, w, c, out):
+        launched.append(C.config_name(c))
+        if len(launched) == 1:
+            raise RuntimeError("planted: out of resource: shared memory")
+        return real(x, w, c, out)
+    monkeypatch.setattr(T, "_launch", launch)
+    fallback = dict(C.ANCHOR, impl="ptr")
+    x, w = _inputs(5, 48, 136, dtype=torch.bfloat16, seed=11)         # K: two k-tiles of 64 and a tail
+    y = T.batch_invariant_matmul(x, w)
+    assert launched == [C.config_name(C.ANCHOR), C.config_name(fallback)]
+    assert torch.equal(y.view(torch.int16), T.batch_invariant_matmul(x, w, config=C.ANCHOR).view(torch.int16))
+    assert C.CHOICES[(48, 136, "bfloat16")] == [fallback] * len(C.BUCKETS)
+    (f,) = T.FALLBACKS
+    assert (f["from"], f["to"], f["M"], f["N"], f["K"]) == (C.config_name(C.ANCHOR), C.config_name(fallback), 5, 48, 136)
+    assert f["error"] == "RuntimeError: planted: out of resource: shared memory"
+    (warning,) = reports.RUN_WARNINGS
+    assert warning["kind"] == "triton_fallback" and warning["from"] == f["from"] and "M=5" in warning["message"]
+    T.batch_invariant_matmul(x[:2], w)                                  # the fallback from now on, no new record
+    assert launched[-1] == C.config_name(fallback) and len(T.FALLBACKS) == len(reports.RUN_WARNINGS) == 1
+    path = reports.write_report(reports.new_report("gemm", command=["t"], fingerprint={}, config={}),
+                                tmp_path / "r.json")
+    assert reports.load_report(path)["warnings"] == [warning]
+    capsys.readouterr()
+    assert cli.guarded_main(lambda argv: 0, []) == 0
+    assert capsys.readouterr().err == f"warning: {warning['message']}\n"

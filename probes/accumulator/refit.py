@@ -31,7 +31,9 @@ def _bits(x):
     return np.asarray(x, dtype=np.float64).astype(np.float32).view(np.uint32)
 
 
-def refit_experiment(exp: dict, fit_rows=FIT_ROWS) -> dict:
+def refit_experiment(exp: dict, fit_rows=FIT_ROWS, max_rows=None) -> dict:
+    """Re-validate and re-fit one experiment; with `max_rows`, on the first max_rows rows of the
+    validation sample only (a quicker check: the CI guard of the committed reports)."""
     inp, fmt = exp["inputs"], exp["params"]["format"]
     for k in ("seed", "M", "N", "K"):
         if k not in inp:
@@ -44,6 +46,10 @@ def refit_experiment(exp: dict, fit_rows=FIT_ROWS) -> dict:
     if got.shape != (A.shape[0], B.shape[1]):
         raise ReportError(f"{exp['key']}: stored output has shape {got.shape}, expected "
                           f"{(A.shape[0], B.shape[1])}")
+    if max_rows is not None:
+        if max_rows <= max(fit_rows):
+            raise UsageError(f"max_rows={max_rows} must exceed the largest fit row {max(fit_rows)}")
+        A, got = A[:max_rows], got[:max_rows]
     start = MatmulModel(**exp["metrics"]["model"])
     same0 = _bits(model_matmul(A, B, start)) == got
     model, fit_rate, trace = fit_model(A, B, got, start, rows=fit_rows)
@@ -57,14 +63,14 @@ def refit_experiment(exp: dict, fit_rows=FIT_ROWS) -> dict:
             "samples": int(same.size), "trace": trace}
 
 
-def refit_report(report: dict, keys=None, fit_rows=FIT_ROWS, log=None) -> list:
+def refit_report(report: dict, keys=None, fit_rows=FIT_ROWS, log=None, max_rows=None) -> list:
     out = []
     for e in report.get("experiments", []):
         if e.get("status") != "ok" or not e.get("output") or "model" not in (e.get("metrics") or {}):
             continue
         if keys and not any(k in e["key"] for k in keys):
             continue
-        r = refit_experiment(e, fit_rows)
+        r = refit_experiment(e, fit_rows, max_rows)
         if log:
             log(f"{r['key']}: {r['model_text']}  match {r['match_rate']:.6f}")
         out.append(r)

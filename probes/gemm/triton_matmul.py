@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from probes import report as reports
 from probes.ext import KernelInputError
 
 import triton
@@ -233,17 +234,28 @@ def batch_invariant_matmul(x, w, *, config=None, out=None):
             if c["impl"] == "ptr":
                 raise
             # A config that does not compile here: the pointer kernel with ANCHOR's tiles for EVERY bucket
-            # of the class from now on (recorded; the report shows it).
+            # of the class from now on (recorded: every report this process writes and every CLI says so).
             fallback = dict(ANCHOR, impl="ptr")
             _configs.CHOICES[(int(N), int(K), str(x.dtype).replace("torch.", ""))] = [fallback] * len(BUCKETS)
-            FALLBACKS.append({"N": N, "K": K, "M": M, "dtype": str(x.dtype), "from": config_name(c),
-                              "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            record_fallback(N, K, M, x.dtype, c, fallback, exc)
             return _launch(x, w, fallback, out)
     return _launch(x, w, dict(config), out)
 
 
 #: Configs that failed to compile and were replaced by the pointer kernel (reported by the probe).
 FALLBACKS: list = []
+
+
+def record_fallback(n, k, m, dtype, failed, fallback, exc):
+    """Note a config that failed at (N, K, M, dtype) and its replacement, in FALLBACKS and as a run warning
+    (probes.report: in every report this process writes; printed when a CLI ends)."""
+    entry = {"N": int(n), "K": int(k), "M": int(m), "dtype": str(dtype), "from": config_name(failed),
+             "to": config_name(fallback), "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    FALLBACKS.append(entry)
+    reports.note_run_warning(
+        "triton_fallback", f"batch_invariant_matmul: config {entry['from']} failed at N={n} K={k} M={m} "
+        f"{entry['dtype']} ({entry['error'].splitlines()[0][:120]}); {entry['to']} runs every M of this shape "
+        "class from now on", **entry)
 
 
 def _launch(x, w, c, out):
