@@ -1,4 +1,8 @@
-"""Shared test set-up: `gpu`-marked tests run only where a CUDA GPU is usable."""
+"""Shared test set-up: `gpu`-marked tests run only where a CUDA GPU is usable; `cpu_modes`-marked tests
+(Triton's interpreter / Numba's simulator in this process) only where none is.
+
+On a GPU machine run the WHOLE suite (`make test`), not only `-m gpu`: unmarked files take GPU branches
+there too (tests/test_reduction_kernels.py runs its kernels on the GPU)."""
 import functools
 import os
 
@@ -24,10 +28,12 @@ if not gpu_available():
 
 def pytest_collection_modifyitems(config, items):
     if gpu_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (none usable here)")
+        skip, mark = pytest.mark.skip(reason="runs Triton's interpreter / Numba's simulator in this process, which "
+                                             "compiles for the GPU here (the CPU machine, CI, runs it)"), "cpu_modes"
+    else:
+        skip, mark = pytest.mark.skip(reason="needs a CUDA GPU (none usable here)"), "gpu"
     for item in items:
-        if "gpu" in item.keywords:
+        if mark in item.keywords:
             item.add_marker(skip)
 
 
@@ -49,11 +55,23 @@ def _cpu_modes_on():
 
 @pytest.fixture(autouse=True)
 def _gpu_tests_run_on_the_gpu(request):
-    """On a GPU machine, a gpu-marked test fails if this process has switched to the CPU modes: an earlier
-    in-process `--device cpu` run (probes.cli.select_device) sets them, and a kernel module imported after that
-    runs interpreted or simulated, on the GPU's tensors too, so the test would pass without the GPU."""
-    if gpu_available() and "gpu" in request.keywords:
+    """On a GPU machine: an in-process `--device cpu` run (probes.cli.select_device) sets TRITON_INTERPRET and
+    NUMBA_ENABLE_CUDASIM, and every kernel module imported after that would run interpreted or simulated, on
+    the GPU's tensors too, so a later GPU test could pass without the GPU (measured on an H200, 2026-12: after
+    the accumulator CLI test, 38 of the 45 Triton and Numba tests of tests/test_fma_gpu.py failed; alone they pass).
+    So the variables are restored after every test, and a gpu-marked test fails if the process is in a CPU
+    mode all the same."""
+    if not gpu_available():
+        yield
+        return
+    if "gpu" in request.keywords:
         on = _cpu_modes_on()
         if on:
             pytest.fail("this GPU test would not run on the GPU: " + "; ".join(on))
+    saved = {k: os.environ.get(k) for k in _CPU_MODES}
     yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -45,6 +45,7 @@ def interpreter_dot_reference(A, B):
             C[i:i + bm, j:j + bn] = acc
     return C[:M, :N]
 
+@pytest.mark.cpu_modes
 
 def test_cli_on_cpu_recovers_the_simulated_model_and_runs_triton(tmp_path, capsys):
     out = tmp_path / "acc.json"

@@ -118,6 +118,7 @@ def test_bad_input_refused():
 
 
 # ---- Triton (its interpreter here; bf16 rounding done on the bits there, see triton_dequant) ---------
+@pytest.mark.cpu_modes
 @pytest.mark.parametrize("formula", dq.FORMULAS)
 @pytest.mark.parametrize("compute", dq.COMPUTE)
 @pytest.mark.parametrize("zeros", ["sym", "int"])
@@ -131,6 +132,7 @@ def test_triton_int4_matches_model(formula, compute, zeros):
         assert bitwise_equal(to_numpy(got), want), out
 
 
+@pytest.mark.cpu_modes
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
 def test_triton_q4_matches_model(qtype):
     from gguf import GGMLQuantizationType, quants
@@ -143,6 +145,7 @@ def test_triton_q4_matches_model(qtype):
     assert bitwise_equal(to_numpy(td.dequant_q4(t(raw), qtype)), want)
 
 
+@pytest.mark.cpu_modes
 @pytest.mark.parametrize("fmt", dq.FP8_FORMATS)
 @pytest.mark.parametrize("scaling", dq.FP8_SCALINGS)
 def test_triton_fp8_product_matches(fmt, scaling):
@@ -157,6 +160,7 @@ def test_triton_fp8_product_matches(fmt, scaling):
                              dq.dequant_fp8(q, s, scaling, via=via)), via
 
 
+@pytest.mark.cpu_modes
 @pytest.mark.parametrize("compute", dq.COMPUTE)
 @pytest.mark.parametrize("formula", dq.FORMULAS)
 def test_triton_fused_matmul_equals_dequant_then_matmul(compute, formula):
@@ -191,6 +195,7 @@ def test_triton_kernels_compile_to_ptx_for_sm90():
     assert "fma.rn" in lines["int4 fma f32 -> bf16"]
 
 
+@pytest.mark.cpu_modes
 def test_fused_kernel_tile_equals_model():
     """The fused kernel's dequantised bf16 tile (TILE_OUT) is the model's, bit for bit (interpreter)."""
     from numerics.formats import cast

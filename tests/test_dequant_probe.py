@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from probes.report import load_report
 
 
@@ -34,6 +36,7 @@ def test_cli_cpu_report_table_plot(tmp_path):
         assert exps["gguf/smollm2/types"]["metrics"]["not_q4"]["Q8_0"] == ["token_embd.weight"]
     assert (tmp_path / "dq.png").stat().st_size > 1000
 
+@pytest.mark.cpu_modes
 
 def test_layer_and_fused_small(tmp_path):
     from probes.dequant.triton_fused import layer_experiments

@@ -89,6 +89,7 @@ def test_sixteen_bit_rounding_cases():
 
 # ---- Triton interpreter and Numba simulator: NumPy arithmetic, every variant is mul_add ------------
 
+@pytest.mark.cpu_modes
 @pytest.mark.parametrize("program", fp.PROGRAMS)
 @pytest.mark.parametrize("fmt", ("float32", "float16"))
 def test_triton_interpreter_is_unfused(program, fmt):
@@ -100,6 +101,7 @@ def test_triton_interpreter_is_unfused(program, fmt):
         out = triton_fma.PROGRAMS[program](*[torch.from_numpy(ins[a]) for a in ARGS[program]], variant).numpy()
         check_against_model(out, program, ins, fmt, "mul_add")
 
+@pytest.mark.cpu_modes
 
 def test_triton_interpreter_refuses_bfloat16_and_bad_variant():
     import torch
@@ -112,6 +114,7 @@ def test_triton_interpreter_refuses_bfloat16_and_bad_variant():
         triton_fma.axpy(y[:1], y, y, "fused")
 
 
+@pytest.mark.cpu_modes
 @pytest.mark.parametrize("program", fp.PROGRAMS)
 @pytest.mark.parametrize("fmt", ("float32", "float16"))
 def test_numba_simulator_is_unfused(program, fmt):

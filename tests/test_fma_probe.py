@@ -22,6 +22,7 @@ def cpu_report(tmp_path_factory):
     return path, reports.load_report(path)
 
 
+@pytest.mark.cpu_modes          # the in-process CLI runs Triton and Numba on the CPU
 def test_report_contents(cpu_report, capsys):
     path, rep = cpu_report
     assert rep["probe"] == "fma" and rep["schema_version"] == reports.SCHEMA_VERSION
@@ -50,6 +51,7 @@ def test_report_contents(cpu_report, capsys):
     assert "Numba has no bfloat16" in exps["numba/fma/dot/bfloat16"]["message"]
 
 
+@pytest.mark.cpu_modes
 def test_table_printed(cpu_report):
     from probes.fma import table
     text = table.format_table(cpu_report[1])

@@ -11,6 +11,7 @@ from probes.gemm.sweep import cpu_ms, gpu_ms, row0_sweep
 
 needs_ext = pytest.mark.skipif(not ext.available(), reason="probes._C is not built")
 
+@pytest.mark.cpu_modes
 
 def test_cli_cpu_sweep_writes_report(tmp_path, capsys):
     path = tmp_path / "gemm.json"

@@ -1,6 +1,7 @@
 """The CLI: table, JSON report, heatmap; bad input gives one clear error line."""
 import pytest
 
+from conftest import gpu_available
 from llm.attribute import main
 from probes.cli import guarded_main
 from probes.report import load_report
@@ -29,7 +30,8 @@ def test_cli_report_and_plot(tmp_path, capsys):
     (["--model", "mistral-tiny", "--variant", "dtype=int3"], "dtype"),
     (["--model", "mistral-tiny", "--variant", "colour=blue"], "unknown key"),
     (["--model", "mistral-tiny", "--variant", "round=L0.q_proj:float7"], "unknown format"),
-    (["--model", "mistral-tiny", "--device", "cuda"], "GPU"),
+    pytest.param(["--model", "mistral-tiny", "--device", "cuda"], "GPU",     # with a GPU, --device cuda runs
+                 marks=pytest.mark.skipif(gpu_available(), reason="checks the no-GPU error")),
 ])
 def test_cli_bad_input(args, message, capsys):
     assert guarded_main(main, ["--device", "cpu", "--units", "none", "--gen-steps", "0", "--no-local"] + args) == 2
