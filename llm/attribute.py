@@ -48,7 +48,7 @@ from llm.runs import NonFiniteError, Run, RunTap, first_nonfinite
 from probes.errors import UsageError
 from probes.progress import Progress
 
-__all__ = ["attribute", "causal_units", "resolve_modes", "main", "SEED_PROMPT", "CAUSAL_MODES"]
+__all__ = ["attribute", "attribute_runs", "causal_units", "resolve_modes", "main", "SEED_PROMPT", "CAUSAL_MODES"]
 
 SEED_PROMPT = "I enjoy walking in the"
 RETRIEVAL_PROMPT_FILE = Path(__file__).resolve().parent / "data" / "retrieval_prompt.txt"   # ~1,450 tokens
@@ -168,10 +168,17 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
               local=True, restore=True, drill=0, modes="auto", progress_desc="attribute"):
     """The full attribution of one prompt (a JSON-able dict; see the module docstring)."""
     check_compatible(ref_lm, var_lm, prompt_ids)
-    tok = ref_lm.tokenizer
-    times = {}
     ref = Run(ref_lm, ref_cfg, prompt_ids)
     var = Run(var_lm, var_cfg, prompt_ids)
+    return attribute_runs(ref, var, prompt_ids, ref_lm.tokenizer, gen_steps=gen_steps, units=units, local=local,
+                          restore=restore, drill=drill, modes=modes, progress_desc=progress_desc)
+
+
+def attribute_runs(ref, var, prompt_ids, tok, *, gen_steps=8, units=("op", "layer", "class"), local=True,
+                   restore=True, drill=0, modes="auto", progress_desc="attribute"):
+    """attribute() on two prepared runs: anything with Run's interface (llm.runs.Run; llm.serve's engine-step
+    contexts), the reference's logits being the ones drift is measured from."""
+    times = {}
     t0 = time.perf_counter()
     modes = resolve_modes(modes, ref, var) if units else ()
     # inject adds (variant op - reference op) to the reference's own output: the reference is kept in
