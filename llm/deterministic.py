@@ -264,8 +264,17 @@ class _OpRecorder(torch.utils._python_dispatch.TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name.split("::")[-1]
         overload = func._overloadname
-        self.ops[name if overload == "default" else f"{name}.{overload}"] += 1
+        if not _exact_product(name, args):
+            self.ops[name if overload == "default" else f"{name}.{overload}"] += 1
         return func(*args, **(kwargs or {}))
+
+
+def _exact_product(name, args):
+    """A matrix product over a contraction of length 1 (rotary's inv_freq x positions) adds nothing: exact."""
+    if name not in ("mm", "bmm", "addmm", "baddbmm", "matmul"):
+        return False
+    a = args[1] if name in ("addmm", "baddbmm") else args[0]
+    return isinstance(a, torch.Tensor) and a.dim() >= 2 and a.shape[-1] == 1
 
 
 def audit(fn, *args, **kwargs):

@@ -29,6 +29,7 @@ flash-attn is `paged|sdpa`, one SDPA call over all packed requests with a dense 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -63,6 +64,7 @@ class EngineRun:
     logits: dict             # tracked rid -> per generated token: {"top": [[id, value], [id, value]], "checksum"}
     wall_s: float
     config: dict             # the engine's resolved settings that matter here
+    audit: dict = dataclasses.field(default_factory=dict)   # reducing aten ops not replaced (audit_steps)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -106,9 +108,12 @@ def gumbel_noise(seeds: torch.Tensor, positions: torch.Tensor, vocab: int) -> to
 class _Hooks:
     """The wrappers installed on one batch processor (see the module docstring)."""
 
-    def __init__(self, manager, requests, tracked, record_logits, temperature, progress, step_hook=None):
+    def __init__(self, manager, requests, tracked, record_logits, temperature, progress, step_hook=None,
+                 audit_steps=0):
         self.manager = manager
         self.step_hook = step_hook
+        self.audit_steps = audit_steps
+        self.audit = collections.Counter()
         self.stop = threading.Event()
         self.hook_error = None
         self.pending = sorted(requests, key=lambda r: r.arrival)
@@ -129,7 +134,7 @@ class _Hooks:
         prepare, sample = bp.prepare_next_batch, bp.model_runner._sample
         bp.prepare_next_batch = lambda: self._prepare(bp, prepare)
         bp.model_runner._sample = lambda scores, output_ids: self._sample(scores, output_ids, sample)
-        if self.step_hook is not None:
+        if self.step_hook is not None or self.audit_steps:
             compute = bp.model_runner.compute_batch
             bp.model_runner.compute_batch = lambda model, batch_data: self._compute(model, batch_data, compute)
 
@@ -171,7 +176,12 @@ class _Hooks:
         """The step hook sees the step before it runs: step_hook(step, model, batch_data, spans, rows) with
         spans[rid] = (first, end) of the request's query tokens in the packed batch and rows the requests that
         produce a token, in logits order. A true return value stops the run (after this step)."""
-        if not self.stop.is_set():
+        if self.step - 1 < self.audit_steps:
+            from llm.deterministic import audit
+            _, ops = audit(compute, model, batch_data)
+            self.audit.update(ops)
+            return None
+        if self.step_hook is not None and not self.stop.is_set():
             try:
                 if self.step_hook(self.step - 1, model, batch_data, self.spans, [r for r, _ in self.rows]):
                     self.stop.set()
@@ -201,11 +211,13 @@ class _Hooks:
 
 
 def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0.0, max_new_tokens=None,
-               cb_config=None, progress=None, timeout_s=None, step_hook=None) -> EngineRun:
+               cb_config=None, progress=None, timeout_s=None, step_hook=None, audit_steps=0) -> EngineRun:
     """Run `requests` through `model`'s continuous-batching engine (arrivals by engine step) and return the
     completions, the per-step batch composition and, for the `tracked` request ids, what each of their
     tokens saw and the logits behind it. `step_hook` (see _Hooks._compute) sees every step before it runs
-    and can end the run early (the unfinished requests are then left out of `completions`)."""
+    and can end the run early (the unfinished requests are then left out of `completions`). The first
+    `audit_steps` steps run under llm.deterministic.audit (the reducing aten ops the deterministic mode does not
+    replace are returned in EngineRun.audit, and reported to the mode when it is on)."""
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
     from transformers.generation.continuous_batching.utils import WorkloadHints
@@ -224,7 +236,7 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
     manager = model.init_continuous_batching(generation_config=gen,
                                              continuous_batching_config=cb_config or ContinuousBatchingConfig(),
                                              workload_hints=hints)
-    hooks = _Hooks(manager, requests, tracked, record_logits, temperature, progress, step_hook)
+    hooks = _Hooks(manager, requests, tracked, record_logits, temperature, progress, step_hook, audit_steps)
     results, errors = {}, {}
     t0 = time.perf_counter()
     try:
@@ -267,5 +279,5 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
     if hooks.hook_error is not None:
         raise hooks.hook_error
     return EngineRun(completions=results, errors=errors, steps=hooks.steps, seen=dict(hooks.seen),
-                     logits=dict(hooks.logits), wall_s=wall, config=config)
+                     logits=dict(hooks.logits), wall_s=wall, config=config, audit=dict(hooks.audit))
 

@@ -245,6 +245,7 @@ def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temper
         bar = _progress(len(traffic), f"serve {mode}") if progress else None
         try:
             run = run_engine(lm.model, traffic, tracked=probe_rids, temperature=temperature, cb_config=cb_config,
+                             audit_steps=3 if det is not None else 0,
                              progress=None if bar is None else (lambda h: bar.set(h.next, f"step {h.step}")))
         finally:
             if bar is not None:
