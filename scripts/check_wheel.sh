@@ -96,7 +96,7 @@ import json
 import sys
 
 report = json.load(open(sys.argv[1]))
-checked = [e for e in report["experiments"] if "matches_model" in e.get("metrics", {})]
+checked = [e for e in report["experiments"] if "matches_model" in (e.get("metrics") or {})]
 wrong = [e["key"] for e in checked if not e["metrics"]["matches_model"]]
 if not checked or wrong:
     sys.exit(f"{len(wrong)} of {len(checked)} fixed-order experiments differ from the numerics model: {wrong[:5]}")
