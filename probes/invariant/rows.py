@@ -142,7 +142,7 @@ def row_mean(x, dims=None, keepdim=False, dtype=None):
     if n == 0:
         raise KernelInputError(f"x: empty reduction (dims {list(red)} of shape {tuple(x.shape)} hold no element)")
     kept_shape = [x.shape[d] for d in keep]
-    rows = x.permute(*keep, *red).reshape(-1, n).contiguous()
+    rows = x.permute(tuple(keep) + red).reshape(-1, n).contiguous()
     out = torch.empty(rows.shape[0], dtype=out_dtype, device=x.device)
     if rows.shape[0]:
         prepare()
