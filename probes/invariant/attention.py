@@ -165,9 +165,10 @@ def attn_combine_kernel(m_ptr, l_ptr, acc_ptr, start_ptr, end_ptr, o_ptr, Lq, S_
     n_split = tl.cdiv(tl.maximum(end - start, 0), SPLIT)
     d = tl.arange(0, BLOCK_D)
     slot = (bq * Hq + hq) * S_MAX
-    M = tl.load(m_ptr + slot)
-    L = tl.load(l_ptr + slot)
-    A = tl.load(acc_ptr + slot * BLOCK_D + d)
+    some = n_split > 0                       # no key: the workspace was not written; read 0 / 1
+    M = tl.where(some, tl.load(m_ptr + slot), 0.0)
+    L = tl.where(some, tl.load(l_ptr + slot), 1.0)
+    A = tl.where(some, tl.load(acc_ptr + slot * BLOCK_D + d), 0.0)
     for s in range(1, n_split):
         m = tl.load(m_ptr + slot + s)
         l = tl.load(l_ptr + slot + s)
@@ -179,7 +180,7 @@ def attn_combine_kernel(m_ptr, l_ptr, acc_ptr, start_ptr, end_ptr, o_ptr, Lq, S_
         L = L * ca + l * cb
         A = A * ca + a * cb
         M = m_new
-    out = tl.where(n_split > 0, tl.div_rn(A, L), 0.0)
+    out = tl.div_rn(A, L)
     tl.store(o_ptr + b * sob + hq * soh + row * sol + d, cast_rne(out, o_ptr.dtype.element_ty, INTERP), mask=d < D)
 
 
