@@ -141,6 +141,10 @@ def test_split_count_is_the_rows_own():
     assert same_bits(out, modelled(call, mask=call.mask))
     one_split = modelled(call, split=128, mask=call.mask)
     assert not np.array_equal(bits(out), bits(one_split))
+    # which program computes a split is scheduling only: one program per row taking all 3 in turn
+    for programs in (1, 2):
+        again = attention(call.q, call.k, call.v, attn_mask=call.mask, split_programs=programs, **SMALL).out
+        assert same_bits(again, out)
 
 
 def test_noncontiguous_mask_slice_like_the_engine():
@@ -234,6 +238,7 @@ BAD = [
     (lambda q, k, v: attention(q, k, v, scale=float("nan")), "scale"),
     (lambda q, k, v: attention(q, k, v, split=40, block_n=16), "split / block_n"),
     (lambda q, k, v: attention(q[:, :, :0], k, v), "q: empty"),
+    (lambda q, k, v: attention(q, k, v, split_programs=0), "split_programs"),
 ]
 
 

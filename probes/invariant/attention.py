@@ -48,6 +48,9 @@ __all__ = ["attention", "AttentionResult", "attn_split_kernel", "attn_combine_ke
            "SPLIT", "BLOCK_N"]
 
 MASK_BLOCK = 1024  # keys per step of the interval kernel (integer min/max/sum: any order gives the same)
+#: Programs per (row, head group) on the grid's split axis (at most): a row's splits beyond it are taken by
+#: the same programs in turn. 16 x 8 kv heads keeps a 132-SM GPU busy for one long decode row.
+SPLIT_PROGRAMS = 16
 
 
 @triton.jit(do_not_specialize=["Lk", "smb", "smh", "sml", "smk"])
@@ -95,61 +98,72 @@ def _row_interval(start_ptr, end_ptr, b, ih, row, sib, sih, sil):
     return tl.load(start_ptr + off), tl.load(end_ptr + off)
 
 
-@triton.jit(do_not_specialize=["Lq", "S_MAX", "sqb", "sqh", "sql", "skb", "skh", "skl", "svb", "svh", "svl",
-                               "sib", "sih", "sil"])
+@triton.jit
+def _split_state(q, k_base, v_base, lo, hi, skl, svl, d, dmask, scale, GP: tl.constexpr, BLOCK_N: tl.constexpr,
+                 LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr):
+    """Online softmax over keys [lo, hi) in blocks of BLOCK_N from lo: (m, l, acc) (numerics.attention)."""
+    m = tl.full([GP], float("-inf"), tl.float32)
+    l = tl.zeros([GP], tl.float32)
+    acc = tl.zeros([GP, BLOCK_D], tl.float32)
+    for j in range(0, tl.cdiv(hi - lo, BLOCK_N)):
+        kn = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
+        valid = kn < hi
+        kt = tl.load(k_base + kn[None, :] * skl + d[:, None], mask=valid[None, :] & dmask[:, None], other=0.0)
+        if IEEE:
+            scores = tl.dot(q, kt, input_precision="ieee")
+        else:
+            scores = tl.dot(q, kt)
+        scores = tl.where(valid[None, :], scores * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_use)
+        p = tl.exp(scores - m_use[:, None])
+        l = l * alpha + halving_tree_rows(p, GP, BLOCK_N, LOG2_BLOCK_N)
+        vb = tl.load(v_base + kn[:, None] * svl + d[None, :], mask=valid[:, None] & dmask[None, :], other=0.0)
+        pv = cast_rne(p, vb.dtype, INTERP)
+        if IEEE:
+            acc = tl.dot(pv, vb, acc * alpha[:, None], input_precision="ieee")
+        else:
+            acc = tl.dot(pv, vb, acc * alpha[:, None])
+        m = m_new
+    return m, l, acc
+
+
+@triton.jit(do_not_specialize=["Lq", "S_MAX", "S_GRID", "sqb", "sqh", "sql", "skb", "skh", "skl", "svb", "svh",
+                               "svl", "sib", "sih", "sil"])
 def attn_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_ptr, acc_ptr, scale,
-                      Lq, S_MAX, sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sib, sih, sil, Hq, D,
+                      Lq, S_MAX, S_GRID, sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sib, sih, sil, Hq, D,
                       G: tl.constexpr, HEADS: tl.constexpr, GP: tl.constexpr, PER_HEAD: tl.constexpr,
                       SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, LOG2_BLOCK_N: tl.constexpr,
                       BLOCK_D: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr):
-    """(m, l, acc) of split s for the HEADS query heads of program (b, row, head group)."""
+    """(m, l, acc) of splits s = pid2, pid2 + S_GRID, ... of the row for the HEADS query heads of program
+    (b, row, head group), each into its own workspace slot s. Which program computes a split changes
+    nothing in its arithmetic; S_GRID only bounds the grid."""
     bq = tl.program_id(0).to(tl.int64)
     hg = tl.program_id(1)
-    s = tl.program_id(2)
     b = bq // Lq
     row = bq % Lq
     h0 = hg * HEADS                          # first query head of this program
     start, end = _row_interval(start_ptr, end_ptr, b, hg if PER_HEAD else 0, row, sib, sih, sil)
-    lo = start + s * SPLIT
-    if lo < end:
-        hi = tl.minimum(end, lo + SPLIT)
+    n_split = tl.cdiv(tl.maximum(end - start, 0), SPLIT)
+    if tl.program_id(2) < n_split:
         g = tl.arange(0, GP)
         d = tl.arange(0, BLOCK_D)
         dmask = d < D
+        heads = g < HEADS
         q = tl.load(q_ptr + b * sqb + (h0 + g)[:, None] * sqh + row * sql + d[None, :],
-                    mask=(g < HEADS)[:, None] & dmask[None, :], other=0.0)
+                    mask=heads[:, None] & dmask[None, :], other=0.0)
         kv_head = h0 // G
         k_base = k_ptr + b * skb + kv_head * skh
         v_base = v_ptr + b * svb + kv_head * svh
-        m = tl.full([GP], float("-inf"), tl.float32)
-        l = tl.zeros([GP], tl.float32)
-        acc = tl.zeros([GP, BLOCK_D], tl.float32)
-        for j in range(0, tl.cdiv(hi - lo, BLOCK_N)):
-            kn = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
-            valid = kn < hi
-            kt = tl.load(k_base + kn[None, :] * skl + d[:, None], mask=valid[None, :] & dmask[:, None], other=0.0)
-            if IEEE:
-                scores = tl.dot(q, kt, input_precision="ieee")
-            else:
-                scores = tl.dot(q, kt)
-            scores = tl.where(valid[None, :], scores * scale, float("-inf"))
-            m_new = tl.maximum(m, tl.max(scores, 1))
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp(m - m_use)
-            p = tl.exp(scores - m_use[:, None])
-            l = l * alpha + halving_tree_rows(p, GP, BLOCK_N, LOG2_BLOCK_N)
-            vb = tl.load(v_base + kn[:, None] * svl + d[None, :], mask=valid[:, None] & dmask[None, :], other=0.0)
-            pv = cast_rne(p, vb.dtype, INTERP)
-            if IEEE:
-                acc = tl.dot(pv, vb, acc * alpha[:, None], input_precision="ieee")
-            else:
-                acc = tl.dot(pv, vb, acc * alpha[:, None])
-            m = m_new
-        slot = ((bq * Hq + h0 + g) * S_MAX + s)
-        heads = g < HEADS
-        tl.store(m_ptr + slot, m, mask=heads)
-        tl.store(l_ptr + slot, l, mask=heads)
-        tl.store(acc_ptr + slot[:, None] * BLOCK_D + d[None, :], acc, mask=heads[:, None])
+        for s in range(tl.program_id(2), n_split, S_GRID):
+            lo = start + s * SPLIT
+            m, l, acc = _split_state(q, k_base, v_base, lo, tl.minimum(end, lo + SPLIT), skl, svl, d, dmask, scale,
+                                     GP, BLOCK_N, LOG2_BLOCK_N, BLOCK_D, IEEE, INTERP)
+            slot = (bq * Hq + h0 + g) * S_MAX + s
+            tl.store(m_ptr + slot, m, mask=heads)
+            tl.store(l_ptr + slot, l, mask=heads)
+            tl.store(acc_ptr + slot[:, None] * BLOCK_D + d[None, :], acc, mask=heads[:, None])
 
 
 @triton.jit(do_not_specialize=["Lq", "S_MAX", "sib", "sih", "sil", "sob", "soh", "sol"])
@@ -268,7 +282,7 @@ def _intervals(attn_mask, is_causal, Lq, Lk, device):
 
 
 def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, split=SPLIT,
-              block_n=BLOCK_N):
+              block_n=BLOCK_N, split_programs=SPLIT_PROGRAMS):
     """torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)
     with q [B, Hq, Lq, D], k / v [B, Hk, Lk, D] (Hq % Hk == 0: grouped-query attention, query head h
     reads kv head h // (Hq / Hk)), bf16 / fp16 / fp32, in a batch-invariant order (see the module
@@ -276,10 +290,14 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     value <= finfo(mask dtype).min, -inf included, masks; allowed values must be 0: others are counted in
     `uncovered` and treated as 0). A row with no allowed key outputs zeros. `split` and `block_n` are the
     kernels' constants: leave them (the tests change them to reach several splits at small sizes).
+    split_programs bounds the grid's split axis (program p computes splits p, p + split_programs, ...):
+    scheduling only, the bits do not depend on it.
     Returns AttentionResult(out [B, Hq, Lq, D] in q's dtype, uncovered: 0-d int64 device tensor)."""
     import torch
 
     _check(q, k, v, attn_mask, dropout_p, is_causal, scale)
+    if not (isinstance(split_programs, int) and split_programs >= 1):
+        raise KernelInputError(f"split_programs: must be an int >= 1, got {split_programs!r}")
     if not (block_n >= 16 and block_n & (block_n - 1) == 0 and split >= block_n and split % block_n == 0):
         raise KernelInputError(f"split / block_n: block_n must be a power of two >= 16 dividing split, got "
                                f"split={split}, block_n={block_n}")
@@ -292,14 +310,15 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     heads = 1 if per_head else G
     block_d = max(16, _pow2(D))
     s_max = triton.cdiv(Lk, split)
+    s_grid = min(s_max, split_programs)
     slots = B * Lq * Hq * s_max
     ws_m = torch.empty(slots, dtype=torch.float32, device=q.device)
     ws_l = torch.empty_like(ws_m)
     ws_acc = torch.empty((slots, block_d), dtype=torch.float32, device=q.device)
     out = torch.empty((B, Hq, Lq, D), dtype=q.dtype, device=q.device)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    attn_split_kernel[(B * Lq, Hq // heads, s_max)](
-        q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, *q.stride()[:3], *k.stride()[:3],
+    attn_split_kernel[(B * Lq, Hq // heads, s_grid)](
+        q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],
         *v.stride()[:3], sib, sih, sil, Hq, D, G=G, HEADS=heads, GP=max(16, _pow2(heads)), PER_HEAD=per_head,
         SPLIT=split, BLOCK_N=block_n, LOG2_BLOCK_N=block_n.bit_length() - 1, BLOCK_D=block_d,
         IEEE=q.dtype == torch.float32, INTERP=INTERPRETED, num_warps=4)
