@@ -45,7 +45,7 @@ from probes.invariant.common import INTERPRETED, cast_rne, check_device, check_t
 from probes.reduction.triton_sum import halving_tree_rows
 
 __all__ = ["attention", "AttentionResult", "attn_split_kernel", "attn_combine_kernel", "mask_interval_kernel",
-           "SPLIT", "BLOCK_N"]
+           "kernel_meta", "SPLIT", "BLOCK_N", "SPLIT_PROGRAMS", "MASK_BLOCK"]
 
 MASK_BLOCK = 1024  # keys per step of the interval kernel (integer min/max/sum: any order gives the same)
 #: Programs per (row, head group) on the grid's split axis (at most): a row's splits beyond it are taken by
@@ -210,6 +210,18 @@ def _pow2(n):
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def kernel_meta(*, G, D, per_head, fp32, split=SPLIT, block_n=BLOCK_N):
+    """The constexprs and warps of (attn_split_kernel, attn_combine_kernel) for G query heads per kv head,
+    head dim D, a per-head mask or not, float32 inputs or not: functions of the model only."""
+    heads = 1 if per_head else G
+    block_d = max(16, _pow2(D))
+    split_meta = dict(G=G, HEADS=heads, GP=max(16, _pow2(heads)), PER_HEAD=per_head, SPLIT=split, BLOCK_N=block_n,
+                      LOG2_BLOCK_N=block_n.bit_length() - 1, BLOCK_D=block_d, IEEE=fp32, INTERP=INTERPRETED,
+                      num_warps=4)
+    combine_meta = dict(PER_HEAD=per_head, SPLIT=split, BLOCK_D=block_d, INTERP=INTERPRETED, num_warps=1)
+    return split_meta, combine_meta
+
+
 def _check(q, k, v, attn_mask, dropout_p, is_causal, scale):
     import torch
 
@@ -306,9 +318,9 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     Hk, Lk = k.shape[1], k.shape[2]
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     start, end, (sib, sih, sil), per_head, uncovered = _intervals(attn_mask, is_causal, Lq, Lk, q.device)
-    G = Hq // Hk
-    heads = 1 if per_head else G
-    block_d = max(16, _pow2(D))
+    split_meta, combine_meta = kernel_meta(G=Hq // Hk, D=D, per_head=per_head, fp32=q.dtype == torch.float32,
+                                           split=split, block_n=block_n)
+    heads, block_d = split_meta["HEADS"], split_meta["BLOCK_D"]
     s_max = triton.cdiv(Lk, split)
     s_grid = min(s_max, split_programs)
     slots = B * Lq * Hq * s_max
@@ -319,10 +331,7 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     attn_split_kernel[(B * Lq, Hq // heads, s_grid)](
         q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],
-        *v.stride()[:3], sib, sih, sil, Hq, D, G=G, HEADS=heads, GP=max(16, _pow2(heads)), PER_HEAD=per_head,
-        SPLIT=split, BLOCK_N=block_n, LOG2_BLOCK_N=block_n.bit_length() - 1, BLOCK_D=block_d,
-        IEEE=q.dtype == torch.float32, INTERP=INTERPRETED, num_warps=4)
+        *v.stride()[:3], sib, sih, sil, Hq, D, **split_meta)
     attn_combine_kernel[(B * Lq, Hq)](
-        ws_m, ws_l, ws_acc, start, end, out, Lq, s_max, sib, sih, sil, *out.stride()[:3], Hq, D,
-        PER_HEAD=per_head, SPLIT=split, BLOCK_D=block_d, INTERP=INTERPRETED, num_warps=1)
+        ws_m, ws_l, ws_acc, start, end, out, Lq, s_max, sib, sih, sil, *out.stride()[:3], Hq, D, **combine_meta)
     return AttentionResult(out, uncovered)

@@ -33,16 +33,17 @@ class PackedCall:
     k_offsets: list  # request r's keys start here
 
 
-def request_tensors(req, *, hq, hk, d, dtype, scale=1.0):
-    """(q [hq, q_len, d], k [hk, k_len, d], v [hk, k_len, d]) of a request, from its seed (CPU, dtype)."""
+def request_tensors(req, *, hq, hk, d, dtype, device="cpu", scale=1.0):
+    """(q [hq, q_len, d], k [hk, k_len, d], v [hk, k_len, d]) of a request, drawn on `device` from its seed
+    (the same request has the same tensors on the same device wherever it is packed)."""
     import torch
 
     if not 1 <= req.q_len <= req.k_len:
         raise ValueError(f"request {req}: needs 1 <= q_len <= k_len")
-    g = torch.Generator().manual_seed(req.seed)
-    q = torch.randn((hq, req.q_len, d), generator=g) * scale
-    k = torch.randn((hk, req.k_len, d), generator=g)
-    v = torch.randn((hk, req.k_len, d), generator=g)
+    g = torch.Generator(device=device).manual_seed(req.seed)
+    q = torch.randn((hq, req.q_len, d), generator=g, device=device) * scale
+    k = torch.randn((hk, req.k_len, d), generator=g, device=device)
+    v = torch.randn((hk, req.k_len, d), generator=g, device=device)
     return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
@@ -51,21 +52,22 @@ def pack(requests, *, hq, hk, d, dtype, device="cpu", bool_mask=False, pad_q=0, 
     add rows / keys after the requests' (fully masked, as the engine's padded buffers are)."""
     import torch
 
-    parts = [request_tensors(r, hq=hq, hk=hk, d=d, dtype=dtype, scale=scale) for r in requests]
     lq = sum(r.q_len for r in requests) + pad_q
     lk = sum(r.k_len for r in requests) + pad_k
-    q = torch.zeros((1, hq, lq, d), dtype=dtype)
-    k = torch.zeros((1, hk, lk, d), dtype=dtype)
-    v = torch.zeros((1, hk, lk, d), dtype=dtype)
-    allowed = torch.zeros((lq, lk), dtype=torch.bool)
+    q = torch.zeros((1, hq, lq, d), dtype=dtype, device=device)
+    k = torch.zeros((1, hk, lk, d), dtype=dtype, device=device)
+    v = torch.zeros((1, hk, lk, d), dtype=dtype, device=device)
+    allowed = torch.zeros((lq, lk), dtype=torch.bool, device=device)
     q_offsets, k_offsets = [], []
     qo = ko = 0
-    for r, (rq, rk, rv) in zip(requests, parts):
+    for r in requests:
+        rq, rk, rv = request_tensors(r, hq=hq, hk=hk, d=d, dtype=dtype, device=device, scale=scale)
         q[0, :, qo:qo + r.q_len] = rq
         k[0, :, ko:ko + r.k_len] = rk
         v[0, :, ko:ko + r.k_len] = rv
-        for t in range(r.q_len):
-            allowed[qo + t, ko:ko + r.k_len - r.q_len + t + 1] = True
+        # query t sees the request's keys 0 .. k_len - q_len + t
+        allowed[qo:qo + r.q_len, ko:ko + r.k_len] = torch.ones((r.q_len, r.k_len), dtype=torch.bool,
+                                                               device=device).tril(r.k_len - r.q_len)
         q_offsets.append(qo)
         k_offsets.append(ko)
         qo += r.q_len
@@ -73,6 +75,5 @@ def pack(requests, *, hq, hk, d, dtype, device="cpu", bool_mask=False, pad_q=0, 
     if bool_mask:
         mask = allowed
     else:
-        mask = torch.zeros((lq, lk), dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    to = dict(device=device)
-    return PackedCall(q.to(**to), k.to(**to), v.to(**to), mask[None, None].to(**to), q_offsets, k_offsets)
+        mask = torch.zeros((lq, lk), dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return PackedCall(q, k, v, mask[None, None], q_offsets, k_offsets)

@@ -30,7 +30,7 @@ from probes.ext import KernelInputError
 from probes.invariant.common import INTERPRETED, cast_rne, check_device, check_tensor, prepare
 from probes.reduction.triton_sum import halving_tree
 
-__all__ = ["row_mean", "softmax", "log_softmax", "row_mean_kernel", "softmax_kernel"]
+__all__ = ["row_mean", "softmax", "log_softmax", "row_mean_kernel", "softmax_kernel", "kernel_meta"]
 
 
 @triton.jit
@@ -86,7 +86,8 @@ def softmax_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr, LOG2_BLOCK: tl.conste
         tl.store(dst + offs, cast_rne(y, dst.dtype.element_ty, INTERP), mask=inside)
 
 
-def _meta(n):
+def kernel_meta(n):
+    """The constexprs and warps of the row kernels for rows of n elements (a function of n only)."""
     block = lane_block(n)
     return dict(BLOCK=block, LOG2_BLOCK=block.bit_length() - 1, INTERP=INTERPRETED,
                 num_warps=4 if block >= 512 else 1)
@@ -146,7 +147,7 @@ def row_mean(x, dims=None, keepdim=False, dtype=None):
     out = torch.empty(rows.shape[0], dtype=out_dtype, device=x.device)
     if rows.shape[0]:
         prepare()
-        row_mean_kernel[(rows.shape[0],)](rows, out, n, float(n), **_meta(n))
+        row_mean_kernel[(rows.shape[0],)](rows, out, n, float(n), **kernel_meta(n))
     if keepdim:
         return out.reshape([1 if d in red else x.shape[d] for d in range(x.dim())])
     return out.reshape(kept_shape)
@@ -166,7 +167,7 @@ def _softmax(x, dim, half_to_float, log):
     out = torch.empty(rows.shape, dtype=out_dtype, device=x.device)
     if out.numel():
         prepare()
-        softmax_kernel[(out.numel() // n,)](rows, out, n, LOG=log, **_meta(n))
+        softmax_kernel[(out.numel() // n,)](rows, out, n, LOG=log, **kernel_meta(n))
     if x.dim() == 0:
         return out.reshape(())
     return out.movedim(-1, d).contiguous()
