@@ -27,7 +27,7 @@ from numerics.metrics import bitwise_equal, count_differing, max_relative_differ
 
 from probes.convert import to_numpy, to_torch
 from .mma_k_order import dot_k_widths, k_order, mma_kind
-from .triton_dequant import INTERPRETED, _FORMULA, _formula, _round_bf16
+from .triton_dequant import INTERPRETED, _FORMULA, _formula, round_bf16
 
 
 @triton.jit
@@ -59,7 +59,7 @@ def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, t_ptr, M, N, K, 
                 z = tl.broadcast_to(tl.load(z_ptr + gi, mask=rn < N, other=0.0).to(tl.float32)[:, None], (BN, BK // 2))
             wl = _formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
             wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
-            w = _round_bf16(tl.reshape(tl.join(wl, wh), (BN, BK)), INTERP)
+            w = round_bf16(tl.reshape(tl.join(wl, wh), (BN, BK)), INTERP)
             if TILE_OUT:  # the dequantised bf16 tile the dot gets, for the tests (program row 0 writes it)
                 if pid_m == 0:
                     tl.store(t_ptr + rn[:, None] * K + rk[None, :], w, mask=rn[:, None] < N)
