@@ -6,6 +6,10 @@
 
 The CMake build tree is kept under build/cmake-<key> (key: Python, pybind11, CUDA choice) so that rebuilds
 are incremental. DRIFTSCOPE_BUILD_JOBS sets the parallel jobs (default: CPU count).
+
+build_py also writes probes/build_info.py into the built package (not into the source tree; git ignores it
+there): the commit the build came from, so that a report written by an installed wheel still names its code
+(probes.report.code_identity).
 """
 import hashlib
 import os
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -69,6 +74,32 @@ class CMakeBuild(build_ext):
         sys.stderr.write(msg + "\n")
 
 
+class BuildPyWithCommit(build_py):
+    """build_py, then probes/build_info.py in the build folder: COMMIT, DIRTY (tracked files changed) and REASON."""
+
+    def run(self):
+        super().run()
+        if self.dry_run:
+            return
+        target = Path(self.build_lib) / "probes" / "build_info.py"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        commit, dirty, reason = _git_commit(ROOT)
+        target.write_text('"""Written by setup.py when this package was built: the commit it was built from."""\n'
+                          f"COMMIT = {commit!r}\nDIRTY = {dirty!r}\nREASON = {reason!r}\n")
+
+
+def _git_commit(root):
+    """(commit, dirty, reason): HEAD of the checkout at root and whether tracked files differ from it."""
+    if not (root / ".git").exists():
+        return None, None, f"{root} was not a git checkout (no .git), e.g. a build from an sdist"
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=20, check=True).stdout.strip()
+        return run("rev-parse", "HEAD"), bool(run("status", "--porcelain", "--untracked-files=no")), ""
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, None, f"git failed: {exc}"
+
+
 def _find_cmake():
     """cmake >= 3.26: the PyPI cmake package of this interpreter first (a system cmake, e.g. Debian's 3.25
     in /usr/bin, is often older), then the one on PATH if it is new enough."""
@@ -100,5 +131,5 @@ def _ninja_from_pip():
 
 setup(
     ext_modules=[CMakeExtension("probes._C")],
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithCommit},
 )
