@@ -25,6 +25,9 @@ def test_cli_cpu_sweep_writes_report(tmp_path, capsys):
     torch_cpu = keys["sweep/linear/torch/float32/small"]
     assert torch_cpu["status"] == "ok" and torch_cpu["inputs"]["seed"] == 0
     assert torch_cpu["params"]["ms"] == cpu_ms(20)
+    # compare lines sweeps up by row 0's bits and the M at which they change, not by their times
+    assert torch_cpu["compares"] == {"output": True, "metrics": ["change_points"], "reason": ""}
+    assert keys["algos/skipped"]["compares"]["reason"]
     tri = keys["sweep/linear/triton/float16/tiny"]
     assert tri["metrics"]["distinct"] == 1 and tri["metrics"]["first_change_m"] is None
     assert keys["algos/skipped"]["status"] == "skipped"
@@ -59,7 +62,6 @@ def test_row0_sweep_finds_the_change():
     assert r["first_change_m"] == 4 and r["distinct"] == 2 and r["max_ulp_vs_first"] == 1
     assert r["groups"] == [0, 0, 1, 1] and r["change_points"] == [(1, 0), (4, 1)]
     assert not r["invariant"]
-    assert r["result_metrics"] == ["change_points"]
     assert r["output"].tolist() == [0.0, 1.0, 2.0]  # row 0 at the first M, before the change
 
 
