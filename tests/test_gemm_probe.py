@@ -40,6 +40,28 @@ def test_cli_plot(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 1000
 
 
+def test_cli_no_plot_when_nothing_ran(tmp_path, capsys):
+    """An algos-only run on a CPU (algos skipped) has nothing to plot: no (empty) PNG is written."""
+    path = tmp_path / "g.json"
+    assert main(["--device", "cpu", "--json", str(path), "--parts", "algos"]) == 0
+    assert "plot:   none (nothing to plot" in capsys.readouterr().out
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_plot_of_the_committed_algos(tmp_path):
+    """An algos-only report plots the algorithms' result groups (the committed H200 run), not an empty sweep."""
+    from pathlib import Path
+
+    import matplotlib.image
+    from probes.gemm import table
+    from probes.report import load_report
+    report = load_report(Path(__file__).resolve().parent.parent / "docs/results/h200-2026-11-29/gemm/gemm-algos.json")
+    assert table.plot(report, tmp_path / "a.png") is True
+    img = matplotlib.image.imread(tmp_path / "a.png")
+    red = (img[..., 0] > 0.7) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)  # the defaults' markers
+    assert red.sum() > 100
+
+
 @pytest.mark.parametrize("args,msg", [(["--parts", "nope"], "unknown part"),
                                       (["--shapes", "x"], "unknown shape"),
                                       (["--runs", "0"], "--runs"),
