@@ -370,11 +370,18 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def format_cell(c: Mapping) -> str:
-    """One comparison in words; "equal" names what was compared unless it was the output alone."""
+    """One comparison in words; "equal" names what was compared unless it was the output alone (a count of
+    metrics where the names would be long)."""
     s = c["status"]
     if s == "equal":
         what = [n.removeprefix("metrics.") for n in c.get("compared") or []]
-        return "equal" if what in ([], ["output"]) else f"equal ({', '.join(what)})"
+        if what in ([], ["output"]):
+            return "equal"
+        names = ", ".join(what)
+        if len(names) > 60:
+            n = len(what) - (what[0] == "output")
+            names = ("output, " if what[0] == "output" else "") + f"{n} metrics"
+        return f"equal ({names})"
     if s == NOT_COMPARED:
         return _short(f"not compared: {c['reason']}")
     if s == "differ":
