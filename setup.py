@@ -12,6 +12,7 @@ there): the commit the build came from, so that a report written by an installed
 (probes.report.code_identity).
 """
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -75,29 +76,17 @@ class CMakeBuild(build_ext):
 
 
 class BuildPyWithCommit(build_py):
-    """build_py, then probes/build_info.py in the build folder: COMMIT, DIRTY (tracked files changed) and REASON."""
+    """build_py, then probes/build_info.py in the build folder: COMMIT, DIRTY (tracked files changed) and REASON
+    (probes/provenance.py, loaded by path: the build environment need not have numpy)."""
 
     def run(self):
         super().run()
         if self.dry_run:
             return
-        target = Path(self.build_lib) / "probes" / "build_info.py"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        commit, dirty, reason = _git_commit(ROOT)
-        target.write_text('"""Written by setup.py when this package was built: the commit it was built from."""\n'
-                          f"COMMIT = {commit!r}\nDIRTY = {dirty!r}\nREASON = {reason!r}\n")
-
-
-def _git_commit(root):
-    """(commit, dirty, reason): HEAD of the checkout at root and whether tracked files differ from it."""
-    if not (root / ".git").exists():
-        return None, None, f"{root} was not a git checkout (no .git), e.g. a build from an sdist"
-    try:
-        run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
-                                        timeout=20, check=True).stdout.strip()
-        return run("rev-parse", "HEAD"), bool(run("status", "--porcelain", "--untracked-files=no")), ""
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, None, f"git failed: {exc}"
+        spec = importlib.util.spec_from_file_location("driftscope_provenance", ROOT / "probes" / "provenance.py")
+        provenance = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(provenance)
+        provenance.write_record(Path(self.build_lib) / "probes" / "build_info.py", ROOT)
 
 
 def _find_cmake():

@@ -50,8 +50,9 @@ from numerics import formats
 
 from probes.cli import guarded_main
 from probes.errors import ReportError, UsageError
-from probes.report import (MISSING, code_summary, comparison_of, decode_output, jsonable, load_report,
-                           metric_value, validate_report, write_json)
+from probes.provenance import code_summary
+from probes.report import (MISSING, comparison_of, decode_output, jsonable, load_report, metric_value,
+                           validate_report, write_json)
 
 __all__ = ["compare_reports", "compare_outputs", "ulp_distance", "summarize", "format_cell",
            "format_table", "main", "COMPARE_SCHEMA"]

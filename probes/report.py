@@ -48,12 +48,10 @@ the report written and loaded back. `decode_number` turns "nan"/"inf"/"-inf" bac
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -61,14 +59,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from probes import provenance
 from probes.errors import ReportError
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "STATUSES", "REQUIRED_KEYS",
     "new_report", "add_experiment", "encode_output", "decode_output", "output_dtype",
     "jsonable", "decode_number", "write_report", "write_json", "load_report",
-    "validate_report", "driftscope_version", "code_identity", "code_summary", "git_identity",
-    "metric_value", "compares_all_metrics",
+    "validate_report", "driftscope_version", "code_identity", "metric_value", "compares_all_metrics",
     "MISSING", "comparison_of",
 ]
 
@@ -109,86 +107,11 @@ def driftscope_version() -> str:
     return "unknown"
 
 
-#: The folder that holds probes/: driftscope's source tree, and a git checkout when it holds .git itself.
-_ROOT = Path(__file__).resolve().parent.parent
-#: setup.py's build_py writes this module (ignored by git) into a built wheel: the commit it was built from.
-BUILD_RECORD = "probes.build_info"
-
-
-def git_identity(root: str | os.PathLike) -> dict:
-    """{"commit", "dirty"} of the git checkout at `root`: HEAD, and whether tracked files have uncommitted
-    changes (untracked files do not count). `root` must hold .git itself, so that an installation inside some
-    other repository is never taken for driftscope's. Never raises: {"commit": None, "dirty": None, "reason"}."""
-    root = Path(root)
-    if not (root / ".git").exists():
-        return {"commit": None, "dirty": None, "reason": f"{root} is not a git checkout (no .git)"}
-    try:
-        commit = _git(root, "rev-parse", "HEAD")
-        dirty = bool(_git(root, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = (getattr(exc, "stderr", "") or "").strip() or str(exc)
-        return {"commit": None, "dirty": None, "reason": f"git failed in {root}: {_one_line(detail)}"}
-    return {"commit": commit, "dirty": dirty}
-
-
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20,
-                          check=True).stdout.strip()
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _build_record() -> dict | None:
-    """The commit setup.py recorded when it built this installation, or None where there is no record."""
-    import importlib
-    try:
-        mod = importlib.import_module(BUILD_RECORD)
-    except ImportError:
-        return None
-    commit = getattr(mod, "COMMIT", None)
-    if commit is None:
-        return {"commit": None, "dirty": None,
-                "reason": "built without git: " + str(getattr(mod, "REASON", "no commit recorded"))}
-    return {"commit": str(commit), "dirty": getattr(mod, "DIRTY", None)}
-
-
-@functools.lru_cache(maxsize=None)
-def _code_identity(root: Path) -> tuple:
-    ident = dict(git_identity(root), source="git")
-    if ident["commit"] is None:
-        built = _build_record()
-        if built is not None and built["commit"] is not None:
-            ident = dict(built, source="recorded at build time")
-        elif built is not None:
-            ident["reason"] += "; " + built["reason"]
-        else:
-            ident["reason"] += "; no build record (installed without one?)"
-        if ident["commit"] is None:
-            ident["source"] = None
-    return tuple(ident.items())
-
-
 def code_identity(root: str | os.PathLike | None = None) -> dict:
     """Which code makes a report: {"commit", "dirty", "source", "version"[, "reason"]}. From the git checkout
-    driftscope runs from (`root`, default: its source tree); else the commit setup.py recorded when it built
-    the installed wheel (module probes.build_info); else commit null and the reason. Never raises."""
-    ident = dict(_code_identity(Path(root) if root is not None else _ROOT))
-    ident["version"] = driftscope_version()
-    return ident
-
-
-def code_summary(code: Mapping | None) -> str:
-    """A report's `code` in a few words: "commit 3f1c2a9b0d1e", "+ uncommitted changes" when dirty."""
-    if not code:
-        return "commit not recorded (report written before reports carried it)"
-    if not code.get("commit"):
-        return "commit unknown" + (f" ({code['reason']})" if code.get("reason") else "")
-    dirty = code.get("dirty")
-    return f"commit {str(code['commit'])[:12]}" + (" + uncommitted changes" if dirty else
-                                                    "" if dirty is False else " (dirty: unknown)")
+    driftscope runs from (`root`, default: its source tree); else the commit recorded when the installed
+    package was built (probes.provenance); else commit null and the reason. Never raises."""
+    return {**provenance.identity(root), "version": driftscope_version()}
 
 
 # --------------------------------------------------------------------------------------------

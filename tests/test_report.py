@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from probes.errors import ReportError
-from probes.report import (MISSING, SCHEMA, SCHEMA_VERSION, add_experiment, code_identity, code_summary,
-                           comparison_of, decode_number, decode_output, encode_output, git_identity, jsonable,
-                           load_report, metric_value, new_report, write_report)
+from probes.provenance import code_summary, git_identity
+from probes.provenance import main as provenance_main
+from probes.report import (MISSING, SCHEMA, SCHEMA_VERSION, add_experiment, code_identity, comparison_of,
+                           decode_number, decode_output, encode_output, jsonable, load_report, metric_value,
+                           new_report, write_report)
 
 FLOAT_DTYPES = [np.float64, np.float32, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
                 ml_dtypes.float8_e5m2]
@@ -397,3 +399,15 @@ def test_setup_py_records_the_commit_in_the_build(tmp_path):
     exec((tmp_path / "lib" / "probes" / "build_info.py").read_text(), ns)
     assert ns["COMMIT"] == _git(ROOT, "rev-parse", "HEAD") and isinstance(ns["DIRTY"], bool)
     assert not (ROOT / "probes" / "build_info.py").exists()
+
+
+@needs_git
+def test_provenance_cli_writes_the_record(tmp_path, capsys):
+    """`python -m probes.provenance --out F`: the record a copy of the tree without .git carries along."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("this tree is not a git checkout: nothing to record")
+    assert provenance_main(["--out", str(tmp_path / "build_info.py")]) == 0
+    ns = {}
+    exec((tmp_path / "build_info.py").read_text(), ns)
+    assert ns["COMMIT"] == _git(ROOT, "rev-parse", "HEAD") and ns["REASON"] == ""
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'build_info.py'}: commit {ns['COMMIT'][:12]}")
