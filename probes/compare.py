@@ -1,7 +1,7 @@
 """Compare driftscope reports from several machines, experiment by experiment, bit by bit.
 
-    python -m probes.compare A.json B.json [C.json ...] [--only SUBSTRING] [--fail-on-diff]
-                             [--json PATH]
+    python -m probes.compare A.json B.json [C.json ...] [--only SUBSTRING] [--metrics NAME[,NAME]]
+                             [--fail-on-diff] [--json PATH]
 
 The first report is the baseline. Experiments are lined up by key. Each experiment declares what is
 compared (its `compares`, see probes.report): its output, bit for bit; result metrics, by exact equality
@@ -408,7 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m probes.compare",
         description="Compare driftscope reports bit for bit. The first report is the baseline; "
-                    "experiments are matched by key.")
+                    "experiments are matched by key. Each is compared by what it declares: its output (bit for "
+                    "bit) and/or result metrics (exact values); one with nothing to compare (timings, or an "
+                    "old report's experiment with no output) reads 'not compared', never 'equal'.")
     parser.add_argument("reports", nargs="+", metavar="REPORT.json",
                         help="reports written by the probes' --json (at least 2)")
     parser.add_argument("--only", metavar="SUBSTRING", default=None,

@@ -170,8 +170,8 @@ class GemmProbe:
                       "bit_reference": "ANCHOR config's output rows [:M] (triton_configs.ANCHOR)"}
             inputs = _inputs(self.seed, M=r["M"], N=r["N"], K=r["K"], dtype=dtype)
             if "error" in r:
-                reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error", message=r["error"],
-                                       compares=BENCH_COMPARES)
+                reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error",
+                                       message=r["error"], compares=BENCH_COMPARES)
             else:
                 reports.add_experiment(report, key=key, inputs=inputs, params=params, compares=BENCH_COMPARES,
                                        metrics={k_: v for k_, v in r.items() if k_ not in ("shape", "config")})
