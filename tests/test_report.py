@@ -356,8 +356,9 @@ def test_git_identity_commit_and_dirty(tmp_path):
     assert git_identity(sub)["commit"] is None and "no .git" in git_identity(sub)["reason"]
 
 
-def test_code_identity_without_git_or_record(tmp_path):
+def test_code_identity_without_git_or_record(tmp_path, monkeypatch):
     """An installation with no .git and no build record: commit null with the reason, the version, no crash."""
+    monkeypatch.setitem(sys.modules, "probes.build_info", None)  # importing it fails: no record
     code = code_identity(tmp_path)
     assert code["commit"] is None and code["dirty"] is None and code["source"] is None
     assert "not a git checkout" in code["reason"] and "no build record" in code["reason"]
