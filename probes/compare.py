@@ -12,7 +12,7 @@ algorithm and number of bit-distinct groups); or nothing, with the reason (timin
     equal         everything compared is equal: the outputs have identical bits, the metrics equal values
     differ        outputs differ: count of differing elements, max distance in ulps of the output
                   dtype, max relative difference |other - base| / |base|; or dtype/shape differ; or a
-                  compared metric differs (the first differing entry is the reason)
+                  compared metric differs (the reason names each, with its first differing entry)
     not compared  nothing was compared: neither side declares an output or a metric that either has
                   (e.g. timings); the reason says why. Never counted as equal.
     missing       the key is in only one of the two reports
@@ -138,13 +138,10 @@ def _fmt_value(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (dict, list)) else repr(v)
 
 
-_MISSING = MISSING
-
-
 def _first_difference(a: Any, b: Any, path: str):
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for k in list(a) + [k for k in b if k not in a]:
-            va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+            va, vb = a.get(k, MISSING), b.get(k, MISSING)
             found = _first_difference(va, vb, f"{path}.{k}")
             if found:
                 return found
@@ -156,7 +153,7 @@ def _first_difference(a: Any, b: Any, path: str):
 
 
 def _describe(v: Any, name: str) -> str:
-    return f"missing in {name}" if v is _MISSING else f"{_fmt_value(v)} in {name}"
+    return f"missing in {name}" if v is MISSING else f"{_fmt_value(v)} in {name}"
 
 
 def _compared_names(base: Mapping, other: Mapping, extra: Sequence[str]) -> list[str]:
@@ -171,7 +168,7 @@ def _metric_difference(base: Mapping, other: Mapping, names: Sequence[str]) -> t
     """(the names compared: those either experiment has; '' when all of them are equal, else each differing
     metric's first difference, in words)."""
     compared, diffs = [], []
-    show = (lambda v: "missing" if v is _MISSING else _short(_fmt_value(v), 48))
+    show = (lambda v: "missing" if v is MISSING else _short(_fmt_value(v), 48))
     for n in names:
         va, vb = metric_value(base.get("metrics"), n), metric_value(other.get("metrics"), n)
         if va is MISSING and vb is MISSING:
@@ -269,7 +266,7 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                                   f"and {_describe(vb, names[i])}")
             c["params_differ"] = sorted(
                 k for k in set(base["params"]) | set(other["params"])
-                if base["params"].get(k, _MISSING) != other["params"].get(k, _MISSING))
+                if base["params"].get(k, MISSING) != other["params"].get(k, MISSING))
             statuses = {base["status"], other["status"]}
             if "error" in statuses:
                 c["status"] = "error"
@@ -293,14 +290,13 @@ def _compare_results(c: dict, base: Mapping, other: Mapping, extra: Sequence[str
     compared, metric_diff = _metric_difference(base, other, names)
     c["compared"] = [f"metrics.{n}" for n in compared]
     if comparison_of(base)["output"] or comparison_of(other)["output"]:
+        c["compared"].insert(0, "output")
         bo, oo = base["output"], other["output"]
         if bo is None or oo is None:
-            c["compared"].insert(0, "output")
             c["status"] = "differ"
             c["reason"] = "; ".join(r for r in (
                 f"output recorded only in {base_name if oo is None else other_name}", metric_diff) if r)
             return
-        c["compared"].insert(0, "output")
         res = compare_outputs(*outputs())
         c.update(res)
         c["status"] = "equal" if res["bitwise_equal"] and not metric_diff else "differ"
