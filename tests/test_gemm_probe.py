@@ -197,3 +197,21 @@ def test_run_algos_bookkeeping_with_a_fake_plan(monkeypatch):
     assert r["default"]["algo_id"] == 1 and r["default_group"] == groups[1] and not r["torch_matches_default"]
     assert r["default"]["median_ms"] == 0.2
     assert all(g["rel_error"] < 1e-5 for g in r["groups"])
+
+
+@pytest.mark.parametrize("name, compares", [("gemm-algos.json", "ALGOS_COMPARES"), ("gemm-bench.json", "BENCH_COMPARES")])
+def test_declarations_hold_for_the_committed_gpu_runs(name, compares):
+    """What the algos and bench experiments declare compared exists in every experiment of the committed H100
+    and H200 runs (GPU-only parts; the CPU cannot run them): add_experiment would accept each of them."""
+    from pathlib import Path
+
+    from probes.gemm import probe
+    from probes.report import add_experiment, load_report, new_report
+    for gpu in ("h100-2026-11-23", "h200-2026-11-29"):
+        report = load_report(Path(__file__).resolve().parent.parent / "docs/results" / gpu / "gemm" / name)
+        again = new_report("gemm", command=["x"], fingerprint={}, config={})
+        ok = [e for e in report["experiments"] if e["status"] == "ok"]
+        assert len(ok) >= 18
+        for e in ok:
+            add_experiment(again, key=e["key"], inputs=e["inputs"], params=e["params"], metrics=e["metrics"],
+                           compares=getattr(probe, compares))
