@@ -367,28 +367,32 @@ def main(argv=None):
 
 
 def add_report_entries(rep, res, *, name, text, ids, seed):
-    from probes.report import add_experiment
+    """One experiment per result; each compares (probes.compare) its exact results, never its timings."""
+    from probes.report import add_experiment, compares_all_metrics as results
     inputs = {"prompt_name": name, "prompt_tokens": len(ids), "prompt_text_head": text[:200],
               "weights_seed": seed, "token_ids_head": ids[:32]}
     add_experiment(rep, key=f"llm/{name}/drift", inputs=inputs, params={},
                    metrics={**res["drift"], "first_top1_flip_position": res["first_top1_flip_position"],
-                            **res["timings"]})
+                            **res["timings"]},
+                   compares={"metrics": [*res["drift"], "first_top1_flip_position"]})
     if "per_token" in res:
-        add_experiment(rep, key=f"llm/{name}/per_token", inputs=inputs, params={}, metrics=res["per_token"])
+        add_experiment(rep, key=f"llm/{name}/per_token", inputs=inputs, params={}, metrics=res["per_token"],
+                       compares=results(res["per_token"]))
     if "generation" in res:
         add_experiment(rep, key=f"llm/{name}/generation", inputs=inputs, params={},
-                       metrics=res["generation"])
+                       metrics=res["generation"], compares=results(res["generation"]))
     for r in res.get("local", []):
         add_experiment(rep, key=f"llm/{name}/local/{r['site']}", inputs=inputs, params={"op": r["op"]},
-                       metrics=r)
+                       metrics=r, compares=results(r))
     default = res.get("causal_default")
     for mode in res.get("causal_modes", []):     # the default mode's rows under causal/, the other's under causal-MODE/
         part = "causal" if mode == default else f"causal-{mode}"
         for r in res["causal_" + mode]:
             add_experiment(rep, key=f"llm/{name}/{part}/{r['kind']}/{r['unit']}", inputs=inputs,
-                           params={"kind": r["kind"], "mode": mode}, metrics=r)
+                           params={"kind": r["kind"], "mode": mode}, metrics=r, compares=results(r))
     for r in res.get("restore_layers", []):
-        add_experiment(rep, key=f"llm/{name}/restore/{r['unit']}", inputs=inputs, params={}, metrics=r)
+        add_experiment(rep, key=f"llm/{name}/restore/{r['unit']}", inputs=inputs, params={}, metrics=r,
+                       compares=results(r))
 
 
 if __name__ == "__main__":

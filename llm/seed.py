@@ -287,7 +287,7 @@ def main(argv=None):
     print(text)
     if args.out:
         from probes.device import fingerprint
-        from probes.report import add_experiment, new_report, write_report
+        from probes.report import add_experiment, compares_all_metrics, new_report, write_report
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         rep = new_report("llm-seed", command=["python", "-m", "llm.seed"] + list(argv or sys.argv[1:]),
@@ -298,7 +298,7 @@ def main(argv=None):
             for name, cmp_ in res.items():
                 add_experiment(rep, key=f"llm-seed/{name}/{run}", inputs={"prompt": name, "weights_seed": 0,
                                "token_ids_head": rec["prompts"][name]["ids"][:32]}, params={"run": run},
-                               metrics=cmp_)
+                               metrics=cmp_, compares=compares_all_metrics(cmp_, but=("b_timings", "wall_s")))
         write_report(rep, out / "seed-compare.json")
         (out / "seed-compare.txt").write_text(text + "\n")
         print(f"report: {out / 'seed-compare.json'}")
