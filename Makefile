@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make demo   set up (once), then run the reduction probe on this machine's device (GPU, else CPU)
 #   make test   set up (once), then run the test suite
+# and CI's second step:
+#   make wheel-check   build a wheel, install it into a fresh environment outside the checkout, run a probe
 # Set-up is a virtual environment in .venv with requirements-dev.txt and the extension built in place
 # (pip install -e .); it is redone only when those inputs change. PYTHON picks the interpreter.
 
@@ -11,7 +13,7 @@ DEPS   := $(VENV)/.deps-installed
 BUILT  := $(VENV)/.extension-built
 SOURCES := $(shell find csrc -type f 2>/dev/null) setup.py CMakeLists.txt pyproject.toml
 
-.PHONY: demo test setup clean
+.PHONY: demo test wheel-check setup clean
 
 setup: $(BUILT)
 
@@ -30,6 +32,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+wheel-check: setup
+	PYTHON=$(abspath $(PY)) bash scripts/check_wheel.sh
 
 clean:
 	rm -rf $(VENV) build probes/_C*.so reports

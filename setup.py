@@ -6,8 +6,13 @@
 
 The CMake build tree is kept under build/cmake-<key> (key: Python, pybind11, CUDA choice) so that rebuilds
 are incremental. DRIFTSCOPE_BUILD_JOBS sets the parallel jobs (default: CPU count).
+
+build_py also writes probes/build_info.py into the built package (not into the source tree; git ignores it
+there): the commit the build came from, so that a report written by an installed wheel still names its code
+(probes.report.code_identity).
 """
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,6 +23,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -69,6 +75,20 @@ class CMakeBuild(build_ext):
         sys.stderr.write(msg + "\n")
 
 
+class BuildPyWithCommit(build_py):
+    """build_py, then probes/build_info.py in the build folder: COMMIT, DIRTY (tracked files changed) and REASON
+    (probes/provenance.py, loaded by path: the build environment need not have numpy)."""
+
+    def run(self):
+        super().run()
+        if self.dry_run:
+            return
+        spec = importlib.util.spec_from_file_location("driftscope_provenance", ROOT / "probes" / "provenance.py")
+        provenance = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(provenance)
+        provenance.write_record(Path(self.build_lib) / "probes" / "build_info.py", ROOT)
+
+
 def _find_cmake():
     """cmake >= 3.26: the PyPI cmake package of this interpreter first (a system cmake, e.g. Debian's 3.25
     in /usr/bin, is often older), then the one on PATH if it is new enough."""
@@ -100,5 +120,5 @@ def _ninja_from_pip():
 
 setup(
     ext_modules=[CMakeExtension("probes._C")],
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithCommit},
 )

@@ -48,7 +48,7 @@ from llm.runs import NonFiniteError, Run, RunTap, first_nonfinite
 from probes.errors import UsageError
 from probes.progress import Progress
 
-__all__ = ["attribute", "causal_units", "resolve_modes", "main", "SEED_PROMPT", "CAUSAL_MODES"]
+__all__ = ["attribute", "attribute_runs", "causal_units", "resolve_modes", "main", "SEED_PROMPT", "CAUSAL_MODES"]
 
 SEED_PROMPT = "I enjoy walking in the"
 RETRIEVAL_PROMPT_FILE = Path(__file__).resolve().parent / "data" / "retrieval_prompt.txt"   # ~1,450 tokens
@@ -168,10 +168,17 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
               local=True, restore=True, drill=0, modes="auto", progress_desc="attribute"):
     """The full attribution of one prompt (a JSON-able dict; see the module docstring)."""
     check_compatible(ref_lm, var_lm, prompt_ids)
-    tok = ref_lm.tokenizer
-    times = {}
     ref = Run(ref_lm, ref_cfg, prompt_ids)
     var = Run(var_lm, var_cfg, prompt_ids)
+    return attribute_runs(ref, var, prompt_ids, ref_lm.tokenizer, gen_steps=gen_steps, units=units, local=local,
+                          restore=restore, drill=drill, modes=modes, progress_desc=progress_desc)
+
+
+def attribute_runs(ref, var, prompt_ids, tok, *, gen_steps=8, units=("op", "layer", "class"), local=True,
+                   restore=True, drill=0, modes="auto", progress_desc="attribute"):
+    """attribute() on two prepared runs: anything with Run's interface (llm.runs.Run; llm.serve's engine-step
+    contexts), the reference's logits being the ones drift is measured from."""
+    times = {}
     t0 = time.perf_counter()
     modes = resolve_modes(modes, ref, var) if units else ()
     # inject adds (variant op - reference op) to the reference's own output: the reference is kept in
@@ -360,28 +367,32 @@ def main(argv=None):
 
 
 def add_report_entries(rep, res, *, name, text, ids, seed):
-    from probes.report import add_experiment
+    """One experiment per result; each compares (probes.compare) its exact results, never its timings."""
+    from probes.report import add_experiment, compares_all_metrics as results
     inputs = {"prompt_name": name, "prompt_tokens": len(ids), "prompt_text_head": text[:200],
               "weights_seed": seed, "token_ids_head": ids[:32]}
     add_experiment(rep, key=f"llm/{name}/drift", inputs=inputs, params={},
                    metrics={**res["drift"], "first_top1_flip_position": res["first_top1_flip_position"],
-                            **res["timings"]})
+                            **res["timings"]},
+                   compares={"metrics": [*res["drift"], "first_top1_flip_position"]})
     if "per_token" in res:
-        add_experiment(rep, key=f"llm/{name}/per_token", inputs=inputs, params={}, metrics=res["per_token"])
+        add_experiment(rep, key=f"llm/{name}/per_token", inputs=inputs, params={}, metrics=res["per_token"],
+                       compares=results(res["per_token"]))
     if "generation" in res:
         add_experiment(rep, key=f"llm/{name}/generation", inputs=inputs, params={},
-                       metrics=res["generation"])
+                       metrics=res["generation"], compares=results(res["generation"]))
     for r in res.get("local", []):
         add_experiment(rep, key=f"llm/{name}/local/{r['site']}", inputs=inputs, params={"op": r["op"]},
-                       metrics=r)
+                       metrics=r, compares=results(r))
     default = res.get("causal_default")
     for mode in res.get("causal_modes", []):     # the default mode's rows under causal/, the other's under causal-MODE/
         part = "causal" if mode == default else f"causal-{mode}"
         for r in res["causal_" + mode]:
             add_experiment(rep, key=f"llm/{name}/{part}/{r['kind']}/{r['unit']}", inputs=inputs,
-                           params={"kind": r["kind"], "mode": mode}, metrics=r)
+                           params={"kind": r["kind"], "mode": mode}, metrics=r, compares=results(r))
     for r in res.get("restore_layers", []):
-        add_experiment(rep, key=f"llm/{name}/restore/{r['unit']}", inputs=inputs, params={}, metrics=r)
+        add_experiment(rep, key=f"llm/{name}/restore/{r['unit']}", inputs=inputs, params={}, metrics=r,
+                       compares=results(r))
 
 
 if __name__ == "__main__":

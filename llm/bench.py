@@ -19,6 +19,9 @@ Stages (each prints its wall time; results are written as they come, so a cut-of
 
 instead runs only `batch_invariant_stage` (bf16 model alone): batch 1 vs batch 8 with every linear the
 batch-invariant Triton matmul (linear=batch_invariant), next to the same with torch's linears.
+
+A stage that fails prints its traceback and the later stages still run; the exit status is then 1 and the
+last line names the failed stages. Reports record the full command line (with its arguments).
 """
 from __future__ import annotations
 
@@ -46,10 +49,11 @@ def main(argv=None):
     ap.add_argument("--batch-invariant", action="store_true", help="only the batch-invariant linear stage "
                     "(batch_invariant_stage): bf16 batch 1 vs 8, linear=batch_invariant next to linear=torch")
     args = ap.parse_args(argv)
+    command = ["python", "-m", "llm.bench", *(sys.argv[1:] if argv is None else argv)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.batch_invariant:
-        return batch_invariant_stage(out, args.device, args.model, args.max_tokens)
+        return batch_invariant_stage(out, args.device, args.model, args.max_tokens, command=command)
     from llm.attribute import RETRIEVAL_PROMPT_FILE, SEED_PROMPT, add_report_entries, attribute
     from llm.generate import greedy
     from llm.models import load
@@ -69,6 +73,7 @@ def main(argv=None):
     fp = fingerprint(dev)
     print("device:", fingerprint_summary(fp))
     summary = {}
+    failed = []  # names of the stages that raised: the exit status is 1 when there is any
 
     def save():
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -174,8 +179,8 @@ def main(argv=None):
                 print("   drift left when layers up to L are the reference's (restore): " + " ".join(
                     f"{r['unit']}:{r['rms_dlogit_after']:.3g}" for r in res["restore_layers"][::4]))
             plot_heatmap(res, out / f"{name}-heatmap.png", title=f"Mistral-7B shape (seeded): {vs} vs {rs}")
-            rep = new_report("llm", command=["python", "-m", "llm.bench"], fingerprint=fp,
-                             config={"model": "mistral-7b-random", "reference": rc.as_dict(), "variant": vc.as_dict()})
+            rep = new_report("llm", command=command, fingerprint=fp,
+                             config={"model": args.model, "reference": rc.as_dict(), "variant": vc.as_dict()})
             add_report_entries(rep, res, name=f"retrieval-{name}", text=long_text, ids=long_ids, seed=0)
             write_report(rep, out / f"{name}.json")
             summary[name] = {"drift": res["drift"], "timings": res["timings"],
@@ -189,6 +194,7 @@ def main(argv=None):
             import traceback
             print(f"   STAGE FAILED: attribution {name}")
             traceback.print_exc(file=sys.stdout)
+            failed.append(f"attribution {name}")
             if cuda:
                 torch.cuda.empty_cache()
 
@@ -212,14 +218,21 @@ def main(argv=None):
         import traceback
         print("   STAGE FAILED: trace + replay")
         traceback.print_exc(file=sys.stdout)
+        failed.append("trace + replay")
+    summary["failed_stages"] = failed
+    save()
+    if failed:
+        print(f"FAILED: {len(failed)} stage(s): {'; '.join(failed)}", flush=True)
+        return 1
     return 0
 
 
-def batch_invariant_stage(out, dev="cuda:0", model="mistral-7b-random", max_tokens=0):
+def batch_invariant_stage(out, dev="cuda:0", model="mistral-7b-random", max_tokens=0, command=None):
     """bf16, retrieval prompt: final-logit drift batch 1 vs batch 8 with linear=torch and with
     linear=batch_invariant (probes.gemm.triton_matmul via llm.kernels), then the class-level causal
     ranking (correct mode) of the batch-invariant batch 1 -> batch 8 drift: what is left once the linears
-    cannot depend on the batch. Writes batch-invariant.json (summary) and bi-batch1-vs-batch8.json."""
+    cannot depend on the batch. Writes batch-invariant.json (summary) and bi-batch1-vs-batch8.json.
+    `command`: the command line the report records (default: python -m llm.bench OUT --batch-invariant ...)."""
     from llm.attribute import RETRIEVAL_PROMPT_FILE, add_report_entries, attribute
     from llm.generate import drift_metrics
     from llm.models import load
@@ -261,7 +274,9 @@ def batch_invariant_stage(out, dev="cuda:0", model="mistral-7b-random", max_toke
     from probes.gemm.triton_matmul import FALLBACKS
     summary["triton_fallbacks"] = FALLBACKS
     (out / "batch-invariant.json").write_text(json.dumps(summary, indent=1, default=str))
-    rep = new_report("llm", command=["python", "-m", "llm.bench", "--batch-invariant"], fingerprint=fingerprint(dev),
+    command = command or ["python", "-m", "llm.bench", str(out), "--batch-invariant", "--device", dev, "--model", model,
+                          "--max-tokens", str(max_tokens)]
+    rep = new_report("llm", command=command, fingerprint=fingerprint(dev),
                      config={"model": model, "reference": rc.as_dict(), "variant": vc.as_dict()})
     add_report_entries(rep, res, name="retrieval-bi-batch1-vs-batch8", text=text, ids=ids, seed=0)
     write_report(rep, out / "bi-batch1-vs-batch8.json")

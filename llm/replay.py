@@ -125,14 +125,15 @@ def main(argv=None):
         print(f"  {r['site']:<22} {str(r['bitwise_equal']):>7} {r['max_ulp']:>10} {r['rel_err']:>10.3g} {r['cosine']:>10.6f}")
     if args.json:
         from probes.device import fingerprint
-        from probes.report import add_experiment, new_report, write_report
+        from probes.report import add_experiment, compares_all_metrics, new_report, write_report
         rep = new_report("llm-replay", command=None, fingerprint=fingerprint(device),
                          config={"trace": str(args.trace), "trace_meta_run": meta["run"], "replay_run": cfg.as_dict(),
                                  "model": meta["model"]})
         inputs = {"weights_seed": meta["model_info"].get("seed"), "prompt_ids_head": meta["prompt_ids"][:32],
                   "positions": meta["positions"]}
         for r in rows:
-            add_experiment(rep, key=f"llm-replay/{r['site']}", inputs=inputs, params={}, metrics=r)
+            add_experiment(rep, key=f"llm-replay/{r['site']}", inputs=inputs, params={}, metrics=r,
+                           compares=compares_all_metrics(r))
         write_report(rep, args.json)
         print(f"report: {args.json}")
     return 0

@@ -2,10 +2,13 @@
 against machine B (a GPU, bfloat16 and float32).
 
     # machine A (CPU): record
-    python -m llm.seed record --device cpu --out docs/results/llm-cpu
+    python -m llm.seed record --device cpu --out llm/data/seed-cpu
     # machine B (GPU): compare with A's record (model from the reassembled GGUF file)
-    python -m llm.seed compare docs/results/llm-cpu --model /tmp/SmolLM2-135M-Instruct.Q4_1.gguf \
+    python -m llm.seed compare llm/data/seed-cpu --model /tmp/SmolLM2-135M-Instruct.Q4_1.gguf \
         --runs "device=cuda,dtype=bfloat16;device=cuda,dtype=float32" --out OUT
+
+The team's CPU fp32 record ships with the package (llm/data/seed-cpu, `CPU_RECORD`; how it was made:
+docs/results/llm-cpu/README.md) and is what `compare` reads when no record folder is given.
 
 For each prompt ("I enjoy walking in the" and the ~1,455-token retrieval prompt) the record holds the
 top token and its probability at the last position, the probability of every prompt token given its
@@ -31,11 +34,12 @@ import torch
 
 from probes.errors import UsageError
 
-__all__ = ["record", "compare", "prompt_stats", "compare_prompt", "main", "RECORD_FORMAT"]
+__all__ = ["record", "compare", "prompt_stats", "compare_prompt", "main", "RECORD_FORMAT", "CPU_RECORD"]
 
 RECORD_FORMAT = "driftscope-llm-seed-record-1"
 RECORD_JSON = "record.json"
 LOGITS_NPZ = "last-logits.npz"
+CPU_RECORD = Path(__file__).resolve().parent / "data" / "seed-cpu"   # SmolLM2 on the CPU, float32 (package data)
 
 
 def _prompts(max_tokens=0):
@@ -253,7 +257,8 @@ def main(argv=None):
     r.add_argument("--no-trace", action="store_true")
     r.add_argument("--out", required=True, help="folder to write record.json, last-logits.npz, traces")
     c = sub.add_parser("compare", help="machine B: compare with machine A's record")
-    c.add_argument("record", help="the folder written by `record`")
+    c.add_argument("record", nargs="?", default=str(CPU_RECORD),
+                   help="the folder written by `record` (default: the CPU fp32 record shipped with the package)")
     c.add_argument("--model", default="smollm2", help="smollm2 or a .gguf path (the same file as A's)")
     c.add_argument("--device", default="auto")
     c.add_argument("--runs", default="dtype=bfloat16;dtype=float32", help="run configs separated by ';'")
@@ -282,7 +287,7 @@ def main(argv=None):
     print(text)
     if args.out:
         from probes.device import fingerprint
-        from probes.report import add_experiment, new_report, write_report
+        from probes.report import add_experiment, compares_all_metrics, new_report, write_report
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         rep = new_report("llm-seed", command=["python", "-m", "llm.seed"] + list(argv or sys.argv[1:]),
@@ -293,7 +298,7 @@ def main(argv=None):
             for name, cmp_ in res.items():
                 add_experiment(rep, key=f"llm-seed/{name}/{run}", inputs={"prompt": name, "weights_seed": 0,
                                "token_ids_head": rec["prompts"][name]["ids"][:32]}, params={"run": run},
-                               metrics=cmp_)
+                               metrics=cmp_, compares=compares_all_metrics(cmp_, but=("b_timings", "wall_s")))
         write_report(rep, out / "seed-compare.json")
         (out / "seed-compare.txt").write_text(text + "\n")
         print(f"report: {out / 'seed-compare.json'}")

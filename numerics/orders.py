@@ -32,7 +32,7 @@ from .formats import cast
 __all__ = [
     "halving_tree_reduce", "block_tree_reduce", "block_partials", "two_pass_tree_sum",
     "atomic_tree_sum", "sequential_sum", "pairwise_sum", "split_k_sum", "permuted_sum", "chunk_for",
-    "ACC_DTYPES",
+    "lane_tree_sum", "lane_block", "ACC_DTYPES",
 ]
 
 #: Accumulation dtypes. float64 is accepted too (for pairwise_sum on float64 arrays, mainly).
@@ -119,6 +119,45 @@ def block_tree_reduce(v, warp: int = 32) -> np.ndarray:
     pad = np.zeros((*warps.shape[:-1], warp), dtype=v.dtype)
     pad[..., :B // warp] = warps
     return halving_tree_reduce(pad)
+
+
+#: Lanes of a row reduction: the next power of two >= n, at least 16, at most 1024.
+LANE_BLOCK_MIN, LANE_BLOCK_MAX = 16, 1024
+
+
+def lane_block(n: int) -> int:
+    """The lane count of ``lane_tree_sum`` for rows of ``n`` elements: a function of ``n`` only (the
+    next power of two >= n, clamped to [16, 1024]), so a row's order never depends on other rows."""
+    _check_positive(n=n)
+    return min(LANE_BLOCK_MAX, max(LANE_BLOCK_MIN, 1 << (int(n) - 1).bit_length()))
+
+
+def lane_tree_sum(x, block: int | None = None, acc="float32") -> np.ndarray:
+    """Row sums along the last axis of ``x`` (shape ``[..., n]``, ``n >= 1``) in the row-reduction
+    order: ``block`` lanes (default ``lane_block(n)``, a power of two); lane ``j`` adds elements
+    ``j, j + block, j + 2 block, ...`` in index order to its running sum (from +0, in ``acc``); a lane
+    past the end keeps +0; then the ``block`` lane sums are reduced by ``halving_tree_reduce``.
+    Returns the ``[...]`` array of row sums (dtype ``acc``). The inputs are converted to ``acc`` first
+    (exact for narrower formats). What probes.invariant's row kernels do, one program per row."""
+    dt = _acc_dtype(acc)
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"expected rows of n >= 1 elements (shape [..., n]), got shape {x.shape}")
+    if x.dtype.name not in ACC_DTYPES:
+        raise ValueError(f"unsupported input dtype {x.dtype}; valid: {', '.join(ACC_DTYPES)}")
+    n = x.shape[-1]
+    block = lane_block(n) if block is None else block
+    if not (isinstance(block, (int, np.integer)) and block >= 1 and block & (block - 1) == 0):
+        raise ValueError(f"block must be a power of two >= 1, got {block!r}")
+    xa = cast(x, dt.name) if x.dtype == np.float64 and dt != x.dtype else x.astype(dt)
+    steps = -(-n // block)
+    padded = np.zeros((*x.shape[:-1], steps * block), dtype=dt)   # +0 past the end: s + 0 = s (s != -0)
+    padded[..., :n] = xa
+    lanes = padded.reshape(*x.shape[:-1], steps, block)
+    s = np.zeros((*x.shape[:-1], block), dtype=dt)
+    for t in range(steps):
+        s = s + lanes[..., t, :]
+    return halving_tree_reduce(s)
 
 
 def _accumulate_rows(s: np.ndarray, steps: np.ndarray) -> np.ndarray:

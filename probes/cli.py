@@ -94,14 +94,18 @@ def save_report(args: argparse.Namespace, path: str, report: dict, plot: Callabl
 def write_plot(args: argparse.Namespace, json_path: str, plot: Callable[[dict, str], None],
                report: dict) -> str | None:
     """Draw `plot(report, path)` unless --no-plot (path: --plot, else the JSON's path with .png) and
-    print where it went; without matplotlib say so and go on. Returns the path or None."""
+    print where it went; without matplotlib say so and go on; a plot that returns False had nothing to draw
+    (no file is written). Returns the path or None."""
     if getattr(args, "no_plot", False):
         return None
     path = getattr(args, "plot", None) or os.path.splitext(json_path)[0] + ".png"
     try:
-        plot(report, path)
+        drawn = plot(report, path)
     except ImportError:
         print("plot:   skipped (matplotlib is not installed)")
+        return None
+    if drawn is False:
+        print("plot:   none (nothing to plot: no part of the run has results)")
         return None
     print(f"plot:   {path}")
     return path

@@ -1,22 +1,30 @@
 """Compare driftscope reports from several machines, experiment by experiment, bit by bit.
 
-    python -m probes.compare A.json B.json [C.json ...] [--only SUBSTRING] [--fail-on-diff]
-                             [--json PATH]
+    python -m probes.compare A.json B.json [C.json ...] [--only SUBSTRING] [--metrics NAME[,NAME]]
+                             [--fail-on-diff] [--json PATH]
 
-The first report is the baseline. Experiments are lined up by key. For each experiment and each
-other report the status is one of
+The first report is the baseline. Experiments are lined up by key. Each experiment declares what is
+compared (its `compares`, see probes.report): its output, bit for bit; result metrics, by exact equality
+(e.g. the GEMM sweep's change_points: at which M row 0 changes its bits; the cuBLASLt algos' default
+algorithm and number of bit-distinct groups); or nothing, with the reason (timings). Metrics named with
+--metrics are compared as well. For each experiment and each other report the status is one of
 
-    equal    both outputs have identical bits (or neither experiment recorded an output)
-    differ   outputs differ: count of differing elements, max distance in ulps of the output
-             dtype, max relative difference |other - base| / |base|; or dtype/shape differ
-    missing  the key is in only one of the two reports
-    skipped  the experiment was skipped in one of them (e.g. a backend not installed there)
-    error    the experiment failed in one of them
+    equal         everything compared is equal: the outputs have identical bits, the metrics equal values
+    differ        outputs differ: count of differing elements, max distance in ulps of the output
+                  dtype, max relative difference |other - base| / |base|; or dtype/shape differ; or a
+                  compared metric differs (the reason names each, with its first differing entry)
+    not compared  nothing was compared: neither side declares an output or a metric that either has
+                  (e.g. timings); the reason says why. Never counted as equal.
+    missing       the key is in only one of the two reports
+    skipped       the experiment was skipped in one of them (e.g. a backend not installed there)
+    error         the experiment failed in one of them
 
-Result metrics: an experiment whose result is a pattern rather than an array (the GEMM sweep: at which M
-row 0 changes its bits) names the metrics that hold it in `metrics["result_metrics"]`; those, and any
-named with --metrics, are compared like outputs: different values make the experiment differ, with the
-first differing entry as the reason.
+Reports written before experiments declared `compares`: their recorded output is compared, and the
+metrics named in metrics["result_metrics"] (the sweep's older declaration); one with neither is "not
+compared" (name its result metrics with --metrics).
+
+--fail-on-diff exits 1 on differ, missing and error; skipped and not compared do not fail it (the
+summary line counts them).
 
 Experiments with the same key must have the same `inputs` (they are supposed to be the same
 computation on the same data); otherwise the comparison is meaningless and a ReportError names
@@ -42,13 +50,18 @@ from numerics import formats
 
 from probes.cli import guarded_main
 from probes.errors import ReportError, UsageError
-from probes.report import decode_output, jsonable, load_report, validate_report, write_json
+from probes.provenance import code_summary
+from probes.report import (MISSING, comparison_of, decode_output, jsonable, load_report, metric_value,
+                           validate_report, write_json)
 
 __all__ = ["compare_reports", "compare_outputs", "ulp_distance", "summarize", "format_cell",
            "format_table", "main", "COMPARE_SCHEMA"]
 
 COMPARE_SCHEMA = "driftscope-compare"
-STATUS_ORDER = ("differ", "missing", "error", "skipped", "equal")
+NOT_COMPARED = "not_compared"
+STATUS_ORDER = ("differ", "missing", "error", "skipped", NOT_COMPARED, "equal")
+#: Statuses that make --fail-on-diff exit 1.
+FAILING = ("differ", "missing", "error")
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,13 +138,10 @@ def _fmt_value(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (dict, list)) else repr(v)
 
 
-_MISSING = object()
-
-
 def _first_difference(a: Any, b: Any, path: str):
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for k in list(a) + [k for k in b if k not in a]:
-            va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+            va, vb = a.get(k, MISSING), b.get(k, MISSING)
             found = _first_difference(va, vb, f"{path}.{k}")
             if found:
                 return found
@@ -143,31 +153,46 @@ def _first_difference(a: Any, b: Any, path: str):
 
 
 def _describe(v: Any, name: str) -> str:
-    return f"missing in {name}" if v is _MISSING else f"{_fmt_value(v)} in {name}"
+    return f"missing in {name}" if v is MISSING else f"{_fmt_value(v)} in {name}"
 
 
-def _result_metrics(base: Mapping, other: Mapping, extra: Sequence[str]) -> list[str]:
+def _compared_names(base: Mapping, other: Mapping, extra: Sequence[str]) -> list[str]:
     """The metric names compared as results: --metrics plus those either experiment declares."""
     names = list(extra)
     for exp in (base, other):
-        for n in (exp.get("metrics") or {}).get("result_metrics", []):
-            if n not in names:
-                names.append(n)
+        names += [n for n in comparison_of(exp)["metrics"] if n not in names]
     return names
 
 
-def _metric_difference(base: Mapping, other: Mapping, names: Sequence[str]) -> str:
-    """'' when every named metric is equal in both experiments, else the first difference, in words."""
-    bm, om = base.get("metrics") or {}, other.get("metrics") or {}
+def _metric_difference(base: Mapping, other: Mapping, names: Sequence[str]) -> tuple[list[str], str]:
+    """(the names compared: those either experiment has; '' when all of them are equal, else each differing
+    metric's first difference, in words)."""
+    compared, diffs = [], []
+    show = (lambda v: "missing" if v is MISSING else _short(_fmt_value(v), 48))
     for n in names:
-        if n not in bm and n not in om:
+        va, vb = metric_value(base.get("metrics"), n), metric_value(other.get("metrics"), n)
+        if va is MISSING and vb is MISSING:
             continue
-        found = _first_difference(bm.get(n, _MISSING), om.get(n, _MISSING), f"metrics.{n}")
+        compared.append(n)
+        found = _first_difference(va, vb, f"metrics.{n}")
         if found:
             path, va, vb = found
-            show = (lambda v: "missing" if v is _MISSING else _short(_fmt_value(v), 48))
-            return f"{path}: {show(va)} vs {show(vb)}"
-    return ""
+            diffs.append(f"{path}: {show(va)} vs {show(vb)}")
+    return compared, "; ".join(diffs)
+
+
+def _not_compared_reason(base: Mapping, other: Mapping, names: Sequence[str]) -> str:
+    """Why nothing was compared: the experiments' declared reasons, else what is absent."""
+    reasons = []
+    for exp in (base, other):
+        r = comparison_of(exp)["reason"]
+        if r and r not in reasons:
+            reasons.append(r)
+    if reasons:
+        return "; ".join(reasons)
+    if names:
+        return f"no output; metrics {', '.join(names)} recorded in neither"
+    return "no output and no result metrics declared"
 
 
 def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = None,
@@ -179,8 +204,9 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                           "n_diff", "max_ulp", "max_abs", "max_rel", "params_differ"}
                          for each report i >= 1]}
 
-    `metrics`: metric names compared as results (with those the experiments declare in
-    metrics["result_metrics"]); a difference there makes the experiment differ.
+    plus "compared": what was compared (["output", "metrics.NAME", ...]).
+    `metrics`: metric names compared as results, with those the experiments declare (probes.report's
+    comparison_of); a difference there makes the experiment differ. Nothing compared: status "not_compared".
     Raises ReportError when the same key has different inputs in two reports.
     """
     if len(reports) < 2:
@@ -226,7 +252,7 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
             c: dict[str, Any] = {"report": i, "name": names[i], "status": "", "reason": "",
                                  "bitwise_equal": None, "n_elems": None, "n_diff": None,
                                  "max_ulp": None, "max_abs": None, "max_rel": None,
-                                 "params_differ": []}
+                                 "params_differ": [], "compared": []}
             row["comparisons"].append(c)
             if base is None or other is None:
                 c["status"] = "missing"
@@ -240,7 +266,7 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                                   f"and {_describe(vb, names[i])}")
             c["params_differ"] = sorted(
                 k for k in set(base["params"]) | set(other["params"])
-                if base["params"].get(k, _MISSING) != other["params"].get(k, _MISSING))
+                if base["params"].get(k, MISSING) != other["params"].get(k, MISSING))
             statuses = {base["status"], other["status"]}
             if "error" in statuses:
                 c["status"] = "error"
@@ -250,23 +276,38 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                 c["status"] = "skipped"
                 c["reason"] = _status_reason("skipped", base, other, base_name, names[i])
                 continue
-            metric_diff = _metric_difference(base, other, _result_metrics(base, other, metrics))
-            bo, oo = base["output"], other["output"]
-            if bo is None and oo is None:
-                c["status"] = "differ" if metric_diff else "equal"
-                c["reason"] = metric_diff or "no outputs recorded"
-                continue
-            if bo is None or oo is None:
-                c["status"] = "differ"
-                c["reason"] = f"output recorded only in {base_name if oo is None else names[i]}"
-                continue
-            res = compare_outputs(output(0, key), output(i, key))
-            c.update(res)
-            c["status"] = "equal" if res["bitwise_equal"] and not metric_diff else "differ"
-            if metric_diff:
-                c["reason"] = "; ".join(r for r in (c["reason"], metric_diff) if r)
+            _compare_results(c, base, other, metrics, lambda: (output(0, key), output(i, key)),
+                             base_name, names[i])
         rows.append(row)
     return rows
+
+
+def _compare_results(c: dict, base: Mapping, other: Mapping, extra: Sequence[str], outputs,
+                     base_name: str, other_name: str) -> None:
+    """Fill comparison `c` of two "ok" experiments: their outputs (when either declares them; `outputs()`
+    decodes both) and their result metrics; "not_compared" when there is neither."""
+    names = _compared_names(base, other, extra)
+    compared, metric_diff = _metric_difference(base, other, names)
+    c["compared"] = [f"metrics.{n}" for n in compared]
+    if comparison_of(base)["output"] or comparison_of(other)["output"]:
+        c["compared"].insert(0, "output")
+        bo, oo = base["output"], other["output"]
+        if bo is None or oo is None:
+            c["status"] = "differ"
+            c["reason"] = "; ".join(r for r in (
+                f"output recorded only in {base_name if oo is None else other_name}", metric_diff) if r)
+            return
+        res = compare_outputs(*outputs())
+        c.update(res)
+        c["status"] = "equal" if res["bitwise_equal"] and not metric_diff else "differ"
+        c["reason"] = "; ".join(r for r in (c["reason"], metric_diff) if r)
+        return
+    if not compared:
+        c["status"] = NOT_COMPARED
+        c["reason"] = _not_compared_reason(base, other, names)
+        return
+    c["status"] = "differ" if metric_diff else "equal"
+    c["reason"] = metric_diff
 
 
 def _status_reason(status: str, base: Mapping, other: Mapping, bname: str, oname: str) -> str:
@@ -278,7 +319,8 @@ def _status_reason(status: str, base: Mapping, other: Mapping, bname: str, oname
 
 
 def row_status(row: Mapping) -> str:
-    """The worst status over a row's comparisons (differ > missing > error > skipped > equal)."""
+    """The worst status over a row's comparisons (differ > missing > error > skipped > not compared >
+    equal)."""
     statuses = {c["status"] for c in row["comparisons"]}
     for s in STATUS_ORDER:
         if s in statuses:
@@ -300,6 +342,8 @@ def summary_line(summary: Mapping) -> str:
         line += f", {summary['skipped']} skipped"
     if summary["error"]:
         line += f", {summary['error']} with errors"
+    if summary[NOT_COMPARED]:
+        line += f", {summary[NOT_COMPARED]} not compared"
     return line
 
 
@@ -323,9 +367,20 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def format_cell(c: Mapping) -> str:
+    """One comparison in words; "equal" names what was compared unless it was the output alone (a count of
+    metrics where the names would be long)."""
     s = c["status"]
     if s == "equal":
-        return "equal"
+        what = [n.removeprefix("metrics.") for n in c.get("compared") or []]
+        if what in ([], ["output"]):
+            return "equal"
+        names = ", ".join(what)
+        if len(names) > 60:
+            n = len(what) - (what[0] == "output")
+            names = ("output, " if what[0] == "output" else "") + f"{n} metrics"
+        return f"equal ({names})"
+    if s == NOT_COMPARED:
+        return _short(f"not compared: {c['reason']}")
     if s == "differ":
         if c.get("n_diff") is None:
             return f"differs: {c['reason']}"
@@ -349,17 +404,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m probes.compare",
         description="Compare driftscope reports bit for bit. The first report is the baseline; "
-                    "experiments are matched by key.")
+                    "experiments are matched by key. Each is compared by what it declares: its output (bit for "
+                    "bit) and/or result metrics (exact values); one with nothing to compare (timings, or an "
+                    "old report's experiment with no output) reads 'not compared', never 'equal'.")
     parser.add_argument("reports", nargs="+", metavar="REPORT.json",
                         help="reports written by the probes' --json (at least 2)")
     parser.add_argument("--only", metavar="SUBSTRING", default=None,
                         help="compare only experiments whose key contains SUBSTRING")
     parser.add_argument("--metrics", metavar="NAME[,NAME]", default="",
-                        help="metrics compared as results as well (e.g. change_points for a GEMM sweep "
-                             "written before sweeps declared it)")
+                        help="metrics compared as results as well, by exact equality: a metrics key or a "
+                             "dotted path into one (e.g. change_points for a GEMM sweep, default.desc,distinct "
+                             "for cuBLASLt algos, in reports written before experiments declared them)")
     parser.add_argument("--fail-on-diff", action="store_true",
-                        help="exit with status 1 when any experiment differs, is missing from a "
-                             "report or failed in one (skipped ones do not count)")
+                        help="exit with status 1 when any experiment differs (its output, or a result metric "
+                             "it declares or --metrics names), is missing from a report or failed in one; "
+                             "skipped and not compared ones (nothing declared to compare, e.g. timings) do "
+                             "not fail it, and the summary line counts them")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the comparison (every row and the summary) as JSON")
     args = parser.parse_args(argv)
@@ -368,11 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from probes.device import fingerprint_summary
 
     reports = [load_report(p) for p in args.reports]
-    metric_names = [m for m in args.metrics.split(",") if m]
+    metric_names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    _check_metric_names(reports, metric_names, args.only)
     rows = compare_reports(reports, names=args.reports, only=args.only, metrics=metric_names)
     for i, (path, rep) in enumerate(zip(args.reports, reports)):
         role = " (baseline)" if i == 0 else ""
-        print(f"[{i}] {path}{role}: {rep['probe']}, {fingerprint_summary(rep['fingerprint'])}")
+        print(f"[{i}] {path}{role}: {rep['probe']}, {fingerprint_summary(rep['fingerprint'])}; "
+              f"{code_summary(rep.get('code'))}")
     probes = sorted({rep["probe"] for rep in reports})
     if len(probes) > 1:
         print(f"note: the reports come from different probes ({', '.join(probes)})")
@@ -388,11 +450,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(jsonable({
             "schema": COMPARE_SCHEMA, "schema_version": 1,
             "reports": [{"path": p, "probe": r["probe"],
-                         "fingerprint_summary": fingerprint_summary(r["fingerprint"])}
+                         "fingerprint_summary": fingerprint_summary(r["fingerprint"]), "code": r.get("code")}
                         for p, r in zip(args.reports, reports)],
             "only": args.only, "metrics": metric_names, "rows": rows, "summary": summary}), args.json)
-    failed = summary["differ"] + summary["missing"] + summary["error"]
+    failed = sum(summary[s] for s in FAILING)
     return 1 if args.fail_on_diff and failed else 0
+
+
+def _check_metric_names(reports: Sequence[Mapping], names: Sequence[str], only: str | None) -> None:
+    """--metrics naming a metric that no (selected) experiment has selects nothing: a UsageError."""
+    exps = [e for r in reports for e in r["experiments"] if not only or only in e["key"]]
+    for n in names:
+        if all(metric_value(e.get("metrics"), n) is MISSING for e in exps):
+            raise UsageError(f"--metrics: no experiment{' selected' if only else ''} has a metric {n!r}")
 
 
 if __name__ == "__main__":

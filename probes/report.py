@@ -8,6 +8,7 @@ Layout (schema "driftscope-report", version 1)::
       "created_utc": "2025-01-01T12:00:00+00:00",
       "driftscope_version": "0.1.0",
       "command": ["python", "-m", "probes.reduction", "--device", "cuda"],
+      "code": {"commit": "3f1c...", "dirty": false, "source": "git", "version": "0.1.0"},
       "fingerprint": {...probes.device.fingerprint()...},
       "config": {...the probe's settings...},
       "experiments": [
@@ -18,9 +19,21 @@ Layout (schema "driftscope-report", version 1)::
                     "n": 4097, "dtype": "float32"},                  # determines the input exactly
          "params": {"backend": "cuda_ext", "strategy": "fixed"},      # how it was computed
          "output": {"dtype": "float32", "shape": [], "bits": ["3f800000"]},   # or null
-         "metrics": {"seconds": 0.0012}}                              # or null
+         "metrics": {"seconds": 0.0012},                              # or null
+         "compares": {"output": true, "metrics": [], "reason": ""}}   # what probes.compare compares
       ]
     }
+
+`code` says which code made the report (see `code_identity`): the git commit and whether tracked files had
+uncommitted changes; from an installed wheel, the commit recorded when it was built, or null with the reason.
+
+`compares` declares what a comparison of two reports compares for this experiment: its output (bit for
+bit), the named metrics (exact equality; a name is a metrics key or a dotted path into one, e.g.
+"default.desc"), or both. An experiment with nothing to compare (timings) declares no output and no
+metrics and says why in `reason`; probes.compare then says "not compared", never "equal". add_experiment
+requires the declaration; reports written before it existed (no `compares`, no `code`) still load, and
+compare treats their recorded output (and metrics["result_metrics"], the sweep's older declaration) as
+what they compare.
 
 A report written by a process that recorded run warnings (`note_run_warning`: a kernel config that failed
 and was replaced by another, say) also carries them, filled in by write_report::
@@ -47,17 +60,19 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from probes import provenance
 from probes.errors import ReportError
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "STATUSES", "REQUIRED_KEYS",
     "new_report", "add_experiment", "encode_output", "decode_output", "output_dtype",
     "jsonable", "decode_number", "write_report", "write_json", "load_report",
-    "validate_report", "driftscope_version", "note_run_warning", "RUN_WARNINGS",
+    "validate_report", "driftscope_version", "code_identity", "metric_value", "compares_all_metrics",
+    "MISSING", "comparison_of", "note_run_warning", "RUN_WARNINGS",
 ]
 
 SCHEMA = "driftscope-report"
@@ -95,6 +110,13 @@ def driftscope_version() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def code_identity(root: str | os.PathLike | None = None) -> dict:
+    """Which code makes a report: {"commit", "dirty", "source", "version"[, "reason"]}. From the git checkout
+    driftscope runs from (`root`, default: its source tree); else the commit recorded when the installed
+    package was built (probes.provenance); else commit null and the reason. Never raises."""
+    return {**provenance.identity(root), "version": driftscope_version()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +247,7 @@ def decode_output(entry: Mapping) -> np.ndarray:
 
 def new_report(probe: str, *, command: list[str] | None, fingerprint: Mapping | None,
                config: Mapping | None) -> dict:
-    """An empty report for `probe`; command defaults to sys.argv."""
+    """An empty report for `probe`; command defaults to sys.argv; `code` is code_identity()."""
     if not isinstance(probe, str) or not probe:
         raise ValueError("probe must be a non-empty string")
     return {
@@ -235,22 +257,32 @@ def new_report(probe: str, *, command: list[str] | None, fingerprint: Mapping | 
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "driftscope_version": driftscope_version(),
         "command": [str(a) for a in (sys.argv if command is None else command)],
+        "code": jsonable(code_identity()),
         "fingerprint": jsonable(dict(fingerprint or {})),
         "config": jsonable(dict(config or {})),
         "experiments": [],
     }
 
 
-def add_experiment(report: dict, *, key: str, inputs: Mapping, params: Mapping,
+def add_experiment(report: dict, *, key: str, inputs: Mapping, params: Mapping, compares: Mapping,
                    output: Any = None, metrics: Mapping | None = None, status: str = "ok",
                    message: str = "") -> dict:
-    """Append one experiment and return it. Raises ValueError for a duplicate key or bad status."""
+    """Append one experiment and return it. Raises ValueError for a duplicate key, a bad status or a bad
+    `compares`.
+
+    `compares` declares what probes.compare compares between two reports (see the module docstring):
+    {"output": True} (the output, bit for bit), {"metrics": [names]} (result metrics, exact equality), both,
+    or {"reason": "why nothing"} when there is nothing to compare (timings). An "ok" experiment must have
+    what it declares: its output, and every named metric."""
     if not isinstance(key, str) or not key:
         raise ValueError("experiment key must be a non-empty string")
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     if any(e.get("key") == key for e in report["experiments"]):
         raise ValueError(f"duplicate experiment key {key!r}")
+    problem = _compares_problem(compares)
+    if problem:
+        raise ValueError(f"experiment {key!r}: compares {problem}")
     entry = {
         "key": key,
         "status": status,
@@ -259,9 +291,104 @@ def add_experiment(report: dict, *, key: str, inputs: Mapping, params: Mapping,
         "params": jsonable(dict(params or {})),
         "output": None if output is None else encode_output(output),
         "metrics": None if metrics is None else jsonable(dict(metrics)),
+        "compares": {"output": bool(compares.get("output", False)),
+                     "metrics": [str(n) for n in compares.get("metrics", ())],
+                     "reason": str(compares.get("reason", ""))},
     }
+    problem = _declaration_unmet(entry)
+    if problem:
+        raise ValueError(f"experiment {key!r}: {problem}")
     report["experiments"].append(entry)
     return entry
+
+
+# --------------------------------------------------------------------------------------------
+# what compare compares
+
+COMPARES_KEYS = ("output", "metrics", "reason")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: metric_value's answer where an experiment has no such metric.
+MISSING = _Missing()
+
+
+def metric_value(metrics: Any, name: str) -> Any:
+    """The metric `name` of an experiment's `metrics`: the key itself, else a dotted path through nested
+    objects ("default.desc"), where a null on the way gives null (the whole object was not recorded, e.g. no
+    default algorithm). MISSING where there is no such metric."""
+    if not isinstance(metrics, Mapping):
+        return MISSING
+    if name in metrics:
+        return metrics[name]
+    head, dot, rest = name.partition(".")
+    if not dot or head not in metrics:
+        return MISSING
+    return None if metrics[head] is None else metric_value(metrics[head], rest)
+
+
+def _compares_problem(compares: Any) -> str:
+    """'' when `compares` is a well-formed declaration, else what is wrong with it (after "compares ")."""
+    if not isinstance(compares, Mapping):
+        return (f"must be an object with keys {', '.join(COMPARES_KEYS)}, not {_type_name(compares)} "
+                "(e.g. {\"output\": true}, {\"metrics\": [\"change_points\"]} or {\"reason\": \"timings\"})")
+    unknown = [k for k in compares if k not in COMPARES_KEYS]
+    if unknown:
+        return f"has unknown key {unknown[0]!r} (expected {', '.join(COMPARES_KEYS)})"
+    output, names = compares.get("output", False), compares.get("metrics", [])
+    reason = compares.get("reason", "")
+    if not isinstance(output, bool):
+        return f"output must be true or false, not {output!r}"
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)) \
+            or not all(isinstance(n, str) and n for n in names):
+        return f"metrics must be a list of metric names, not {names!r}"
+    if len(set(names)) != len(names):
+        return f"metrics names a metric twice: {list(names)!r}"
+    if not isinstance(reason, str):
+        return f"reason must be a string, not {reason!r}"
+    if not output and not names and not reason.strip():
+        return "declares nothing to compare (no output, no metrics) and gives no reason why"
+    return ""
+
+
+def _declaration_unmet(exp: Mapping) -> str:
+    """'' unless an "ok" experiment lacks what its `compares` declares (its output, a named metric)."""
+    c = exp.get("compares")
+    if c is None or exp["status"] != "ok":
+        return ""
+    if c.get("output") and exp["output"] is None:
+        return "compares declares its output, but it recorded none"
+    for name in c.get("metrics", []):
+        if metric_value(exp["metrics"], name) is MISSING:
+            return f"compares declares metric {name!r}, but its metrics have no such entry"
+    return ""
+
+
+def compares_all_metrics(metrics: Mapping, but: Sequence[str] = (), output: bool = False) -> dict:
+    """A `compares` declaration naming every metric in `metrics` except those in `but` (its timings): for
+    experiments whose metrics are all exact results but a few. None left (and no output): nothing compared."""
+    names = [str(k) for k in metrics if k not in but]
+    if not names and not output:
+        return {"reason": "no result metrics recorded"}
+    return {"output": output, "metrics": names}
+
+
+def comparison_of(exp: Mapping) -> dict:
+    """What probes.compare compares for this experiment: {"output": bool, "metrics": [names], "reason",
+    "declared"}. From its `compares`; for an experiment written before declarations existed: its output if it
+    recorded one, and the metrics it names in metrics["result_metrics"] (the GEMM sweep's older declaration)."""
+    c = exp.get("compares")
+    if c is not None:
+        return {"output": bool(c.get("output", False)), "metrics": list(c.get("metrics", [])),
+                "reason": c.get("reason", ""), "declared": True}
+    legacy = (exp.get("metrics") or {}).get("result_metrics") or []
+    return {"output": exp.get("output") is not None,
+            "metrics": [n for n in legacy if isinstance(n, str)] if isinstance(legacy, list) else [],
+            "reason": "", "declared": False}
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,6 +538,8 @@ def _validate(obj: Any, p: str) -> None:
                              ("config", dict, "an object"), ("experiments", list, "an array")):
         if not isinstance(obj[key], types):
             raise ReportError(f"{p}: key {key!r} must be {what}, not {_type_name(obj[key])}")
+    if "code" in obj and not isinstance(obj["code"], dict):  # absent in reports written before it existed
+        raise ReportError(f"{p}: key 'code' must be an object, not {_type_name(obj['code'])}")
     seen: dict[str, int] = {}
     for i, exp in enumerate(obj["experiments"]):
         _validate_experiment(exp, i, p)
@@ -443,6 +572,13 @@ def _validate_experiment(exp: Any, i: int, p: str) -> None:
                               f"not {_type_name(exp[field])}")
     if exp["metrics"] is not None and not isinstance(exp["metrics"], dict):
         raise ReportError(f"{where}: field 'metrics' must be an object or null")
+    if "compares" in exp:  # absent in reports written before experiments declared it
+        problem = _compares_problem(exp["compares"])
+        if problem:
+            raise ReportError(f"{where}: field 'compares' {problem}")
+        problem = _declaration_unmet(exp)
+        if problem:
+            raise ReportError(f"{where}: {problem}")
     out = exp["output"]
     if out is None:
         return

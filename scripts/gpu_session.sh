@@ -3,7 +3,8 @@
 # build the extension offline, fingerprint the GPU, then run each part scripts/gpu/<part>.sh (gpu tests
 # and probe runs of one probe). A part writes what it measured into the folder given as its argument.
 # The device tool brings back at most 8 files, so everything is packed into $OUT/results.tgz, with the
-# log in $OUT/session.log; unpack into docs/results/<gpu>-<date>/.
+# log in $OUT/session.log; unpack into docs/results/<gpu>-<date>/ and keep there the README, fingerprint,
+# final reports, tables and plots, not the raw logs and stderr dumps (docs/results/README.md).
 # Usage: bash scripts/gpu_session.sh [part ...]        (default: every scripts/gpu/*.sh, sorted)
 # Env: PART_TIMEOUT (s, default 240) bounds each part; .carry/*.whl (ignored; carried) is installed first.
 set -uo pipefail

@@ -26,6 +26,9 @@ def test_cli_cpu_sweep_writes_report(tmp_path, capsys):
     torch_cpu = keys["sweep/linear/torch/float32/small"]
     assert torch_cpu["status"] == "ok" and torch_cpu["inputs"]["seed"] == 0
     assert torch_cpu["params"]["ms"] == cpu_ms(20)
+    # compare lines sweeps up by row 0's bits and the M at which they change, not by their times
+    assert torch_cpu["compares"] == {"output": True, "metrics": ["change_points"], "reason": ""}
+    assert keys["algos/skipped"]["compares"]["reason"]
     tri = keys["sweep/linear/triton/float16/tiny"]
     assert tri["metrics"]["distinct"] == 1 and tri["metrics"]["first_change_m"] is None
     assert keys["algos/skipped"]["status"] == "skipped"
@@ -36,6 +39,28 @@ def test_cli_plot(tmp_path):
     assert main(["--device", "cpu", "--json", str(path), "--parts", "sweep", "--sweep-modes", "torch:bfloat16",
                  "--sweep-max-m", "4", "--no-others"]) == 0
     assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_cli_no_plot_when_nothing_ran(tmp_path, capsys):
+    """An algos-only run on a CPU (algos skipped) has nothing to plot: no (empty) PNG is written."""
+    path = tmp_path / "g.json"
+    assert main(["--device", "cpu", "--json", str(path), "--parts", "algos"]) == 0
+    assert "plot:   none (nothing to plot" in capsys.readouterr().out
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_plot_of_the_committed_algos(tmp_path):
+    """An algos-only report plots the algorithms' result groups (the committed H200 run), not an empty sweep."""
+    from pathlib import Path
+
+    import matplotlib.image
+    from probes.gemm import table
+    from probes.report import load_report
+    report = load_report(Path(__file__).resolve().parent.parent / "docs/results/h200-2026-11-29/gemm/gemm-algos.json")
+    assert table.plot(report, tmp_path / "a.png") is True
+    img = matplotlib.image.imread(tmp_path / "a.png")
+    red = (img[..., 0] > 0.7) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)  # the defaults' markers
+    assert red.sum() > 100
 
 
 @pytest.mark.parametrize("args,msg", [(["--parts", "nope"], "unknown part"),
@@ -60,7 +85,6 @@ def test_row0_sweep_finds_the_change():
     assert r["first_change_m"] == 4 and r["distinct"] == 2 and r["max_ulp_vs_first"] == 1
     assert r["groups"] == [0, 0, 1, 1] and r["change_points"] == [(1, 0), (4, 1)]
     assert not r["invariant"]
-    assert r["result_metrics"] == ["change_points"]
     assert r["output"].tolist() == [0.0, 1.0, 2.0]  # row 0 at the first M, before the change
 
 
@@ -174,3 +198,21 @@ def test_run_algos_bookkeeping_with_a_fake_plan(monkeypatch):
     assert r["default"]["algo_id"] == 1 and r["default_group"] == groups[1] and not r["torch_matches_default"]
     assert r["default"]["median_ms"] == 0.2
     assert all(g["rel_error"] < 1e-5 for g in r["groups"])
+
+
+@pytest.mark.parametrize("name, compares", [("gemm-algos.json", "ALGOS_COMPARES"), ("gemm-bench.json", "BENCH_COMPARES")])
+def test_declarations_hold_for_the_committed_gpu_runs(name, compares):
+    """What the algos and bench experiments declare compared exists in every experiment of the committed H100
+    and H200 runs (GPU-only parts; the CPU cannot run them): add_experiment would accept each of them."""
+    from pathlib import Path
+
+    from probes.gemm import probe
+    from probes.report import add_experiment, load_report, new_report
+    for gpu in ("h100-2026-11-23", "h200-2026-11-29"):
+        report = load_report(Path(__file__).resolve().parent.parent / "docs/results" / gpu / "gemm" / name)
+        again = new_report("gemm", command=["x"], fingerprint={}, config={})
+        ok = [e for e in report["experiments"] if e["status"] == "ok"]
+        assert len(ok) >= 18
+        for e in ok:
+            add_experiment(again, key=e["key"], inputs=e["inputs"], params=e["params"], metrics=e["metrics"],
+                           compares=getattr(probe, compares))

@@ -12,8 +12,8 @@ import numerics.orders as orders_mod
 from numerics.exact import fma, round_fraction
 from numerics.formats import cast
 from numerics.orders import (atomic_tree_sum, block_partials, block_tree_reduce, chunk_for,
-                             halving_tree_reduce, pairwise_sum, permuted_sum, sequential_sum,
-                             split_k_sum, two_pass_tree_sum)
+                             halving_tree_reduce, lane_block, lane_tree_sum, pairwise_sum, permuted_sum,
+                             sequential_sum, split_k_sum, two_pass_tree_sum)
 
 HYP = settings(derandomize=True, database=None, deadline=None, max_examples=200)
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -74,6 +74,17 @@ def ref_sequential(x, dt):
     for v in np.asarray(x).astype(dt):
         s = s + v
     return s
+
+
+def ref_lane_tree(x, block):
+    """Row reductions, from the page: lane j adds x[j], x[j + block], ... in float32 from +0, then the
+    halving tree over the block lanes."""
+    xs = [np.float32(v) for v in np.asarray(x).astype(np.float32)]
+    s = [np.float32(0)] * block
+    for j in range(block):
+        for i in range(j, len(xs), block):
+            s[j] = s[j] + xs[i]
+    return ref_halving(s)
 
 
 # ------------------------------------------------------------ hand-worked examples (float16)
@@ -286,3 +297,26 @@ def test_two_pass_is_vectorised():
     r = two_pass_tree_sum(x, acc="float32", grid=1024, block=256, final_block=256, chunk=4)
     assert time.perf_counter() - t < 5.0            # ~0.2 s here; generous for shared CI
     assert abs(float(r) - float(np.sum(x, dtype=np.float64))) < 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, BF16])
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 1000, 1024, 3000])
+def test_lane_tree_sum_matches_the_page(dtype, n):
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e4], n)).astype(dtype)
+    block = lane_block(n)
+    assert block == min(1024, max(16, 1 << (n - 1).bit_length()))
+    assert _same(lane_tree_sum(x), ref_lane_tree(x, block))
+    rows = np.stack([x, x[::-1]])                         # row-wise, each row on its own
+    got = lane_tree_sum(rows)
+    assert _same(got[0], ref_lane_tree(x, block)) and _same(got[1], ref_lane_tree(x[::-1], block))
+    assert _same(lane_tree_sum(x, 16), ref_lane_tree(x, 16))
+
+
+def test_lane_tree_sum_rejects_bad_input():
+    with pytest.raises(ValueError, match="n >= 1"):
+        lane_tree_sum(np.zeros((3, 0), np.float32))
+    with pytest.raises(ValueError, match="power of two"):
+        lane_tree_sum(np.ones(8, np.float32), 12)
+    with pytest.raises(ValueError, match="dtype"):
+        lane_tree_sum(np.ones(8, np.int32))

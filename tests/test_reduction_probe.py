@@ -94,3 +94,27 @@ def test_report_is_valid_json_with_fingerprint(cpu_report):
     raw = json.loads(out.read_text())
     assert raw["schema_version"] == 1 and raw["probe"] == "reduction"
     assert rep["config"]["seed"] == 0 and rep["fingerprint"]
+
+
+def test_interpreted_runs_cap_is_the_one_help_states(cpu_report, capsys):
+    """--help states the cap the code applies to interpreted backends (one constant), and the run obeys it."""
+    from probes.reduction.__main__ import parse_args
+    from probes.reduction.backends import INTERPRETED_RUNS
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert f"interpreted backends are capped at {INTERPRETED_RUNS})" in " ".join(capsys.readouterr().out.split())
+    _, rep, _ = cpu_report
+    e = next(e for e in rep["experiments"] if e["key"] == "triton/fixed/float32->float32/n=4097")
+    assert e["metrics"]["runs"] == INTERPRETED_RUNS < 20
+    assert e["message"] == f"runs capped at {INTERPRETED_RUNS} (interpreted)"
+
+
+def test_experiments_declare_what_compare_compares(cpu_report):
+    """Sums compare by their bits; the NaN/Inf experiments by their bits and the classes every run gave."""
+    _, rep, _ = cpu_report
+    keys = {e["key"]: e for e in rep["experiments"]}
+    assert keys["cuda_ext/fixed/float32->float32/n=4097"]["compares"] == {"output": True, "metrics": [],
+                                                                           "reason": ""}
+    special = keys["cuda_ext/fixed/float32->float32/special=inf-inf/n=4097"]["compares"]
+    assert special == {"output": True, "metrics": ["classes"], "reason": ""}
+    assert rep["code"]["version"]

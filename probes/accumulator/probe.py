@@ -29,6 +29,10 @@ SIMULATED_MODELS = {
                                         split_k=2),
 }
 
+#: What probes.compare compares (probes.report.add_experiment's `compares`): the validation matmul's output bit
+#: for bit, the model fitted to it and how many of its values that model reproduces; not the times.
+COMPARES = {"output": True, "metrics": ["model", "match_rate"]}
+
 
 def run(*, device, backend_names, formats, samples, seed, command, log=print, fingerprint=None,
         checkpoint=None, fit_evals=MAX_EVALS):
@@ -52,7 +56,7 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
             if why:
                 log(f"skip {be.name}/{fmt}: {why}")
                 reports.add_experiment(report, key=key, inputs={"seed": seed}, params=params,
-                                       status="skipped", message=why)
+                                       status="skipped", message=why, compares=COMPARES)
                 bar.update(note=f"{be.name}/{fmt} skipped")
                 continue
             t = time.time()
@@ -66,7 +70,7 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
             except Exception as e:  # a backend failing on one format is a finding, not a crash
                 log(f"error {be.name}/{fmt}: {type(e).__name__}: {e}")
                 reports.add_experiment(report, key=key, inputs={"seed": seed}, params=params,
-                                       status="error", message=f"{type(e).__name__}: {e}")
+                                       status="error", message=f"{type(e).__name__}: {e}", compares=COMPARES)
                 bar.update(note=f"{be.name}/{fmt} error")
                 continue
             got = val.pop("got")
@@ -94,7 +98,8 @@ def run(*, device, backend_names, formats, samples, seed, command, log=print, fi
                 metrics["recovered_true_model"] = model == be.model_for(fmt)
             reports.add_experiment(report, key=key, inputs={**val["inputs"], "design_seed": seed,
                                                             "design_scale_exp": ev["scale_exp"]},
-                                   params=params, output=got.astype("float32"), metrics=metrics)
+                                   params=params, output=got.astype("float32"), metrics=metrics,
+                                   compares=COMPARES)
             fitted = "" if model == det.model else f"  (designs: {det.model.describe()})"
             log(f"{be.name}/{fmt}: {model.describe()}{fitted}  designs {_designs_word(det.consistent)}"
                 f"  match {val['match_rate']:.6f}  ({time.time() - t:.1f} s)")

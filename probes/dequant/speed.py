@@ -7,6 +7,8 @@ import torch
 from numerics import dequant as dq
 from probes.timing import copy_bandwidth_gbps, median, time_runs
 
+from .probe import TIMINGS
+
 N, K = 14336, 4096
 RUNS = 30
 REPEAT = 10  # launches per timed run: the CPU queues ahead, so Python/launch overhead is not counted
@@ -72,7 +74,7 @@ def speed_experiments(device, live, add, log):
     copy_gbps = copy_bandwidth_gbps(N * K * 2, device=device)
     log(f"copy bandwidth: {copy_gbps:.0f} GB/s (read + write of {N * K * 2 / 1e6:.0f} MB)")
     add(key="speed/copy", inputs={"nbytes": N * K * 2}, params={"kind": "speed"},
-        metrics={"gbps": copy_gbps, "runs": 30})
+        metrics={"gbps": copy_gbps, "runs": 30}, compares=TIMINGS)
     for name, nbytes, launch in cases:
         def batch(i, launch=launch):
             for _ in range(REPEAT):
@@ -86,5 +88,5 @@ def speed_experiments(device, live, add, log):
         add(key=f"speed/{name}", inputs={"seed": 0, "shape": [N, K]}, params={"kind": "speed"},
             metrics={"ms": ms, "bytes": nbytes, "gbps": gbps, "fraction_of_copy": frac, "runs": RUNS, "repeat": REPEAT,
                      "target": TARGET},
-            status=status, message=msg)
+            status=status, message=msg, compares=TIMINGS)
         log(f"{name}: {ms:.3f} ms, {gbps:.0f} GB/s = {frac:.0%} of copy")

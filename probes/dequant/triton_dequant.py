@@ -10,7 +10,7 @@ float32's subnormals; FP8 scales below ~1e-36 would be flushed (the CUDA kernels
 Under TRITON_INTERPRET=1 (CPU) libdevice is missing: plain float32 ops are used (NumPy rounds each op),
 and the float32 fma is float64 a*b + c cast to float32 - exact only where a*b + c fits in 53 bits (true
 for integer zero points); the interpreter also truncates float32 -> bfloat16, so there the rounding is
-done on the bits (`_round_bf16`)."""
+done on the bits (`round_bf16`)."""
 import os
 
 import torch
@@ -52,7 +52,7 @@ def _fma32(a, b, c, INTERP: tl.constexpr):
 
 
 @triton.jit
-def _round_bf16(x, INTERP: tl.constexpr):
+def round_bf16(x, INTERP: tl.constexpr):
     """float32 -> the nearest-even bfloat16 value. On a GPU the cast rounds; the interpreter's truncates,
     so there it is done on the bits (finite values: add 0x7fff + the lowest kept bit, clear 16 bits)."""
     if INTERP:
@@ -115,7 +115,7 @@ def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, n_chunks, ch
     w = tl.reshape(tl.join(wl, wh), [CHUNKS, 32])  # weight 2j from the low nibble, 2j+1 from the high
     o = c[:, None] * 32 + tl.arange(0, 32)[None, :]
     if OUT_BF16:
-        tl.store(out_ptr + o, _round_bf16(w, INTERP), mask=cmask[:, None])
+        tl.store(out_ptr + o, round_bf16(w, INTERP), mask=cmask[:, None])
     else:
         tl.store(out_ptr + o, w.to(OUT_DTYPE), mask=cmask[:, None])
 
@@ -200,12 +200,12 @@ def dequant_fp8_kernel(q_ptr, scales_ptr, out_ptr, total, k, blocks_per_row, sca
     # scaling (0 tensor, 1 channel, 2 block) and via_bf16 are run-time arguments: one compile per format
     si = tl.where(scaling == 0, 0, tl.where(scaling == 1, row, (row // 128) * blocks_per_row + (offs % k) // 128))
     s = tl.load(scales_ptr + si, mask=mask, other=1.0)
-    s = tl.where(via_bf16 != 0, _round_bf16(s, INTERP).to(tl.float32), s)
+    s = tl.where(via_bf16 != 0, round_bf16(s, INTERP).to(tl.float32), s)
     w = _mul(x, s, INTERP)
     if OUT_F32:
         tl.store(out_ptr + offs, w, mask=mask)
     else:
-        tl.store(out_ptr + offs, _round_bf16(w, INTERP), mask=mask)
+        tl.store(out_ptr + offs, round_bf16(w, INTERP), mask=mask)
 
 
 def dequant_fp8(q, scales, scaling, *, via="float32", out="bfloat16", block=2048):

@@ -26,8 +26,10 @@ from numerics.matmul import MatmulModel, model_matmul
 from numerics.metrics import bitwise_equal, count_differing, max_relative_difference, max_ulp
 
 from probes.convert import to_numpy, to_torch
+from probes.report import compares_all_metrics
 from .mma_k_order import dot_k_widths, k_order, mma_kind
-from .triton_dequant import INTERPRETED, _FORMULA, _formula, _round_bf16
+from .probe import TIMINGS
+from .triton_dequant import INTERPRETED, _FORMULA, _formula, round_bf16
 
 
 @triton.jit
@@ -59,7 +61,7 @@ def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, t_ptr, M, N, K, 
                 z = tl.broadcast_to(tl.load(z_ptr + gi, mask=rn < N, other=0.0).to(tl.float32)[:, None], (BN, BK // 2))
             wl = _formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
             wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
-            w = _round_bf16(tl.reshape(tl.join(wl, wh), (BN, BK)), INTERP)
+            w = round_bf16(tl.reshape(tl.join(wl, wh), (BN, BK)), INTERP)
             if TILE_OUT:  # the dequantised bf16 tile the dot gets, for the tests (program row 0 writes it)
                 if pid_m == 0:
                     tl.store(t_ptr + rn[:, None] * K + rk[None, :], w, mask=rn[:, None] < N)
@@ -177,7 +179,7 @@ def fused_experiment(device, seed, add, log):
         add(key=f"fused/{m}x{n}x{k}/bm{bm}/{compute}/{f}", inputs={"seed": seed + 40, "x_seed": seed + 41},
             params={"kind": "fused", "formula": f, "compute": compute, "tiles": [bm, 64, 64], "num_warps": 4,
                     "model": TC_MODEL.describe(), "model_cols": MODEL_COLS},
-            metrics=metrics, status="ok" if ok else "error", message=msg)
+            metrics=metrics, status="ok" if ok else "error", message=msg, compares=compares_all_metrics(metrics))
         log(f"fused bm={bm} {compute} {f}: equal={nd == 0} ({metrics['frac_differing']:.3f} differ, "
             f"max ulp {metrics['max_ulp']}), fused {fi.get('mma')} kWidth {fi.get('k_widths')}, unfused "
             f"{ui.get('mma')} kWidth {ui.get('k_widths')}, model own order: "
@@ -203,7 +205,7 @@ def _fused_timing(device, x, P, S, Z, m, n, k, seed, add, log):
     }
     ms = {name: median(time_runs(f, 30, device=device)) for name, f in runs.items()}
     add(key=f"fused/{m}x{n}x{k}/timing", inputs={"seed": seed + 40}, params={"kind": "fused_timing", **kw},
-        metrics={f"{name}/ms": v for name, v in ms.items()})
+        metrics={f"{name}/ms": v for name, v in ms.items()}, compares=TIMINGS)
     log("fused timing: " + ", ".join(f"{name} {v:.3f} ms" for name, v in ms.items()))
 
 
@@ -264,6 +266,6 @@ def layer_experiments(device, seed, add, log, m=None, shapes=None):
                 add(key=key, inputs={"seed": s_, "x_seed": s_ + 1, "lm_head_seed": s_ + 2, "m": m, "shape": [n, k],
                                      "vocab": vocab if head is not None else None},
                     params={"kind": "layer", "group_size": 128, "matmul": "torch float32 of bf16 weights"},
-                    metrics=metrics)
+                    metrics=metrics, compares=compares_all_metrics(metrics))
                 log(f"{key}: " + ", ".join(f"{kk}={v:.3g}" if isinstance(v, float) else f"{kk}={v}"
                                            for kk, v in metrics.items() if "top1" in kk or "max_ulp" in kk))

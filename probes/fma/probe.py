@@ -66,6 +66,12 @@ def compare(x, y, fmt):
             "max_ulp": int(d.max()), "ulp_histogram": {str(int(v)): int(c) for v, c in zip(values, counts)}}
 
 
+#: What probes.compare compares (probes.report.add_experiment's `compares`): a pair's difference pattern
+#: (exact, from the bits); a backend's agreement with each model and the hash of its output bits.
+PAIR_COMPARES = {"metrics": ["differ_fraction", "max_ulp", "ulp_histogram"]}
+BACKEND_COMPARES = {"metrics": ["model_match", "match_fma", "match_mul_add", "bits_sha256"]}
+
+
 def run(device, *, backends, formats, n, seed, command, log=print):
     from probes.device import fingerprint
     start = time.perf_counter()
@@ -95,7 +101,8 @@ def _program_format(report, device, program, fmt, n, seed, backends, log):
     models = {v: fp.program(program, inputs, fmt, v) for v in fp.VARIANTS}
     reports.add_experiment(report, key=f"model/fma~mul_add/{program}/{fmt}", inputs=desc,
                            params={"backend": "model", "pair": ["fma", "mul_add"], "program": program,
-                                   "format": fmt}, metrics=compare(models["fma"], models["mul_add"], fmt))
+                                   "format": fmt}, metrics=compare(models["fma"], models["mul_add"], fmt),
+                           compares=PAIR_COMPARES)
     for name in backends:
         backend = BACKENDS[name]
         why = backend.available(device)
@@ -107,14 +114,15 @@ def _program_format(report, device, program, fmt, n, seed, backends, log):
                       "predicted": predicted}
             reason = why or backend.skip_reason(device, fmt, variant)
             if reason:
-                reports.add_experiment(report, key=key, inputs=desc, params=params, status="skipped", message=reason)
+                reports.add_experiment(report, key=key, inputs=desc, params=params, status="skipped", message=reason,
+                                       compares=BACKEND_COMPARES)
                 continue
             try:
                 out = backend.run(program, inputs, variant, device)
             except Exception as e:  # noqa: BLE001 - one failing build must not hide the others
                 log(f"fma probe: {key} failed: {type(e).__name__}: {e}")
                 reports.add_experiment(report, key=key, inputs=desc, params=params, status="error",
-                                       message=f"{type(e).__name__}: {e}")
+                                       message=f"{type(e).__name__}: {e}", compares=BACKEND_COMPARES)
                 continue
             outputs[variant] = out
             bits = _bits(out)
@@ -122,8 +130,9 @@ def _program_format(report, device, program, fmt, n, seed, backends, log):
             metrics = {"model_match": match[predicted], "match_fma": match["fma"],
                        "match_mul_add": match["mul_add"], "n": int(out.size),
                        "bits_sha256": hashlib.sha256(bits.tobytes()).hexdigest()}
-            reports.add_experiment(report, key=key, inputs=desc, params=params, metrics=metrics)
+            reports.add_experiment(report, key=key, inputs=desc, params=params, metrics=metrics,
+                                   compares=BACKEND_COMPARES)
         for va, vb in itertools.combinations(list(outputs), 2):
             reports.add_experiment(report, key=f"{name}/{va}~{vb}/{program}/{fmt}", inputs=desc,
                                    params={"backend": name, "pair": [va, vb], "program": program, "format": fmt},
-                                   metrics=compare(outputs[va], outputs[vb], fmt))
+                                   metrics=compare(outputs[va], outputs[vb], fmt), compares=PAIR_COMPARES)

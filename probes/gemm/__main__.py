@@ -76,7 +76,8 @@ def main(argv=None):
 
     def skip(part, reason):
         reports.add_experiment(report, key=f"{part}/skipped", inputs={"seed": args.seed}, params={},
-                               status="skipped", message=reason)
+                               status="skipped", message=reason,
+                               compares={"reason": "the record of a part that did not run"})
         log(f"skipping {part}: {reason}")
 
     # A SIGTERM (e.g. from `timeout`) ends the current part; what was measured is still written.

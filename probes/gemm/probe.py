@@ -11,6 +11,17 @@ ALGO_DTYPES = ("bfloat16", "float16", "float32", "float32_tf32")
 CPU_SHAPES = {"small": (256, 512), "k_v": (1024, 4096)}
 INTERP_SHAPES = {"tiny": (48, 80)}
 
+#: What probes.compare compares between two GPUs' reports (probes.report.add_experiment's `compares`).
+#: algos: the heuristic default's algorithm (tile, stages, split-K, swizzle: its desc), the number of
+#: bit-distinct groups, and whether torch gives the default's bits; not the times nor the group sizes (the
+#: configurations enumerated differ between GPUs).
+ALGOS_COMPARES = {"metrics": ["default.desc", "distinct", "torch_matches_default"]}
+#: sweep: row 0 at the first M, bit for bit, and the M at which it changes (change_points).
+SWEEP_COMPARES = {"output": True, "metrics": ["change_points"]}
+#: bench: whether the candidate's bits equal the anchor config's; its times and speed ratios are measurements.
+BENCH_COMPARES = {"metrics": ["bit_identical_to_anchor"],
+                  "reason": "times and speed ratios are measurements, not compared"}
+
 
 def split_dtype(spec):
     """'float32_tf32' -> ('float32', '32f_fast_tf32'); others -> (dtype, '32f')."""
@@ -47,7 +58,7 @@ class GemmProbe:
                                   max_seconds=max_seconds, log=self.log)
                 except Exception as exc:
                     reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error",
-                                           message=f"{type(exc).__name__}: {exc}")
+                                           message=f"{type(exc).__name__}: {exc}", compares=ALGOS_COMPARES)
                     self.log(f"error in {key}: {type(exc).__name__}: {exc}")
                     continue
                 d = r["default"]
@@ -66,7 +77,8 @@ class GemmProbe:
                 params["configs_run"] = r["rows"]
                 params["failure_examples"] = r["failure_examples"]
                 params["run_failure_rows"] = r["run_failures"]
-                reports.add_experiment(report, key=key, inputs=inputs, params=params, metrics=metrics)
+                reports.add_experiment(report, key=key, inputs=inputs, params=params, metrics=metrics,
+                                       compares=ALGOS_COMPARES)
 
     # ---- batch-invariance sweep -------------------------------------------------------------------------
     def sweep(self, report, cases):
@@ -81,10 +93,10 @@ class GemmProbe:
                     r = row0_sweep(fn, ms, rows=rows, log=self.log, label=key)
                 except Exception as exc:
                     reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error",
-                                           message=f"{type(exc).__name__}: {exc}")
+                                           message=f"{type(exc).__name__}: {exc}", compares=SWEEP_COMPARES)
                     self.log(f"error in {key}: {type(exc).__name__}: {exc}")
                     continue
-                reports.add_experiment(report, key=key, inputs=inputs,
+                reports.add_experiment(report, key=key, inputs=inputs, compares=SWEEP_COMPARES,
                                        params=dict(params, ms=r["ms"], output="row 0 at the first M, first "
                                                    f"{len(r['output'])} values"),
                                        output=r["output"], metrics={k_: v for k_, v in r.items()
@@ -158,9 +170,10 @@ class GemmProbe:
                       "bit_reference": "ANCHOR config's output rows [:M] (triton_configs.ANCHOR)"}
             inputs = _inputs(self.seed, M=r["M"], N=r["N"], K=r["K"], dtype=dtype)
             if "error" in r:
-                reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error", message=r["error"])
+                reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error",
+                                       message=r["error"], compares=BENCH_COMPARES)
             else:
-                reports.add_experiment(report, key=key, inputs=inputs, params=params,
+                reports.add_experiment(report, key=key, inputs=inputs, params=params, compares=BENCH_COMPARES,
                                        metrics={k_: v for k_, v in r.items() if k_ not in ("shape", "config")})
         chosen.update(B.choose(rows))
 

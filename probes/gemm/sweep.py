@@ -42,8 +42,8 @@ OUTPUT_VALUES = 256
 
 def row0_sweep(fn, ms, *, rows=1, log=None, label=""):
     """Row(s) 0..rows-1 of fn(M) for every M in ms, grouped by bits. fn(M) returns the output tensor.
-    The result's "output" is the first OUTPUT_VALUES values of those rows at the first M (flattened);
-    "result_metrics" names change_points as the pattern probes.compare lines up between two reports."""
+    The result's "output" is the first OUTPUT_VALUES values of those rows at the first M (flattened); with
+    "change_points" it is what probes.compare lines up between two reports (probe.SWEEP_COMPARES)."""
     import torch
 
     started = time.perf_counter()
@@ -68,7 +68,7 @@ def row0_sweep(fn, ms, *, rows=1, log=None, label=""):
     result = {"ms": list(ms), "groups": groups, "distinct": len(clusters.members), "first_change_m": first_change,
               "change_points": changes, "max_ulp_vs_first": max_ulp,
               "max_normwise_rel_diff_vs_first": max_rel, "invariant": len(clusters.members) == 1,
-              "wall_seconds": time.perf_counter() - started, "result_metrics": ["change_points"],
+              "wall_seconds": time.perf_counter() - started,
               "output": to_numpy(first.reshape(-1)[:OUTPUT_VALUES])}
     if log:
         log(f"sweep {label}: {result['distinct']} distinct row-0 results over {len(ms)} M, first change at "

@@ -99,16 +99,31 @@ def format_tables(report):
 
 
 def plot(report, path):
+    """The sweep's row-0 groups over M, the chosen Triton configs' speed, the cuBLASLt algorithms' results:
+    a panel for each part that has results. Nothing to plot (every part skipped or failed): no file, False."""
+    sweeps = [e for e in _ok(report, "sweep/linear/") if e["status"] == "ok"]
+    bench = [e for e in _ok(report, "bench/") if e["status"] == "ok"]
+    algos = [e for e in _ok(report, "algos/") if e["status"] == "ok"]
+    panels = [(f, exps) for f, exps in ((_plot_sweep, sweeps), (_plot_bench, bench), (_plot_algos, algos)) if exps]
+    if not panels:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweeps = [e for e in _ok(report, "sweep/linear/") if e["status"] == "ok"]
-    bench = [e for e in _ok(report, "bench/") if e["status"] == "ok"]
-    panels = 1 + bool(bench)
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
-    ax = axes[0][0]
+    widths = [max(7, 0.45 * len(exps)) if f is _plot_algos else 7 for f, exps in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.8), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (draw, exps) in zip(axes[0], panels):
+        draw(ax, exps, report)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_sweep(ax, sweeps, report):
     for e in sweeps:
         ms, groups = e["params"]["ms"], e["metrics"]["groups"]
         ax.step(ms, groups, where="post", label=e["key"][13:], lw=1)
@@ -116,26 +131,45 @@ def plot(report, path):
     ax.set_xlabel("M (rows of X)")
     ax.set_ylabel("row-0 bit group (0 = first M's bits)")
     ax.set_title("F.linear row 0 vs M: a new group = the library changed kernel")
-    if sweeps:
-        ax.legend(fontsize=6, ncol=2)
-    if bench:
-        ax = axes[0][1]
-        chosen = report["config"].get("triton_choices", {})
-        for e in bench:
-            _, dtype, shape, _, config = e["key"].split("/", 4)
-            if _chosen_at(chosen, dtype, shape, e["metrics"]["M"]) != config:
-                continue
-            m = e["metrics"]
-            ax.scatter(m["M"], m["ratio"], label=f"{dtype} {shape}", s=18)
-        ax.axhline(0.9, ls="--", c="gray", lw=0.8)
-        ax.axhline(0.8, ls=":", c="gray", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("M")
-        ax.set_ylabel("cuBLAS time / Triton time (chosen config)")
-        ax.set_title("batch-invariant Triton matmul speed vs cuBLAS")
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.legend(fontsize=6, ncol=2)
+
+
+def _plot_bench(ax, bench, report):
+    chosen = report["config"].get("triton_choices", {})
+    colors = {}  # one colour per dtype and shape, in the legend as on the points
+    for e in bench:
+        _, dtype, shape, _, config = e["key"].split("/", 4)
+        if _chosen_at(chosen, dtype, shape, e["metrics"]["M"]) != config:
+            continue
+        m = e["metrics"]
+        label = f"{dtype} {shape}"
+        colors.setdefault(label, f"C{len(colors) % 10}")
+        ax.scatter(m["M"], m["ratio"], label=label, s=18, c=colors[label])
+    ax.axhline(0.9, ls="--", c="gray", lw=0.8)
+    ax.axhline(0.8, ls=":", c="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("M")
+    ax.set_ylabel("cuBLAS time / Triton time (chosen config)")
+    ax.set_title("batch-invariant Triton matmul speed vs cuBLAS")
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+
+
+def _plot_algos(ax, algos, report):
+    """Per product, each bit-distinct group of configurations: its relative error against float64 (area: how
+    many configurations give it; red: the heuristic default's group); above, the number of groups."""
+    floor = 1e-12  # log axis: an exact result would sit at 0
+    for i, e in enumerate(algos):
+        groups = e["metrics"]["groups"]
+        for g in groups:
+            ax.scatter(i, max(g["rel_error"], floor), s=8 + 6 * g["size"], alpha=1 if g["has_default"] else 0.5,
+                       c="tab:red" if g["has_default"] else "tab:gray", edgecolors="none",
+                       zorder=3 if g["has_default"] else 2)
+        top = max(max(g["rel_error"], floor) for g in groups) if groups else floor
+        ax.annotate(str(len(groups)), (i, top), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(algos)), [e["key"].removeprefix("algos/") for e in algos], rotation=60, ha="right",
+                  fontsize=7)
+    ax.set_ylabel("relative error vs float64 of each bit-distinct group")
+    ax.set_title("cuBLASLt algorithms: the results they give (number = groups; red = the default's)", fontsize=10)

@@ -188,8 +188,12 @@ def interpreter_dot_shim():
       micro-kernels): measured, one lm_head element 1 bf16 ulp apart when the prompt's rows sat at
       another offset of the 64-row tile. The interpreter's dot is therefore, for bf16/fp16 operands,
       products exact in float32 (8/11-bit significands) summed in float32 in k order 0, 1, 2 ... for
-      every element: a per-element fixed order, as the GPU kernel's k16 chain is.
-    Applied by batch_invariant_matmul when interpreted (a process-wide patch of the interpreter)."""
+      every element: a per-element fixed order, as the GPU kernel's k16 chain is;
+    - float32 operands (probes.invariant's fp32 attention) take the same k-order loop, each product
+      rounded to float32 before it is added (np.matmul's order would again be BLAS's).
+    The result is (that sum, from +0) + the accumulator operand: numerics.attention.k_order_dot.
+    Applied by batch_invariant_matmul and probes.invariant when interpreted (a process-wide patch of the
+    interpreter)."""
     import triton.language as tl
     import triton.runtime.interpreter as interp
     if getattr(interp, "_driftscope_dot_shim", False):
@@ -202,12 +206,12 @@ def interpreter_dot_shim():
         return h.data.astype(np.float32)
 
     def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        if a.dtype.scalar not in (tl.bfloat16, tl.float16) or b.dtype.scalar != a.dtype.scalar \
+        if a.dtype.scalar not in (tl.bfloat16, tl.float16, tl.float32) or b.dtype.scalar != a.dtype.scalar \
                 or d.data.dtype != np.float32:
             return original(self, a, b, d, input_precision, max_num_imprecise_acc)
         a32, b32 = wide(a), wide(b)                     # [M, K], [K, N]
         acc = np.zeros((a32.shape[0], b32.shape[1]), np.float32)
-        for k in range(a32.shape[1]):                   # float32 adds, k in order, exact products
+        for k in range(a32.shape[1]):                   # float32 adds, k in order (16-bit: exact products)
             acc += a32[:, k:k + 1] * b32[k:k + 1, :]
         return interp.TensorHandle(acc + d.data, d.dtype.scalar)
 

@@ -16,7 +16,7 @@ Empty inputs are rejected (a sum of nothing is never what a probe meant)."""
 
 
 def parse_args(argv):
-    from probes.reduction.backends import BACKENDS
+    from probes.reduction.backends import BACKENDS, INTERPRETED_RUNS
     from probes.reduction.probe import ACCUMULATES, DTYPES
 
     parser = argparse.ArgumentParser(prog="python -m probes.reduction", description=DESCRIPTION,
@@ -35,7 +35,7 @@ def parse_args(argv):
                              "on a CPU: 1000,4097,2^16+1)")
     parser.add_argument("--runs", type=int, default=100,
                         help="runs per strategy and input; distinct results are counted over them "
-                             "(default 100; interpreted backends are capped at 3)")
+                             f"(default 100; interpreted backends are capped at {INTERPRETED_RUNS})")
     parser.add_argument("--grid", type=int, default=None, help="blocks (programs) of pass 1, all backends "
                         "(default: 1024 on a GPU; the extension's C++ reference uses 1024 on a CPU too)")
     parser.add_argument("--block", type=int, default=None,

@@ -68,6 +68,13 @@ def value_class(v):
     return "finite"
 
 
+#: What probes.compare compares (probes.report.add_experiment's `compares`): the first run's sum, bit for bit
+#: (not the times, nor the run-to-run spread of atomic strategies, which varies between runs); for the NaN/Inf
+#: inputs also the classes of value every run returned.
+COMPARES = {"output": True}
+SPECIAL_COMPARES = {"output": True, "metrics": ["classes"]}
+
+
 def result_metrics(values, acc, exact_value=None, model=None):
     """Distinct results, their spread, error against the exact sum and agreement with the model."""
     distinct = metrics.distinct_count(values)
@@ -190,13 +197,14 @@ class ReductionProbe:
         key = entry["key"]
         reason = unavailable or backend.skip(strategy, case, params)
         if reason:
-            reports.add_experiment(report, status="skipped", message=reason, **entry)
+            reports.add_experiment(report, status="skipped", message=reason, compares=COMPARES, **entry)
             return
         runs = self.runs_for(backend, self.runs)
         try:
             values, times = self.run_strategy(backend, strategy, case, params, runs, timed=True)
         except Exception as exc:  # one failing kernel is a line in the report, not the end of the run
-            reports.add_experiment(report, status="error", message=f"{type(exc).__name__}: {exc}", **entry)
+            reports.add_experiment(report, status="error", message=f"{type(exc).__name__}: {exc}",
+                                   compares=COMPARES, **entry)
             self.log(f"error in {key}: {type(exc).__name__}: {exc}")
             return
         model = self.model_for(backend, strategy, case, params) if strategy in backend.ordered else None
@@ -209,7 +217,7 @@ class ReductionProbe:
             m["copy_fraction"] = m["gbps"] / copy_gbps
         m["wall_seconds"] = time.perf_counter() - started  # host time of the experiment, model included
         message = f"runs capped at {runs} (interpreted)" if runs < self.runs else ""
-        reports.add_experiment(report, output=values[:1], metrics=m, message=message, **entry)
+        reports.add_experiment(report, output=values[:1], metrics=m, message=message, compares=COMPARES, **entry)
 
     def run_specials(self, report, unavailable):
         """NaN and Inf in the input: what each strategy returns (expected: NaN, +Inf, NaN)."""
@@ -227,19 +235,21 @@ class ReductionProbe:
                         entry = self.entry(backend, strategy, case, params, special)
                         reason = unavailable[backend.name] or backend.skip(strategy, case, params)
                         if reason:
-                            reports.add_experiment(report, status="skipped", message=reason, **entry)
+                            reports.add_experiment(report, status="skipped", message=reason,
+                                                   compares=SPECIAL_COMPARES, **entry)
                             continue
                         runs = self.runs_for(backend, SPECIAL_RUNS)
                         try:
                             values, _ = self.run_strategy(backend, strategy, case, params, runs, timed=False)
                         except Exception as exc:
                             reports.add_experiment(report, status="error", message=f"{type(exc).__name__}: {exc}",
-                                                   **entry)
+                                                   compares=SPECIAL_COMPARES, **entry)
                             continue
                         classes = sorted({value_class(v) for v in values})
                         m = {"runs": runs, "distinct": int(metrics.distinct_count(values)), "classes": classes,
                              "expected": expected[special], "as_expected": classes == [expected[special]]}
-                        reports.add_experiment(report, output=values[:1], metrics=m, **entry)
+                        reports.add_experiment(report, output=values[:1], metrics=m, compares=SPECIAL_COMPARES,
+                                               **entry)
 
 
 def add_ratios(report):

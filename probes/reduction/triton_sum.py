@@ -19,12 +19,26 @@ ACC_DTYPES = {"float32": tl.float32, "float16": tl.float16, "bfloat16": tl.bfloa
 
 
 @triton.jit
-def _halving_tree(v, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr):
-    # Step i pairs lane j with lane j + BLOCK >> (i + 1): the tree of a warp's shuffle-down reduction.
+def halving_tree(v, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr):
+    """numerics.orders.halving_tree_reduce of the BLOCK lanes of `v` (BLOCK = 2**LOG2_BLOCK); shape [1].
+    Step i pairs lane j with lane j + BLOCK >> (i + 1): the tree of a warp's shuffle-down reduction."""
     for i in tl.static_range(LOG2_BLOCK):
         low, high = tl.split(tl.permute(tl.reshape(v, [2, BLOCK >> (i + 1)]), [1, 0]))
         v = low + high
     return v  # shape [1]
+
+
+_halving_tree = halving_tree  # the name this module used before it was public
+
+
+@triton.jit
+def halving_tree_rows(v, ROWS: tl.constexpr, BLOCK: tl.constexpr, LOG2_BLOCK: tl.constexpr):
+    """The same halving tree along the last axis of a [ROWS, BLOCK] tile, every row on its own: the
+    [ROWS] row sums (row r: numerics.orders.halving_tree_reduce(v[r]))."""
+    for i in tl.static_range(LOG2_BLOCK):
+        low, high = tl.split(tl.permute(tl.reshape(v, [ROWS, 2, BLOCK >> (i + 1)]), [0, 2, 1]))
+        v = low + high
+    return tl.reshape(v, [ROWS])
 
 
 @triton.jit
@@ -41,7 +55,7 @@ def _program_partial(x_ptr, n, pid, GRID, STEPS, BLOCK: tl.constexpr,
         value = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         acc = tl.where(mask, acc + value, acc)
         step += 1
-    return _halving_tree(acc, BLOCK, LOG2_BLOCK)
+    return halving_tree(acc, BLOCK, LOG2_BLOCK)
 
 
 @triton.jit

@@ -28,15 +28,15 @@ mkdir -p "$D/bi"
 echo "batch-invariant stage exit $? in $(( $(date +%s) - start )) s"
 grep -E "^-- stage|final logits|final-logit drift|^ +[0-9]+ " "$D/bi/bi.txt" | head -24; tail -5 "$D/bi/stderr.txt"
 # Seed experiment on a real model across machines: SmolLM2-135M (GGUF carried in two parts) on the GPU in
-# bf16 and fp32 against the CPU fp32 record committed in docs/results/llm-cpu (python -m llm.seed record).
+# bf16 and fp32 against the CPU fp32 record shipped in llm/data/seed-cpu (python -m llm.seed record; docs/results/llm-cpu/README.md).
 if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
-  echo "-- seed experiment: SmolLM2 GPU vs CPU record (docs/results/llm-cpu)"
+  echo "-- seed experiment: SmolLM2 GPU vs CPU record (llm/data/seed-cpu)"
   start=$(date +%s)
   mkdir -p /tmp/smollm2 "$D/seed"
   cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   ls -l /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   echo "   reassembled in $(( $(date +%s) - start )) s"
-  timeout 240 python3 -m llm.seed compare docs/results/llm-cpu --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+  timeout 240 python3 -m llm.seed compare llm/data/seed-cpu --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
     --device cuda:0 --runs "dtype=bfloat16;dtype=float32" --out "$D/seed" 2> "$D/seed/stderr.txt"
   echo "seed compare exit $? in $(( $(date +%s) - start )) s"
   grep -v "de-quantizing" "$D/seed/stderr.txt" | tail -15

@@ -1,0 +1,294 @@
+"""Deterministic mode: batch-invariant kernels under every PyTorch model, switched on through torch.library.
+
+    with llm.deterministic() as mode:          # or --deterministic / --modes deterministic on the llm CLIs
+        out = model.generate(...)              # or transformers' continuous-batching engine, or any model
+    mode.summary()["deterministic"]            # False if anything the mode does not cover ran (with warnings)
+
+Why: a served request's logits change with the batch it is computed in (llm.serve measures it): a linear
+with more rows picks another cuBLAS kernel, a reduction another split, the packed attention of continuous
+batching reduces over a longer row. Batch invariance - row i's result depends on row i's data only - makes
+the same request give the same bits in every batch, so every copy of a prompt gives one completion.
+
+How: as thinking-machines-lab's batch_invariant_ops does, `torch.library.Library("aten", "IMPL")` registers
+new CPU and CUDA kernels for the aten ops below, for as long as the mode is on (the registrations are
+destroyed on exit, which restores the shipped kernels). The model is not touched; the mode works in any
+thread (the engine's generation thread included), under no_grad and inference_mode.
+
+| aten op | kernel | order |
+|---|---|---|
+| mm, addmm (F.linear) | probes.gemm batch_invariant_matmul (bf16 / fp16) | fixed K order per element, no split-K |
+| mean.dim (RMSNorm) | probes.invariant row_mean | per row: lanes, then halving tree |
+| _softmax, _log_softmax | probes.invariant softmax / log_softmax | per row, as mean |
+| scaled_dot_product_attention | probes.invariant attention | per query row: its own key interval, key blocks aligned to its start, fixed KV split, splits combined in order |
+
+Attention covers what transformers' `sdpa` and `paged|sdpa` (continuous batching, all requests packed with
+a block-diagonal causal mask) pass: a mask whose allowed keys form one interval per query row. It never falls
+back silently: a case no kernel covers (float32 or float64 matmul, a mask that is not one interval per row,
+dropout) is computed by the shipped arithmetic, warns (DeterminismWarning, naming the op and the case) and
+marks the mode's summary `deterministic: False`. Ops the mode does not replace at all (bmm, layer_norm,
+sum, cumsum, index_add, ...) are found by `audit`: one call under a TorchDispatchMode that lists the aten
+ops it ran (llm.serve audits the first engine steps).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import warnings
+
+import torch
+
+from probes.errors import UsageError
+from probes.ext import KernelInputError
+
+__all__ = ["deterministic", "mode_context", "audit", "DeterministicMode", "DeterminismWarning", "COVERED_OPS",
+           "REDUCING_OPS", "active_mode"]
+
+COVERED_OPS = ("mm", "addmm", "mean.dim", "_softmax", "_log_softmax", "scaled_dot_product_attention")
+
+#: aten ops whose result can depend on a reduction order (or on atomics), by overload packet name; the audit
+#: flags those that ran and are not covered. Exact ops (max, argmax, topk, sort, gather) are not listed.
+REDUCING_OPS = frozenset({
+    "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "matmul", "linear", "einsum", "tensordot",
+    "sum", "nansum", "prod", "mean", "var", "std", "var_mean", "std_mean", "norm", "linalg_vector_norm",
+    "native_layer_norm", "native_group_norm", "native_batch_norm", "_fused_rms_norm", "rms_norm",
+    "cumsum", "cumprod", "logsumexp", "logcumsumexp", "softmax", "log_softmax", "_softmax", "_log_softmax",
+    "mm", "addmm", "_addmm_activation", "scaled_dot_product_attention",
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+    "_flash_attention_forward", "_efficient_attention_forward", "convolution", "embedding_bag",
+    "index_add", "scatter_add", "scatter_reduce", "index_put", "_index_put_impl_",
+})
+
+_MATMUL_DTYPES = (torch.bfloat16, torch.float16)
+
+
+class DeterminismWarning(UserWarning):
+    """An op or case the deterministic mode does not cover ran: the run is not deterministic."""
+
+
+class DeterministicMode:
+    """Counts what the mode's kernels computed and what they did not cover."""
+
+    def __init__(self):
+        self.calls = collections.Counter()
+        self.uncovered = collections.Counter()      # "op: case" -> count
+        self.audited = {}                            # op -> count (from audit)
+        self._pending = []                           # device tensors: rows the attention kernel did not cover
+        self._lock = threading.Lock()
+
+    def count(self, op):
+        self.calls[op] += 1
+
+    def not_covered(self, op: str, case: str):
+        key = f"{op}: {case}"
+        with self._lock:
+            first = key not in self.uncovered
+            self.uncovered[key] += 1
+        if first:
+            warnings.warn(f"deterministic mode does not cover {key}; computed by the shipped kernel, so this run "
+                          "is NOT deterministic", DeterminismWarning, stacklevel=3)
+
+    def pending_rows(self, count_tensor, op):
+        with self._lock:
+            self._pending.append((op, count_tensor))
+
+    def check(self):
+        """Read the device-side counts of rows the kernels could not cover (one sync)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        bad = collections.Counter()
+        for op, t in pending:
+            n = int(t.sum().item())
+            if n:
+                bad[op] += n
+        for op, n in bad.items():
+            self.not_covered(op, f"{n} attention row(s) whose mask is not one interval of keys with 0 bias")
+
+    @property
+    def deterministic(self) -> bool:
+        return not self.uncovered
+
+    def summary(self) -> dict:
+        self.check()
+        return {"name": "deterministic", "deterministic": self.deterministic, "calls": dict(self.calls),
+                "uncovered": dict(self.uncovered), "audited_uncovered_ops": dict(self.audited)}
+
+
+_state = threading.local()
+_active: DeterministicMode | None = None
+_active_lock = threading.Lock()
+
+
+def active_mode() -> DeterministicMode | None:
+    return _active
+
+
+def _kernels():
+    from probes.gemm.triton_matmul import batch_invariant_matmul
+    from probes import invariant
+    return batch_invariant_matmul, invariant
+
+
+# ---- the aten kernels ---------------------------------------------------------------------------------------------
+
+
+def _mm(a, b):
+    mode = _active
+    mode.count("mm")
+    if a.dtype in _MATMUL_DTYPES and b.dtype == a.dtype and a.dim() == 2 and b.dim() == 2 and a.numel() and b.numel():
+        bim, _ = _kernels()
+        return bim(a.contiguous(), b.t().contiguous())
+    mode.not_covered("aten::mm", f"{a.dtype} {tuple(a.shape)} @ {b.dtype} {tuple(b.shape)}")
+    return torch.ops.aten.bmm.default(a.unsqueeze(0), b.unsqueeze(0)).squeeze(0)   # bmm is not replaced
+
+
+def _addmm(bias, a, b, *, beta=1, alpha=1):
+    y = _mm(a, b)
+    if alpha != 1:
+        y = y * alpha
+    return y + (bias if beta == 1 else bias * beta)
+
+
+def _mean_dim(x, dim, keepdim=False, *, dtype=None):
+    mode = _active
+    mode.count("mean.dim")
+    _, inv = _kernels()
+    if x.dtype in (torch.float32, torch.bfloat16, torch.float16) and x.numel():
+        return inv.row_mean(x, dim, keepdim=keepdim, dtype=dtype)
+    mode.not_covered("aten::mean.dim", f"{x.dtype} {tuple(x.shape)}")
+    y = x.to(dtype or x.dtype).sum(dim=dim if dim else None, keepdim=keepdim)
+    n = x.numel() // max(1, y.numel()) if dim else x.numel()
+    return y / n
+
+
+def _softmax(x, dim, half_to_float):
+    _active.count("_softmax")
+    _, inv = _kernels()
+    return inv.softmax(x, dim, half_to_float=half_to_float)
+
+
+def _log_softmax(x, dim, half_to_float):
+    _active.count("_log_softmax")
+    _, inv = _kernels()
+    return inv.log_softmax(x, dim, half_to_float=half_to_float)
+
+
+def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
+    mode = _active
+    mode.count("scaled_dot_product_attention")
+    _, inv = _kernels()
+    if dropout_p:
+        mode.not_covered("aten::scaled_dot_product_attention", f"dropout_p={dropout_p}")
+        return _sdpa_math(q, k, v, attn_mask, dropout_p, is_causal, scale)
+    try:
+        out, uncovered_rows = inv.attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    except KernelInputError as exc:
+        mode.not_covered("aten::scaled_dot_product_attention", str(exc))
+        return _sdpa_math(q, k, v, attn_mask, dropout_p, is_causal, scale)
+    mode.pending_rows(uncovered_rows, "aten::scaled_dot_product_attention")
+    return out
+
+
+def _sdpa_math(q, k, v, attn_mask, dropout_p, is_causal, scale):
+    """torch's math SDPA, written out (used only for cases the mode reports as not covered)."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    rep = q.shape[-3] // k.shape[-3]
+    k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)
+    s = torch.ops.aten.bmm.default(q.reshape(-1, *q.shape[-2:]), k.reshape(-1, *k.shape[-2:]).transpose(1, 2))
+    s = s.reshape(*q.shape[:-1], k.shape[-2]).float() * scale
+    if is_causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril(s.shape[-1] - s.shape[-2])
+                          .logical_not(), float("-inf"))
+    if attn_mask is not None:
+        s = s.masked_fill(attn_mask.logical_not(), float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
+    p = torch.softmax(s, -1)
+    if dropout_p:
+        p = torch.nn.functional.dropout(p, dropout_p)
+    o = torch.ops.aten.bmm.default(p.to(v.dtype).reshape(-1, *p.shape[-2:]), v.reshape(-1, *v.shape[-2:]))
+    return o.reshape(*q.shape[:-1], v.shape[-1])
+
+
+_IMPLS = {"mm": _mm, "addmm": _addmm, "mean.dim": _mean_dim, "_softmax": _softmax, "_log_softmax": _log_softmax,
+          "scaled_dot_product_attention": _sdpa}
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Switch the deterministic mode on for the enclosed code (all threads); yields the DeterministicMode whose
+    summary() says whether everything that ran was covered. Not re-entrant."""
+    global _active
+    with _active_lock:
+        if _active is not None:
+            raise UsageError("deterministic mode is already on")
+        _kernels()                                    # import errors surface here, not inside a model
+        mode = DeterministicMode()
+        lib = torch.library.Library("aten", "IMPL")
+        try:
+            for op, fn in _IMPLS.items():
+                for key in ("CPU", "CUDA"):
+                    lib.impl(op, fn, key)
+        except Exception:
+            lib._destroy()
+            raise
+        _active = mode
+    try:
+        yield mode
+    finally:
+        with _active_lock:
+            _active = None
+            lib._destroy()
+        mode.check()
+
+
+@contextlib.contextmanager
+def mode_context(name: str):
+    """'default' -> nothing (yields None); 'deterministic' -> deterministic()."""
+    if name == "default":
+        yield None
+    elif name == "deterministic":
+        with deterministic() as mode:
+            yield mode
+    else:
+        raise UsageError(f"mode {name!r} is not one of default, deterministic")
+
+
+# ---- audit ---------------------------------------------------------------------------------------------------------
+
+
+class _OpRecorder(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name.split("::")[-1]
+        overload = func._overloadname
+        if not _exact_product(name, args):
+            self.ops[name if overload == "default" else f"{name}.{overload}"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _exact_product(name, args):
+    """A matrix product over a contraction of length 1 (rotary's inv_freq x positions) adds nothing: exact."""
+    if name not in ("mm", "bmm", "addmm", "baddbmm", "matmul"):
+        return False
+    a = args[1] if name in ("addmm", "baddbmm") else args[0]
+    return isinstance(a, torch.Tensor) and a.dim() >= 2 and a.shape[-1] == 1
+
+
+def audit(fn, *args, **kwargs):
+    """Run fn(*args, **kwargs) once while recording the aten ops it calls (in this thread); returns (result,
+    {op: count} of the reducing ops that ran and the mode does not replace). With the mode on, they are added
+    to its `audited` record and each warns once (DeterminismWarning)."""
+    rec = _OpRecorder()
+    with rec:
+        out = fn(*args, **kwargs)
+    covered = set(COVERED_OPS)
+    bad = {op: n for op, n in rec.ops.items() if op.split(".")[0] in REDUCING_OPS and op not in covered}
+    mode = _active
+    if mode is not None:
+        for op, n in bad.items():
+            mode.audited[op] = mode.audited.get(op, 0) + n
+            mode.not_covered(f"aten::{op}", "not replaced by the mode (found by audit)")
+    return out, bad

@@ -1,0 +1,174 @@
+"""probes.invariant on a GPU at real sizes: a row's / a request's bits do not depend on the batch (Mistral:
+Hq 32, Hk 8, D 128; SmolLM2: Hq 9, Hk 3, D 64; up to ~2000 keys a request, 1..64 requests packed as
+continuous batching packs them), closeness to torch, the mean's bits equal to its model, CUDA-graph
+capture, and the timing table runs."""
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from probes.invariant.packed import Request
+
+pytestmark = pytest.mark.gpu
+
+MODELS = {"mistral": (32, 8, 128), "smollm2": (9, 3, 64)}
+
+
+def _bits(t):
+    return t.contiguous().view({4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+def _same(a, b):
+    return a.shape == b.shape and torch.equal(_bits(a), _bits(b))
+
+
+# ---- rows ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hidden", [4096, 576])
+def test_mean_rows_invariant_and_equal_to_model(hidden):
+    from numerics import rowops
+    from probes.invariant import row_mean
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    h = torch.randn((2048, hidden), device="cuda", generator=g).to(torch.bfloat16)
+    x = h.float().pow(2)
+    full = row_mean(x, [-1], keepdim=True)
+    for m in (1, 2, 7, 64, 333, 1024, 2047):
+        assert _same(row_mean(x[:m], [-1], keepdim=True), full[:m]), m
+        assert _same(row_mean(x[m:m + 1], [-1], keepdim=True), full[m:m + 1]), m   # at offset 0 alone
+    # adds and one IEEE division: the GPU gives the model's bits
+    model = rowops.row_mean(x[:64].cpu().numpy())
+    assert np.array_equal(full[:64, 0].cpu().numpy().view(np.uint32), model.view(np.uint32))
+    assert torch.allclose(full, x.mean(-1, keepdim=True), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("vocab", [32768, 49152])
+def test_softmax_rows_invariant_and_close(vocab):
+    from probes.invariant import log_softmax, softmax
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    logits = (torch.randn((64, vocab), device="cuda", generator=g) * 4).to(torch.bfloat16)
+    s_full = softmax(logits, -1, half_to_float=True)
+    l_full = log_softmax(logits, -1)
+    for m in (1, 3, 17, 63):
+        assert _same(softmax(logits[:m], -1, half_to_float=True), s_full[:m]), m
+        assert _same(log_softmax(logits[m:], -1), l_full[m:]), m
+    ref = torch.softmax(logits.float(), -1)
+    assert float((s_full - ref).abs().max()) < 1e-6 + 1e-5 * float(ref.abs().max())
+    assert torch.allclose(l_full.float(), torch.log_softmax(logits.float(), -1), rtol=2 ** -7, atol=2 ** -6)
+
+
+# ---- attention -------------------------------------------------------------------------------------
+
+def _others(n, seed, decode=True):
+    rng = random.Random(seed)
+    return [Request(1 if decode or rng.random() < 0.7 else rng.randint(2, 40), rng.randint(60, 2000), 1000 * seed + i)
+            for i in range(n)]
+
+
+def _probe_out(probe, others, at, model, dtype=torch.bfloat16, repeat=False, **kw):
+    from probes.invariant import attention
+    from probes.invariant.packed import pack
+
+    hq, hk, d = MODELS[model]
+    reqs = list(others)
+    reqs.insert(at, probe)
+    call = pack(reqs, hq=hq, hk=hk, d=d, dtype=dtype, device="cuda", **kw)
+    k, v = call.k, call.v
+    if repeat:  # as transformers' paged sdpa path calls SDPA: kv heads repeated to Hq
+        k, v = (t.repeat_interleave(hq // hk, 1).contiguous() for t in (k, v))
+    r = attention(call.q, k, v, attn_mask=call.mask)
+    assert int(r.uncovered) == 0
+    qo = call.q_offsets[at]
+    return r.out[:, :, qo:qo + probe.q_len], call, k, v, r.out
+
+
+@pytest.mark.parametrize("model", ["mistral", "smollm2"])
+@pytest.mark.parametrize("probe", [Request(1, 1500, 7), Request(1, 100, 8), Request(48, 700, 9)],
+                         ids=["decode-1500", "decode-100", "prefill-48"])
+@pytest.mark.parametrize("repeat", [False, True], ids=["gqa", "repeated"])
+def test_attention_request_bits_do_not_depend_on_the_batch(model, probe, repeat):
+    alone = _probe_out(probe, [], 0, model, repeat=repeat)[0]
+    for n, seed in ((1, 1), (7, 2), (63, 3)):
+        others = _others(n, seed, decode=probe.q_len == 1)
+        for at in (0, n // 2, n):
+            assert _same(_probe_out(probe, others, at, model, repeat=repeat)[0], alone), (n, at)
+    # padded rows / keys, as the engine's static buffers have
+    assert _same(_probe_out(probe, _others(5, 4), 2, model, repeat=repeat, pad_q=13, pad_k=300)[0], alone)
+
+
+@pytest.mark.parametrize("model", ["mistral", "smollm2"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_attention_close_to_sdpa(model, dtype):
+    hq, hk, _ = MODELS[model]
+    others = _others(20, 5, decode=False)
+    _, call, k, v, out = _probe_out(Request(30, 900, 10), others, 10, model, dtype=dtype)
+    g = hq // hk
+    ref = F.scaled_dot_product_attention(call.q.double(), k.double().repeat_interleave(g, 1),
+                                         v.double().repeat_interleave(g, 1), attn_mask=call.mask.double())
+    err = float((out.float() - ref).abs().max())
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    assert err < tol * max(1.0, float(ref.abs().max())), err
+
+
+def test_is_causal_and_no_mask_close_to_sdpa():
+    from probes.invariant import attention
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    q = torch.randn((2, 32, 300, 128), device="cuda", generator=g).to(torch.bfloat16)
+    k = torch.randn((2, 8, 700, 128), device="cuda", generator=g).to(torch.bfloat16)
+    v = torch.randn((2, 8, 700, 128), device="cuda", generator=g).to(torch.bfloat16)
+    for kw in ({"is_causal": True}, {}):
+        out = attention(q, k, v, **kw).out
+        ref = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(4, 1),
+                                             v.float().repeat_interleave(4, 1), **kw)
+        assert float((out.float() - ref).abs().max()) < 1.6e-2, kw
+
+
+def test_uncovered_rows_counted_on_the_device():
+    from probes.invariant import attention
+    from probes.invariant.packed import pack
+
+    call = pack(_others(8, 6), hq=32, hk=8, d=128, dtype=torch.bfloat16, device="cuda")
+    mask = call.mask.clone()
+    mask[0, 0, 3, call.k_offsets[3] + 10] = torch.finfo(torch.bfloat16).min   # a hole in row 3
+    mask[0, 0, 5, call.k_offsets[5]] = 0.25                                  # a bias in row 5
+    r = attention(call.q, call.k, call.v, attn_mask=mask)
+    assert r.uncovered.device.type == "cuda" and int(r.uncovered) == 2
+
+
+def test_attention_runs_inside_a_cuda_graph():
+    """No host sync: captured once, replayed on another packed step of the same shapes, the graph gives the
+    eager call's bits."""
+    from probes.invariant import attention
+    from probes.invariant.packed import pack
+
+    a = pack([Request(1, 900, 11), Request(1, 400, 12)], hq=32, hk=8, d=128, dtype=torch.bfloat16, device="cuda")
+    b = pack([Request(1, 300, 13), Request(1, 1000, 14)], hq=32, hk=8, d=128, dtype=torch.bfloat16, device="cuda")
+    static = [t.clone() for t in (a.q, a.k, a.v, a.mask)]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        attention(*static[:3], attn_mask=static[3])      # warm-up (compiles the kernels)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        res = attention(*static[:3], attn_mask=static[3])
+    for call in (b, a):
+        for dst, src in zip(static, (call.q, call.k, call.v, call.mask)):
+            dst.copy_(src)
+        graph.replay()
+        torch.cuda.synchronize()
+        eager = attention(call.q, call.k, call.v, attn_mask=call.mask)
+        assert _same(res.out, eager.out) and int(res.uncovered) == 0
+
+
+def test_bench_table_runs(capsys):
+    from probes.invariant import bench
+
+    rows = bench.run(models=("smollm2",), reps=3, quick=True)
+    assert rows and all(r["torch_ms"] > 0 and r["ours_ms"] > 0 for r in rows)
+    bench.print_table(rows)
+    assert "ours/torch" in capsys.readouterr().out

@@ -1,0 +1,111 @@
+"""llm.deterministic on the CPU: the torch.library mode (kernels in Triton's interpreter) inside transformers'
+continuous-batching engine, its negative controls, and what it refuses to call deterministic."""
+import warnings
+
+import pytest
+import torch
+
+from llm.deterministic import DeterminismWarning, audit, deterministic, mode_context
+from llm.engine import Request, run_engine
+from llm.serve import analyse, engine_config, make_traffic
+from probes.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16():
+    from llm.models import load
+    return load("mistral-tiny", device="cpu", dtype=torch.bfloat16)
+
+
+def _serve(lm, mode, planted=False):
+    ids = lm.tokenizer.encode("I enjoy walking in the")
+    traffic = make_traffic(lm.tokenizer, ids, copies=2, background=3, seed=1, max_new_tokens=3, span=4,
+                           prompt_len=(2, 10))
+    cbc = engine_config(traffic, "cpu")
+    probes = [r.rid for r in traffic if r.kind == "probe"]
+    undo = _plant(lm.model) if planted else (lambda: None)
+    try:
+        with mode_context(mode) as det:
+            run = run_engine(lm.model, traffic, tracked=probes, cb_config=cbc, audit_steps=1 if det else 0)
+            alone = run_engine(lm.model, [Request("alone", "alone", 0, ids, 3)], tracked=["alone"], cb_config=cbc)
+    finally:
+        undo()
+    return analyse(run, probes, alone, lm.tokenizer), det, run
+
+
+def _plant(model):
+    """A batch-dependent op the mode cannot see: L0.o_proj's output scaled by a factor that depends on how many
+    tokens the engine step packs (module code, not an aten op the mode replaces)."""
+    mod = model.model.layers[0].self_attn.o_proj
+    orig = type(mod).forward
+    mod.forward = lambda x: orig(mod, x) * (1.0 + 2.0 ** -6 * (x.shape[-2] % 3))
+    return lambda: delattr(mod, "forward")
+
+
+def test_deterministic_copies_equal_alone_bit_for_bit(tiny_bf16):
+    """Every copy's logits at every token equal the prompt decoded alone. (The shipped kernels' dependence on the
+    batch is shown in float32 by test_llm_serve; in bfloat16 this CPU's kernels happened to keep their bits for
+    this traffic, so the negative control here is the planted op below.)"""
+    det_res, det, run = _serve(tiny_bf16, "deterministic")
+    summary = det.summary()
+    assert summary["deterministic"], summary["uncovered"]
+    assert {"mm", "mean.dim", "scaled_dot_product_attention"} <= set(summary["calls"])
+    assert det_res["copies_logits_equal_alone"] == det_res["copies"] == 2 and det_res["n_distinct"] == 1
+    assert run.audit == {}                              # no reducing aten op outside the mode ran
+    assert max(s["requests"] for s in run.steps) >= 3   # the copies shared steps with other requests
+
+
+def test_checker_catches_a_planted_batch_dependent_op(tiny_bf16):
+    res, det, _ = _serve(tiny_bf16, "deterministic", planted=True)
+    assert res["copies_logits_equal_alone"] < res["copies"]
+
+
+def test_mode_registers_and_restores(tiny_bf16):
+    a = torch.randn(5, 64).bfloat16()
+    b = torch.randn(64, 32).bfloat16()
+    with deterministic() as mode:
+        y = a @ b
+        with pytest.raises(UsageError, match="already on"):
+            with deterministic():
+                pass
+    assert mode.calls["mm"] == 1 and mode.summary()["deterministic"]
+    ref = (a.float() @ b.float())
+    assert (y.float() - ref).abs().max() <= 0.02 * ref.abs().max()
+    a @ b
+    assert mode.calls["mm"] == 1                        # the shipped kernel is back
+
+
+def test_uncovered_cases_warn_and_mark_the_run():
+    x = torch.randn(4, 8)
+    with pytest.warns(DeterminismWarning, match="aten::mm"):
+        with deterministic() as mode:
+            y = x @ torch.randn(8, 3)                   # float32: the matmul kernel is bf16/fp16 only
+    assert y.shape == (4, 3) and not mode.summary()["deterministic"]
+    assert any("aten::mm" in k for k in mode.summary()["uncovered"])
+
+
+def test_attention_mask_that_is_not_an_interval_is_reported():
+    q = torch.randn(1, 2, 3, 16).bfloat16()
+    mask = torch.tensor([[True, False, True, True]] * 3)[None, None]      # a hole: not one interval
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        with deterministic() as mode:
+            torch.nn.functional.scaled_dot_product_attention(q, torch.randn(1, 2, 4, 16).bfloat16(),
+                                                             torch.randn(1, 2, 4, 16).bfloat16(), attn_mask=mask)
+        summary = mode.summary()
+    assert not summary["deterministic"]
+    assert any(issubclass(w.category, DeterminismWarning) and "interval" in str(w.message) for w in got)
+
+
+def test_audit_names_reducing_ops_the_mode_does_not_replace():
+    ln = torch.nn.LayerNorm(16)
+    x = torch.randn(2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeterminismWarning)
+        with deterministic() as mode, torch.no_grad():
+            _, bad = audit(lambda: (ln(x), torch.cumsum(x, 0), x.bfloat16() @ x.bfloat16().T))
+    assert "native_layer_norm" in bad and "cumsum" in bad and "mm" not in bad
+    assert not mode.summary()["deterministic"]
+    # rotary's positions x inv_freq product has a contraction of length 1: exact, not flagged
+    _, bad = audit(lambda: torch.randn(1, 4, 1) @ torch.randn(1, 1, 6))
+    assert bad == {}
