@@ -10,6 +10,8 @@ from llm.engine import Request, run_engine
 from llm.serve import analyse, engine_config, make_traffic
 from probes.errors import UsageError
 
+pytestmark = pytest.mark.cpu_modes       # the mode's kernels run in Triton's interpreter on CPU tensors here
+
 
 @pytest.fixture(scope="module")
 def tiny_bf16():
