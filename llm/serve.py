@@ -9,7 +9,7 @@ number of rows in every linear, another length of the packed attention). transfo
 continuous-batching engine (llm.engine) serves: N copies of the probe prompt, interleaved with seeded
 background traffic (arrival step, prompt and output lengths from `numpy.default_rng(seed)`, prompts cut from
 real text in llm/data/traffic_corpus.txt). For each mode (`default`: the kernels as shipped;
-`deterministic`: llm.deterministic's batch-invariant kernels) the report gives:
+`deterministic`: llm.deterministic()'s batch-invariant kernels) the report gives:
 
 - the distinct completions of the copies and their counts;
 - each distinct completion's first divergence from the most common one, with the top-2 logit margin there
@@ -237,7 +237,7 @@ def engine_config(traffic, device, num_blocks=None, max_batch_tokens=None):
 def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temperature=0.0, progress=True,
                cb_config=None):
     """Run the traffic, the prompt alone and the static batches under `mode`; returns (analysis, static, runs)."""
-    from llm.deterministic import mode_context
+    from llm.determinism import mode_context
     probe = [r for r in traffic if r.kind == "probe"]
     probe_rids = [r.rid for r in probe]
     others = [r.prompt_ids for r in traffic if r.kind == "background"]
@@ -318,7 +318,7 @@ def bench(lm, traffic, modes, repeats, cb_config=None) -> dict:
     warm-up are outside the timed span (run_engine's wall time includes them: `gen_s` does not)."""
     times = {m: [] for m in modes}
     tokens = {}
-    from llm.deterministic import mode_context
+    from llm.determinism import mode_context
     for _ in range(repeats):
         for m in modes:
             with mode_context(m):

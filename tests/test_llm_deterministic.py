@@ -1,11 +1,11 @@
-"""llm.deterministic on the CPU: the torch.library mode (kernels in Triton's interpreter) inside transformers'
+"""llm.deterministic() on the CPU: the torch.library mode (kernels in Triton's interpreter) inside transformers'
 continuous-batching engine, its negative controls, and what it refuses to call deterministic."""
 import warnings
 
 import pytest
 import torch
 
-from llm.deterministic import DeterminismWarning, audit, deterministic, mode_context
+from llm.determinism import DeterminismWarning, audit, deterministic, mode_context
 from llm.engine import Request, run_engine
 from llm.serve import analyse, engine_config, make_traffic
 from probes.errors import UsageError
@@ -61,9 +61,10 @@ def test_checker_catches_a_planted_batch_dependent_op(tiny_bf16):
 
 
 def test_mode_registers_and_restores(tiny_bf16):
+    import llm
     a = torch.randn(5, 64).bfloat16()
     b = torch.randn(64, 32).bfloat16()
-    with deterministic() as mode:
+    with llm.deterministic() as mode:
         y = a @ b
         with pytest.raises(UsageError, match="already on"):
             with deterministic():
