@@ -233,3 +233,19 @@ def launch_splitk(x, w, out, c, sms, tensor_descriptor):
         SPLIT_K=split, INLINE=inline, SWAP=swap, TMA=use_tma, SUBTILE=sub,
         num_warps=c["num_warps"], num_stages=c["num_stages"])
     return out
+
+
+def witness_inputs(dtype, device="cpu", k=608):
+    """Inputs on which split 3 and one chain must differ (tests, interpreter and GPU): x [2, k], w [8, k] whose
+    row-0 products are 1 (k = 0), 256 of 2^-30 (k = 256..511, the second slice of split 3) and -1 (the last
+    k, in the third slice). One chain loses every 2^-30 against the running 1 (16 or 32 of them make 2^-26
+    or 2^-25, below half an ulp of 1; wgmma truncates them away) and ends at 0. Split 3 sums them from 0 in
+    their own slice (2^-22, exact) and ends at (1 + 2^-22) - 1 = 2^-22. Row 1 is random."""
+    import torch
+
+    x = torch.zeros((2, k))
+    w = torch.zeros((8, k))
+    x[0, 0], x[0, k - 1], w[:, 0], w[:, k - 1] = 1.0, -1.0, 1.0, 1.0
+    x[0, 256:512], w[:, 256:512] = 2.0 ** -15, 2.0 ** -15
+    x[1] = torch.randn(k, generator=torch.Generator().manual_seed(0))
+    return x.to(dtype).to(device), w.to(dtype).to(device)
