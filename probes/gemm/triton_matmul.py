@@ -9,6 +9,8 @@ for every M:
   * a fixed K loop: k-tiles 0, 1, 2 ... in order, each a tl.dot (on sm_90 a chain of wgmma k16 steps)
     accumulated in float32 registers, cast once to the output dtype,
   * M is a run-time argument Triton must not specialise on (do_not_specialize): one binary per config.
+(Or K in slices fixed by the shape's table, never by M, each slice's chain from 0 and the float32 partials
+added in slice order: `triton_splitk`, a config with SPLIT_K > 1.)
 Rows of a tile beyond M read zeros (TMA fills out-of-bounds with zeros, the pointer kernel masks them):
 they never enter another row's sum. The grid is persistent (min(SMs, tiles) programs walking the tiles in
 grouped order); which program computes a tile does not change how.
