@@ -342,6 +342,9 @@ def cublaslt_sweep(report, args, log):
                  if i == 0 or picks[m]["desc"] != picks[ms[i - 1]]["desc"]]
         metrics = {k_: v for k_, v in r.items() if k_ not in ("ms", "output")}
         metrics["pick_changes"] = tiles
+        bits_at, picks_at = {m for m, _ in r["change_points"][1:]}, {m for m, _ in tiles[1:]}
+        metrics["pick_changes_keeping_bits"] = sorted(picks_at - bits_at)   # another kernel, the same row 0
+        metrics["bit_changes_same_pick"] = sorted(bits_at - picks_at)       # same kernel, other bits: no M effect
         metrics["picks_with_split_rank0"] = sorted(m for m, p in picks.items() if (p["rank0"] or 1) > 1)
         add(report, key, inputs=inputs, output=r["output"], metrics=metrics,
             params={"ms": ms, "workspace_bytes": NOSPLIT_WORKSPACE_BYTES, "picks": {str(m): p for m, p in picks.items()},
@@ -429,6 +432,8 @@ def lt_table(report):
         lines.append(f"  {e['key'].split('/', 2)[2]:<8} {len(e['params']['ms'])} M: {verdict}; picks: "
                      + ", ".join(f"M>={mm}: {d}" for mm, d in m["pick_changes"][:6])
                      + (" ..." if len(m["pick_changes"]) > 6 else ""))
+        if m.get("pick_changes_keeping_bits"):
+            lines.append(f"           the pick changed but row 0 kept its bits at M = {m['pick_changes_keeping_bits'][:10]}")
     return "\n".join(lines)
 
 
