@@ -123,3 +123,47 @@ def test_report_tables_and_plot(tmp_path):
     with pytest.raises(ValueError, match="no speed rows"):
         BM.plot(reports.new_report(BM.PROBE, command=["x"], fingerprint={}, config={}), tmp_path / "c.png")
     assert json.loads(path.read_text())["probe"] == "gemm-bimatmul"
+
+
+def test_cublaslt_sweep_bookkeeping_with_a_stand_in_pick(monkeypatch):
+    """Row 0 per M through the pick of each M; the picks' changes are lined up with row 0's: a tile change
+    that keeps the bits, and a bit change without a pick change, are both named."""
+    import probes.gemm.cublaslt as lt_mod
+
+    class Pick:
+        def __init__(self, m, n, k, dtype="bfloat16", **kw):
+            tile = 20 if m < 4 else 21
+            self.pick = {"algo_id": 66, "tile": tile, "stages": 1, "splitk": 1, "reduction": 0, "swizzle": 0,
+                         "custom": 0, "desc": f"a66 t{tile}"}
+            self.rank0 = dict(self.pick, splitk=2 if m == 1 else 1)
+            self.m = m
+
+        def __call__(self, x, w):
+            y = torch.stack([w.double().mv(row.double()) for row in x]).float()  # one row at a time
+            if self.m >= 6:      # row 0 changes at M = 6 with the same pick as M = 4, 5
+                y[0, 0] = torch.nextafter(y[0, 0], torch.tensor(1e9))
+            return y
+    monkeypatch.setattr(lt_mod, "NoSplitPick", Pick)
+    monkeypatch.setattr(BM, "_inputs", lambda n, k, max_m, args: (torch.randn(n, k), torch.randn(max_m, k)))
+    args = BM.parse_args(["--shapes", "k_v", "--ms", "1,2,4,5,6,8", "--quick"])
+    report = reports.new_report(BM.PROBE, command=["x"], fingerprint={}, config={"seed": 0})
+    BM.cublaslt_sweep(report, args, lambda line: None)
+    e = report["experiments"][0]
+    m = e["metrics"]
+    assert e["key"] == "cublaslt/bfloat16/k_v" and e["params"]["ms"] == [1, 2, 4, 5, 6, 8]
+    assert m["distinct"] == 2 and m["first_change_m"] == 6 and not m["invariant"]
+    assert m["pick_changes"] == [[1, "a66 t20"], [4, "a66 t21"]]
+    assert m["pick_changes_keeping_bits"] == [4] and m["bit_changes_same_pick"] == [6]
+    assert m["picks_with_split_rank0"] == [1] and e["params"]["picks"]["1"]["rank0"] == 2
+    assert "the pick changed but row 0 kept its bits at M = [4]" in BM.lt_table(report)
+
+
+def test_gpu_tests_part_records_pytest(tmp_path):
+    """The tests part runs pytest -m gpu on tests/test_gemm_gpu.py from the repository and records its counts
+    (on a CPU every test skips: all skipped, exit 0)."""
+    args = BM.parse_args(["--out", str(tmp_path)])
+    report = reports.new_report(BM.PROBE, command=["x"], fingerprint={}, config={"seed": 0})
+    BM.gpu_tests(report, args, dict(__import__("os").environ), lambda line: None)
+    e = report["experiments"][0]
+    assert e["key"] == "tests/gemm_gpu" and e["metrics"]["returncode"] == 0 and e["metrics"]["skipped"] >= 40
+    assert "skipped" in (tmp_path / "bimatmul-tests.txt").read_text()

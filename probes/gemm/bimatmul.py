@@ -171,9 +171,10 @@ def gpu_tests(report, args, env, log):
     log_path = os.path.join(args.out, "bimatmul-tests.txt")
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rfE",
            "--durations=5", "tests/test_gemm_gpu.py"]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
     t = time.perf_counter()
     try:
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.tests_timeout)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.tests_timeout, cwd=root)
         text, rc = r.stdout + r.stderr, r.returncode
     except subprocess.TimeoutExpired as exc:
         text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -221,10 +222,7 @@ def speed_shape(report, args, name, n, k, with_lt, log):
     from probes.gemm import triton_bench as B
     from probes.gemm.triton_matmul import batch_invariant_matmul
 
-    tdt = getattr(torch, args.dtype)
-    gen = torch.Generator(device="cuda").manual_seed(args.seed)
-    w = (torch.randn((n, k), device="cuda", generator=gen) * k ** -0.5).to(tdt)
-    xs = torch.randn((max(args.ms), k), device="cuda", generator=gen).to(tdt)
+    w, xs = _inputs(n, k, max(args.ms), args)
     full = batch_invariant_matmul(xs, w).view(torch.int16)
     pool = B.weight_pool(w, args.graph_calls)
     for m in args.ms:
@@ -239,6 +237,16 @@ def speed_shape(report, args, name, n, k, with_lt, log):
             continue
         add(report, key, inputs=inputs, metrics=metrics, params=SPEED_PARAMS)
         log(cell_text(name, m, metrics))
+
+
+def _inputs(n, k, max_m, args, device="cuda"):
+    """W [N, K] (scaled by K**-0.5) and X [max M, K] from the seed (the speed and cuBLASLt parts: the same)."""
+    import torch
+
+    tdt = getattr(torch, args.dtype)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    w = (torch.randn((n, k), device=device, generator=gen) * k ** -0.5).to(tdt)
+    return w, torch.randn((max_m, k), device=device, generator=gen).to(tdt)
 
 
 SPEED_PARAMS = {
@@ -313,8 +321,6 @@ def cell_text(shape, m, r):
 
 def cublaslt_sweep(report, args, log):
     """Per shape: row 0 of the no-split-K pick at every M of the sweep (row0_sweep), with each M's pick."""
-    import torch
-
     from probes.gemm.cublaslt import NOSPLIT_WORKSPACE_BYTES, NoSplitPick
     from probes.gemm.sweep import gpu_ms, row0_sweep
 
@@ -323,15 +329,13 @@ def cublaslt_sweep(report, args, log):
         key = f"cublaslt/{args.dtype}/{name}"
         inputs = {"seed": args.seed, "N": n, "K": k, "max_M": max(ms), "dtype": args.dtype}
         try:
-            tdt = getattr(torch, args.dtype)
-            gen = torch.Generator(device="cuda").manual_seed(args.seed)
-            w = (torch.randn((n, k), device="cuda", generator=gen) * k ** -0.5).to(tdt)
-            xs = torch.randn((max(ms), k), device="cuda", generator=gen).to(tdt)
-            picks = {}
+            w, xs = _inputs(n, k, max(ms), args)
+            picks, alive = {}, [None]
 
             def fn(m):
                 lt = NoSplitPick(m, n, k, args.dtype)
                 picks[m] = dict(lt.pick, rank0=lt.rank0.get("splitk"), rank0_desc=_desc(lt.rank0))
+                alive[0] = lt  # its plan and workspace outlive the launch (row0_sweep synchronises)
                 return lt(xs[:m], w)
             r = row0_sweep(fn, ms, log=log, label=key)
         except Exception as exc:
