@@ -167,3 +167,23 @@ def test_gpu_tests_part_records_pytest(tmp_path):
     e = report["experiments"][0]
     assert e["key"] == "tests/gemm_gpu" and e["metrics"]["returncode"] == 0 and e["metrics"]["skipped"] >= 40
     assert "skipped" in (tmp_path / "bimatmul-tests.txt").read_text()
+
+
+def test_main_records_each_part_even_when_parts_fail(tmp_path, monkeypatch, capsys):
+    """Every part is tried and recorded: here (a CPU standing in for the GPU) the tests part runs (all skip),
+    the speed and cuBLASLt parts fail on their CUDA inputs, shape by shape, and the report, the text table
+    and the log are still written."""
+    from probes import cli
+    monkeypatch.setattr(cli, "select_device", lambda spec: "cpu")
+    assert BM.main(["--out", str(tmp_path), "--shapes", "k_v,q_o", "--quick", "--no-plot"]) == 0
+    report = reports.load_report(tmp_path / "bimatmul.json")
+    status = {e["key"]: e["status"] for e in report["experiments"]}
+    assert status["tests/gemm_gpu"] == "ok"
+    assert status["speed/bfloat16/k_v/error"] == status["speed/bfloat16/q_o/error"] == "error"
+    assert status["cublaslt/bfloat16/k_v"] == status["cublaslt/bfloat16/q_o"] == "error"
+    assert set(report["config"]["stage_seconds"]) == {"tests", "speed", "cublaslt"}
+    assert report["config"]["triton_table"]["source"] == "interpreter" and report["config"]["ms"] == [1, 16, 256,
+                                                                                                      1400, 4096]
+    text = (tmp_path / "bimatmul.txt").read_text()
+    assert "speed: no measurement" in text and "errors:" in text and "cublaslt/bfloat16/k_v" in text
+    assert "report:" in capsys.readouterr().out
