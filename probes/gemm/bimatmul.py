@@ -93,7 +93,10 @@ def main(argv=None):
             add(report, f"{name}/error", status="error", message=f"{type(exc).__name__}: {exc}")
             log(f"error in {name}: {type(exc).__name__}: {exc}")
         stages[name] = round(time.perf_counter() - t, 1)
-        save(report, path, stages, started)
+        try:
+            save(report, path, stages, started)
+        except Exception as exc:  # a report that cannot be written now is tried again at the end
+            log(f"could not write {path} after {name}: {type(exc).__name__}: {exc}")
 
     if args.tune:
         run("tune", lambda: tune(report, args, env, log))
@@ -140,6 +143,7 @@ def save(report, path, stages, started):
 def tune(report, args, env, log):
     """Bench every candidate of every bucket and split class (cold, then the best 3 as graphs), choose a table
     per shape, write them as a choices file, and use them in this run (tests: via GEMM_TRITON_CHOICES)."""
+    from probes import report as reports
     from probes.gemm import probe as P
     from probes.gemm import triton_configs as C
 
@@ -159,8 +163,8 @@ def tune(report, args, env, log):
                    measured=measured, note=f"python -m probes.gemm.bimatmul --tune ({report['created_utc']}): "
                    "per bucket the best of cold ratio and graph ratio (the worse of the two) vs F.linear")
     env["GEMM_TRITON_CHOICES"] = os.path.abspath(out)
-    report["config"]["tuned_choices"] = {"file": out, "chosen": chosen}
-    report["config"]["triton_table"] = dict(C.table_status(gpu, "cuda"), tuned_in_this_run=True)
+    report["config"]["tuned_choices"] = reports.jsonable({"file": out, "chosen": chosen})
+    report["config"]["triton_table"] = reports.jsonable(dict(C.table_status(gpu, "cuda"), tuned_in_this_run=True))
     log(f"tuned tables written to {out}")
 
 

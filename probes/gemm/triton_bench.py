@@ -53,7 +53,6 @@ def benchmark(shapes=None, ms=None, dtype="bfloat16", *, seed=0, reps=25, log=No
     graph_triton_ms, graph_cublas_ms] | error}. splits: split classes per shape (default
     triton_configs.split_trials); graph: calls per CUDA graph (0: no graph timing)."""
     import torch
-    import torch.nn.functional as F
 
     from probes.gemm.triton_matmul import batch_invariant_matmul
 

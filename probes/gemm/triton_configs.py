@@ -235,7 +235,9 @@ def anchor_for(split):
     return ANCHOR if split == 1 else cfg("tma", 128, 128, 64, stages=4, warps=8, split=split, inline=True)
 
 
-def all_candidates(splits=(1, 3)):
+def all_candidates(splits=None):
+    """Every candidate of the split classes `splits` (default: 1 and every SPLIT_TRIALS count), anchors too."""
+    splits = splits or sorted({1, *(s for v in SPLIT_TRIALS.values() for s in v)})
     seen = {}
     for split in splits:
         for cs in (BUCKET_CANDIDATES if split == 1 else _split_candidates(split)):
