@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,14 +99,26 @@ def main(argv=None):
         except Exception as exc:  # a report that cannot be written now is tried again at the end
             log(f"could not write {path} after {name}: {type(exc).__name__}: {exc}")
 
-    if args.tune:
-        run("tune", lambda: tune(report, args, env, log))
-    if "tests" in args.parts:
-        run("tests", lambda: gpu_tests(report, args, env, log))
-    if "speed" in args.parts:
-        run("speed", lambda: speed(report, args, "cublaslt" in args.parts, log))
-    if "cublaslt" in args.parts:
-        run("cublaslt", lambda: cublaslt_sweep(report, args, log))
+    class Terminated(BaseException):  # not caught by a part's `except Exception`
+        pass
+
+    def on_term(signum, frame):
+        raise Terminated()
+    signal.signal(signal.SIGTERM, on_term)  # e.g. from `timeout`: what was measured is still written
+    try:
+        if args.tune:
+            run("tune", lambda: tune(report, args, env, log))
+        if "tests" in args.parts:
+            run("tests", lambda: gpu_tests(report, args, env, log))
+        if "speed" in args.parts:
+            run("speed", lambda: speed(report, args, "cublaslt" in args.parts, log))
+        if "cublaslt" in args.parts:
+            run("cublaslt", lambda: cublaslt_sweep(report, args, log))
+    except Terminated:
+        report["config"]["terminated"] = "SIGTERM during the run: the report holds what was measured before"
+        log("terminated by SIGTERM: writing what was measured")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     text = format_report(report)
     with open(os.path.join(args.out, "bimatmul.txt"), "w") as f:
         f.write(text + "\n")
@@ -376,6 +389,8 @@ def format_report(report):
     tt = cfg.get("triton_table") or {}
     lines = [f"Triton tables: {tt.get('source')} {tt.get('file') or ''} ({tt.get('reason', '')})"
              + ("; tuned in this run" if tt.get("tuned_in_this_run") else "")]
+    if cfg.get("terminated"):
+        lines.append(f"TERMINATED: {cfg['terminated']}")
     for e in _exps(report, "tests/"):
         m = e["metrics"] or {}
         lines.append(f"GPU tests ({e['params'].get('command', '')}): {e['status'].upper()} "
