@@ -217,9 +217,9 @@ def _graph_replays_match_eager(x, w, c, rounds=5):
 
 
 def test_handoff_config_in_a_cuda_graph_replays_fresh_inputs():
-    """The handoff kernel's flags hold a launch counter passed as an argument, which a graph would freeze: under
-    capture batch_invariant_matmul runs its whole-tile twin (same bits), so replays on new inputs give the
-    eager (handoff) bits."""
+    """The handoff kernel's launch counter (EPOCH) is an argument, which a graph freezes: its consumers lower
+    the flags they took, so every replay waits for its own producers; replays on new inputs give the eager
+    bits."""
     from probes.gemm.triton_configs import config_by_name
     from probes.gemm.triton_matmul import MISTRAL_SHAPES
     n, k = MISTRAL_SHAPES["q_o"]

@@ -278,11 +278,6 @@ def _launch(x, w, c, out):
     sms = num_sms(x.device)
     if split_of(c) > 1:
         return launch_splitk(x, w, out, c, sms, TensorDescriptor)
-    if c["impl"] == "handoff" and x.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        # The handoff kernel's flags hold a launch counter passed as an argument: a CUDA graph would replay
-        # the captured one, and a replay would take the last replay's stale accumulators. Its whole-tile
-        # twin has the same bits (one chain per element).
-        c = dict(c, impl="tma")
     grid = (max(1, min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))),)
     # TMA needs 16-byte aligned row strides (K and N multiples of 8 for 2-byte types): a (N, K) property.
     use_tma = c["impl"] in ("tma", "swap", "handoff", "wide", "mixed") and TensorDescriptor is not None \
