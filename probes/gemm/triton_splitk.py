@@ -185,9 +185,14 @@ _WORKSPACE = {}
 
 def splitk_workspace(device, floats, slots):
     """The parallel mode's float32 partial slots and their flags (zeros at rest), kept per device and stream
-    and grown as needed (a larger M needs more slots)."""
+    and grown as needed (a larger M needs more slots). Under CUDA-graph capture a graph gets its own, never
+    cached: allocated in the graph's memory pool, its flags zeroed by a memset node at every replay (memory
+    allocated during a capture holds nothing until the graph runs, so another graph must not share it)."""
     import torch
 
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return (torch.empty(max(floats, 1), dtype=torch.float32, device=device),
+                torch.zeros(max(slots, 1) * SPLIT_FLAG_STRIDE.value, dtype=torch.int32, device=device))
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device.type, device.index, stream)
     ws, flags = _WORKSPACE.get(key, (None, None))
