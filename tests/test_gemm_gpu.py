@@ -216,6 +216,37 @@ def _graph_replays_match_eager(x, w, c, rounds=5):
         assert torch.equal(out.view(torch.int16), eager.view(torch.int16)), f"replay {r}"
 
 
+def test_split_k_two_graphs_replayed_before_each_other():
+    """Two graphs captured one after the other (a server's graphs per batch size), each with two team-mode
+    calls, replayed B before A and then A: each has its own workspace, zeroed at its replays, so every output
+    is its input's eager bits."""
+    from probes.gemm.triton_configs import config_by_name
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul
+    from probes.gemm.triton_splitk import capture_id
+    n, k = MISTRAL_SHAPES["k_v"]
+    c = config_by_name("tma-128x128x64-g8-s6-w8-nf-sub-k3")
+    g = torch.Generator(device="cuda").manual_seed(6)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+    xs = {name: torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16) for name, m in (("a", 1400),
+                                                                                              ("b", 600))}
+    graphs, outs, ids = {}, {}, []
+    for name, x in xs.items():
+        batch_invariant_matmul(x, w, config=c)
+        torch.cuda.synchronize()
+        graphs[name] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graphs[name]):
+            ids.append(capture_id(torch.cuda.current_stream().cuda_stream))
+            outs[name] = [batch_invariant_matmul(x, w, config=c), batch_invariant_matmul(x, w, config=c)]
+    print("capture ids (None: CUDA Python's cuda.bindings missing, one workspace per call):", ids)
+    for order in (("b", "a"), ("a", "b")):
+        for name in order:
+            graphs[name].replay()
+        torch.cuda.synchronize()
+        for name, x in xs.items():
+            eager = batch_invariant_matmul(x, w, config=c).view(torch.int16)
+            assert all(torch.equal(o.view(torch.int16), eager) for o in outs[name]), (order, name)
+
+
 def test_handoff_config_in_a_cuda_graph_replays_fresh_inputs():
     """The handoff kernel's launch counter (EPOCH) is an argument, which a graph freezes: its consumers lower
     the flags they took, so every replay waits for its own producers; replays on new inputs give the eager

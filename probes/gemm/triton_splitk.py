@@ -181,18 +181,17 @@ def bi_matmul_splitk_kernel(x, w, y, ws_ptr, flag_ptr, M, N, K, SLICE_K, stride_
 
 
 _WORKSPACE = {}
+_CAPTURE = {}
 
 
 def splitk_workspace(device, floats, slots):
-    """The parallel mode's float32 partial slots and their flags (zeros at rest), kept per device and stream
-    and grown as needed (a larger M needs more slots). Under CUDA-graph capture a graph gets its own, never
-    cached: allocated in the graph's memory pool, its flags zeroed by a memset node at every replay (memory
-    allocated during a capture holds nothing until the graph runs, so another graph must not share it)."""
+    """The parallel mode's float32 partial slots and their flags (zeros at rest: every flag raised is lowered by
+    its reader), kept per device and stream and grown as needed (a larger M needs more slots). A CUDA graph
+    being captured gets its own (`_capture_workspace`)."""
     import torch
 
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return (torch.empty(max(floats, 1), dtype=torch.float32, device=device),
-                torch.zeros(max(slots, 1) * SPLIT_FLAG_STRIDE.value, dtype=torch.int32, device=device))
+        return _capture_workspace(device, floats, slots)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device.type, device.index, stream)
     ws, flags = _WORKSPACE.get(key, (None, None))
@@ -202,6 +201,40 @@ def splitk_workspace(device, floats, slots):
         flags = torch.zeros(max(slots, 1) * SPLIT_FLAG_STRIDE.value, dtype=torch.int32, device=device)
     _WORKSPACE[key] = (ws, flags)
     return ws, flags
+
+
+def _capture_workspace(device, floats, slots):
+    """A workspace of the capture under way: allocated in the graph's memory pool, its flags zeroed by a memset
+    node of the graph (memory allocated during a capture holds nothing until the graph runs, so no other graph
+    and no eager launch may share it). Reused by the capture's later calls when cudaStreamGetCaptureInfo (CUDA
+    Python) names the capture, else one per call."""
+    import torch
+
+    stream = torch.cuda.current_stream(device).cuda_stream
+    cid = capture_id(stream)
+    entry = _CAPTURE.get((device.index, stream))
+    if cid is not None and entry is not None and entry[0] == cid and entry[1].numel() >= floats \
+            and entry[2].numel() >= slots * SPLIT_FLAG_STRIDE.value:
+        return entry[1], entry[2]
+    ws = torch.empty(max(floats, 1), dtype=torch.float32, device=device)
+    flags = torch.zeros(max(slots, 1) * SPLIT_FLAG_STRIDE.value, dtype=torch.int32, device=device)
+    if cid is not None:
+        _CAPTURE[(device.index, stream)] = (cid, ws, flags)
+    return ws, flags
+
+
+def capture_id(stream):
+    """The unique id of the CUDA-graph capture under way on `stream` (a cudaStream_t as an int), or None (none
+    under way, or CUDA Python's cuda.bindings is not installed)."""
+    try:
+        from cuda.bindings import runtime
+        out = runtime.cudaStreamGetCaptureInfo(runtime.cudaStream_t(init_value=stream))
+        if out[0] != runtime.cudaError_t.cudaSuccess or \
+                out[1] != runtime.cudaStreamCaptureStatus.cudaStreamCaptureStatusActive:
+            return None
+        return int(out[2])
+    except Exception:  # no CUDA Python, or another binding: one workspace per call instead
+        return None
 
 
 def launch_splitk(x, w, out, c, sms, tensor_descriptor):
