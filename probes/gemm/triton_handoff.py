@@ -116,9 +116,13 @@ _HANDOFF = {}
 
 def handoff_workspace(device, block_m, block_n, programs):
     """The handoff kernel's float32 accumulator slots (one per program) and flags, kept per device, stream
-    and tile size, and the epoch of the next launch (flags of earlier launches hold smaller epochs)."""
+    and tile size, and the epoch of the next launch (flags of earlier launches hold smaller epochs). Under
+    CUDA-graph capture: the capture's own, zeroed at every replay (triton_splitk.capture_workspace), epoch 1."""
     import torch
 
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        from probes.gemm.triton_splitk import capture_workspace
+        return (*capture_workspace(device, programs * block_m * block_n, programs * FLAG_STRIDE.value), 1)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device.type, device.index, stream, block_m, block_n, programs)
     entry = _HANDOFF.get(key)

@@ -187,11 +187,11 @@ _CAPTURE = {}
 def splitk_workspace(device, floats, slots):
     """The parallel mode's float32 partial slots and their flags (zeros at rest: every flag raised is lowered by
     its reader), kept per device and stream and grown as needed (a larger M needs more slots). A CUDA graph
-    being captured gets its own (`_capture_workspace`)."""
+    being captured gets its own (`capture_workspace`)."""
     import torch
 
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return _capture_workspace(device, floats, slots)
+        return capture_workspace(device, floats, slots * SPLIT_FLAG_STRIDE.value)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device.type, device.index, stream)
     ws, flags = _WORKSPACE.get(key, (None, None))
@@ -203,21 +203,22 @@ def splitk_workspace(device, floats, slots):
     return ws, flags
 
 
-def _capture_workspace(device, floats, slots):
-    """A workspace of the capture under way: allocated in the graph's memory pool, its flags zeroed by a memset
-    node of the graph (memory allocated during a capture holds nothing until the graph runs, so no other graph
-    and no eager launch may share it). Reused by the capture's later calls when cudaStreamGetCaptureInfo (CUDA
-    Python) names the capture, else one per call."""
+def capture_workspace(device, floats, flag_ints):
+    """Float32 slots and int32 flags (zeros) of the CUDA-graph capture under way: allocated in the graph's memory
+    pool, the flags zeroed by a memset node of the graph at every replay (memory allocated during a capture
+    holds nothing until the graph runs, so no other graph and no eager launch may share it). The capture's
+    later calls reuse them (kernels of one stream run one after the other, and leave every flag at 0) when
+    cudaStreamGetCaptureInfo (CUDA Python) names the capture; else one per call. The handoff kernel's too."""
     import torch
 
     stream = torch.cuda.current_stream(device).cuda_stream
     cid = capture_id(stream)
     entry = _CAPTURE.get((device.index, stream))
     if cid is not None and entry is not None and entry[0] == cid and entry[1].numel() >= floats \
-            and entry[2].numel() >= slots * SPLIT_FLAG_STRIDE.value:
+            and entry[2].numel() >= flag_ints:
         return entry[1], entry[2]
     ws = torch.empty(max(floats, 1), dtype=torch.float32, device=device)
-    flags = torch.zeros(max(slots, 1) * SPLIT_FLAG_STRIDE.value, dtype=torch.int32, device=device)
+    flags = torch.zeros(max(flag_ints, 1), dtype=torch.int32, device=device)
     if cid is not None:
         _CAPTURE[(device.index, stream)] = (cid, ws, flags)
     return ws, flags
