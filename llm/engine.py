@@ -177,7 +177,7 @@ class _Hooks:
         spans[rid] = (first, end) of the request's query tokens in the packed batch and rows the requests that
         produce a token, in logits order. A true return value stops the run (after this step)."""
         if self.step - 1 < self.audit_steps:
-            from llm.deterministic import audit
+            from llm.determinism import audit
             _, ops = audit(compute, model, batch_data)
             self.audit.update(ops)
             return None
@@ -216,7 +216,7 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
     completions, the per-step batch composition and, for the `tracked` request ids, what each of their
     tokens saw and the logits behind it. `step_hook` (see _Hooks._compute) sees every step before it runs
     and can end the run early (the unfinished requests are then left out of `completions`). The first
-    `audit_steps` steps run under llm.deterministic.audit (the reducing aten ops the deterministic mode does not
+    `audit_steps` steps run under llm.determinism.audit (the reducing aten ops the deterministic mode does not
     replace are returned in EngineRun.audit, and reported to the mode when it is on)."""
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig

@@ -2,10 +2,11 @@
 
 - `linear=batch_invariant`: every linear op (the 7 per decoder layer and lm_head) computed by
   probes.gemm.triton_matmul.batch_invariant_matmul(x2d, W) (F.linear layout, W [N, K]; fixed K order,
-  no split-K, float32 accumulation: row i of the output never depends on the other rows or on M), plus
-  the bias if any. bfloat16 / float16 only. On the CPU it runs in Triton's interpreter
-  (TRITON_INTERPRET=1 set before triton is imported, as tests/conftest.py does without a GPU). The
-  kernel's per-(N, K, M-bucket) configs come from GEMM_TRITON_CHOICES when set, else its ANCHOR.
+  a K split only where the shape's table fixes one for every M, float32 accumulation: row i of the output
+  never depends on the other rows or on M), plus the bias if any. bfloat16 / float16 only. On the CPU it
+  runs in Triton's interpreter (TRITON_INTERPRET=1 set before triton is imported, as tests/conftest.py does
+  without a GPU). The kernel's per-(N, K, M-bucket) configs come from the tables shipped for the GPU
+  (probes/gemm/choices), or from GEMM_TRITON_CHOICES when set.
 - `weights=int4:FORMULA:COMPUTE:gGROUP` (e.g. int4:fma:float16:g128): every decoder linear weight
   quantised group-wise to asymmetric int4 (groups of GROUP weights along a row, their range [min, max]
   widened to hold 0: float16 scale s = (max - min) / 15, integer zero point z = round(-min / s) in 0..15

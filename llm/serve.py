@@ -9,7 +9,7 @@ number of rows in every linear, another length of the packed attention). transfo
 continuous-batching engine (llm.engine) serves: N copies of the probe prompt, interleaved with seeded
 background traffic (arrival step, prompt and output lengths from `numpy.default_rng(seed)`, prompts cut from
 real text in llm/data/traffic_corpus.txt). For each mode (`default`: the kernels as shipped;
-`deterministic`: llm.deterministic's batch-invariant kernels) the report gives:
+`deterministic`: llm.deterministic()'s batch-invariant kernels) the report gives:
 
 - the distinct completions of the copies and their counts;
 - each distinct completion's first divergence from the most common one, with the top-2 logit margin there
@@ -165,6 +165,7 @@ def analyse(run, probe_rids, alone, tokenizer) -> dict:
         "n_distinct": len(ranked), "counts": [c for _, c in ranked], "modal_tokens": list(modal),
         "modal_text": tokenizer.decode(list(modal)), "distinct": distinct,
         "alone_tokens": None if alone_tokens is None else list(alone_tokens),
+        "alone_checksums": alone_cs,
         "modal_equals_alone": alone_tokens is not None and tuple(alone_tokens) == modal,
         "copies_logits_equal_alone": equal_alone,
         "first_logit_difference_from_alone": _histogram(first_diff_steps),
@@ -236,7 +237,7 @@ def engine_config(traffic, device, num_blocks=None, max_batch_tokens=None):
 def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temperature=0.0, progress=True,
                cb_config=None):
     """Run the traffic, the prompt alone and the static batches under `mode`; returns (analysis, static, runs)."""
-    from llm.deterministic import mode_context
+    from llm.determinism import mode_context
     probe = [r for r in traffic if r.kind == "probe"]
     probe_rids = [r.rid for r in probe]
     others = [r.prompt_ids for r in traffic if r.kind == "background"]
@@ -317,7 +318,7 @@ def bench(lm, traffic, modes, repeats, cb_config=None) -> dict:
     warm-up are outside the timed span (run_engine's wall time includes them: `gen_s` does not)."""
     times = {m: [] for m in modes}
     tokens = {}
-    from llm.deterministic import mode_context
+    from llm.determinism import mode_context
     for _ in range(repeats):
         for m in modes:
             with mode_context(m):
@@ -461,16 +462,21 @@ def main(argv=None) -> int:
                                        temperature=args.temperature, cb_config=cbc)
         results[mode] = (res, static)
         add_experiment(rep, key=f"serve/{mode}/completions", inputs=inputs, params={"mode": res["mode"]},
-                       metrics=res)
+                       metrics=res, compares={"metrics": ["n_distinct", "counts", "modal_tokens", "alone_tokens",
+                                                          "alone_checksums", "copies_logits_equal_alone"]})
         for s in static:
-            add_experiment(rep, key=f"serve/{mode}/generate/batch{s['batch']}", inputs=inputs, params={}, metrics=s)
+            add_experiment(rep, key=f"serve/{mode}/generate/batch{s['batch']}", inputs=inputs, params={}, metrics=s,
+                           compares={"metrics": ["tokens", "checksums"]})
         if mode == "default" and args.attribute and args.temperature == 0:
             for i, d in enumerate(divergent_pairs(res)[:args.attribute]):
                 att = explain(lm, traffic, runs["traffic"], *d, cb_config=cbc)
-                add_experiment(rep, key=f"serve/{mode}/divergence/{i}", inputs=inputs, params={}, metrics=att)
+                add_experiment(rep, key=f"serve/{mode}/divergence/{i}", inputs=inputs, params={}, metrics=att,
+                               compares={"reason": "which copies diverge depends on the machine: the attribution "
+                                                   "of one divergence is read, not compared"})
     if args.bench:
         b = bench(lm, traffic, modes, args.bench_repeats, cb_config=cbc)
-        add_experiment(rep, key="serve/bench", inputs=inputs, params={"repeats": args.bench_repeats}, metrics=b)
+        add_experiment(rep, key="serve/bench", inputs=inputs, params={"repeats": args.bench_repeats}, metrics=b,
+                       compares={"reason": "timings are measurements, not compared"})
         for m in modes:
             print(f"bench {m}: {b[m]['tokens_per_s']:.1f} tokens/s (median of {args.bench_repeats}: "
                   f"{b[m]['median_s']:.2f} s)")

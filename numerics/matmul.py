@@ -29,11 +29,14 @@ fp32 add, as DeepSeek-V3's FP8 kernels do by hand (and cuBLAS's fp8 GEMMs may do
 (rounded by ``rounding``) before it becomes the accumulator: an accumulator narrower than fp32,
 as the fp8 tensor-core path is (about 13-14 bits, DeepSeek-V3 report section 3.3.2).
 
-``split_k = S`` (default 1) models a split-K GEMM: K is cut into S contiguous slices of
-``ceil(K / S)`` products, each slice runs the whole chain (with ``promote_every``) from 0, and a
+``split_k = S`` (default 1) models a split-K GEMM: K is cut into contiguous slices of
+``ceil(K / S)`` products (rounded up to a multiple of ``split_align``, default 1; see
+``split_k_slices``), each slice runs the whole chain (with ``promote_every``) from 0, and a
 reduction adds the slices' fp32 results in slice order with correctly rounded (nearest-even) fp32
 adds (``part_0 + part_1``, then ``+ part_2`` ...; ``c`` is added to ``part_0``'s chain as usual).
-cuBLAS's ``splitKreduce_kernel`` after a sliced GEMM does this.
+cuBLAS's ``splitKreduce_kernel`` after a sliced GEMM does this, and so does the batch-invariant
+Triton matmul's split-K (probes.gemm.triton_splitk, ``split_align`` 256: every slice a whole number
+of k-tiles whatever the tile config).
 
 ``align_to`` says which exponent a product has for step 2: ``"value"`` = ``floor(log2|a*b|)``;
 ``"exponent_sum"`` = ``e_a + e_b`` (the hardware adds exponents; the significand product lies in
@@ -53,7 +56,7 @@ from numerics.formats import get_format, round_to_format
 
 __all__ = ["MatmulModel", "model_dot", "model_matmul", "dot_rows_params", "INPUT_FORMATS",
            "MIXED_FORMATS", "operand_formats",
-           "check_representable", "add_fp32"]
+           "check_representable", "add_fp32", "split_k_slices"]
 
 #: Mixed-operand formats: name -> (A's format, B's format), e.g. an fp8 GEMM of e4m3 x e5m2.
 MIXED_FORMATS = {"float8_e4m3fn_x_e5m2": ("float8_e4m3fn", "float8_e5m2")}
@@ -90,6 +93,7 @@ class MatmulModel:
                                        # to an fp32 register, rounded to nearest (two-level GEMM)
     sum_bits: int = 24                 # significant bits a block's result keeps (fp32: 24)
     split_k: int = 1                   # K in S contiguous slices, fp32 partials added in order
+    split_align: int = 1               # slice length rounded up to a multiple of this (split_k_slices)
 
     def __post_init__(self):
         if self.input_format not in INPUT_FORMATS:
@@ -116,6 +120,8 @@ class MatmulModel:
             raise ValueError(f"sum_bits must be an integer in [2, 24], not {self.sum_bits!r}")
         if not isinstance(self.split_k, (int, np.integer)) or self.split_k < 1:
             raise ValueError(f"split_k must be a positive integer, not {self.split_k!r}")
+        if not isinstance(self.split_align, (int, np.integer)) or self.split_align < 1:
+            raise ValueError(f"split_align must be a positive integer, not {self.split_align!r}")
 
     def describe(self) -> str:
         p = "inf" if self.extra_bits is None else str(self.extra_bits)
@@ -124,6 +130,7 @@ class MatmulModel:
         promo += "" if self.align_cut == "toward_zero" else " cut=floor"
         promo += "" if self.sum_bits == 24 else f" sum_bits={self.sum_bits}"
         promo += "" if self.split_k == 1 else f" split_k={self.split_k}"
+        promo += "" if self.split_align == 1 else f" split_align={self.split_align}"
         return (f"n_b={self.block_size} p={p} {self.rounding}{fin} "
                 f"products={'exact' if self.exact_products else 'rounded'} "
                 f"{'normalised' if self.normalize else 'unnormalised'} align={self.align_to}{promo}")
@@ -253,7 +260,8 @@ def _dot_rows(a, b, c, model: MatmulModel) -> np.ndarray:
         nearest=np.full(n, model.rounding == "nearest_even"),
         final_nearest=np.full(n, fin == "nearest_even"), normalize=np.full(n, model.normalize),
         exact_products=model.exact_products, align_to=model.align_to, align_cut=model.align_cut,
-        promote_every=model.promote_every, sum_bits=model.sum_bits, split_k=model.split_k)
+        promote_every=model.promote_every, sum_bits=model.sum_bits, split_k=model.split_k,
+        split_align=model.split_align)
 
 
 def add_fp32(x, y) -> np.ndarray:
@@ -269,9 +277,20 @@ def add_fp32(x, y) -> np.ndarray:
     return round_to_format(s, _ACC, "nearest_even") + 0.0
 
 
+def split_k_slices(K: int, split_k: int, align: int = 1) -> list[tuple[int, int]]:
+    """The contiguous K slices ``[(start, stop), ...]`` of a split-K sum: each ``L`` products long,
+    ``L = ceil(K / split_k)`` rounded up to a multiple of ``align``, the last one shorter (there are
+    ``ceil(K / L)`` of them: fewer than ``split_k`` when rounding up leaves nothing for the last)."""
+    K, split_k, align = int(K), int(split_k), int(align)
+    if K < 1 or split_k < 1 or align < 1:
+        raise ValueError(f"split_k_slices needs K, split_k, align >= 1, got {K}, {split_k}, {align}")
+    L = -(-(-(-K // split_k)) // align) * align
+    return [(s0, min(s0 + L, K)) for s0 in range(0, K, L)]
+
+
 def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, final_nearest,
                     normalize, exact_products=True, align_to="value", promote_every=None,
-                    align_cut="toward_zero", sum_bits=24, split_k=1) -> np.ndarray:
+                    align_cut="toward_zero", sum_bits=24, split_k=1, split_align=1) -> np.ndarray:
     """The model on rows ``a, b`` (n, K) with *per-row* parameters (arrays of length n): extra
     bits (int64, or None = infinite for all rows), nearest (bool), final_nearest (bool), normalize
     (bool). Lets a search evaluate many candidate models in one vectorised pass. No input checks."""
@@ -290,10 +309,9 @@ def dot_rows_params(a, b, c, *, input_format, block_size, extra_bits, nearest, f
                                          for v in (nearest, final_nearest, normalize))
     args = (int(block_size), p, nearest, final_nearest, normalize, align_cut == "floor",
             int(sum_bits))
-    L = -(-K // int(split_k))
     out = None
-    for s0 in range(0, K, L):
-        part = _promoted(prods[:, s0:s0 + L], pkeys[:, s0:s0 + L], c if s0 == 0 else np.zeros(n),
+    for s0, s1 in split_k_slices(K, split_k, split_align):
+        part = _promoted(prods[:, s0:s1], pkeys[:, s0:s1], c if s0 == 0 else np.zeros(n),
                          promote_every, args)
         out = part if out is None else add_fp32(out, part)
     return out

@@ -104,3 +104,44 @@ def host_launch_us(fn, calls=20):
     host = (time.perf_counter() - start) / calls * 1e6
     torch.cuda.synchronize()
     return host
+
+
+def graph_call_times(fns, *, calls=20, replays=10, lead_ms=0.4):
+    """Kernel time per call (ms) of each function, by CUDA-graph replay: fn(i) for i in range(calls) is run
+    once eagerly (compiles, allocates workspaces), then captured into one graph per function (so call i can
+    read its own inputs, e.g. its own weight matrix), and the graphs are replayed `replays` times in turn
+    (fn 0's graph, fn 1's, ... so that clock drift touches all alike), each replay between CUDA events;
+    returns per function the `replays` values of (replay time / calls).
+    The host is not inside: a replay is one launch, and the GPU sleeps ~lead_ms before the start event
+    (as in cold_gpu_times) while the host enqueues it. What is inside: the calls' kernels back to back, with
+    the gaps a graph leaves between kernels, and the L2 as the calls leave it (no flush: the caller decides
+    what stays cached, e.g. by rotating weights larger than L2 together)."""
+    import torch
+
+    for fn in fns:
+        for i in range(calls):
+            fn(i)
+    torch.cuda.synchronize()
+    graphs = []
+    for fn in fns:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for i in range(calls):
+                fn(i)
+        graphs.append(g)
+    cycles = int(lead_ms * _sleep_cycles_per_ms(torch))
+    for g in graphs:
+        g.replay()
+    events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
+              for _ in fns]
+    for r in range(replays):
+        for f, g in enumerate(graphs):
+            torch.cuda._sleep(cycles)
+            start, end = events[f][r]
+            start.record()
+            g.replay()
+            end.record()
+    torch.cuda.synchronize()
+    times = [[start.elapsed_time(end) / calls for start, end in evs] for evs in events]
+    del graphs
+    return times

@@ -28,24 +28,50 @@ def _sweep_bits(shape, dtype, anchor=False):
     ref = torch.nn.functional.linear(x[:256], w).float()
     assert float((full[:256].view(tdt).float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
     if anchor:
-        from probes.gemm.triton_configs import ANCHOR
-        return bad, used, torch.equal(full, batch_invariant_matmul(x, w, config=ANCHOR).view(torch.int16))
+        from probes.gemm.triton_configs import anchor_for, split_of
+        ref = anchor_for(split_of(config_for(n, k, tdt, max(ms))))
+        return bad, used, torch.equal(full, batch_invariant_matmul(x, w, config=ref).view(torch.int16))
     return bad, used
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("shape", ["q_o", "k_v", "gate_up", "down", "lm_head"])
 def test_triton_matmul_batch_invariant_over_sweep(dtype, shape):
-    """With the recorded choices (GEMM_TRITON_CHOICES from the bench; else the anchor for every M): every M
-    of the sweep (1..64, every 256, powers of two +-1, ...) crosses every bucket boundary."""
+    """With the tables in use (GEMM_TRITON_CHOICES when set, else the ones shipped for this GPU): every M of
+    the sweep (1..64, every 256, powers of two +-1, ...) crosses every one of the 11 bucket boundaries; the
+    rows equal the largest M's and its split class's anchor config's."""
     import os
     from probes.gemm import triton_configs as C
+    from probes.gemm.triton_matmul import use_device_tables
     if os.environ.get("GEMM_TRITON_CHOICES"):
         assert C.CHOICES, "GEMM_TRITON_CHOICES is set but no choice was loaded"
-    bad, used = _sweep_bits(shape, dtype)
-    print(shape, dtype, "choices file:", os.environ.get("GEMM_TRITON_CHOICES"), "configs:", used,
-          "M with differing rows:", bad[:20])
-    assert bad == []
+    bad, used, same_as_anchor = _sweep_bits(shape, dtype, anchor=True)
+    print(shape, dtype, "tables:", {k: v for k, v in use_device_tables().items() if k != "tables"}, "configs:",
+          used, "M with differing rows:", bad[:20])
+    assert bad == [] and same_as_anchor
+
+
+def test_this_gpu_gets_a_table_and_says_which():
+    """The shipped tables are picked by this GPU's name and compute capability (as probes.device's
+    fingerprint gives them) unless GEMM_TRITON_CHOICES names a file; the choice and its reason are stated."""
+    import os
+    from probes.device import fingerprint
+    from probes.gemm import triton_configs as C
+    from probes.gemm.triton_matmul import use_device_tables
+    gpu = fingerprint("cuda:0")["gpu"]
+    active = use_device_tables()
+    print(gpu["name"], gpu["compute_capability"], {k: v for k, v in active.items() if k != "tables"})
+    if os.environ.get("GEMM_TRITON_CHOICES"):
+        assert active["source"] == C.ENV_VAR
+    else:
+        assert (active["file"], active["kind"]) == C.select_shipped(gpu["name"], gpu["compute_capability"])[:2]
+        assert active["source"] == ("shipped" if active["file"] else "none") and active["reason"]
+
+
+def _spread(names):
+    """A table of one config per bucket (11) from a few names, in order, each used for about as many buckets."""
+    from probes.gemm.triton_configs import BUCKETS, config_by_name
+    return [config_by_name(names[i * len(names) // len(BUCKETS)]) for i in range(len(BUCKETS))]
 
 
 MIXED = ["swap-16x64x256-g8-s5-w4", "swap-64x64x128-g8-s5-w4", "tma-64x32x256-g8-s4-w4",
@@ -59,7 +85,7 @@ def test_mixed_bucket_table_is_bit_invariant(shape, monkeypatch):
     from probes.gemm import triton_configs as C
     from probes.gemm.triton_matmul import MISTRAL_SHAPES
     n, k = MISTRAL_SHAPES[shape]
-    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [C.config_by_name(name) for name in MIXED]})
+    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): _spread(MIXED)})
     bad, used = _sweep_bits(shape, "bfloat16")
     print(shape, "mixed table", used, "M with differing rows:", bad[:20])
     assert used == sorted(MIXED) and bad == []
@@ -89,7 +115,7 @@ def test_handoff_wide_mixed_tables_are_bit_invariant_and_equal_the_anchor(table,
     from probes.gemm.triton_matmul import MISTRAL_SHAPES
     names = {"handoff": HANDOFF_TABLE, "wide": WIDE_TABLE, "mixed": MIXED_TABLE}[table]
     n, k = MISTRAL_SHAPES[shape]
-    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): [C.config_by_name(name) for name in names]})
+    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): _spread(names)})
     bad, used, same_as_anchor = _sweep_bits(shape, "bfloat16", anchor=True)
     print(shape, table, "table", used, "M with differing rows:", bad[:20], "anchor bits:", same_as_anchor)
     assert used == sorted(names) and bad == [] and same_as_anchor
@@ -145,6 +171,140 @@ def test_fallback_keeps_the_anchor_bits_and_is_recorded(monkeypatch):
     assert [w_["kind"] for w_ in reports.RUN_WARNINGS] == ["triton_fallback"]
     assert C.CHOICES[(n, k, "bfloat16")] == [fallback] * len(C.BUCKETS)
     assert differ == []
+
+
+SPLIT_TABLE = ["swap-16x64x256-g8-s5-w4-nf-k3", "swap-32x64x256-g8-s4-w4-nf-k3", "tma-64x64x128-g8-s4-w4-nf-k3",
+               "tma-64x128x64-g8-s4-w4-nf-k3", "tma-128x128x64-g8-s6-w8-nf-sub-k3", "tma-128x256x64-g8-s3-w8-nf-sub-k3",
+               "tma-128x128x64-g8-s5-w8-sub-k3i", "tma-128x256x64-g8-s4-w8-nf-sub-k3"]
+
+
+@pytest.mark.parametrize("shape", ["q_o", "k_v", "down"])
+def test_split_k_table_is_bit_invariant_and_equals_its_anchor(shape, monkeypatch):
+    """Split 3 (slices fixed by K) over every bucket: swapped small-M tiles, teams of 3 programs handing
+    float32 partials over, one program summing the slices (inline): every M of the sweep gives the rows of
+    the largest M, equal to the split anchor's (128x128 tiles, inline) bit for bit."""
+    from probes.gemm import triton_configs as C
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES
+    n, k = MISTRAL_SHAPES[shape]
+    monkeypatch.setattr(C, "CHOICES", {(n, k, "bfloat16"): _spread(SPLIT_TABLE)})
+    bad, used, same_as_anchor = _sweep_bits(shape, "bfloat16", anchor=True)
+    print(shape, "split table", used, "M with differing rows:", bad[:20], "anchor bits:", same_as_anchor)
+    assert used == sorted(SPLIT_TABLE) and bad == [] and same_as_anchor
+
+
+def test_split_k_is_another_sum_than_one_chain_on_the_gpu():
+    """triton_splitk.witness_inputs: the one-chain configs give 0 in row 0, every split-3 config 2^-22 (the
+    2^-30 products that one chain truncates away, summed in their own slice): the split is real on the GPU
+    too, and the GPU's split-3 bits are the interpreter's on these inputs."""
+    from probes.gemm.triton_configs import ANCHOR, config_by_name
+    from probes.gemm.triton_matmul import batch_invariant_matmul
+    from probes.gemm.triton_splitk import witness_inputs
+    x, w = witness_inputs(torch.bfloat16, "cuda")
+    assert batch_invariant_matmul(x, w, config=ANCHOR)[0].float().abs().max().item() == 0.0
+    for name in SPLIT_TABLE:
+        y = batch_invariant_matmul(x, w, config=config_by_name(name))
+        assert y[0].float().tolist() == [2.0 ** -22] * 8, name
+
+
+@pytest.mark.parametrize("shape, m, name", [("q_o", 1400, "tma-128x256x64-g8-s3-w8-nf-sub-k3"),
+                                            ("k_v", 1400, "tma-128x128x64-g8-s6-w8-nf-sub-k3"),
+                                            ("q_o", 1, "swap-16x64x256-g8-s5-w4-nf-k3")])
+def test_split_k_team_repeated_runs_and_graph_replays(shape, m, name):
+    """50 launches of a team-mode split config are bit-equal to the split anchor (a combiner that read a slot
+    before its producer's store would differ); and a CUDA graph of it, replayed on new inputs copied into the
+    captured buffer, gives each input's eager bits (flags reset by the reader: no stale partial is taken)."""
+    from probes.gemm.triton_configs import anchor_for, config_by_name
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul
+    n, k = MISTRAL_SHAPES[shape]
+    g = torch.Generator(device="cuda").manual_seed(3)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+    x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
+    c = config_by_name(name)
+    ref = batch_invariant_matmul(x, w, config=anchor_for(3)).view(torch.int16)
+    outs = [batch_invariant_matmul(x, w, config=c) for _ in range(50)]
+    torch.cuda.synchronize()
+    assert [i for i, y in enumerate(outs) if not torch.equal(y.view(torch.int16), ref)] == []
+    _graph_replays_match_eager(x, w, c)
+
+
+def _graph_replays_match_eager(x, w, c, rounds=5):
+    from probes.gemm.triton_matmul import batch_invariant_matmul
+    static_x = x.clone()
+    out = torch.empty((x.shape[0], w.shape[0]), dtype=x.dtype, device="cuda")
+    batch_invariant_matmul(static_x, w, config=c, out=out)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        batch_invariant_matmul(static_x, w, config=c, out=out)
+    g = torch.Generator(device="cuda").manual_seed(4)
+    for r in range(rounds):
+        new = torch.randn(x.shape, device="cuda", generator=g).to(x.dtype)
+        static_x.copy_(new)
+        graph.replay()
+        eager = batch_invariant_matmul(new, w, config=c)
+        torch.cuda.synchronize()
+        assert torch.equal(out.view(torch.int16), eager.view(torch.int16)), f"replay {r}"
+
+
+def test_split_k_two_graphs_replayed_before_each_other():
+    """Two graphs captured one after the other (a server's graphs per batch size), each with two team-mode
+    calls, replayed B before A and then A: each has its own workspace, zeroed at its replays, so every output
+    is its input's eager bits."""
+    from probes.gemm.triton_configs import config_by_name
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES, batch_invariant_matmul
+    from probes.gemm.triton_splitk import capture_id
+    n, k = MISTRAL_SHAPES["k_v"]
+    c = config_by_name("tma-128x128x64-g8-s6-w8-nf-sub-k3")
+    g = torch.Generator(device="cuda").manual_seed(6)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+    xs = {name: torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16) for name, m in (("a", 1400),
+                                                                                              ("b", 600))}
+    graphs, outs, ids = {}, {}, []
+    for name, x in xs.items():
+        batch_invariant_matmul(x, w, config=c)
+        torch.cuda.synchronize()
+        graphs[name] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graphs[name]):
+            ids.append(capture_id(torch.cuda.current_stream().cuda_stream))
+            outs[name] = [batch_invariant_matmul(x, w, config=c), batch_invariant_matmul(x, w, config=c)]
+    print("capture ids (None: CUDA Python's cuda.bindings missing, one workspace per call):", ids)
+    for order in (("b", "a"), ("a", "b")):
+        for name in order:
+            graphs[name].replay()
+        torch.cuda.synchronize()
+        for name, x in xs.items():
+            eager = batch_invariant_matmul(x, w, config=c).view(torch.int16)
+            assert all(torch.equal(o.view(torch.int16), eager) for o in outs[name]), (order, name)
+
+
+def test_handoff_config_in_a_cuda_graph_replays_fresh_inputs():
+    """The handoff kernel's launch counter (EPOCH) is an argument, which a graph freezes: its consumers lower
+    the flags they took, so every replay waits for its own producers; replays on new inputs give the eager
+    bits."""
+    from probes.gemm.triton_configs import config_by_name
+    from probes.gemm.triton_matmul import MISTRAL_SHAPES
+    n, k = MISTRAL_SHAPES["q_o"]
+    g = torch.Generator(device="cuda").manual_seed(5)
+    w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+    x = torch.randn((1400, k), device="cuda", generator=g).to(torch.bfloat16)
+    _graph_replays_match_eager(x, w, config_by_name("handoff-128x256x64-g8-s3-w8"))
+
+
+def test_graph_call_times_exclude_the_host():
+    """The graph timer: calls whose host side sleeps 0.3 ms each read as their kernels (the host work happens
+    at capture, never at replay), and call i gets its own input."""
+    import time
+    from probes.timing import graph_call_times, median
+    a = [torch.randn((1024, 1024), device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    seen = []
+
+    def slow_host(i):
+        seen.append(i)
+        time.sleep(0.0003)
+        return a[i % 2] @ a[i % 2]
+    fast, slow = graph_call_times([lambda i: a[i % 2] @ a[i % 2], slow_host], calls=10, replays=5)
+    assert median(slow) < 0.1 and abs(median(slow) - median(fast)) < 0.02, (median(fast), median(slow))
+    assert seen == list(range(10)) * 2  # once eagerly, once captured; replays run no Python
 
 
 def test_cold_gpu_times_keep_the_host_launch_path_out():

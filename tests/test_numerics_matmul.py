@@ -243,3 +243,26 @@ def test_mixed_fp8_operands_are_checked_per_operand():
         model_dot(b * 0 + 1.125, a * 0 + 1.125, None, m)     # 1.125 as B: not e5m2
     with pytest.raises(ValueError, match="not representable in float8_e4m3fn"):
         model_dot(np.array([[2.0 ** -16]]), np.array([[1.0]]), None, m)
+
+
+def test_split_k_slices_aligned_and_the_model_uses_them():
+    from numerics.matmul import split_k_slices
+    assert split_k_slices(6, 4) == [(0, 2), (2, 4), (4, 6)]                       # ceil(6/4) = 2: 3 slices
+    assert split_k_slices(4096, 3, 256) == [(0, 1536), (1536, 3072), (3072, 4096)]
+    assert split_k_slices(600, 3, 256) == [(0, 256), (256, 512), (512, 600)]
+    assert split_k_slices(300, 3, 256) == [(0, 256), (256, 300)]                   # fewer than asked
+    assert split_k_slices(14336, 3, 256) == [(0, 4864), (4864, 9728), (9728, 14336)]
+    with pytest.raises(ValueError):
+        split_k_slices(0, 3)
+    with pytest.raises(ValueError, match="split_align"):
+        MatmulModel("float16", split_align=0)
+    rng = np.random.default_rng(6)
+    A, B = rnd("float16", 5, 40, rng), rnd("float16", 40, 3, rng)
+    m = MatmulModel("float16", 1, None, "nearest_even", promote_every=4)
+    got = model_matmul(A, B, MatmulModel(**{**m.as_dict(), "split_k": 3, "split_align": 8}))
+    # slices of ceil(40 / 3) = 14 rounded up to 16: [0, 16) [16, 32) [32, 40), added in order
+    parts = [model_matmul(A[:, a:b], B[a:b], m) for a, b in ((0, 16), (16, 32), (32, 40))]
+    want = fma(np.ones_like(parts[0]), parts[0], parts[1], "float32").astype(np.float64)
+    want = fma(np.ones_like(want), want, parts[2], "float32").astype(np.float64)
+    assert np.array_equal(got.astype(np.float32).view(np.uint32), want.astype(np.float32).view(np.uint32))
+    assert "split_align=8" in MatmulModel(split_k=3, split_align=8).describe()

@@ -13,9 +13,11 @@ bits), timed against cuBLAS in the same run.
 Layout, as in a Triton tutorial: the kernels (`csrc/gemm/` for cuBLASLt; `triton_matmul.py` with its
 wrapper, `triton_tiles.py` the shared tile walks, `triton_handoff.py` the last partial wave balanced by
 handing accumulators on, `triton_wide.py` tiles of power-of-two parts, `triton_mixed.py` whole waves of
-big tiles and the rest in small ones; configs, M buckets and recorded
-choices in `triton_configs.py`, the bench against cuBLAS in `triton_bench.py`, the sm_90 compile check
-without a GPU in `compile_check.py`), the wrapper
+big tiles and the rest in small ones, `triton_splitk.py` K in slices fixed by the shape with the float32
+partials added in slice order; configs, M buckets and the tables in `triton_configs.py`, the measured
+tables shipped per GPU in `choices/*.json`, the bench against cuBLAS in `triton_bench.py`, the sm_90
+compile check without a GPU in `compile_check.py`, issue 14's one-run GPU check (tests, speed cold and in
+CUDA graphs, cuBLASLt without split-K) in `bimatmul.py`), the wrapper
 (`cublaslt.py`), the reference check and clustering (`cluster.py`), the sweeps (`sweep.py`), the
 measurement and the report (`probe.py`), the table and the plot (`table.py`) and the command line
 (`__main__.py`).

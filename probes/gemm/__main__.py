@@ -43,7 +43,8 @@ def parse_args(argv):
                         help="F.linear sweeps: torch:bfloat16,torch:float16,torch:float32,torch_tf32:float32,"
                              "triton:bfloat16,triton:float16 (default all)")
     parser.add_argument("--no-others", action="store_true", help="sweep F.linear only (no rms_norm/softmax/SDPA)")
-    parser.add_argument("--bench-ms", default="16,64,256,1400,4096", help="M values of the speed table")
+    parser.add_argument("--bench-ms", default="1,16,32,64,128,256,512,1024,1400,2048,4096",
+                        help="M values of the speed table (default: each M bucket's)")
     parser.add_argument("--bench-dtypes", default="bfloat16", help="dtypes of the speed table (bfloat16,float16)")
     parser.add_argument("--choices-out", default=None,
                         help="write the chosen Triton config per shape class here (default: next to the JSON)")
@@ -129,7 +130,7 @@ def run_parts(args, device, parts, shapes, modes, report, probe, stage_seconds, 
         from probes.gemm import triton_configs as TC
         report["config"]["triton_choices_file"] = os.environ.get("GEMM_TRITON_CHOICES")
         report["config"]["triton_choices_used"] = {f"N={n},K={k},{d}": [TC.config_name(c) for c in cs]
-                                                   for (n, k, d), cs in TC.CHOICES.items()}
+                                                   for (n, k, d), cs in {**TC.SHIPPED, **TC.CHOICES}.items()}
         report["config"]["sweep_ms_rule"] = ("GPU: every M in 1..64, every 256, powers of two >= 64 with neighbours, "
                                              "and 100,127,129,200,300,1000,1400,2000,3000" if device != "cpu" else
                                              "CPU: 1..16 and 31-33, 63-65, 96, 127-130; interpreter: small list")
@@ -179,7 +180,9 @@ def finish(args, device, report, stage_seconds, started, log):
     print(f"report: {path}  ({report['config']['wall_seconds']:.1f} s)")
     if report["config"].get("triton_choices"):
         choices = args.choices_out or os.path.splitext(path)[0] + "-triton-choices.json"
-        save_choices(choices)
+        gpu = report["fingerprint"].get("gpu") or {}
+        save_choices(choices, gpu={k: gpu.get(k) for k in ("name", "compute_capability", "sm_count")},
+                     note=f"python -m probes.gemm --parts bench ({report['created_utc']})")
         print(f"triton choices: {choices} (use with GEMM_TRITON_CHOICES=...)")
     cli.write_plot(args, path, table.plot, report)
     return 0

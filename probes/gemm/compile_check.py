@@ -21,7 +21,16 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     dt = {"bfloat16": "bf16", "float16": "fp16"}[dtype]
     bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
     meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=c["GROUP_M"], NUM_SMS=num_sms, FLATTEN=c["FLATTEN"])
-    if c["impl"] == "wide":
+    if c.get("SPLIT_K", 1) > 1:
+        swap, tma = c["impl"] == "swap", c["impl"] != "ptr"
+        sub = bool(c.get("SUBTILE")) and not swap
+        sig = ({"x": f"tensordesc<{dt}[{bm}, {bk}]>", "w": f"tensordesc<{dt}[{bn}, {bk}]>",
+                "y": f"tensordesc<{dt}[{bm}, {bn // 2 if sub else bn}]>"} if tma else
+               {"x": f"*{dt}", "w": f"*{dt}", "y": f"*{dt}"})
+        sig.update({"ws_ptr": "*fp32", "flag_ptr": "*i32"})
+        fn = T.bi_matmul_splitk_kernel
+        meta.update(SPLIT_K=c["SPLIT_K"], INLINE=bool(c.get("SPLIT_INLINE")), SWAP=swap, TMA=tma, SUBTILE=sub)
+    elif c["impl"] == "wide":
         parts = list(c["N_PARTS"]) + [0] * (3 - len(c["N_PARTS"]))
         sig = {"x_desc": f"tensordesc<{dt}[{bm}, {bk}]>"}
         sig.update({f"w{i + 1}_desc": f"tensordesc<{dt}[{p or parts[1]}, {bk}]>" for i, p in enumerate(parts)})
@@ -53,11 +62,13 @@ def compile_config(c, dtype, arch=90, num_sms=132):
         fn = T.bi_matmul_ptr_kernel
         sig = {"x_ptr": f"*{dt}", "w_ptr": f"*{dt}", "y_ptr": f"*{dt}"}
     sig.update({"M": "i32", "N": "i32", "K": "i32"})
-    if c["impl"] == "handoff":
+    if c.get("SPLIT_K", 1) > 1:
+        sig.update({"SLICE_K": "i32", "stride_x": "i32", "stride_w": "i32", "stride_y": "i32"})
+    elif c["impl"] == "handoff":
         sig["EPOCH"] = "i32"
     if c["impl"] == "mixed":
         sig["N_BIG"] = "i32"
-    if c["impl"] == "ptr":
+    if c["impl"] == "ptr" and c.get("SPLIT_K", 1) == 1:
         sig.update({"stride_xm": "i32", "stride_wn": "i32", "stride_ym": "i32"})
     sig.update({k: "constexpr" for k in meta})
     kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=meta), target=GPUTarget("cuda", arch, 32),
@@ -66,14 +77,16 @@ def compile_config(c, dtype, arch=90, num_sms=132):
     # e.g. "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16": the k step and the types must be the same
     # for every candidate (the per-element k16 chain), whatever the N of the instruction.
     kinds = sorted({re.sub(r"\.n\d+|n\d+(?=k)", "", m) for m in re.findall(r"wgmma\.mma_async\.\S+?(?=\s)", ptx)})
+    serialized, spill = ptxas_verdict(ptx, arch)
     return {"shared": kernel.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"), "wgmma_kinds": kinds,
             "mma_sync": ptx.count("mma.sync"), "tma": ptx.count("cp.async.bulk.tensor"),
-            "setmaxnreg": ptx.count("setmaxnreg"), "wgmma_serialized": wgmma_serialized(ptx, arch)}
+            "setmaxnreg": ptx.count("setmaxnreg"), "wgmma_serialized": serialized, "spill_bytes": spill}
 
 
-def wgmma_serialized(ptx, arch=90):
+def ptxas_verdict(ptx, arch=90):
     """ptxas's own verdict (Triton's bundled ptxas, -v): warning C7515 'wgmma.mma_async instructions are
-    serialized' (e.g. several accumulators zeroed inside a flattened tile loop) costs about half the speed."""
+    serialized' (e.g. several accumulators zeroed inside a flattened tile loop) costs about half the speed;
+    and the bytes of registers spilled to local memory (stores), reported, not refused."""
     import subprocess
     import tempfile
 
@@ -84,7 +97,13 @@ def wgmma_serialized(ptx, arch=90):
         f.flush()
         r = subprocess.run([get_ptxas(arch).path, f"-arch=sm_{arch}a", "-v", f.name, "-o", "/dev/null"],
                            capture_output=True, text=True, timeout=300)
-    return "C7515" in r.stderr
+    spill = sum(int(n) for n in re.findall(r"(\d+) bytes spill stores", r.stderr))
+    return "C7515" in r.stderr, spill
+
+
+def wgmma_serialized(ptx, arch=90):
+    """ptxas's warning C7515 (ptxas_verdict)."""
+    return ptxas_verdict(ptx, arch)[0]
 
 
 #: The one wgmma kind (instruction N removed) every candidate must use: m64, k16, fp32 accumulator.
@@ -125,6 +144,7 @@ def main(argv=None):
                 failed += bool(bad)
                 print(f"{'BAD ' if bad else 'OK  '} {name:40s} {dtype:9s} shared={r['shared']:6d} wgmma={r['wgmma']} "
                       f"mma.sync={r['mma_sync']} tma={r['tma']} {','.join(r['wgmma_kinds'])} setmaxnreg={r['setmaxnreg']} "
+                      f"spill={r['spill_bytes']} "
                       f"({time.perf_counter() - t:.1f} s){' ' + ', '.join(bad) if bad else ''}")
             except Exception as exc:
                 failed += 1

@@ -136,3 +136,45 @@ def run_algos(m, n, k, dtype, compute="32f", *, device="cuda:0", seed=0, max_val
             f"stopped by {enum['stopped_by']}, {enum['dead_tiles']}/{enum['tile_slots']} (algo, tile) dropped, "
             f"{result['wall_seconds']:.1f} s")
     return result
+
+
+#: vLLM's batch-invariant mode on sm_90 sets CUBLASLT_WORKSPACE_SIZE=1 (KiB): no workspace for split-K.
+NOSPLIT_WORKSPACE_BYTES = 1024
+
+
+class NoSplitPick:
+    """cuBLASLt as vLLM's batch-invariant mode leaves it on sm_90: the heuristic's picks for (M, N, K) under a
+    1 KiB workspace, the first of them with split-K 1 run on caller buffers (F.linear layout). `pick` and
+    `rank0` describe the algorithm run and the heuristic's own first choice (tile, stages, split-K ...)."""
+
+    def __init__(self, m, n, k, dtype="bfloat16", *, device_index=0, workspace_bytes=NOSPLIT_WORKSPACE_BYTES,
+                 count=16):
+        import torch
+
+        self.plan = plan_for(m, n, k, dtype, "32f", device_index)
+        heur = self.plan.heuristic(count, workspace_bytes)
+        picks = heur["picks"]
+        if not picks:
+            raise RuntimeError(f"cuBLASLt heuristic gave no algorithm for M={m} N={n} K={k} ({heur['status']})")
+        self.rank0 = {k_: v for k_, v in picks[0].items() if k_ != "algo"}
+        pick = next((p for p in picks if p["splitk"] <= 1), None)
+        if pick is None:
+            raise RuntimeError(f"every cuBLASLt pick for M={m} N={n} K={k} under {workspace_bytes} B splits K: "
+                               + ", ".join(describe(p) for p in picks))
+        self.algo = pick["algo"]
+        self.pick = {k_: v for k_, v in pick.items() if k_ != "algo"}
+        self.pick["desc"] = describe(pick)
+        self.workspace_bytes = workspace_bytes
+        self.workspace = torch.empty(max(workspace_bytes, 1), dtype=torch.uint8, device=f"cuda:{device_index}")
+        self.shape = (m, n)
+
+    def __call__(self, x, w, out=None):
+        """out = x @ w^T with the pick (x [M, K], w [N, K], contiguous), on the current stream."""
+        import torch
+
+        out = torch.empty(self.shape, dtype=x.dtype, device=x.device) if out is None else out
+        status = self.plan.run(self.algo, x.data_ptr(), w.data_ptr(), out.data_ptr(), self.workspace.data_ptr(),
+                               self.workspace_bytes, torch.cuda.current_stream(x.device).cuda_stream)
+        if status != "CUBLAS_STATUS_SUCCESS":
+            raise RuntimeError(f"cublasLtMatmul ({self.pick['desc']}): {status}")
+        return out

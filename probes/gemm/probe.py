@@ -148,26 +148,30 @@ class GemmProbe:
         return cases
 
     # ---- Triton vs cuBLAS speed --------------------------------------------------------------------------
-    def bench(self, report, shapes, ms, dtype):
+    def bench(self, report, shapes, ms, dtype, **bench_kw):
+        """bench_kw: triton_bench.benchmark's splits, graph, graph_top, reps."""
         t0 = time.perf_counter()
         chosen = report["config"].setdefault("triton_choices", {}).setdefault(dtype, {})
         for shape, nk in shapes.items():  # shape by shape: a run cut short keeps the shapes it finished
-            self._bench_shape(report, {shape: nk}, ms, dtype, chosen)
+            self._bench_shape(report, {shape: nk}, ms, dtype, chosen, **bench_kw)
         self.log(f"bench {dtype}: {time.perf_counter() - t0:.1f} s; chosen: "
                  + "; ".join(f"{s}: {[b['config'] for b in c['buckets']]} (score {c['score']:.2f})"
                              for s, c in chosen.items()))
         return chosen
 
-    def _bench_shape(self, report, shapes, ms, dtype, chosen):
+    def _bench_shape(self, report, shapes, ms, dtype, chosen, **bench_kw):
         from probes.gemm import triton_bench as B
 
-        rows = B.benchmark(shapes, ms, dtype, seed=self.seed, log=self.log)
+        rows = B.benchmark(shapes, ms, dtype, seed=self.seed, log=self.log, **bench_kw)
         for r in rows:
             key = f"bench/{dtype}/{r['shape']}/M={r['M']}/{r['config']}"
             params = {"config": r["config"], "timer": "probes.timing.cold_gpu_times: median GPU time, "
                       "alternating with the baseline call by call, L2 flushed, host launch path excluded",
                       "baseline": "F.linear (cuBLAS)",
-                      "bit_reference": "ANCHOR config's output rows [:M] (triton_configs.ANCHOR)"}
+                      "bit_reference": "the split class's anchor config's output rows [:M] "
+                                       "(triton_configs.anchor_for(split_k); ANCHOR for one chain)"}
+            if "graph_ratio" in r:
+                params["graph_timer"] = GRAPH_TIMER
             inputs = _inputs(self.seed, M=r["M"], N=r["N"], K=r["K"], dtype=dtype)
             if "error" in r:
                 reports.add_experiment(report, key=key, inputs=inputs, params=params, status="error",
@@ -178,14 +182,28 @@ class GemmProbe:
         chosen.update(B.choose(rows))
 
 
-def build_report(device, seed, command, config):
+#: How graph ratios are timed (report params).
+GRAPH_TIMER = ("probes.timing.graph_call_times: kernel time alone; the calls captured in one CUDA graph per "
+               "side, each call with its own weight matrix from a pool of copies 4x the L2 (a model's layers), "
+               "replays alternating cuBLAS / Triton, median of the replays / calls; host time NOT inside (the "
+               "GPU sleeps before the start event while the host launches the replay)")
+
+
+def build_report(device, seed, command, config, probe="gemm"):
+    """A report with the device fingerprint, the seed and which Triton tables serve this device
+    (config.triton_table: shipped for this GPU, the compute capability's default, none, or GEMM_TRITON_CHOICES)."""
     from probes.device import fingerprint
     from probes import ext
+    from probes.gemm.triton_configs import table_status
 
     fp = fingerprint(device)
     cfg = dict(config, device=device, seed=seed)
     try:
+        cfg["triton_table"] = table_status(fp.get("gpu"), device)
+    except Exception as exc:  # a broken shipped file is reported, not fatal to the other parts
+        cfg["triton_table"] = {"source": "error", "reason": f"{type(exc).__name__}: {exc}"}
+    try:
         cfg["gemm_build"] = ext.load().gemm_build_info()
     except Exception as exc:
         cfg["gemm_build"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
-    return reports.new_report("gemm", command=command, fingerprint=fp, config=cfg)
+    return reports.new_report(probe, command=command, fingerprint=fp, config=cfg)

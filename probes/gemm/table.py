@@ -77,12 +77,15 @@ def format_bench(report):
                      f"{_host(m):>16}")
     for dtype, per in chosen.items():
         for shape, c in per.items():
+            classes = c.get("classes") or {}
             lines.append(f"chosen {dtype} {shape}: worst ratio/target {c['score']:.3f} "
                          f"({'meets' if c['meets_targets'] else 'MISSES'} targets)"
+                         + (f"; split {c['split_k']} of classes {classes}" if len(classes) > 1 else "")
                          + (f"; bits differ from the anchor: {c['not_identical']}" if c.get("not_identical") else ""))
             for b in c["buckets"]:
-                lines.append(f"    M {b['bucket']:>10}: {b['config']:<40} ratio {b['ratio']:.3f} at M={b['measured_at_m']} "
-                             f"(target {b['target']}{'' if b['meets'] else ', missed'})")
+                graph = f" graph {b['graph_ratio']:.3f}" if b.get("graph_ratio") else ""
+                lines.append(f"    M {b['bucket']:>10}: {b['config']:<40} ratio {b['ratio']:.3f}{graph} at "
+                             f"M={b['measured_at_m']} (target {b['target']}{'' if b['meets'] else ', missed'})")
     return "\n".join(lines)
 
 

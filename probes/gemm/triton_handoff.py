@@ -46,13 +46,16 @@ def _hand_over(acc, ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_
 @triton.jit
 def _take_over(ws_ptr, flag_ptr, slot, epoch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Wait until the slot holds this launch's accumulator (plain volatile loads while waiting, then one
-    acquire read-modify-write that synchronises with the release), then load it (from L2, past L1)."""
+    acquire read-modify-write that synchronises with the release), lower the flag, then load the accumulator
+    (from L2, past L1). Lowered (each slot is handed over once per launch): a CUDA graph replays the epoch it
+    captured, and a flag left at that epoch would pass the next replay's wait before its producer's store."""
     flag = flag_ptr + slot * FLAG_STRIDE
     while tl.load(flag, volatile=True) != epoch:
         pass
     while tl.atomic_cas(flag, epoch, epoch, sem="acquire", scope="gpu") != epoch:  # once (its result is used:
         pass                                                                      # an unused one is dropped)
-    tl.debug_barrier()
+    tl.debug_barrier()  # every thread has seen the flag raised before it is lowered
+    tl.store(flag, 0)
     return tl.load(_slot(ws_ptr, slot, BLOCK_M, BLOCK_N), cache_modifier=".cg")
 
 
@@ -71,7 +74,8 @@ def bi_matmul_handoff_kernel(x_desc, w_desc, y_desc, ws_ptr, flag_ptr, M, N, K, 
     0, 16, 32 ... as in one program, bit for bit. Program p does its head (the start of the tile its range
     ends in) first and the tail (the rest of the tile its range starts in) last, so the accumulator it
     waits for was published long before. All NUM_SMS programs must be resident at once (grid = SM count,
-    one block per SM); the flags hold the launch's EPOCH, so a stale flag is never taken for a fresh one."""
+    one block per SM); a producer raises its flag to the launch's EPOCH and the consumer lowers it to 0, so a
+    stale flag is never taken for a fresh one, neither by a later launch nor by a CUDA graph's replay."""
     pid = tl.program_id(0)
     num_pid_m, num_tiles, num_pid_in_group, k_tiles = grid_shape(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
     dp_tiles = tl.maximum(num_tiles // NUM_SMS - 1, 0) * NUM_SMS
@@ -112,9 +116,13 @@ _HANDOFF = {}
 
 def handoff_workspace(device, block_m, block_n, programs):
     """The handoff kernel's float32 accumulator slots (one per program) and flags, kept per device, stream
-    and tile size, and the epoch of the next launch (flags of earlier launches hold smaller epochs)."""
+    and tile size, and the epoch of the next launch (flags of earlier launches hold smaller epochs). Under
+    CUDA-graph capture: the capture's own, zeroed at every replay (triton_splitk.capture_workspace), epoch 1."""
     import torch
 
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        from probes.gemm.triton_splitk import capture_workspace
+        return (*capture_workspace(device, programs * block_m * block_n, programs * FLAG_STRIDE.value), 1)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device.type, device.index, stream, block_m, block_n, programs)
     entry = _HANDOFF.get(key)

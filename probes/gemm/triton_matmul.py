@@ -9,6 +9,8 @@ for every M:
   * a fixed K loop: k-tiles 0, 1, 2 ... in order, each a tl.dot (on sm_90 a chain of wgmma k16 steps)
     accumulated in float32 registers, cast once to the output dtype,
   * M is a run-time argument Triton must not specialise on (do_not_specialize): one binary per config.
+(Or K in slices fixed by the shape's table, never by M, each slice's chain from 0 and the float32 partials
+added in slice order: `triton_splitk`, a config with SPLIT_K > 1.)
 Rows of a tile beyond M read zeros (TMA fills out-of-bounds with zeros, the pointer kernel masks them):
 they never enter another row's sum. The grid is persistent (min(SMs, tiles) programs walking the tiles in
 grouped order); which program computes a tile does not change how.
@@ -67,6 +69,7 @@ from probes.gemm.triton_handoff import (  # noqa: E402  (re-exported)
     FLAG_STRIDE, bi_matmul_handoff_kernel, handoff_workspace)
 from probes.gemm.triton_wide import bi_matmul_wide_kernel  # noqa: E402  (re-exported)
 from probes.gemm.triton_mixed import big_columns, bi_matmul_mixed_kernel  # noqa: E402  (re-exported)
+from probes.gemm.triton_splitk import bi_matmul_splitk_kernel, launch_splitk  # noqa: E402  (re-exported)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -127,13 +130,28 @@ def bi_matmul_ptr_kernel(x_ptr, w_ptr, y_ptr, M, N, K, stride_xm, stride_wn, str
 # ---- configurations: see triton_configs (M buckets, candidates, measured choices) -------------------
 
 from probes.gemm.triton_configs import (  # noqa: E402  (re-exported: one import for users)
-    ANCHOR, BUCKETS, INTERPRETER_CONFIG, MISTRAL_SHAPES, bucket_of, candidates, cfg, config_by_name,
-    config_name, load_choices, save_choices)
+    ANCHOR, BUCKETS, INTERPRETER_CONFIG, MISTRAL_SHAPES, anchor_for, bucket_of, candidates, cfg, config_by_name,
+    config_name, load_choices, save_choices, split_of)
 from probes.gemm import triton_configs as _configs  # noqa: E402
 
 
-def config_for(n, k, dtype, m, device_type="cuda"):
+def config_for(n, k, dtype, m, device="cuda"):
+    """The config batch_invariant_matmul runs for (N, K, dtype) at M on `device` (a torch.device or its type):
+    on a GPU the tables of that GPU (use_device_tables), in the interpreter INTERPRETER_CONFIG."""
+    device_type = getattr(device, "type", device)
+    if device_type == "cuda" and not INTERPRETED:
+        use_device_tables(device)
     return _configs.config_for(n, k, dtype, m, device_type, interpreted=INTERPRETED)
+
+
+def use_device_tables(device="cuda"):
+    """Decide once which tables serve the GPUs (triton_configs.use_gpu_tables: GEMM_TRITON_CHOICES, else the
+    shipped table of this GPU's name and compute capability, as torch reports them); returns ACTIVE."""
+    if _configs.ACTIVE is None:
+        import torch
+        props = torch.cuda.get_device_properties(device)
+        _configs.use_gpu_tables(props.name, f"{props.major}.{props.minor}")
+    return _configs.ACTIVE
 
 
 # ---- the wrapper ---------------------------------------------------------------------------------------
@@ -229,7 +247,7 @@ def batch_invariant_matmul(x, w, *, config=None, out=None):
     M, K = x.shape
     N = w.shape[0]
     if config is None:
-        c = dict(config_for(N, K, x.dtype, M, x.device.type))
+        c = dict(config_for(N, K, x.dtype, M, x.device))
         try:
             return _launch(x, w, c, out)
         except (KernelInputError, NotImplementedError):
@@ -239,7 +257,7 @@ def batch_invariant_matmul(x, w, *, config=None, out=None):
                 raise
             # A config that does not compile here: the pointer kernel with ANCHOR's tiles for EVERY bucket
             # of the class from now on (recorded: every report this process writes and every CLI says so).
-            fallback = dict(ANCHOR, impl="ptr")
+            fallback = dict(anchor_for(split_of(c)), impl="ptr")  # the same split class
             _configs.CHOICES[(int(N), int(K), str(x.dtype).replace("torch.", ""))] = [fallback] * len(BUCKETS)
             record_fallback(N, K, M, x.dtype, c, fallback, exc)
             return _launch(x, w, fallback, out)
@@ -274,6 +292,8 @@ def _launch(x, w, c, out):
                                f"{out.dtype} {tuple(out.shape)} on {out.device}")
     bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
     sms = num_sms(x.device)
+    if split_of(c) > 1:
+        return launch_splitk(x, w, out, c, sms, TensorDescriptor)
     grid = (max(1, min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn))),)
     # TMA needs 16-byte aligned row strides (K and N multiples of 8 for 2-byte types): a (N, K) property.
     use_tma = c["impl"] in ("tma", "swap", "handoff", "wide", "mixed") and TensorDescriptor is not None \
