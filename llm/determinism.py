@@ -226,7 +226,7 @@ def deterministic():
         lib = torch.library.Library("aten", "IMPL")
         try:
             with warnings.catch_warnings():      # "Overriding a previously registered kernel": that is the point
-                warnings.filterwarnings("ignore", message=".*[Oo]verrid.*registered kernel", category=UserWarning)
+                warnings.filterwarnings("ignore", message=r"(?s).*previously registered kernel", category=UserWarning)
                 for op, fn in _IMPLS.items():
                     for key in ("CPU", "CUDA"):
                         lib.impl(op, fn, key)

@@ -113,6 +113,7 @@ class _Hooks:
         self.manager = manager
         self.step_hook = step_hook
         self.audit_steps = audit_steps
+        self.audited = 0                      # steps run under the audit so far (the clock may jump ahead)
         self.audit = collections.Counter()
         self.stop = threading.Event()
         self.hook_error = None
@@ -176,7 +177,8 @@ class _Hooks:
         """The step hook sees the step before it runs: step_hook(step, model, batch_data, spans, rows) with
         spans[rid] = (first, end) of the request's query tokens in the packed batch and rows the requests that
         produce a token, in logits order. A true return value stops the run (after this step)."""
-        if self.step - 1 < self.audit_steps:
+        if self.audited < self.audit_steps:
+            self.audited += 1
             from llm.determinism import audit
             _, ops = audit(compute, model, batch_data)
             self.audit.update(ops)
@@ -211,13 +213,16 @@ class _Hooks:
 
 
 def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0.0, max_new_tokens=None,
-               cb_config=None, progress=None, timeout_s=None, step_hook=None, audit_steps=0) -> EngineRun:
+               cb_config=None, progress=None, timeout_s=None, step_hook=None, audit_steps=0,
+               attn_implementation="sdpa") -> EngineRun:
     """Run `requests` through `model`'s continuous-batching engine (arrivals by engine step) and return the
     completions, the per-step batch composition and, for the `tracked` request ids, what each of their
     tokens saw and the logits behind it. `step_hook` (see _Hooks._compute) sees every step before it runs
     and can end the run early (the unfinished requests are then left out of `completions`). The first
     `audit_steps` steps run under llm.determinism.audit (the reducing aten ops the deterministic mode does not
-    replace are returned in EngineRun.audit, and reported to the mode when it is on)."""
+    replace are returned in EngineRun.audit, and reported to the mode when it is on). `attn_implementation`
+    (default sdpa, the engine then runs `paged|sdpa`) is set on the model first: a model shared with other code
+    may have been left on another one."""
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
     from transformers.generation.continuous_batching.utils import WorkloadHints
@@ -233,6 +238,8 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
     gen = GenerationConfig(max_new_tokens=mnt, do_sample=False, eos_token_id=-1, pad_token_id=0)
     hints = WorkloadHints(max_prompt_length=max(len(r.prompt_ids) for r in requests),
                           max_generated_length=mnt, num_requests=len(requests))
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
     manager = model.init_continuous_batching(generation_config=gen,
                                              continuous_batching_config=cb_config or ContinuousBatchingConfig(),
                                              workload_hints=hints)

@@ -19,7 +19,7 @@ def tiny_bf16():
     return load("mistral-tiny", device="cpu", dtype=torch.bfloat16)
 
 
-def _serve(lm, mode, planted=False):
+def _serve(lm, mode, planted=False, attn="sdpa"):
     ids = lm.tokenizer.encode("I enjoy walking in the")
     traffic = make_traffic(lm.tokenizer, ids, copies=2, background=3, seed=1, max_new_tokens=3, span=4,
                            prompt_len=(2, 10))
@@ -28,8 +28,10 @@ def _serve(lm, mode, planted=False):
     undo = _plant(lm.model) if planted else (lambda: None)
     try:
         with mode_context(mode) as det:
-            run = run_engine(lm.model, traffic, tracked=probes, cb_config=cbc, audit_steps=1 if det else 0)
-            alone = run_engine(lm.model, [Request("alone", "alone", 0, ids, 3)], tracked=["alone"], cb_config=cbc)
+            run = run_engine(lm.model, traffic, tracked=probes, cb_config=cbc, audit_steps=1 if det else 0,
+                             attn_implementation=attn)
+            alone = run_engine(lm.model, [Request("alone", "alone", 0, ids, 3)], tracked=["alone"], cb_config=cbc,
+                               attn_implementation=attn)
     finally:
         undo()
     return analyse(run, probes, alone, lm.tokenizer), det, run
@@ -60,6 +62,15 @@ def test_deterministic_copies_equal_alone_bit_for_bit(tiny_bf16):
 def test_checker_catches_a_planted_batch_dependent_op(tiny_bf16):
     res, det, _ = _serve(tiny_bf16, "deterministic", planted=True)
     assert res["copies_logits_equal_alone"] < res["copies"]
+
+
+def test_eager_attention_is_not_covered_and_says_so(tiny_bf16):
+    """Eager attention multiplies P by the packed V with bmm: a request's keys sit at another offset of the reduction
+    in every batch, and no generic bmm can make that invariant. The mode does not replace bmm; the audit of the first
+    engine step names it and the run is marked not deterministic."""
+    with pytest.warns(DeterminismWarning, match="bmm"):
+        _, det, run = _serve(tiny_bf16, "deterministic", attn="eager")
+    assert "bmm" in run.audit and not det.summary()["deterministic"]
 
 
 def test_mode_registers_and_restores(tiny_bf16):
