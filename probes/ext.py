@@ -16,11 +16,11 @@ grid, block, warp (32) and final_block as the kernels, so both give the same bit
 The extension is imported lazily; ``available()`` says whether it is built, ``load()`` raises
 ``ExtensionUnavailable`` with the build command otherwise.
 
-This module is the one Python face of ``probes._C``: no other module imports it or calls its functions
-directly (tests excepted, which check the raw module). The probes' own wrappers (``probes/fma/kernels.py``,
-``probes/dequant/kernels.py``, ``probes/gemm/cublaslt.py``) go through ``call(name, ...)``, which turns the
-extension's errors into ``KernelInputError`` / ``KernelError`` / ``NoGPUError``, and pass
-``stream_of(x)``, the current stream of x's library on x's device.
+This module is the one Python face of ``probes._C``: no other module imports the extension. The probes'
+own wrappers (``probes/fma/kernels.py``, ``probes/dequant/kernels.py``, ``probes/gemm/cublaslt.py``) go
+through ``call(name, ...)``, which turns the extension's errors into ``KernelInputError`` /
+``KernelError`` / ``NoGPUError``, and pass ``stream_of(x)``, the current stream of x's library on x's
+device. ``load()`` gives the raw module (its plain ValueError / TypeError / RuntimeError), for tests.
 """
 from __future__ import annotations
 
