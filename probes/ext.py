@@ -15,6 +15,12 @@ grid, block, warp (32) and final_block as the kernels, so both give the same bit
 
 The extension is imported lazily; ``available()`` says whether it is built, ``load()`` raises
 ``ExtensionUnavailable`` with the build command otherwise.
+
+This module is the one Python face of ``probes._C``: no other module imports the extension. The probes'
+own wrappers (``probes/fma/kernels.py``, ``probes/dequant/kernels.py``, ``probes/gemm/cublaslt.py``) go
+through ``call(name, ...)``, which turns the extension's errors into ``KernelInputError`` /
+``KernelError`` / ``NoGPUError``, and pass ``stream_of(x)``, the current stream of x's library on x's
+device. ``load()`` gives the raw module (its plain ValueError / TypeError / RuntimeError), for tests.
 """
 from __future__ import annotations
 
@@ -28,9 +34,9 @@ import numpy as np
 from .errors import DriftscopeError, NoGPUError
 
 __all__ = [
-    "ExtensionUnavailable", "KernelInputError", "KernelError", "available", "load", "build_info",
-    "device_properties", "kernel_source", "kernel_name", "fixed_order_sum", "atomic_sum",
-    "sequential_sum", "DTYPES", "ACCUMULATE",
+    "ExtensionUnavailable", "KernelInputError", "KernelError", "available", "load", "call", "stream_of",
+    "built_with_cuda", "build_info", "gemm_build_info", "library_candidates", "device_properties",
+    "kernel_source", "kernel_name", "fixed_order_sum", "atomic_sum", "sequential_sum", "DTYPES", "ACCUMULATE",
 ]
 
 BUILD_HINT = ("build it from the driftscope checkout with `pip install --no-build-isolation --no-deps -e .` "
@@ -78,9 +84,53 @@ def available() -> bool:
     return True
 
 
+def call(name: str, *args, **kwargs):
+    """``probes._C.<name>(*args, **kwargs)`` with the extension's errors as driftscope errors: its
+    NoGPUError as ``NoGPUError``, ValueError / TypeError (bad arguments, named in the message) as
+    ``KernelInputError``, any other RuntimeError (a failed CUDA call) as ``KernelError``."""
+    C = load()
+    fn = getattr(C, name, None)
+    if fn is None:
+        raise ExtensionUnavailable(f"probes._C has no {name!r}: the built extension is older than this "
+                                   f"checkout; rebuild it ({BUILD_HINT})")
+    try:
+        return fn(*args, **kwargs)
+    except C.NoGPUError as e:
+        raise NoGPUError(str(e)) from None
+    except (ValueError, TypeError) as e:
+        raise KernelInputError(str(e)) from None
+    except RuntimeError as e:
+        raise KernelError(str(e)) from None
+
+
+def stream_of(x) -> int:
+    """The ``cudaStream_t`` handle (an int) that work on ``x`` goes to: the current stream of x's library
+    (torch, CuPy) on x's device; 0 (the legacy default stream, Numba's default) otherwise, and for CPU
+    arrays, which ignore it."""
+    lib = _library(x)
+    if lib == "torch" and x.is_cuda:
+        import torch
+        return int(torch.cuda.current_stream(x.device).cuda_stream)
+    if lib == "cupy":
+        import cupy
+        with x.device:
+            return int(cupy.cuda.get_current_stream().ptr)
+    return 0
+
+
 # ---- build / device information -------------------------------------------------------------------
 
-def _library_candidates(pattern: str) -> list[str]:
+def built_with_cuda() -> bool:
+    """Whether the CUDA kernels were compiled into the extension (nvcc at build time)."""
+    return bool(load().built_with_cuda())
+
+
+def gemm_build_info() -> dict:
+    """Whether the GEMM probe's GemmPlan (cuBLASLt) was built in: available, reason, include_dir."""
+    return dict(load().gemm_build_info())
+
+
+def library_candidates(pattern: str) -> list[str]:
     """Paths of ``pattern`` (e.g. "libcublasLt.so*") in the library dirs that torch and the nvidia-*
     pip packages ship, found without importing them."""
     dirs = []
@@ -117,8 +167,8 @@ def build_info() -> dict:
     C = load()
     runtime = C.cuda_runtime_version()
     driver = C.cuda_driver_version()
-    cublas = C.cublas_version(_library_candidates("libcublas.so*"))
-    cublaslt = C.cublaslt_version(_library_candidates("libcublasLt.so*"))
+    cublas = C.cublas_version(library_candidates("libcublas.so*"))
+    cublaslt = C.cublaslt_version(library_candidates("libcublasLt.so*"))
     return {
         "module": C.__file__,
         "built_with_cuda": C.built_with_cuda(),
@@ -137,13 +187,13 @@ def build_info() -> dict:
 
 def device_properties(index: int = 0) -> dict:
     """cudaDeviceProp of one GPU (name, cc, SMs, L2, memory, bus width, shared memory, uuid ...)."""
-    return _call(load().device_properties, int(index))
+    return call("device_properties", int(index))
 
 
 def kernel_source(name: str = "reduction") -> str:
     """The CUDA source the extension was built from (self-contained, for cupy.RawModule / NVRTC).
     ``"reduction"`` holds every kernel; also "common", "fixed_order_sum", "atomic_sum", "sequential_sum"."""
-    return _call(load().kernel_source, name)
+    return call("kernel_source", name)
 
 
 def kernel_name(kind: str, dtype: str, accumulate: str = "float32") -> str:
@@ -220,17 +270,6 @@ def _empty(x, lib: str, n: int, dtype: str, what: str):
     raise KernelInputError(f"{what}: cannot allocate it for a {type(x).__name__}; pass {what}= explicitly")
 
 
-def _stream(x, lib: str) -> int:
-    if lib == "torch" and x.is_cuda:
-        import torch
-        return int(torch.cuda.current_stream(x.device).cuda_stream)
-    if lib == "cupy":
-        import cupy
-        with x.device:
-            return int(cupy.cuda.get_current_stream().ptr)
-    return 0     # the legacy default stream (Numba's default, and what CPU arrays ignore)
-
-
 def _gpu_pointer(x, lib: str):
     if lib == "torch":
         return x.data_ptr()
@@ -257,18 +296,6 @@ def _aligned(x, lib: str):
     return x     # the extension says what is wrong
 
 
-def _call(fn, *args):
-    C = load()
-    try:
-        return fn(*args)
-    except C.NoGPUError as e:
-        raise NoGPUError(str(e)) from None
-    except (ValueError, TypeError) as e:
-        raise KernelInputError(str(e)) from None
-    except RuntimeError as e:
-        raise KernelError(str(e)) from None
-
-
 def _prepare(x, accumulate: str, fn_name: str):
     """(x, library, acc dtype name, stream) after the GPU checks."""
     C = load()
@@ -282,7 +309,7 @@ def _prepare(x, accumulate: str, fn_name: str):
             raise NoGPUError(f"{fn_name}: x is a CUDA array but no CUDA GPU is usable by probes._C")
         x = _aligned(x, lib)
     acc = _acc_name(_dtype_name(x, lib), accumulate)
-    return x, lib, acc, (_stream(x, lib) if gpu else 0)
+    return x, lib, acc, (stream_of(x) if gpu else 0)
 
 
 # ---- reductions ------------------------------------------------------------------------------------
@@ -298,7 +325,7 @@ def fixed_order_sum(x, *, grid: int = 1024, block: int = 256, final_block: int =
         if not isinstance(grid, (int, np.integer)) or not 1 <= grid <= 2**31 - 1:
             raise KernelInputError(f"grid: must be in [1, 2**31 - 1], got {grid!r}")
         workspace = _empty(x, lib, int(grid), acc, "workspace")
-    _call(load().fixed_order_sum, x, out, workspace, grid, block, final_block, accumulate, stream)
+    call("fixed_order_sum", x, out, workspace, grid, block, final_block, accumulate, stream)
     return out
 
 
@@ -309,7 +336,7 @@ def atomic_sum(x, *, grid: int = 1024, block: int = 256, accumulate: str = "floa
     x, lib, acc, stream = _prepare(x, accumulate, "atomic_sum")
     if out is None:
         out = _empty(x, lib, 1, acc, "out")
-    _call(load().atomic_sum, x, out, grid, block, accumulate, stream)
+    call("atomic_sum", x, out, grid, block, accumulate, stream)
     return out
 
 
@@ -318,5 +345,5 @@ def sequential_sum(x, *, accumulate: str = "float32", out=None):
     x, lib, acc, stream = _prepare(x, accumulate, "sequential_sum")
     if out is None:
         out = _empty(x, lib, 1, acc, "out")
-    _call(load().sequential_sum, x, out, accumulate, stream)
+    call("sequential_sum", x, out, accumulate, stream)
     return out

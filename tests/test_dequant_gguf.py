@@ -131,3 +131,21 @@ def test_smollm2_path_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DRIFTSCOPE_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
     with pytest.raises(GGUFError, match="no such file"):
         smollm2_path()
+
+
+def test_without_the_gguf_package_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    from probes.dequant.gguf_file import GGUFUnavailable
+    from probes.errors import DriftscopeError
+
+    monkeypatch.setitem(sys.modules, "gguf", None)   # makes `import gguf` fail
+    with pytest.raises(GGUFUnavailable, match=r"pip install gguf==0\.19\.0") as info:
+        read_gguf(write(tmp_path, craft([])))
+    assert isinstance(info.value, DriftscopeError)
+
+
+def test_duplicate_keys_are_named(tmp_path):
+    raw = craft([], meta=[("general.alignment", 4, struct.pack("<I", 32))])
+    with pytest.raises(GGUFError, match="Duplicate general.alignment"):
+        read_gguf(write(tmp_path, raw))

@@ -366,6 +366,28 @@ def test_build_info():
         assert info["cuda_archs"] == ""
 
 
+def test_call_translates_the_extension_errors():
+    out = np.zeros(1, np.float32)
+    ext.call("sequential_sum", F32, out, "float32", 0)           # the raw function, by name
+    assert out[0] == 0.0
+    _raises(r"x: dtype float64", ext.call, "sequential_sum", np.zeros(4), out, "float32", 0)   # TypeError
+    _raises(r"stream: must be", ext.call, "sequential_sum", F32, out, "float32", -5)          # ValueError
+    _raises(r"variant: must be one of fma, mul_add, plain_contract, plain_nocontract, got 'fused'",
+            ext.call, "fma_dot", F32, F32, out, "fused")
+    with pytest.raises(ext.ExtensionUnavailable, match="no 'no_such_kernel'.*rebuild"):
+        ext.call("no_such_kernel")
+    if C.cuda_device_count() == 0:
+        with pytest.raises(NoGPUError):
+            ext.call("sequential_sum", FakeCudaArray(), FakeCudaArray(1), "float32", 0)
+
+
+def test_stream_of_cpu_arrays_is_the_default_stream():
+    import torch
+
+    assert ext.stream_of(F32) == 0
+    assert ext.stream_of(torch.zeros(4)) == 0
+
+
 def test_extension_unavailable_message(monkeypatch):
     monkeypatch.setattr(ext, "_module", None)
     monkeypatch.setitem(sys.modules, "probes._C", None)   # makes the import fail

@@ -30,17 +30,6 @@ def _dev(t):
     return t.device.index if t.device.type == "cuda" else -1
 
 
-def _stream(t):
-    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
-
-
-def _call(fn, *args, **kw):
-    try:
-        return fn(*args, **kw)
-    except ValueError as exc:
-        raise KernelInputError(str(exc)) from None
-
-
 def dequant_int4(packed, scales, zeros, *, group_size, formula="sub_mul", compute="float32", out="bfloat16",
                  check_scales=True, result=None):
     """packed (N, K/2) uint8, scales / zeros (N, K/g) float16 (zeros None: symmetric) -> (N, K) `out`."""
@@ -60,8 +49,9 @@ def dequant_int4(packed, scales, zeros, *, group_size, formula="sub_mul", comput
     if result is None:
         result = torch.empty((n, k), dtype=OUT_DTYPES[out], device=packed.device)
     _check(result, "result", OUT_DTYPES[out], 2, packed.device)
-    _call(ext.load().dequant_int4, packed.data_ptr(), scales.data_ptr(), 0 if zeros is None else zeros.data_ptr(),
-          result.data_ptr(), n, k, group_size, formula, compute, out, _dev(packed), _stream(packed), check_scales)
+    ext.call("dequant_int4", packed.data_ptr(), scales.data_ptr(), 0 if zeros is None else zeros.data_ptr(),
+             result.data_ptr(), n, k, group_size, formula, compute, out, _dev(packed), ext.stream_of(packed),
+             check_scales)
     return result
 
 
@@ -76,8 +66,8 @@ def dequant_q4(blocks, qtype, *, result=None):
     if result is None:
         result = torch.empty((blocks.shape[0], 32), dtype=torch.float32, device=blocks.device)
     _check(result, "result", torch.float32, 2, blocks.device)
-    _call(ext.load().dequant_q4, blocks.data_ptr(), result.data_ptr(), blocks.shape[0], qtype, _dev(blocks),
-          _stream(blocks))
+    ext.call("dequant_q4", blocks.data_ptr(), result.data_ptr(), blocks.shape[0], qtype, _dev(blocks),
+             ext.stream_of(blocks))
     return result
 
 
@@ -101,6 +91,6 @@ def dequant_fp8(q, scales, scaling, *, via="float32", check_scales=True, result=
     if result is None:
         result = torch.empty((n, k), dtype=torch.bfloat16, device=q.device)
     _check(result, "result", torch.bfloat16, 2, q.device)
-    _call(ext.load().dequant_fp8, q.data_ptr(), scales.data_ptr(), result.data_ptr(), n, k, fmt, scaling, via,
-          _dev(q), _stream(q), check_scales)
+    ext.call("dequant_fp8", q.data_ptr(), scales.data_ptr(), result.data_ptr(), n, k, fmt, scaling, via,
+             _dev(q), ext.stream_of(q), check_scales)
     return result

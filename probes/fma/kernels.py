@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from probes import ext
-from probes.errors import NoGPUError
 
 VARIANTS = ("fma", "mul_add", "plain_contract", "plain_nocontract")
 PREDICTED = {"fma": "fma", "mul_add": "mul_add", "plain_contract": "fma", "plain_nocontract": "mul_add"}
@@ -38,25 +37,6 @@ def _empty_like(x, n):
     return np.empty(n, dtype=np.asarray(x).dtype)
 
 
-def _stream(x) -> int:
-    if _is_torch(x) and x.is_cuda:
-        import torch
-        return int(torch.cuda.current_stream(x.device).cuda_stream)
-    return 0
-
-
-def _call(fn, *args):
-    C = ext.load()
-    try:
-        return fn(*args)
-    except C.NoGPUError as e:
-        raise NoGPUError(str(e)) from None
-    except (ValueError, TypeError) as e:
-        raise ext.KernelInputError(str(e)) from None
-    except RuntimeError as e:
-        raise ext.KernelError(str(e)) from None
-
-
 def dot(a, b, variant, out=None):
     """Per row of the 2-D ``a, b`` (rows, k): ``acc = op(a[r, j], b[r, j], acc)`` from +0, j in order."""
     if getattr(a, "ndim", None) != 2 or tuple(a.shape) != tuple(getattr(b, "shape", ())):
@@ -64,27 +44,27 @@ def dot(a, b, variant, out=None):
                                    f"and {tuple(getattr(b, 'shape', ()))}")
     rows = a.shape[0]
     out = _empty_like(a, rows) if out is None else out
-    _call(ext.load().fma_dot, _flat(a), _flat(b), out, variant, _stream(a))
+    ext.call("fma_dot", _flat(a), _flat(b), out, variant, ext.stream_of(a))
     return out
 
 
 def horner(coeffs, x, variant, out=None):
     """``p(x)`` by Horner's rule with ``coeffs`` highest degree first, element-wise over 1-D ``x``."""
     out = _empty_like(x, x.shape[0] if getattr(x, "ndim", 0) == 1 else 0) if out is None else out
-    _call(ext.load().fma_horner, coeffs, x, out, variant, _stream(x))
+    ext.call("fma_horner", coeffs, x, out, variant, ext.stream_of(x))
     return out
 
 
 def axpy(alpha, x, y, variant, out=None):
     """``op(alpha[0], x, y)`` element-wise; ``alpha`` is a 1-element array of x's dtype and device."""
     out = _empty_like(x, x.shape[0] if getattr(x, "ndim", 0) == 1 else 0) if out is None else out
-    _call(ext.load().fma_axpy, alpha, x, y, out, variant, _stream(x))
+    ext.call("fma_axpy", alpha, x, y, out, variant, ext.stream_of(x))
     return out
 
 
 def cpu_has_fma() -> bool:
     """Whether this CPU has FMA instructions (the contracted C++ build needs them)."""
-    return bool(ext.load().fma_cpu_has_fma())
+    return bool(ext.call("fma_cpu_has_fma"))
 
 
 PROGRAMS = {"dot": dot, "horner": horner, "axpy": axpy}

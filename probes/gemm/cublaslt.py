@@ -21,14 +21,15 @@ COMPUTES = {"bfloat16": ["32f"], "float16": ["32f"], "float32": ["32f", "32f_fas
 
 
 def plan_for(m, n, k, dtype, compute, device_index):
-    C = ext.load()
-    info = C.gemm_build_info()
+    """probes._C.GemmPlan of Y = F.linear(X, W) on one GPU (layout "tn"), or a clear error when the build
+    or the machine cannot make one."""
+    info = ext.gemm_build_info()
     if not info["available"]:
-        if not C.built_with_cuda():
+        if not ext.built_with_cuda():
             raise NoGPUError(f"cuBLASLt enumeration needs a CUDA build of probes._C: {info['reason']}")
         raise ext.ExtensionUnavailable(f"probes._C was built without the GEMM module: {info['reason']}")
-    return ext._call(C.GemmPlan, m, n, k, dtype, compute, "tn", device_index,
-                     ext._library_candidates("libcublasLt.so*"))
+    return ext.call("GemmPlan", m, n, k, dtype, compute, "tn", device_index,
+                    ext.library_candidates("libcublasLt.so*"))
 
 
 def describe(cfg):
@@ -85,7 +86,7 @@ def run_algos(m, n, k, dtype, compute="32f", *, device="cuda:0", seed=0, max_val
             continue
         seen[key] = len(configs)
         configs.append(dict(v, source="enumerated", heuristic_rank=None))
-    stream = torch.cuda.current_stream(dev).cuda_stream
+    stream = ext.stream_of(x)
     clusters = Clusterer()
     torch_group = clusters.add(y_torch, index="torch")
     y = torch.empty((m, n), dtype=x.dtype, device=dev)
@@ -174,7 +175,7 @@ class NoSplitPick:
 
         out = torch.empty(self.shape, dtype=x.dtype, device=x.device) if out is None else out
         status = self.plan.run(self.algo, x.data_ptr(), w.data_ptr(), out.data_ptr(), self.workspace.data_ptr(),
-                               self.workspace_bytes, torch.cuda.current_stream(x.device).cuda_stream)
+                               self.workspace_bytes, ext.stream_of(x))
         if status != "CUBLAS_STATUS_SUCCESS":
             raise RuntimeError(f"cublasLtMatmul ({self.pick['desc']}): {status}")
         return out

@@ -1,23 +1,26 @@
-// Argument checks shared by the reductions, then dispatch to csrc/reduction/cpu_reference.cpp or to the
-// CUDA launchers (on x's device, on the given stream, with the GIL released).
-#include "reductions.h"
+// Entry points of the reduction probe (entry.h): argument checks (the shared ones in csrc/checks.h), then
+// dispatch to cpu_reference.cpp or to the CUDA launchers (on x's device, on the given stream, with the GIL
+// released).
+#include "entry.h"
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
-#include "array.h"
-#include "device_info.h"
-#include "reduction/cpu_reference.h"
+#include "../array.h"
+#include "../checks.h"
+#include "../device_info.h"
+#include "cpu_reference.h"
+#include "kernel_sources.h"  // generated into the build tree
 #ifdef DRIFTSCOPE_WITH_CUDA
-#include "reduction/launch.h"
+#include "launch.h"
 #endif
 
 namespace driftscope {
 
 namespace {
 
-[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+using checks::value_error;
 
 DType acc_dtype(const std::string& accumulate, DType in) {
   if (accumulate == "float32") return DType::F32;
@@ -35,10 +38,6 @@ void check_grid(int64_t grid) {
   if (grid < 1 || grid > 2147483647LL) value_error("grid: must be in [1, 2**31 - 1], got " + std::to_string(grid));
 }
 
-void check_stream(int64_t stream) {
-  if (stream < 0) value_error("stream: must be a cudaStream_t handle (an int >= 0), got " + std::to_string(stream));
-}
-
 // out / workspace: acc dtype, writable, at least `min_size` elements (exactly 1 for out).
 void check_output(const ArrayView& v, DType acc, int64_t min_size, bool exact) {
   if (v.dtype != acc)
@@ -49,28 +48,14 @@ void check_output(const ArrayView& v, DType acc, int64_t min_size, bool exact) {
   if (!exact && v.size < min_size)
     value_error(v.arg + ": too small: " + std::to_string(v.size) + " elements, needs at least " +
                 std::to_string(min_size) + " (one per block of pass 1: grid)");
-  if (v.readonly) value_error(v.arg + ": array is read-only");
-  if (reinterpret_cast<uintptr_t>(v.data) % itemsize(acc) != 0)
-    value_error(v.arg + ": pointer is not aligned to its itemsize");
+  checks::writable(v);
+  checks::itemsize_aligned(v);
 }
 
-// All arrays on the same device; resolves __cuda_array_interface__ devices. Returns true for CUDA.
-bool check_devices(std::vector<ArrayView*> arrays, const char* what) {
-  ArrayView& x = *arrays[0];
-  for (ArrayView* a : arrays) {
-    if (a->where != x.where)
-      value_error(a->arg + ": is a " + a->where_name() + " array but x is a " + x.where_name() +
-                  " array; all arrays must be on the same device");
-  }
-  if (x.where == Where::CPU) return false;
-  require_gpu(what);
-  for (ArrayView* a : arrays)
-    if (a->device < 0) a->device = pointer_device(a->data, a->arg);
-  for (ArrayView* a : arrays) {
-    if (a->device != x.device)
-      value_error(a->arg + ": is on cuda:" + std::to_string(a->device) + " but x is on cuda:" +
-                  std::to_string(x.device) + "; all arrays must be on the same device");
-  }
+// All arrays on x's device (x first); returns true for CUDA, where x must be 16-byte aligned.
+bool check_devices(const std::vector<ArrayView*>& arrays, const char* what) {
+  if (!checks::same_device(arrays, what)) return false;
+  const ArrayView& x = *arrays[0];
   if (reinterpret_cast<uintptr_t>(x.data) % 16 != 0) {
     char ptr[32];
     std::snprintf(ptr, sizeof(ptr), "0x%llx", static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(x.data)));
@@ -91,7 +76,7 @@ void fixed_order_sum(py::handle xo, py::handle outo, py::handle wso, int64_t gri
   check_grid(grid);
   check_block("block", block);
   check_block("final_block", final_block);
-  check_stream(stream);
+  checks::stream(stream);
   ArrayView x = intake(xo, "x");
   const DType acc = acc_dtype(accumulate, x.dtype);
   ArrayView out = intake(outo, "out");
@@ -118,7 +103,7 @@ void atomic_sum(py::handle xo, py::handle outo, int64_t grid, int64_t block, con
                 int64_t stream) {
   check_grid(grid);
   check_block("block", block);
-  check_stream(stream);
+  checks::stream(stream);
   ArrayView x = intake(xo, "x");
   const DType acc = acc_dtype(accumulate, x.dtype);
   ArrayView out = intake(outo, "out");
@@ -139,7 +124,7 @@ void atomic_sum(py::handle xo, py::handle outo, int64_t grid, int64_t block, con
 }
 
 void sequential_sum(py::handle xo, py::handle outo, const std::string& accumulate, int64_t stream) {
-  check_stream(stream);
+  checks::stream(stream);
   ArrayView x = intake(xo, "x");
   const DType acc = acc_dtype(accumulate, x.dtype);
   ArrayView out = intake(outo, "out");
@@ -178,6 +163,57 @@ py::list atomic_sum_cpu_trace(py::handle xo, py::handle outo, py::handle po, int
   }
   py::list r;
   for (int64_t b : arrival) r.append(b);
+  return r;
+}
+
+// ---- kernel source text -----------------------------------------------------------------------------
+
+std::vector<std::string> kernel_source_names() {
+  return {"reduction", "common", "fixed_order_sum", "atomic_sum", "sequential_sum"};
+}
+
+std::string kernel_source(const std::string& name) {
+  using namespace kernel_src;
+  const std::string common = kCommon;
+  if (name == "common") return common;
+  if (name == "fixed_order_sum") return common + kFixed;
+  if (name == "atomic_sum") return common + kAtomic;
+  if (name == "sequential_sum") return common + kSequential;
+  if (name == "reduction") return common + kFixed + kAtomic + kSequential;
+  std::string known;
+  for (const auto& n : kernel_source_names()) known += (known.empty() ? "" : ", ") + n;
+  value_error("name: unknown kernel source '" + name + "' (known: " + known + ")");
+}
+
+// ---- float16 / bfloat16 conversions of the CPU reference --------------------------------------------
+
+namespace {
+
+DType small_dtype(const std::string& name) {
+  if (name == "float16") return DType::F16;
+  if (name == "bfloat16") return DType::BF16;
+  value_error("dtype: must be 'float16' or 'bfloat16', got '" + name + "'");
+}
+
+}  // namespace
+
+double small_to_double(const std::string& dtype, uint16_t bits) {
+  return cpu_small_to_double(small_dtype(dtype), bits);
+}
+
+uint16_t double_to_small(const std::string& dtype, double v) { return cpu_double_to_small(small_dtype(dtype), v); }
+
+std::vector<double> small_to_double_all(const std::string& dtype) {
+  const DType d = small_dtype(dtype);
+  std::vector<double> r(65536);
+  for (uint32_t b = 0; b < 65536; ++b) r[b] = cpu_small_to_double(d, static_cast<uint16_t>(b));
+  return r;
+}
+
+std::vector<uint16_t> double_to_small_many(const std::string& dtype, const std::vector<double>& values) {
+  const DType d = small_dtype(dtype);
+  std::vector<uint16_t> r(values.size());
+  for (size_t i = 0; i < values.size(); ++i) r[i] = cpu_double_to_small(d, values[i]);
   return r;
 }
 

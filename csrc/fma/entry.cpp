@@ -1,11 +1,13 @@
-// Argument checks of the FMA probe's programs, then dispatch to cpu_reference.cpp or the CUDA launchers.
-#include "fma_api.h"
+// Entry points of the FMA probe (entry.h): argument checks (the shared ones in csrc/checks.h), then dispatch
+// to cpu_reference.cpp or the CUDA launchers.
+#include "entry.h"
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "../array.h"
+#include "../checks.h"
 #include "../device_info.h"
 #include "cpu_reference.h"
 #include "programs.h"
@@ -17,50 +19,27 @@ namespace driftscope {
 
 namespace {
 
-[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+using checks::value_error;
 
 FmaVariant parse_variant(const std::string& v) {
-  if (v == "fma") return FmaVariant::Fma;
-  if (v == "mul_add") return FmaVariant::MulAdd;
-  if (v == "plain_contract") return FmaVariant::PlainContract;
-  if (v == "plain_nocontract") return FmaVariant::PlainNoContract;
-  value_error("variant: must be 'fma', 'mul_add', 'plain_contract' or 'plain_nocontract', got '" + v + "'");
-}
-
-void check_stream(int64_t stream) {
-  if (stream < 0) value_error("stream: must be a cudaStream_t handle (an int >= 0), got " + std::to_string(stream));
+  return checks::choice<FmaVariant>(v, "variant", {{"fma", FmaVariant::Fma}, {"mul_add", FmaVariant::MulAdd},
+                                                   {"plain_contract", FmaVariant::PlainContract},
+                                                   {"plain_nocontract", FmaVariant::PlainNoContract}});
 }
 
 // One dtype, one device, aligned pointers, writable out. Returns true for CUDA arrays.
 bool check_arrays(std::vector<ArrayView*> inputs, ArrayView& out, const char* what) {
-  ArrayView& first = *inputs[0];
+  const ArrayView& first = *inputs[0];
   inputs.push_back(&out);
-  for (ArrayView* a : inputs) {
+  for (const ArrayView* a : inputs) {
     if (a->dtype != first.dtype)
       throw py::type_error(a->arg + ": dtype " + dtype_name(a->dtype) + " does not match " + first.arg + "'s " +
                            dtype_name(first.dtype) + "; all arrays must have one dtype");
-    if (a->where != first.where)
-      value_error(a->arg + ": is a " + a->where_name() + " array but " + first.arg + " is a " + first.where_name() +
-                  " array; all arrays must be on the same device");
-    if (reinterpret_cast<uintptr_t>(a->data) % itemsize(a->dtype) != 0)
-      value_error(a->arg + ": pointer is not aligned to its itemsize");
   }
-  if (out.readonly) value_error(out.arg + ": array is read-only");
-  if (first.where == Where::CPU) return false;
-  require_gpu(what);
-  for (ArrayView* a : inputs)
-    if (a->device < 0) a->device = pointer_device(a->data, a->arg);
-  for (ArrayView* a : inputs)
-    if (a->device != first.device)
-      value_error(a->arg + ": is on cuda:" + std::to_string(a->device) + " but " + first.arg + " is on cuda:" +
-                  std::to_string(first.device) + "; all arrays must be on the same device");
-  return true;
-}
-
-void check_same_size(const ArrayView& a, const ArrayView& b) {
-  if (a.size != b.size)
-    value_error(a.arg + " has " + std::to_string(a.size) + " elements but " + b.arg + " has " +
-                std::to_string(b.size) + "; they must match");
+  const bool gpu = checks::same_device(inputs, what);
+  for (const ArrayView* a : inputs) checks::itemsize_aligned(*a);
+  checks::writable(out);
+  return gpu;
 }
 
 void dispatch(const FmaArgs& args, FmaVariant variant, bool gpu, int device, int64_t stream) {
@@ -97,12 +76,12 @@ void dispatch(const FmaArgs& args, FmaVariant variant, bool gpu, int device, int
 
 void fma_dot(py::handle ao, py::handle bo, py::handle outo, const std::string& variant, int64_t stream) {
   const FmaVariant v = parse_variant(variant);
-  check_stream(stream);
+  checks::stream(stream);
   ArrayView a = intake(ao, "a");
   ArrayView b = intake(bo, "b");
   ArrayView out = intake(outo, "out");
   const bool gpu = check_arrays({&a, &b}, out, "fma_dot on CUDA arrays");
-  check_same_size(a, b);
+  checks::same_size(a, b);
   if (a.size % out.size != 0)
     value_error("a: " + std::to_string(a.size) + " elements is not rows x k for rows = out.size = " +
                 std::to_string(out.size));
@@ -112,12 +91,12 @@ void fma_dot(py::handle ao, py::handle bo, py::handle outo, const std::string& v
 
 void fma_horner(py::handle co, py::handle xo, py::handle outo, const std::string& variant, int64_t stream) {
   const FmaVariant v = parse_variant(variant);
-  check_stream(stream);
+  checks::stream(stream);
   ArrayView c = intake(co, "coeffs");
   ArrayView x = intake(xo, "x");
   ArrayView out = intake(outo, "out");
   const bool gpu = check_arrays({&c, &x}, out, "fma_horner on CUDA arrays");
-  check_same_size(x, out);
+  checks::same_size(x, out);
   FmaArgs args{FmaProgram::Horner, x.dtype, c.data, x.data, nullptr, out.data, out.size, c.size};
   dispatch(args, v, gpu, x.device, stream);
 }
@@ -125,15 +104,15 @@ void fma_horner(py::handle co, py::handle xo, py::handle outo, const std::string
 void fma_axpy(py::handle alo, py::handle xo, py::handle yo, py::handle outo, const std::string& variant,
               int64_t stream) {
   const FmaVariant v = parse_variant(variant);
-  check_stream(stream);
+  checks::stream(stream);
   ArrayView alpha = intake(alo, "alpha");
   ArrayView x = intake(xo, "x");
   ArrayView y = intake(yo, "y");
   ArrayView out = intake(outo, "out");
   const bool gpu = check_arrays({&alpha, &x, &y}, out, "fma_axpy on CUDA arrays");
   if (alpha.size != 1) value_error("alpha: must have exactly 1 element, has " + std::to_string(alpha.size));
-  check_same_size(x, y);
-  check_same_size(x, out);
+  checks::same_size(x, y);
+  checks::same_size(x, out);
   FmaArgs args{FmaProgram::Axpy, x.dtype, alpha.data, x.data, y.data, out.data, out.size, 0};
   dispatch(args, v, gpu, x.device, stream);
 }

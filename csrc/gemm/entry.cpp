@@ -1,8 +1,9 @@
-// GemmPlan: one GEMM problem (M, N, K, dtype, compute type, layout) on one GPU, and what cuBLASLt can do
-// with it: the heuristic's ranked picks, every algorithm id with its configurations (tile, stages, split-K,
-// reduction scheme, CTA swizzling, custom option), each checked with cublasLtMatmulAlgoCheck, and a way
-// to run / time one configuration on caller-owned device buffers. See cublaslt_algos.h for the layout.
-#include "gemm/cublaslt_algos.h"
+// Entry points of the GEMM probe (entry.h): GemmPlan, one GEMM problem (M, N, K, dtype, compute type,
+// layout) on one GPU, and what cuBLASLt can do with it: the heuristic's ranked picks, every algorithm id
+// with its configurations (tile, stages, split-K, reduction scheme, CTA swizzling, custom option), each
+// checked with cublasLtMatmulAlgoCheck, and a way to run / time one configuration on caller-owned device
+// buffers. See entry.h for the layout.
+#include "entry.h"
 
 #include <pybind11/stl.h>
 
@@ -11,16 +12,17 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "device_info.h"
+#include "../device_info.h"
 
 #if defined(DRIFTSCOPE_WITH_CUDA) && defined(DRIFTSCOPE_WITH_CUBLASLT)
 #include <cublasLt.h>
 #include <dlfcn.h>
 
-#include "cuda_check.h"
+#include "../cuda_check.h"
 #endif
 
 #ifndef DRIFTSCOPE_CUBLASLT_INCLUDE
@@ -87,7 +89,7 @@ void bind(void* h, F& fn, const char* name, std::string& missing) {
 }
 
 // The library torch already loaded if any (RTLD_NOLOAD), else the candidates, else the sonames.
-const Lt& library(const std::vector<std::string>& candidates) {
+const Lt& load_library(const std::vector<std::string>& candidates) {
   static Lt lt;
   if (lt.handle) return lt;
   void* h = nullptr;
@@ -235,9 +237,10 @@ cublasLtMatmulAlgo_t algo_from_bytes(const py::bytes& b) {
 
 }  // namespace
 
-class GemmPlan {
+// The plan itself (GemmPlan's implementation; cuBLASLt types stay out of entry.h).
+class GemmPlan::Impl {
  public:
-  GemmPlan(int64_t m, int64_t n, int64_t k, const std::string& dtype, const std::string& compute,
+  Impl(int64_t m, int64_t n, int64_t k, const std::string& dtype, const std::string& compute,
            const std::string& layout, int device, const std::vector<std::string>& candidates)
       : m_(m), n_(n), k_(k), dtype_(dtype), compute_(compute), layout_(layout), device_(device) {
     if (m <= 0 || n <= 0 || k <= 0)
@@ -253,7 +256,7 @@ class GemmPlan {
     if (device < 0 || device >= count)
       throw py::value_error("device: " + std::to_string(device) + " out of range (" + std::to_string(count) +
                             " CUDA device(s))");
-    lt_ = &library(candidates);
+    lt_ = &load_library(candidates);
     DeviceGuard g(device_);
     check_lt(*lt_, lt_->Create(&handle_), "cublasLtCreate");
     check_lt(*lt_, lt_->DescCreate(&op_, t_.compute, t_.scale), "cublasLtMatmulDescCreate");
@@ -269,7 +272,7 @@ class GemmPlan {
     check_lt(*lt_, lt_->LayoutCreate(&c_, t_.cd, n, m, n), "cublasLtMatrixLayoutCreate(C)");
   }
 
-  ~GemmPlan() {
+  ~Impl() {
     if (!lt_) return;
     if (a_) lt_->LayoutDestroy(a_);
     if (b_) lt_->LayoutDestroy(b_);
@@ -277,8 +280,8 @@ class GemmPlan {
     if (op_) lt_->DescDestroy(op_);
     if (handle_) lt_->Destroy(handle_);
   }
-  GemmPlan(const GemmPlan&) = delete;
-  GemmPlan& operator=(const GemmPlan&) = delete;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 
   py::dict library_info() const {
     py::dict d;
@@ -594,42 +597,63 @@ class GemmPlan {
   cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, c_ = nullptr;
 };
 
-void register_gemm(py::module_& m) {
-  py::class_<GemmPlan>(m, "GemmPlan",
-                       "One GEMM problem on one GPU through cuBLASLt (dlopen'ed): heuristic picks, every "
-                       "algorithm configuration, run/time one on device pointers. Layout 'tn' = F.linear.")
-      .def(py::init<int64_t, int64_t, int64_t, const std::string&, const std::string&, const std::string&, int,
-                    const std::vector<std::string>&>(),
-           py::arg("m"), py::arg("n"), py::arg("k"), py::arg("dtype"), py::arg("compute") = "32f",
-           py::arg("layout") = "tn", py::arg("device") = 0, py::arg("candidates") = std::vector<std::string>{})
-      .def("library", &GemmPlan::library_info)
-      .def("heuristic", &GemmPlan::heuristic, py::arg("count"), py::arg("workspace_bytes"))
-      .def("enumerate", &GemmPlan::enumerate, py::arg("max_valid"), py::arg("max_checks"), py::arg("workspace_bytes"),
-           py::arg("max_custom") = 3, py::arg("max_seconds") = 10.0)
-      .def("run", &GemmPlan::run, py::arg("algo"), py::arg("x"), py::arg("w"), py::arg("y"), py::arg("workspace"),
-           py::arg("workspace_bytes"), py::arg("stream") = 0)
-      .def("time", &GemmPlan::time, py::arg("algo"), py::arg("x"), py::arg("w"), py::arg("y"), py::arg("workspace"),
-           py::arg("workspace_bytes"), py::arg("stream") = 0, py::arg("runs") = 20, py::arg("warmup") = 3);
+GemmPlan::GemmPlan(int64_t m, int64_t n, int64_t k, const std::string& dtype, const std::string& compute,
+                   const std::string& layout, int device, const std::vector<std::string>& candidates)
+    : impl_(std::make_unique<Impl>(m, n, k, dtype, compute, layout, device, candidates)) {}
+
+GemmPlan::~GemmPlan() = default;
+
+py::dict GemmPlan::library() const { return impl_->library_info(); }
+
+py::dict GemmPlan::heuristic(int count, uint64_t workspace_bytes) {
+  return impl_->heuristic(count, workspace_bytes);
 }
 
-#else  // no cuBLASLt headers or no CUDA: the class exists and says why it cannot be used
+py::dict GemmPlan::enumerate(int max_valid, int max_checks, uint64_t workspace_bytes, int max_custom,
+                             double max_seconds) {
+  return impl_->enumerate(max_valid, max_checks, workspace_bytes, max_custom, max_seconds);
+}
+
+std::string GemmPlan::run(const py::bytes& algo, uintptr_t x, uintptr_t w, uintptr_t y, uintptr_t workspace,
+                          uint64_t workspace_bytes, uintptr_t stream) {
+  return impl_->run(algo, x, w, y, workspace, workspace_bytes, stream);
+}
+
+std::vector<float> GemmPlan::time(const py::bytes& algo, uintptr_t x, uintptr_t w, uintptr_t y, uintptr_t workspace,
+                                  uint64_t workspace_bytes, uintptr_t stream, int runs, int warmup) {
+  return impl_->time(algo, x, w, y, workspace, workspace_bytes, stream, runs, warmup);
+}
+
+#else  // no cuBLASLt headers or no CUDA: the class exists and its constructor says why it cannot be used
+
+class GemmPlan::Impl {};
+
+GemmPlan::GemmPlan(int64_t, int64_t, int64_t, const std::string&, const std::string&, const std::string&, int,
+                   const std::vector<std::string>&) {
+  py::dict info = gemm_build_info();
+#ifndef DRIFTSCOPE_WITH_CUDA
+  throw NoGPU("GemmPlan needs a CUDA GPU but probes._C was built without CUDA: " + info["reason"].cast<std::string>());
+#else
+  throw std::runtime_error("GemmPlan is unavailable: " + info["reason"].cast<std::string>());
+#endif
+}
+
+GemmPlan::~GemmPlan() = default;
 
 namespace {
-struct GemmPlanUnavailable {};
+// No GemmPlan is ever constructed in this build, so its methods cannot be reached.
+[[noreturn]] void unreachable() { throw std::logic_error("GemmPlan is unavailable in this build"); }
 }  // namespace
 
-void register_gemm(py::module_& m) {
-  py::class_<GemmPlanUnavailable>(m, "GemmPlan")
-      .def(py::init([](py::args, py::kwargs) -> GemmPlanUnavailable* {
-        py::dict info = gemm_build_info();
-#ifndef DRIFTSCOPE_WITH_CUDA
-        throw NoGPU("GemmPlan needs a CUDA GPU but probes._C was built without CUDA: " +
-                    info["reason"].cast<std::string>());
-#else
-        throw std::runtime_error("GemmPlan is unavailable: " + info["reason"].cast<std::string>());
-#endif
-        return nullptr;
-      }));
+py::dict GemmPlan::library() const { unreachable(); }
+py::dict GemmPlan::heuristic(int, uint64_t) { unreachable(); }
+py::dict GemmPlan::enumerate(int, int, uint64_t, int, double) { unreachable(); }
+std::string GemmPlan::run(const py::bytes&, uintptr_t, uintptr_t, uintptr_t, uintptr_t, uint64_t, uintptr_t) {
+  unreachable();
+}
+std::vector<float> GemmPlan::time(const py::bytes&, uintptr_t, uintptr_t, uintptr_t, uintptr_t, uint64_t, uintptr_t,
+                                  int, int) {
+  unreachable();
 }
 
 #endif

@@ -1,7 +1,7 @@
-// Validated entry points of the FMA probe's programs: the arrays' device decides where they run (the C++
-// CPU reference or the CUDA kernels). All arrays are 1-D, contiguous, non-empty, of ONE dtype (float32,
-// float16 or bfloat16) and on one device; `out` is writable. variant: "fma", "mul_add", "plain_contract",
-// "plain_nocontract" (see programs.h).
+// Entry points of the FMA probe (bound in csrc/bindings.cpp): its programs, validated; the arrays' device
+// decides where they run (the C++ CPU reference or the CUDA kernels). All arrays are 1-D, contiguous,
+// non-empty, of ONE dtype (float32, float16 or bfloat16) and on one device; `out` is writable.
+// variant: "fma", "mul_add", "plain_contract", "plain_nocontract" (see programs.h).
 #pragma once
 
 #include <pybind11/pybind11.h>
