@@ -8,7 +8,9 @@ one attribution (every op, layer and op class; both causal modes; no generation)
 - expected: the sites where the fault acts, or for a fault outside the op map the first tapped ops
   that read its result (llm.faults.fault_sites; for the bf16 case the planted fault's site);
 - whether the top-ranked op, layer and op class are expected ones; the rank of the best expected
-  op; recall: the fraction of expected ops among the top len(expected) ops;
+  op; recall: the fraction of expected ops among the top len(expected) ops, and the same for the
+  layers they are in (with --drill N only the N best layers' ops are ranked: `expected_ranked`
+  says how many expected ops were);
 - how much of the drift the top 1, 3 and len(expected) ops explain taken together (attribute's
   top_k); the sum of the single-op contributions (correct: about 1 when the drift is linear in the
   errors) and of their squares (inject: about 1 when the ops' logit errors are also uncorrelated);
@@ -31,7 +33,8 @@ TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 CASES = {
     "tap-output": ("control: an op's output at its tap site", "", "round=L{mid}.down_proj:bfloat16"),
     "input": ("inside an op: o_proj's input", "", "inner=L{mid}.o_proj:input:bfloat16"),
-    "mean-square": ("inside an op: RMSNorm's mean of squares", "", "inner=L{mid}.post_attn_norm:mean_square:bfloat16"),
+    "mean-square": ("inside an op: RMSNorm's mean of squares", "",
+                    "inner=L{mid}.post_attn_norm:mean_square:bfloat16"),
     "cos-sin": ("inside an op: rotary's cos/sin", "", "inner=L{mid}.rotary:cos_sin:bfloat16"),
     "scores": ("inside an op: attention scores (eager)", "attn=eager", "attn=eager,inner=L{mid}.attn_core:scores:bfloat16"),
     "softmax-sum": ("inside an op: softmax denominator (eager)", "attn=eager",
@@ -76,12 +79,16 @@ def score(res, mode, expected):
     top = {kind: next((r["unit"] for r in rows if r["kind"] == kind), None) for kind in ("op", "layer", "class")}
     joint = {f"joint_top{r['k']}": r["contribution"] for r in res.get("joint_" + mode, [])}
     n = len(exp)
+    layers = [r["unit"] for r in rows if r["kind"] == "layer"]
     return {
         "mode": mode, "expected": list(expected),
         "n_expected": n, "top_op": top["op"], "top_op_expected": top["op"] in exp,
         "top_layer": top["layer"], "top_layer_expected": top["layer"] in layers_exp,
         "top_class": top["class"], "top_class_expected": top["class"] in classes_exp if classes_exp else None,
         "best_expected_rank": rank, "recall_at_n": len(set(ranked[:n]) & exp) / n if n else None,
+        "expected_ranked": len(exp & set(ranked)),
+        "layer_recall_at_n": (len(set(layers[:len(layers_exp)]) & layers_exp) / len(layers_exp)
+                              if layers and layers_exp else None),
         "top_contribution": ops[0]["contribution"] if ops else None,
         "op_contribution_sum": sum(r["contribution"] for r in ops),
         "op_contribution_sumsq": sum(r["contribution"] ** 2 for r in ops),
@@ -114,13 +121,14 @@ def _f(x, spec=".3f"):
 def format_table(rows):
     """rows: (model, case, variant spec, drift rms, score) -> the printed table."""
     head = (f"{'model':<13} {'case':<14} {'mode':<7} {'rms drift':>9} {'n exp':>5} {'top op':<22} {'hit':>3} "
-            f"{'rank':>4} {'top layer':<9} {'top class':<16} {'recall':>6} {'top1':>6} {'top3':>6} {'top n':>6} "
-            f"{'sum ops':>7} {'sumsq':>6}")
+            f"{'rank':>4} {'top layer':<9} {'top class':<16} {'recall':>6} {'L rec':>5} {'top1':>6} {'top3':>6} "
+            f"{'top n':>6} {'sum ops':>7} {'sumsq':>6}")
     lines = [head]
     for model, case, _, rms, s in rows:
         lines.append(f"{model:<13} {case:<14} {s['mode']:<7} {rms:>9.3g} {s['n_expected']:>5} {s['top_op'] or '-':<22} "
                      f"{'yes' if s['top_op_expected'] else 'no':>3} {_f(s['best_expected_rank'], 'd'):>4} "
                      f"{s['top_layer'] or '-':<9} {s['top_class'] or '-':<16} {_f(s['recall_at_n'], '.2f'):>6} "
+                     f"{_f(s['layer_recall_at_n'], '.2f'):>5} "
                      f"{_f(s.get('joint_top1')):>6} {_f(s.get('joint_top3')):>6} {_f(s['joint_top_n']):>6} "
                      f"{_f(s['op_contribution_sum']):>7} {_f(s['op_contribution_sumsq']):>6}")
     return "\n".join(lines)

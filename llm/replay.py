@@ -124,7 +124,8 @@ def main(argv=None):
         for k in given:
             k2 = "rounds" if k == "round" else k
             fields[k2] = getattr(over, k2)
-    cfg = dataclasses.replace(RunConfig.from_dict(meta["run"]), **fields, text=f"trace {meta['run']['text']} + {args.run}")
+    cfg = dataclasses.replace(RunConfig.from_dict(meta["run"]), **fields,
+                              text=f"trace {meta['run']['text']} + {args.run}")
     lm = load(meta["model"], cfg.device, cfg.torch_dtype, meta["model_info"].get("seed", 0), cfg.weights)
     if lm.tokenizer.fingerprint != meta["tokenizer"]:
         raise UsageError(f"the trace was tokenised by {meta['tokenizer']}, this model's is {lm.tokenizer.fingerprint}")
