@@ -43,6 +43,8 @@ CASES = {
     "random-sites": ("spread: inputs of random sites", "", "spread={count}:1:tf32"),
     "embed": ("untapped: embedding output", "", "embed=bfloat16"),
     "rope": ("untapped: rotary angles", "", "rope=bfloat16"),
+    "fp8-input": ("the needle of in-bf16-drift alone, in float32", "",
+                  "inner=L{mid}.o_proj:input:float8_e4m3fn"),
     "in-bf16-drift": ("inside an op, on top of bf16's own drift", "",
                       "dtype=bfloat16,inner=L{mid}.o_proj:input:float8_e4m3fn"),
     "bf16-alone": ("baseline of in-bf16-drift: bf16 alone, scored against the same site", "", "dtype=bfloat16"),
@@ -185,8 +187,8 @@ def main(argv=None):
                                         "local_nonzero_expected": set(local) == set(expected),
                                         "ranking_top10": [(r["unit"], r["contribution"]) for r in
                                                           res["causal_" + mode] if r["kind"] == "op"][:10],
-                                        "layers": [(r["unit"], r["contribution"]) for r in res["causal_" + mode]
-                                                   if r["kind"] == "layer"],
+                                        **{kind + "s": [(r["unit"], r["contribution"]) for r in res["causal_" + mode]
+                                                        if r["kind"] == kind] for kind in ("layer", "class")},
                                         "joint": res.get("joint_" + mode, []), "seconds": seconds})
             print(f"[{model} {case}: {seconds:.0f} s]", file=sys.stderr)
     table = format_table(rows)
