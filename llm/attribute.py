@@ -96,8 +96,9 @@ def _to_floats(metrics):
     return [dict(zip(keys, row)) for row in table]
 
 
-def _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, units, drill, desc):
-    """Causal rows of one mode, best first.
+def _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, units, drill, desc, top_k=()):
+    """Causal rows of one mode, best first, and the joint rows of `top_k` (the k best op units as one
+    unit, for each k: how much of the drift the top k explain together).
 
     correct: the VARIANT with the unit's own error taken out; contribution = 1 - rms_after / rms_full.
     inject: the REFERENCE (in its dtype) with the unit's own error put in (its output replaced by the
@@ -140,7 +141,17 @@ def _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, un
         rows.append({"unit": label, "kind": kind, "mode": mode, "contribution": contribution(m),
                      **{k + suffix: v for k, v in m.items()}})
     rows.sort(key=lambda r: -r["contribution"])
-    return rows, len(todo)
+    op_sites = {label: sites for kind, label, sites in todo if kind == "op"}
+    ranked = [r["unit"] for r in rows if r["kind"] == "op"]
+    ks = [k for k in top_k if 0 < k <= len(ranked)]
+    joint = [("joint", f"top{k}", set().union(*(op_sites[u] for u in ranked[:k]))) for k in ks]
+    n_before = len(metrics)
+    if joint:
+        measure(joint)
+    joint_rows = [{"unit": f"top{k}", "kind": "joint", "mode": mode, "k": k, "units": ranked[:k],
+                   "contribution": contribution(m), **{key + suffix: v for key, v in m.items()}}
+                  for k, m in zip(ks, _to_floats(metrics[n_before:]))]
+    return rows, len(todo) + len(joint), joint_rows
 
 
 def check_compatible(ref_lm, var_lm, prompt_ids):
@@ -165,8 +176,9 @@ def _raise_nonfinite(run, which):
 
 
 def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, units=("op", "layer", "class"),
-              local=True, restore=True, drill=0, modes="auto", progress_desc="attribute"):
-    """The full attribution of one prompt (a JSON-able dict; see the module docstring)."""
+              local=True, restore=True, drill=0, modes="auto", progress_desc="attribute", top_k=()):
+    """The full attribution of one prompt (a JSON-able dict; see the module docstring). top_k: for
+    each k, the k best op units of each mode taken as one unit (`joint_<mode>` rows)."""
     check_compatible(ref_lm, var_lm, prompt_ids)
     ref = Run(ref_lm, ref_cfg, prompt_ids)
     var = Run(var_lm, var_cfg, prompt_ids)
@@ -248,9 +260,11 @@ def attribute_runs(ref, var, prompt_ids, tok, *, gen_steps=8, units=("op", "laye
         for mode in modes:
             t0 = time.perf_counter()
             n_drill = drill.get(mode, 0) if isinstance(drill, dict) else drill
-            rows, n = _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, units, n_drill,
-                                   f"{progress_desc} {mode}")
+            rows, n, joint = _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, units,
+                                          n_drill, f"{progress_desc} {mode}", top_k)
             result["causal_" + mode] = rows
+            if top_k:
+                result["joint_" + mode] = joint
             _sync(var.device)
             times[f"causal_{mode}_s"] = time.perf_counter() - t0
             times[f"causal_{mode}_forwards"] = n

@@ -21,8 +21,8 @@ import types
 
 import torch
 
-__all__ = ["LAYER_OPS", "FINAL_OPS", "OP_CLASS", "Site", "site_label", "parse_site", "OpMap", "install",
-           "plain_tap"]
+__all__ = ["LAYER_OPS", "FINAL_OPS", "OP_CLASS", "Site", "site_label", "parse_site", "all_sites", "OpMap",
+           "install", "plain_tap"]
 
 LAYER_OPS = ("input_norm", "q_proj", "k_proj", "v_proj", "rotary", "attn_core", "o_proj", "attn_residual",
              "post_attn_norm", "gate_proj", "up_proj", "act_mul", "down_proj", "mlp_residual")
@@ -46,6 +46,11 @@ def parse_site(label: str, n_layers: int):
     if head == "final":
         return (n_layers, op)
     return (int(head[1:]), op)
+
+
+def all_sites(n_layers: int):
+    """Every tapped site of a model with `n_layers` decoder layers, in execution order."""
+    return [(i, op) for i in range(n_layers) for op in LAYER_OPS] + [(n_layers, op) for op in FINAL_OPS]
 
 
 def plain_tap(layer, op, fn, *inputs):
@@ -90,8 +95,7 @@ class OpMap:
         self._set_forward(head, lambda x: self.tap(L, "lm_head", head_op, x))
 
     def sites(self):
-        return [(i, op) for i in range(self.n_layers) for op in LAYER_OPS] + \
-               [(self.n_layers, op) for op in FINAL_OPS]
+        return all_sites(self.n_layers)
 
     def label(self, site):
         return site_label(site, self.n_layers)
@@ -127,11 +131,13 @@ class OpMap:
             if past_key_values is not None:
                 k, v = past_key_values.update(k, v, attn.layer_idx)
 
-            def attn_core(q, k, v):
+            def attn_core(q, k, v, attention=None):
+                """attention: another function with the interface's signature (llm.faults' eager
+                attention with a step in lower precision); None: the configured implementation."""
                 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
                 from transformers.models.llama.modeling_llama import eager_attention_forward
-                iface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation,
-                                                              eager_attention_forward)
+                iface = attention or ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation,
+                                                                           eager_attention_forward)
                 out, _ = iface(attn, q, k, v, attention_mask, dropout=0.0, scaling=attn.scaling,
                                sliding_window=getattr(attn.config, "sliding_window", None), **kwargs)
                 return out

@@ -10,6 +10,7 @@ the run config is the trace's, with --run's keys overriding (e.g. another attent
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 
 import torch
@@ -68,6 +69,7 @@ def replay(lm, cfg: RunConfig, meta, ops):
     n_layers, pos, T = meta["n_layers"], meta["positions"], len(meta["prompt_ids"])
     model = lm.model
     model.config._attn_implementation = cfg.attn
+    check_replayable(cfg, meta["sites"])
     for label in meta["sites"]:
         rec = ops[label]
         ins = [from_numpy(*rec["in"][i], device=cfg.device) for i in sorted(rec["in"])]
@@ -77,17 +79,28 @@ def replay(lm, cfg: RunConfig, meta, ops):
         fn = op_function(model, cfg, label, n_layers, len(pos), pos, T)
         got = fn(*ins)
         got = got if isinstance(got, tuple) else (got,)
-        for pat, fmt in cfg.rounds:
-            import fnmatch
-            if fnmatch.fnmatchcase(label, pat):
-                got = tuple(round_tensor(g, fmt) for g in got)
-                break
+        fmt = cfg.rounding_for(label)
+        if fmt is not None:
+            got = tuple(round_tensor(g, fmt) for g in got)
         ulp, rel, cos = local_metrics(tuple(got), tuple(outs))
         bitwise = all(torch.equal(g.contiguous().view(torch.uint8) if g.dtype != torch.bool else g,
                                   o.to(g.dtype).contiguous().view(torch.uint8)) for g, o in zip(got, outs))
         rows.append({"site": label, "max_ulp": int(ulp), "rel_err": float(rel), "cosine": float(cos),
                      "bitwise_equal": bool(bitwise)})
     return rows
+
+
+def check_replayable(cfg: RunConfig, labels):
+    """A UsageError for faults the replay cannot put in (it recomputes each traced op as the model
+    does, then applies round=) and for a round= pattern that matches no traced op."""
+    unmapped = [k for k in ("inner", "spread", "embed", "rope") if getattr(cfg, k)]
+    if unmapped:
+        raise UsageError(f"llm.replay applies round= faults only, not {', '.join(k + '=' for k in unmapped)} "
+                         "(faults inside ops or outside the op map)")
+    for pat, fmt in cfg.rounds:
+        if not any(fnmatch.fnmatchcase(label, pat) for label in labels):
+            raise UsageError(f"round={pat}:{fmt} selects nothing: pattern {pat!r} matches no traced op "
+                             f"(traced: {', '.join(labels)})")
 
 
 def main(argv=None):
@@ -104,8 +117,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     meta, ops = read_trace(args.trace)
     device = resolve_device(args.device)
-    base = dict(meta["run"])
-    base["rounds"] = tuple(tuple(r) for r in base["rounds"])
     over = parse_run(args.run, default_device=device) if args.run else None
     fields = {"device": device}
     if over is not None:
@@ -113,7 +124,8 @@ def main(argv=None):
         for k in given:
             k2 = "rounds" if k == "round" else k
             fields[k2] = getattr(over, k2)
-    cfg = dataclasses.replace(RunConfig(**base), **fields, text=f"trace {meta['run']['text']} + {args.run}")
+    cfg = dataclasses.replace(RunConfig.from_dict(meta["run"]), **fields,
+                              text=f"trace {meta['run']['text']} + {args.run}")
     lm = load(meta["model"], cfg.device, cfg.torch_dtype, meta["model_info"].get("seed", 0), cfg.weights)
     if lm.tokenizer.fingerprint != meta["tokenizer"]:
         raise UsageError(f"the trace was tokenised by {meta['tokenizer']}, this model's is {lm.tokenizer.fingerprint}")

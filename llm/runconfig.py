@@ -17,7 +17,18 @@
   numerics.dequant.dequant_int4 with FORMULA sub_mul|mul_sub|fma in COMPUTE float16|float32, groups of
   GROUP in 32|64|128 (e.g. int4:fma:float16:g128; llm.kernels).
 - round=PATTERN:FORMAT[+...]: round the output of the ops whose label matches PATTERN (fnmatch on
-  "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault.
+  "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault, at a tap site.
+Planted faults away from the tap sites (llm.faults has the details; python -m llm.faultstudy runs them):
+- inner=PATTERN:STEP:FORMAT[+...]: a step inside the matching ops done in FORMAT: input (any op: its
+  inputs rounded), cos_sin (rotary), mean_square (the norms: RMSNorm's variance), scores and
+  softmax_sum (attn_core, attn=eager only: q.k^T*scale, the softmax's denominator).
+- spread=COUNT:SEED:FORMAT: the inputs of COUNT sites, chosen among all (layer, op) sites by SEED,
+  rounded to FORMAT (many small faults over layers).
+- embed=FORMAT: the embedding lookup's output rounded (not a tap site).
+- rope=FORMAT: the rotary angles position*inv_freq rounded before cos/sin (not a tap site).
+An option that selects no op of the model (a PATTERN that matches no label, a STEP the matched ops
+do not have, COUNT 0) is a UsageError when the run is prepared (llm.faults.plan), naming the option
+and listing the model's op labels.
 """
 from __future__ import annotations
 
@@ -116,6 +127,10 @@ class RunConfig:
     norm: str = "torch"
     weights: str = "native"
     rounds: tuple = ()          # ((pattern, format), ...)
+    inner: tuple = ()           # ((pattern, step, format), ...)
+    spread: tuple = ()          # (count, seed, format) or ()
+    embed: str = ""             # format of the embedding output, "" = untouched
+    rope: str = ""              # format of the rotary angles, "" = untouched
     seed: int = 0
     text: str = ""
 
@@ -139,7 +154,53 @@ class RunConfig:
     def as_dict(self):
         d = dataclasses.asdict(self)
         d["rounds"] = [list(r) for r in self.rounds]
+        d["inner"] = [list(r) for r in self.inner]
+        d["spread"] = list(self.spread)
         return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """The RunConfig of `as_dict(...)` (a trace's meta; keys it lacks take their defaults)."""
+        d = dict(d)
+        for k in ("rounds", "inner"):
+            d[k] = tuple(tuple(r) for r in d.get(k, ()))
+        d["spread"] = tuple(d.get("spread", ()))
+        return cls(**d)
+
+
+def _check_format(fmt, spec, key):
+    try:
+        round_tensor(torch.zeros(1, dtype=torch.float32), fmt)
+    except UsageError:
+        raise UsageError(f"run config {spec!r}: {key}: unknown format {fmt!r}") from None
+    return fmt
+
+
+def _parse_inner(spec, item, attn):
+    from llm.faults import EAGER_STEPS, STEPS
+    parts = item.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise UsageError(f"run config {spec!r}: inner={item!r} is not PATTERN:STEP:FORMAT")
+    pat, step, fmt = parts
+    if step not in STEPS:
+        raise UsageError(f"run config {spec!r}: inner={item}: step {step!r} not one of {', '.join(STEPS)}")
+    if step in EAGER_STEPS and attn != "eager":
+        raise UsageError(f"run config {spec!r}: inner={item}: {step} is a step of eager attention (attn=eager); "
+                         f"attn={attn} fuses the softmax")
+    return pat, step, _check_format(fmt, spec, "inner=" + item)
+
+
+def _parse_spread(spec, value):
+    parts = value.split(":")
+    try:
+        count, seed = int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        count = seed = None
+    if len(parts) != 3 or count is None or not parts[2]:
+        raise UsageError(f"run config {spec!r}: spread={value!r} is not COUNT:SEED:FORMAT (integers, a format)")
+    if count < 1:
+        raise UsageError(f"run config {spec!r}: spread={value} selects nothing (COUNT must be >= 1)")
+    return count, seed, _check_format(parts[2], spec, "spread=" + value)
 
 
 def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
@@ -190,9 +251,16 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
             pat, colon, fmt = item.rpartition(":")
             if not colon or not pat:
                 raise UsageError(f"run config {spec!r}: round={item!r} is not PATTERN:FORMAT")
-            round_tensor(torch.zeros(1, dtype=torch.float32), fmt)   # validates the format name
+            _check_format(fmt, spec, "round=" + item)
             rounds.append((pat, fmt))
         kw["rounds"] = tuple(rounds)
+    if "inner" in fields:
+        kw["inner"] = tuple(_parse_inner(spec, item, kw.get("attn", "sdpa")) for item in fields["inner"].split("+"))
+    if "spread" in fields:
+        kw["spread"] = _parse_spread(spec, fields["spread"])
+    for k in ("embed", "rope"):
+        if k in fields:
+            kw[k] = _check_format(fields[k], spec, f"{k}={fields[k]}")
     if kw.get("linear") == "batch_invariant" and kw["dtype"] not in ("bfloat16", "float16"):
         raise UsageError(f"run config {spec!r}: linear=batch_invariant supports dtype bfloat16 or float16, "
                          f"not {kw['dtype']}")

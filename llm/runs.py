@@ -4,7 +4,8 @@
 at positions `region` (left or right padding); position ids follow the attention mask, so the prompt
 sees positions 0..T-1 in any batch. Taps (all in this file):
 
-- RunTap(run): the run's own computation (kernel replacements, planted roundings).
+- RunTap(run): the run's own computation (kernel replacements, planted roundings, faults inside ops
+  from llm.faults; the run's faults outside the op map are forward hooks installed by Run.forward).
 - record=dict: also store each op's output at the prompt (cast to `record_dtype`, on the device).
 - patch=set of sites, ref=dict: put the reference's output (cast to this run's dtype) in place of
   this run's at those sites (causal attribution).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from llm.faults import InnerFault, plan, untapped_hooks
 from llm.opmap import OP_CLASS, install, plain_tap
 from llm.runconfig import RunConfig, round_tensor
 
@@ -82,8 +84,11 @@ class RunTap:
 
     def __call__(self, layer, op, fn, *inputs):
         site = (layer, op)
-        rep, fmt = self.rules[site]
-        out = rep(fn, *inputs) if rep is not None else fn(*inputs)
+        rep, fmt, inner = self.rules[site]
+        if inner is not None:
+            out = inner(rep, fn, *inputs)
+        else:
+            out = rep(fn, *inputs) if rep is not None else fn(*inputs)
         if fmt is not None:
             out = _map(lambda t: round_tensor(t, fmt), out)
         run = self.run
@@ -117,10 +122,12 @@ class Run:
         self.device = cfg.device
         self.n_layers = self.opmap.n_layers
         self.sites = self.opmap.sites()
+        self.faults = plan(cfg, self.n_layers)     # {site: {step: format}}; an option selecting nothing raises
         self.rules = {}
         for site in self.sites:
             rep = cfg.replacement(OP_CLASS[site[1]])
-            self.rules[site] = (rep, cfg.rounding_for(self.opmap.label(site)))
+            inner = InnerFault(self.faults[site]) if site in self.faults else None
+            self.rules[site] = (rep, cfg.rounding_for(self.opmap.label(site)), inner)
         self.set_prompt(prompt_ids)
 
     # batch ----------------------------------------------------------------------------------
@@ -177,12 +184,15 @@ class Run:
         """float32 logits of the prompt [T, vocab] (or [vocab] of its last position)."""
         self.model.config._attn_implementation = self.cfg.attn
         self.opmap.tap = tap if tap is not None else RunTap(self)
+        hooks = untapped_hooks(self.model, self.cfg)
         try:
             kw = {"logits_to_keep": 1} if (last_only and self.cfg.padding == "left") else {}
             out = self.model(input_ids=self.input_ids, attention_mask=None if self.full else self.attention_mask,
                              position_ids=self.position_ids, use_cache=False, **kw).logits
         finally:
             self.opmap.tap = plain_tap
+            for h in hooks:
+                h.remove()
         if last_only:
             return out[0, -1].float() if kw else out[0, self.region[2] - 1].float()
         row, a, b = self.region

@@ -30,6 +30,8 @@ def test_cli_report_and_plot(tmp_path, capsys):
     (["--model", "mistral-tiny", "--variant", "dtype=int3"], "dtype"),
     (["--model", "mistral-tiny", "--variant", "colour=blue"], "unknown key"),
     (["--model", "mistral-tiny", "--variant", "round=L0.q_proj:float7"], "unknown format"),
+    (["--model", "mistral-tiny", "--variant", "round=L2.q_proj:bfloat16"], "round=L2.q_proj:bfloat16 selects nothing"),
+    (["--model", "mistral-tiny", "--reference", "inner=*.lm_head:mean_square:bfloat16"], "mean_square is a step of"),
     pytest.param(["--model", "mistral-tiny", "--device", "cuda"], "GPU",     # with a GPU, --device cuda runs
                  marks=pytest.mark.skipif(gpu_available(), reason="checks the no-GPU error")),
 ])
