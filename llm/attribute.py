@@ -183,11 +183,11 @@ def attribute(ref_lm, ref_cfg, var_lm, var_cfg, prompt_ids, *, gen_steps=8, unit
     ref = Run(ref_lm, ref_cfg, prompt_ids)
     var = Run(var_lm, var_cfg, prompt_ids)
     return attribute_runs(ref, var, prompt_ids, ref_lm.tokenizer, gen_steps=gen_steps, units=units, local=local,
-                          restore=restore, drill=drill, modes=modes, progress_desc=progress_desc)
+                          restore=restore, drill=drill, modes=modes, progress_desc=progress_desc, top_k=top_k)
 
 
 def attribute_runs(ref, var, prompt_ids, tok, *, gen_steps=8, units=("op", "layer", "class"), local=True,
-                   restore=True, drill=0, modes="auto", progress_desc="attribute"):
+                   restore=True, drill=0, modes="auto", progress_desc="attribute", top_k=()):
     """attribute() on two prepared runs: anything with Run's interface (llm.runs.Run; llm.serve's engine-step
     contexts), the reference's logits being the ones drift is measured from."""
     times = {}

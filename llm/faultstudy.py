@@ -189,7 +189,8 @@ def main(argv=None):
                                                           res["causal_" + mode] if r["kind"] == "op"][:10],
                                         **{kind + "s": [(r["unit"], r["contribution"]) for r in res["causal_" + mode]
                                                         if r["kind"] == kind] for kind in ("layer", "class")},
-                                        "joint": res.get("joint_" + mode, []), "seconds": seconds})
+                                        "joint": res.get("joint_" + mode, []), "seconds": seconds},
+                               compares={"metrics": ["ranking_top10", "local_nonzero"]})
             print(f"[{model} {case}: {seconds:.0f} s]", file=sys.stderr)
     table = format_table(rows)
     print(table)
