@@ -32,7 +32,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from probes import cli
 from probes import report as reports
 
-__all__ = ["Axis", "Case", "Backend", "Probe"]
+__all__ = ["Axis", "Case", "Backend", "Probe", "NOT_RUN"]
+
+#: The `compares` of the record of a case that stands for a whole part (its experiments are known only once it
+#: runs): what a skipped or failed part records.
+NOT_RUN = {"reason": "the record of a part that did not run"}
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ __all__ = [
     "new_report", "add_experiment", "encode_output", "decode_output", "output_dtype",
     "jsonable", "decode_number", "write_report", "write_json", "load_report",
     "validate_report", "driftscope_version", "code_identity", "metric_value", "compares_all_metrics",
-    "MISSING", "comparison_of", "note_run_warning", "RUN_WARNINGS",
+    "MISSING", "comparison_of", "note_run_warning", "RUN_WARNINGS", "TIMINGS",
 ]
 
 SCHEMA = "driftscope-report"
@@ -366,6 +366,10 @@ def _declaration_unmet(exp: Mapping) -> str:
         if metric_value(exp["metrics"], name) is MISSING:
             return f"compares declares metric {name!r}, but its metrics have no such entry"
     return ""
+
+
+#: The `compares` of an experiment that holds only timings: nothing is compared, and this says why.
+TIMINGS = {"reason": "timings are measurements, not compared"}
 
 
 def compares_all_metrics(metrics: Mapping, but: Sequence[str] = (), output: bool = False) -> dict:
