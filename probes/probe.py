@@ -159,6 +159,8 @@ class Probe:
     axes: tuple[Axis, ...] = ()
     #: its backends by name: the values of a "backend" axis, asked by `unavailable`
     backends: Mapping[str, Backend] = {}
+    #: the arguments that say where results go, not what is measured (a resumed run may change them)
+    output_options: tuple[str, ...] = ("json", "plot", "no_plot", "resume")
 
     def __init__(self, args: argparse.Namespace, device: str, log: Callable[[str], None] | None = None):
         self.args = args
@@ -204,6 +206,11 @@ class Probe:
 
     def configure(self, args: argparse.Namespace) -> None:
         """Check the probe's own options (UsageError names a bad one) and keep them."""
+
+    def options(self) -> dict:
+        """What this run measures: its arguments but the `output_options`, with the device as resolved."""
+        chosen = {k: v for k, v in vars(self.args).items() if k not in self.output_options}
+        return reports.jsonable({**chosen, "device": self.device})
 
     def config(self, fingerprint: Mapping) -> dict:
         """What the report's config records beyond the device, the seed and each axis's values."""

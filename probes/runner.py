@@ -64,7 +64,7 @@ def run(probe: Probe, report: dict, *, checkpoint: Callable[[dict], None] | None
     already), then its `finish`; on return the report is complete (no "partial"). KeyboardInterrupt
     (Terminated) leaves it partial, without the case it interrupted, and passes through."""
     cases = planned(probe)
-    partial = report.setdefault("partial", {})
+    partial = report.setdefault("partial", {"options": probe.options()})
     partial.update(reason="running", cases_planned=len(cases))
     done = partial.setdefault("cases_done", [])
     finished = set(done)
@@ -147,18 +147,19 @@ SAME_MACHINE = (("gpu", "name"), ("gpu", "uuid"), ("gpu", "driver_version"), ("g
 
 
 def resume_from(path: str, probe: Probe, fresh: dict) -> dict:
-    """The partial report at `path`, to go on with: the same probe, options (every key of the `fresh`
-    report's config), machine (SAME_MACHINE) and code commit. UsageError says what differs."""
+    """The partial report at `path`, to go on with: the same probe and options (Probe.options), machine and
+    software (SAME_MACHINE) and code commit as the `fresh` report of this run. UsageError says what differs."""
     old = reports.load_report(path)
     where = f"--resume {path}"
     if old["probe"] != probe.name:
         raise UsageError(f"{where}: a {old['probe']} report, not a {probe.name} one")
     if "partial" not in old:
         raise UsageError(f"{where}: the report is complete; nothing to resume")
-    for key, value in fresh["config"].items():
-        if old["config"].get(key) != value:
-            raise UsageError(f"{where}: it was run with {key} = {old['config'].get(key)!r}, this run has "
-                             f"{value!r}; resume with the options it was run with")
+    was, now = old["partial"].get("options", {}), probe.options()
+    for key in sorted(set(was) | set(now)):
+        if was.get(key) != now.get(key):
+            raise UsageError(f"{where}: it ran with --{key.replace('_', '-')} {was.get(key)!r}, this run has "
+                             f"{now.get(key)!r}; resume with the options it ran with")
     for field in SAME_MACHINE:
         if _get(old["fingerprint"], field) != _get(fresh["fingerprint"], field):
             raise UsageError(f"{where}: another machine or software ({'.'.join(field)} "
