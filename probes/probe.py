@@ -65,8 +65,7 @@ class Axis:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         if self.flag:
-            parser.add_argument(self.flag, dest=self.dest, default=None, metavar=self.name.upper(),
-                                help=self.help)
+            parser.add_argument(self.flag, dest=self.dest, default=None, help=self.help)
 
     def select(self, text: str | None, device: str) -> list:
         """The values that the flag's `text` selects (None: the defaults). Raises UsageError naming a bad one."""
