@@ -1,9 +1,10 @@
 """Command-line plumbing shared by every driftscope CLI.
 
-Every probe CLI is built the same way::
+A probe's command line is probes.runner.main (built from the probe's declared axes, docs/probes.md); the
+other CLIs (probes.device, probes.compare, llm.*) are built the same way from these helpers::
 
     def main(argv=None):
-        parser = argparse.ArgumentParser(prog="python -m probes.reduction", description=...)
+        parser = argparse.ArgumentParser(prog="python -m probes.compare", description=...)
         add_common_args(parser)
         args = parser.parse_args(argv)
         device = resolve_device(args.device)          # "cpu" or "cuda:N"
