@@ -22,7 +22,7 @@ import types
 import torch
 
 __all__ = ["LAYER_OPS", "FINAL_OPS", "OP_CLASS", "Site", "site_label", "parse_site", "all_sites", "OpMap",
-           "install", "plain_tap"]
+           "install", "plain_tap", "rotary", "residual_add", "ActMul"]
 
 LAYER_OPS = ("input_norm", "q_proj", "k_proj", "v_proj", "rotary", "attn_core", "o_proj", "attn_residual",
              "post_attn_norm", "gate_proj", "up_proj", "act_mul", "down_proj", "mlp_residual")
@@ -63,7 +63,7 @@ def _rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-def _rotary(q, k, cos, sin):
+def rotary(q, k, cos, sin):
     """HF apply_rotary_pos_emb on [B,H,T,D] views; in and out as [B,T,H,D] (views, no copies)."""
     qh, kh = q.transpose(1, 2), k.transpose(1, 2)
     c, s = cos.unsqueeze(1), sin.unsqueeze(1)
@@ -72,7 +72,8 @@ def _rotary(q, k, cos, sin):
     return q_embed.transpose(1, 2), k_embed.transpose(1, 2)
 
 
-def _add(a, b):
+def residual_add(a, b):
+    """A residual add as an op of its own (so that it can be tapped and replayed)."""
     return a + b
 
 
@@ -126,7 +127,7 @@ class OpMap:
             k = tap(i, "k_proj", attn.k_proj, h).view(hidden_shape)
             v = tap(i, "v_proj", attn.v_proj, h).view(hidden_shape)
             cos, sin = position_embeddings
-            q, k = tap(i, "rotary", _rotary, q, k, cos, sin)
+            q, k = tap(i, "rotary", rotary, q, k, cos, sin)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             if past_key_values is not None:
                 k, v = past_key_values.update(k, v, attn.layer_idx)
@@ -145,19 +146,21 @@ class OpMap:
             a = tap(i, "attn_core", attn_core, q, k, v)
             a = a.reshape(*input_shape, -1).contiguous()
             a = tap(i, "o_proj", attn.o_proj, a)
-            h = tap(i, "attn_residual", _add, residual, a)
+            h = tap(i, "attn_residual", residual_add, residual, a)
             residual = h
             h = tap(i, "post_attn_norm", layer.post_attention_layernorm, h)
             g = tap(i, "gate_proj", mlp.gate_proj, h)
             u = tap(i, "up_proj", mlp.up_proj, h)
-            au = tap(i, "act_mul", _ActMul(mlp.act_fn), g, u)
+            au = tap(i, "act_mul", ActMul(mlp.act_fn), g, u)
             d = tap(i, "down_proj", mlp.down_proj, au)
-            return tap(i, "mlp_residual", _add, residual, d)
+            return tap(i, "mlp_residual", residual_add, residual, d)
 
         return forward
 
 
-class _ActMul:
+class ActMul:
+    """act(gate) * up of a gated MLP, as an op of its own."""
+
     def __init__(self, act):
         self.act = act
 

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from llm.opmap import _ActMul, _add, _rotary
+from llm.opmap import ActMul, residual_add, rotary
 from llm.runconfig import RunConfig, round_tensor
 from llm.runs import local_metrics
 from llm.trace import from_numpy, read_trace
@@ -39,12 +39,12 @@ def op_function(model, cfg: RunConfig, label: str, n_layers: int, n_positions: i
         m = mods[op]
         return lambda x: m(x[None])[0]
     if op in ("attn_residual", "mlp_residual"):
-        return lambda a, b: _add(a[None], b[None])[0]
+        return lambda a, b: residual_add(a[None], b[None])[0]
     if op == "act_mul":
-        f = _ActMul(mlp.act_fn)
+        f = ActMul(mlp.act_fn)
         return lambda g, u: f(g[None], u[None])[0]
     if op == "rotary":
-        return lambda q, k, c, s: tuple(t[0] for t in _rotary(q[None], k[None], c[None], s[None]))
+        return lambda q, k, c, s: tuple(t[0] for t in rotary(q[None], k[None], c[None], s[None]))
     if op == "attn_core":
         def core(q, k, v):
             from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS

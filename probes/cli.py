@@ -1,9 +1,10 @@
 """Command-line plumbing shared by every driftscope CLI.
 
-Every probe CLI is built the same way::
+A probe's command line is probes.runner.main (built from the probe's declared axes, docs/probes.md); the
+other CLIs (probes.device, probes.compare, llm.*) are built the same way from these helpers::
 
     def main(argv=None):
-        parser = argparse.ArgumentParser(prog="python -m probes.reduction", description=...)
+        parser = argparse.ArgumentParser(prog="python -m probes.compare", description=...)
         add_common_args(parser)
         args = parser.parse_args(argv)
         device = resolve_device(args.device)          # "cpu" or "cuda:N"
@@ -229,7 +230,7 @@ def parse_csv_choice(text: str | Iterable[str], choices: Sequence[str], what: st
     return out
 
 
-_POW_RE = re.compile(r"^(\d+)\s*(?:\^|\*\*)\s*(\d+)$")
+_POW_RE = re.compile(r"^(\d+)\s*(?:\^|\*\*)\s*(\d+)\s*(?:([+-])\s*(\d+))?$")
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$|^[+-]?\d+\.\d*$")
 
@@ -242,6 +243,8 @@ def _parse_size(token: str) -> int:
         if exp > 64:
             raise UsageError(f"size {token.strip()!r} is too large")
         value = base ** exp
+        if m.group(3):
+            value += int(m.group(4)) if m.group(3) == "+" else -int(m.group(4))
     elif _INT_RE.match(t):
         value = int(t)
     elif _FLOAT_RE.match(t):
@@ -250,14 +253,14 @@ def _parse_size(token: str) -> int:
             raise UsageError(f"size {token.strip()!r} is not a whole number")
         value = int(f)
     else:
-        raise UsageError(f"bad size {token.strip()!r}; use integers like 1000, 2^20, 2**24 or 1e6")
+        raise UsageError(f"bad size {token.strip()!r}; use integers like 1000, 2^20, 2^20+3, 2**24 or 1e6")
     if value <= 0:
         raise UsageError(f"size {token.strip()!r} must be positive")
     return value
 
 
 def parse_sizes(text: str) -> list[int]:
-    """Parse "1000,4097,2^20,1e6,2**24" into [1000, 4097, 1048576, 1000000, 16777216]."""
+    """Parse "1000,4097,2^20,2^20+3,1e6,2**24" into [1000, 4097, 1048576, 1048579, 1000000, 16777216]."""
     tokens = [t for t in str(text).split(",")]
     if not any(t.strip() for t in tokens):
         raise UsageError("no sizes given; use e.g. 1000,4097,2^20")

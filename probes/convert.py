@@ -28,6 +28,15 @@ def to_numpy(t):
     return t.numpy()
 
 
+def torch_dtype(name):
+    """The torch dtype of a format name: float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, and tf32 (float32
+    storage; its rounding is the matmul's business)."""
+    import torch
+
+    return {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+            "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}[name]
+
+
 def to_torch(a, device="cpu"):
     """A NumPy array as a torch tensor on `device` with the same bits."""
     import torch

@@ -40,6 +40,16 @@ and was replaced by another, say) also carries them, filled in by write_report::
 
       "warnings": [{"kind": "triton_fallback", "message": "...", ...details...}]
 
+A report that is not complete (a probe still running, or interrupted by Ctrl-C or SIGTERM: probes.runner)
+carries why, and which cases it holds::
+
+      "partial": {"reason": "interrupted (SIGTERM)", "cases_planned": 40, "cases_done": ["<key>", ...],
+                  "options": {...the options of the run...}}
+
+and a report that a later run completed (``--resume``) lists those runs::
+
+      "resumed": [{"created_utc": "...", "command": [...], "cases_done_before": 17}]
+
 Outputs are stored exactly: `bits` holds the unsigned-integer view of every element (C order) as a
 zero-padded lowercase hex string (2 digits per byte), so NaN payloads, -0.0, bfloat16 and float8
 survive. `decode_output` gives back the array, bit for bit.
@@ -72,7 +82,7 @@ __all__ = [
     "new_report", "add_experiment", "encode_output", "decode_output", "output_dtype",
     "jsonable", "decode_number", "write_report", "write_json", "load_report",
     "validate_report", "driftscope_version", "code_identity", "metric_value", "compares_all_metrics",
-    "MISSING", "comparison_of", "note_run_warning", "RUN_WARNINGS",
+    "MISSING", "comparison_of", "note_run_warning", "RUN_WARNINGS", "TIMINGS",
 ]
 
 SCHEMA = "driftscope-report"
@@ -368,6 +378,10 @@ def _declaration_unmet(exp: Mapping) -> str:
     return ""
 
 
+#: The `compares` of an experiment that holds only timings: nothing is compared, and this says why.
+TIMINGS = {"reason": "timings are measurements, not compared"}
+
+
 def compares_all_metrics(metrics: Mapping, but: Sequence[str] = (), output: bool = False) -> dict:
     """A `compares` declaration naming every metric in `metrics` except those in `but` (its timings): for
     experiments whose metrics are all exact results but a few. None left (and no output): nothing compared."""
@@ -538,8 +552,9 @@ def _validate(obj: Any, p: str) -> None:
                              ("config", dict, "an object"), ("experiments", list, "an array")):
         if not isinstance(obj[key], types):
             raise ReportError(f"{p}: key {key!r} must be {what}, not {_type_name(obj[key])}")
-    if "code" in obj and not isinstance(obj["code"], dict):  # absent in reports written before it existed
-        raise ReportError(f"{p}: key 'code' must be an object, not {_type_name(obj['code'])}")
+    for key in ("code", "partial"):  # code: absent in reports written before it existed; partial: complete
+        if key in obj and not isinstance(obj[key], dict):
+            raise ReportError(f"{p}: key {key!r} must be an object, not {_type_name(obj[key])}")
     seen: dict[str, int] = {}
     for i, exp in enumerate(obj["experiments"]):
         _validate_experiment(exp, i, p)

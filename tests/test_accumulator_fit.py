@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from numerics.matmul import MatmulModel, model_matmul
-from probes.accumulator import probe
+from probes import runner
+from probes.accumulator.probe import AccumulatorProbe
 from probes.accumulator.backends import Simulated
 from probes.accumulator.detect import detect
 from probes.accumulator.fit import fit_at_shape, fit_model
@@ -62,11 +63,16 @@ def test_fit_keeps_the_design_model_when_it_already_reproduces_the_fit_sample():
     assert m == true and rate == 1.0 and len(trace) == 1
 
 
+def run_simulated(formats, samples, seed):
+    """The probe's report of the simulated device in this process (no files)."""
+    probe = AccumulatorProbe.from_argv(["--device", "cpu", "--backends", "simulated", "--formats", ",".join(formats),
+                                        "--samples", str(samples), "--seed", str(seed)], log=lambda s: None)
+    return runner.measure(probe, ["test"], fingerprint={"device": "cpu"})
+
+
 @pytest.fixture(scope="module")
 def saved_report(tmp_path_factory):
-    rep = probe.run(device="cpu", backend_names=["simulated"], formats=["float16", "float32"],
-                    samples=900, seed=3, command=["test"], log=lambda s: None,
-                    fingerprint={"device": "cpu"})
+    rep = run_simulated(["float16", "float32"], samples=900, seed=3)
     path = tmp_path_factory.mktemp("refit") / "acc.json"
     write_report(rep, path)
     return rep, path
@@ -102,9 +108,7 @@ def test_refit_cli(saved_report, tmp_path, capsys):
 
 
 def test_mixed_fp8_runs_without_designs_and_the_fit_starts_from_the_e4m3_model(tmp_path):
-    rep = probe.run(device="cpu", backend_names=["simulated"],
-                    formats=["float8_e4m3fn", "float8_e4m3fn_x_e5m2"], samples=900, seed=1,
-                    command=["test"], log=lambda s: None, fingerprint={"device": "cpu"})
+    rep = run_simulated(["float8_e4m3fn", "float8_e4m3fn_x_e5m2"], samples=900, seed=1)
     m = {e["key"]: e["metrics"] for e in rep["experiments"]}
     mixed = m["accumulator/simulated/float8_e4m3fn_x_e5m2"]
     assert mixed["consistent_with_designs"] is None and mixed["design_model"] == {

@@ -8,6 +8,7 @@ from probes.accumulator.backends import FORMATS, Cublas
 from probes.accumulator.detect import detect
 from probes.accumulator.fit import fit_at_shape
 from probes.accumulator.validate import K_VALIDATE, validate
+from probes.probe import Case
 
 # cuBLAS for every format with designs here; the probe run in scripts/gpu/accumulator.sh covers
 # Triton and the mixed fp8 format (fit only) too.
@@ -18,7 +19,7 @@ CASES = [(Cublas, f) for f in FORMATS if f not in MIXED_FORMATS]
 @pytest.mark.parametrize("backend_cls, fmt", CASES, ids=lambda x: getattr(x, "name", x))
 def test_detected_model_reproduces_the_gpu(backend_cls, fmt):
     be = backend_cls("cuda")
-    why = be.unavailable("cuda", fmt)
+    why = be.unavailable(Case("cuda", backend=be.name, format=fmt))
     if why:
         pytest.skip(why)
     d = detect(be, fmt)

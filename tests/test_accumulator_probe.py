@@ -95,4 +95,5 @@ def test_bad_arguments_give_one_line(args, msg):
 
 def test_cublas_on_cpu_is_skipped_with_a_reason():
     from probes.accumulator.backends import Cublas
-    assert "GPU" in Cublas("cpu").unavailable("cpu", "float16")
+    from probes.probe import Case
+    assert "GPU" in Cublas("cpu").unavailable(Case("cpu", backend="cublas", format="float16"))

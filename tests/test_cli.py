@@ -21,7 +21,8 @@ except ImportError:  # pragma: no cover
 def test_parse_sizes():
     assert parse_sizes("1000,4097,2^20,1e6,2**24") == [1000, 4097, 2 ** 20, 10 ** 6, 2 ** 24]
     assert parse_sizes(" 7 , 1_000 ,1.5e3,") == [7, 1000, 1500]
-    for bad in ("0", "-5", "abc", "1.5", "2^", "", ",", "1e-3", "nan", "2^100"):
+    assert parse_sizes("2^20+3,2**24-1,2^4 + 1") == [2 ** 20 + 3, 2 ** 24 - 1, 17]
+    for bad in ("0", "-5", "abc", "1.5", "2^", "", ",", "1e-3", "nan", "2^100", "2^4+", "2^0-1", "2^4+1+1"):
         with pytest.raises(UsageError):
             parse_sizes(bad)
 

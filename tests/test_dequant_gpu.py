@@ -10,7 +10,7 @@ from numerics.formats import cast
 from numerics.metrics import bitwise_equal, count_differing
 from probes.dequant import kernels, torch_dequant
 from probes.convert import to_numpy, to_torch
-from probes.dequant.probe import int4_inputs
+from probes.dequant.inputs import int4_inputs
 from probes.ext import KernelInputError
 
 pytestmark = pytest.mark.gpu

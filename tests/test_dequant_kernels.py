@@ -166,7 +166,7 @@ def test_triton_fp8_product_matches(fmt, scaling):
 def test_triton_fused_matmul_equals_dequant_then_matmul(compute, formula):
     from numerics.formats import cast
 
-    from probes.dequant.probe import int4_inputs
+    from probes.dequant.inputs import int4_inputs
     from probes.dequant.triton_fused import fused_int4_matmul, matmul_bf16
 
     p, s, z = int4_inputs(64, 256, 128, "int", 7)
@@ -200,7 +200,7 @@ def test_fused_kernel_tile_equals_model():
     """The fused kernel's dequantised bf16 tile (TILE_OUT) is the model's, bit for bit (interpreter)."""
     from numerics.formats import cast
 
-    from probes.dequant.probe import int4_inputs
+    from probes.dequant.inputs import int4_inputs
     from probes.dequant.triton_fused import fused_int4_matmul
 
     p, s, z = int4_inputs(64, 256, 128, "float", 11)

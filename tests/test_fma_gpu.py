@@ -13,6 +13,7 @@ import pytest
 
 from numerics import fma_programs as fp
 from probes.fma.backends import BACKENDS
+from probes.probe import Case
 
 pytestmark = pytest.mark.gpu
 
@@ -27,7 +28,7 @@ def _bits(x):
 def check_build(backend_name, variant, program, fmt):
     from probes.fma import probe
     backend = BACKENDS[backend_name]
-    why = backend.available("cuda:0") or backend.skip_reason("cuda:0", fmt, variant)
+    why = backend.unavailable(Case("cuda:0", backend=backend_name, variant=variant, program=program, format=fmt))
     if why:
         pytest.skip(why)
     ins = probe.make_inputs(program, fmt, N, seed=11)

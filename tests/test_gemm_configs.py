@@ -285,8 +285,8 @@ def test_probe_bench_report_table_and_choices_file(tmp_path, monkeypatch):
         return [r for s in shapes for r in fake[s]]
     monkeypatch.setattr(B, "benchmark", fake_benchmark)
     report = reports.new_report("gemm", command=["x"], fingerprint={"device": "cpu"}, config={})
-    chosen = P.GemmProbe(device="cuda", seed=0, log=lambda s: None).bench(
-        report, {"q_o": (4096, 4096), "k_v": (1024, 4096)}, [16, 4096], "bfloat16", graph=20)
+    chosen = P.bench(report, {"q_o": (4096, 4096), "k_v": (1024, 4096)}, [16, 4096], "bfloat16", seed=0,
+                     log=lambda s: None, graph=20)
     assert seen["graph"] == 20
     assert list(chosen) == ["q_o"] and chosen["q_o"]["buckets"][1]["config"] == C.config_name(C.BUCKET_CANDIDATES[1][0])
     text = table.format_bench(report)

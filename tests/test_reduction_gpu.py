@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from probes.convert import to_numpy, to_torch
-from probes.reduction.backends import BACKENDS, Case
+from probes.probe import Case
+from probes.reduction.backends import BACKENDS, Input
 from probes.reduction.probe import make_input
 
 pytestmark = pytest.mark.gpu
@@ -17,15 +18,17 @@ CASES = [("float32", "float32"), ("float16", "float32"), ("float16", "float16"),
 
 def run_backend(name, strategy, dtype, acc, n, runs=3, seed=11):
     backend = BACKENDS[name]
-    reason = backend.unavailable("cuda:0")
+    reason = backend.unavailable(Case("cuda:0", backend=name, strategy=strategy, dtype="float32",
+                                      accumulate="float32", n=1))
     if reason:
         pytest.fail(f"{name} must be available on the GPU machine: {reason}")
-    x_host = make_input(seed, n, dtype)
-    case = Case("cuda:0", dtype, acc, n, to_torch(x_host, "cuda:0"), x_host)
-    params = backend.defaults("cuda:0")
-    skip = backend.skip(strategy, case, params)
+    skip = backend.unavailable(Case("cuda:0", backend=name, strategy=strategy, dtype=dtype,
+                                    accumulate="float32" if acc == "float32" else "input", n=n))
     if skip:
         pytest.skip(skip)
+    x_host = make_input(seed, n, dtype)
+    case = Input("cuda:0", dtype, acc, n, to_torch(x_host, "cuda:0"), x_host)
+    params = backend.defaults("cuda:0")
     results = torch.zeros(runs, dtype={"float32": torch.float32, "float16": torch.float16,
                                        "bfloat16": torch.bfloat16}[acc], device="cuda:0")
     launch = backend.prepare(strategy, case, params, results)

@@ -98,10 +98,10 @@ def test_report_is_valid_json_with_fingerprint(cpu_report):
 
 def test_interpreted_runs_cap_is_the_one_help_states(cpu_report, capsys):
     """--help states the cap the code applies to interpreted backends (one constant), and the run obeys it."""
-    from probes.reduction.__main__ import parse_args
     from probes.reduction.backends import INTERPRETED_RUNS
+    from probes.reduction.probe import ReductionProbe
     with pytest.raises(SystemExit):
-        parse_args(["--help"])
+        ReductionProbe.parser().parse_args(["--help"])
     assert f"interpreted backends are capped at {INTERPRETED_RUNS})" in " ".join(capsys.readouterr().out.split())
     _, rep, _ = cpu_report
     e = next(e for e in rep["experiments"] if e["key"] == "triton/fixed/float32->float32/n=4097")

@@ -23,5 +23,7 @@ dot products (normal, mixed exponents, cancelling). ``refit.py`` re-analyses a s
 CPU (the validation operands are regenerated from their seed). Published numbers are hypotheses
 this tests, never inputs.
 
-Run: ``python -m probes.accumulator [--device cpu|cuda] [--formats ...] [--backends ...]``.
+Layout: the designs, detection, fit and validation above; one case per backend x format measured into the
+report in ``probe.py``; the table and the plot in ``table.py``; the command line (probes.runner) in
+``__main__.py``. Run: ``python -m probes.accumulator [--device cpu|cuda] [--formats ...] [--backends ...]``.
 """

@@ -24,16 +24,11 @@ import numpy as np
 
 from numerics.formats import get_format
 from numerics.matmul import MatmulModel, check_representable, model_matmul, operand_formats
+from probes import probe
+from probes.convert import torch_dtype
 
 MIXED_FP8 = "float8_e4m3fn_x_e5m2"        # A e4m3, B e5m2 (cuBLASLt's sm_90 fp8 GEMMs allow it)
 FP8 = ("float8_e4m3fn", "float8_e5m2", MIXED_FP8)
-
-
-def _torch_dtype(fmt):
-    import torch
-    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-            "tf32": torch.float32, "float8_e4m3fn": torch.float8_e4m3fn,
-            "float8_e5m2": torch.float8_e5m2}[fmt]
 
 
 def _pad16(x, axis):
@@ -46,15 +41,14 @@ def _pad16(x, axis):
     return np.pad(x, pad)
 
 
-class Backend:
-    name = ""
+class Backend(probe.Backend):
     formats = ()
 
-    def unavailable(self, device, fmt):
-        """None if it can run ``fmt`` on ``device``, else the reason."""
-        if fmt not in self.formats:
-            return f"{self.name} does not run {fmt}"
-        return None
+    def unavailable(self, case):
+        """None if it can run the case's format on its device, else the reason."""
+        if case.format not in self.formats:
+            return f"{self.name} does not run {case.format}"
+        return super().unavailable(case)
 
     def matmul(self, A, B, fmt):
         raise NotImplementedError
@@ -77,6 +71,7 @@ class Backend:
 
 
 class Simulated(Backend):
+    """numerics.matmul with a given MatmulModel per format: a "device" whose parameters are known."""
     name = "simulated"
     formats = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float32", MIXED_FP8)
 
@@ -106,8 +101,8 @@ class TorchCPU(Backend):
         A, B = self.checked(A, B, fmt)
         if fmt in FP8:
             fa, fb = operand_formats(fmt)
-            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(_torch_dtype(fa))
-            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(_torch_dtype(fb)).t()
+            a = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(A, 0), 1))).float().to(torch_dtype(fa))
+            b = torch.from_numpy(np.ascontiguousarray(_pad16(_pad16(B, 0), 1)).T.copy()).float().to(torch_dtype(fb)).t()
             one = torch.tensor(1.0)
             c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32)
             return c.numpy().astype(np.float64)[:A.shape[0], :B.shape[1]]
@@ -121,10 +116,11 @@ class Cublas(Backend):
     formats = ("float16", "bfloat16", "tf32", "float32") + FP8
     fast_accum = False
 
-    def unavailable(self, device, fmt):
+    def unavailable(self, case):
+        device, fmt = case.device, case.format
         if device == "cpu":
             return "needs a CUDA GPU"
-        why = super().unavailable(device, fmt)
+        why = super().unavailable(case)
         if why:
             return why
         if fmt in FP8:
@@ -157,16 +153,16 @@ class Cublas(Backend):
             if fmt in FP8:
                 Ap, Bp = _pad16(_pad16(A, 0), 1), _pad16(_pad16(B, 0), 1)
                 fa, fb = operand_formats(fmt)
-                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(torch.float32).to(_torch_dtype(fa))
+                a = torch.from_numpy(np.ascontiguousarray(Ap)).to(dev).to(torch.float32).to(torch_dtype(fa))
                 # column-major second operand: the transpose of a row-major (N, K) tensor
-                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(torch.float32).to(_torch_dtype(fb)).t()
+                b = torch.from_numpy(np.ascontiguousarray(Bp.T)).to(dev).to(torch.float32).to(torch_dtype(fb)).t()
                 one = torch.ones((), device=dev, dtype=torch.float32)
                 c = torch._scaled_mm(a, b, one, one, out_dtype=torch.float32,
                                      use_fast_accum=self.fast_accum)
                 out = c[:A.shape[0], :B.shape[1]]
             elif fmt in ("float16", "bfloat16"):
-                a = torch.from_numpy(A).to(dev).to(torch.float32).to(_torch_dtype(fmt))
-                b = torch.from_numpy(B).to(dev).to(torch.float32).to(_torch_dtype(fmt))
+                a = torch.from_numpy(A).to(dev).to(torch.float32).to(torch_dtype(fmt))
+                b = torch.from_numpy(B).to(dev).to(torch.float32).to(torch_dtype(fmt))
                 out = torch.mm(a, b, torch.float32)
             else:
                 a = torch.from_numpy(A.astype(np.float32)).to(dev)
@@ -204,14 +200,13 @@ class Triton(Backend):
     def __init__(self, device="cuda"):
         self.device = device
 
-    def unavailable(self, device, fmt):
-        why = super().unavailable(device, fmt)
+    requires = ("triton",)
+
+    def unavailable(self, case):
+        device, fmt = case.device, case.format
+        why = super().unavailable(case)
         if why:
             return why
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "triton is not installed"
         if device != "cpu" and fmt in FP8:
             import torch
             cc = torch.cuda.get_device_capability(device)

@@ -12,7 +12,7 @@ and the candidates that reproduce *every* output bit for bit survive:
   families including the random vectors;
 - stage 3: length-512 designs for a two-level accumulation (the unit's sum added into an fp32
   register every P in {32, 64, 128, 256} products, as cuBLAS's fp8 GEMMs may do);
-- stage 4 (``fit.py``, run by ``probe.run``): a random fit sample at the validation shape, where
+- stage 4 (``fit.py``, run by ``AccumulatorProbe.run_case``): a random fit sample at the validation shape, where
   the library may run another kernel (split-K, other block size) and where a narrow accumulator
   (sum_bits) shows, which these designs do not exercise.
 

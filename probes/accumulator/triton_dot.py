@@ -36,7 +36,8 @@ def dot_kernel(a_ptr, b_ptr, c_ptr, M, N, stride_am, stride_bk, stride_cm,
 def triton_matmul(A, B, fmt, device):
     """C = A @ B through ``dot_kernel``; A (M, K), B (K, N) float64 values of ``fmt``."""
     import torch
-    from probes.accumulator.backends import _torch_dtype
+
+    from probes.convert import torch_dtype
 
     M, K = A.shape
     N = B.shape[1]
@@ -45,7 +46,7 @@ def triton_matmul(A, B, fmt, device):
     Np = -(-N // BLOCK_N) * BLOCK_N
     Ap = np.zeros((Mp, Kp)); Ap[:M, :K] = A
     Bp = np.zeros((Kp, Np)); Bp[:K, :N] = B
-    dt = _torch_dtype(fmt)
+    dt = torch_dtype(fmt)
     a = torch.from_numpy(Ap).float().to(device).to(dt).contiguous()   # float64 -> fp32 exact, then the format
     b = torch.from_numpy(Bp).float().to(device).to(dt).contiguous()
     c = torch.empty((Mp, Np), dtype=torch.float32, device=device)

@@ -9,4 +9,10 @@ for bit, and the probe measures how far the formulas disagree and how fast the k
 Fusing the dequantisation into a Triton matmul can move bits by itself: with mma v2 tiles the compiler
 gives the int4-fed dot a different register layout (kWidth 8 instead of 2) that permutes K inside each
 64-wide tile, and the tensor core's block-FMA accumulation is order dependent (triton_fused.py,
-mma_k_order.py)."""
+mma_k_order.py).
+
+Layout, as in a Triton tutorial: the kernels (`csrc/dequant/` through `kernels.py`, `triton_dequant.py`,
+`torch_dequant.py`, the fused matmul in `triton_fused.py`), the wrappers (`backends.py`: numerics, cuda_ext,
+triton, torch), the seeded inputs (`inputs.py`), the reference check and the measurement of each case into
+the report (`probe.py`; the speed part in `speed.py`), the table and the plot (`table.py`), and the command
+line (`__main__.py`, probes.runner)."""

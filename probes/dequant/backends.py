@@ -1,82 +1,86 @@
 """The probe's backends: each turns the same NumPy inputs into NumPy outputs on the probe's device.
 `numerics` is the model; `cuda_ext` is csrc/dequant (CUDA kernels on a GPU, the C++ reference on a CPU);
-`triton` (its interpreter on a CPU); `torch` (plain torch ops)."""
+`triton` (its interpreter on a CPU); `torch` (plain torch ops). Each has the three dequantisers: int4
+group-wise (`int4`), GGUF Q4_0 / Q4_1 blocks (`q4`) and FP8 with scales (`fp8`)."""
 import numpy as np
 
 from numerics import dequant as dq
-
+from probes import probe
 from probes.convert import to_numpy, to_torch
-
-BACKENDS = ("numerics", "cuda_ext", "triton", "torch")
 
 
 def _t(a, device):
     return None if a is None else to_torch(a, device)
 
 
-def unavailable(name, device):
-    if name == "cuda_ext":
+class Numerics(probe.Backend):
+    """The exact model (numerics.dequant): the reference the others are checked against."""
+    name = "numerics"
+
+    def int4(self, device, packed, scales, zeros, **kw):
+        return dq.dequant_int4(packed, scales, zeros, **kw)
+
+    def q4(self, device, blocks, qtype):
+        return dq.dequant_q4_0(blocks) if qtype == "Q4_0" else dq.dequant_q4_1(blocks)
+
+    def fp8(self, device, q, scales, scaling, via):
+        return dq.dequant_fp8(q, scales, scaling, via=via)
+
+
+class TorchModule(probe.Backend):
+    """A backend whose module takes torch tensors on the device: `kernels()` gives the module."""
+
+    def kernels(self):
+        raise NotImplementedError
+
+    def int4(self, device, packed, scales, zeros, **kw):
+        return to_numpy(self.kernels().dequant_int4(_t(packed, device), _t(scales, device), _t(zeros, device), **kw))
+
+    def q4(self, device, blocks, qtype):
+        return to_numpy(self.kernels().dequant_q4(to_torch(np.ascontiguousarray(blocks), device), qtype))
+
+    def fp8(self, device, q, scales, scaling, via):
+        return to_numpy(self.kernels().dequant_fp8(to_torch(q, device), to_torch(scales, device), scaling, via=via))
+
+
+class CudaExt(TorchModule):
+    """csrc/dequant through probes.dequant.kernels: CUDA on a GPU, the C++ reference on a CPU."""
+    name = "cuda_ext"
+
+    def unavailable(self, case):
         from probes import ext
 
         if not ext.available():
             return "probes._C is not built"
-        if device != "cpu" and not ext.load().built_with_cuda():
+        if case.device != "cpu" and not ext.load().built_with_cuda():
             return "probes._C was built without CUDA"
-    if name == "triton":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "triton is not installed"
-    return None
+        return super().unavailable(case)
 
-
-def int4(name, device, packed, scales, zeros, *, group_size, formula, compute, out):
-    kw = dict(group_size=group_size, formula=formula, compute=compute, out=out)
-    if name == "numerics":
-        return dq.dequant_int4(packed, scales, zeros, **kw)
-    args = (_t(packed, device), _t(scales, device), _t(zeros, device))
-    if name == "cuda_ext":
+    def kernels(self):
         from . import kernels
 
-        return to_numpy(kernels.dequant_int4(*args, **kw))
-    if name == "torch":
+        return kernels
+
+
+class Triton(TorchModule):
+    """The Triton kernels of triton_dequant.py (the interpreter on a CPU)."""
+    name = "triton"
+    requires = ("triton",)
+
+    def kernels(self):
+        from . import triton_dequant
+
+        return triton_dequant
+
+
+class Torch(TorchModule):
+    """Plain torch ops (torch_dequant.py): what a model's Python code does."""
+    name = "torch"
+
+    def kernels(self):
         from . import torch_dequant
 
-        return to_numpy(torch_dequant.dequant_int4(*args, **kw))
-    from . import triton_dequant as td
-
-    return to_numpy(td.dequant_int4(*args, **kw))
+        return torch_dequant
 
 
-def q4(name, device, blocks, qtype):
-    if name == "numerics":
-        return dq.dequant_q4_0(blocks) if qtype == "Q4_0" else dq.dequant_q4_1(blocks)
-    b = to_torch(np.ascontiguousarray(blocks), device)
-    if name == "cuda_ext":
-        from . import kernels
-
-        return to_numpy(kernels.dequant_q4(b, qtype))
-    if name == "torch":
-        from . import torch_dequant
-
-        return to_numpy(torch_dequant.dequant_q4(b, qtype))
-    from . import triton_dequant as td
-
-    return to_numpy(td.dequant_q4(b, qtype))
-
-
-def fp8(name, device, q, scales, scaling, via):
-    if name == "numerics":
-        return dq.dequant_fp8(q, scales, scaling, via=via)
-    Q, S = to_torch(q, device), to_torch(scales, device)
-    if name == "cuda_ext":
-        from . import kernels
-
-        return to_numpy(kernels.dequant_fp8(Q, S, scaling, via=via))
-    if name == "torch":
-        from . import torch_dequant
-
-        return to_numpy(torch_dequant.dequant_fp8(Q, S, scaling, via=via))
-    from . import triton_dequant as td
-
-    return to_numpy(td.dequant_fp8(Q, S, scaling, via=via))
+BACKENDS = {b.name: b for b in (Numerics(), CudaExt(), Triton(), Torch())}

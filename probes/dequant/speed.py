@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from numerics import dequant as dq
+from probes.report import TIMINGS
 from probes.timing import copy_bandwidth_gbps, median, time_runs
 
-from .probe import TIMINGS
 
 N, K = 14336, 4096
 RUNS = 30

@@ -16,7 +16,9 @@ def format_table(report):
     for e in report["experiments"]:
         k = e["key"].split("/")
         m = e["metrics"] or {}
-        if k[0] == "int4":
+        if k[0] == "int4" and not m:  # skipped, or failed before it measured
+            lines.append(f"{k[1]:6s} {k[2]:8s} {k[3]:9s} {e['status']}: {e['message']}")
+        elif k[0] == "int4":
             ok = "ok" if e["status"] == "ok" else "DIFF"
             cells = [f"{m[p + '/frac_differing']:.4f} / {m[p + '/max_ulp']:<3d}" for p in
                      ("sub_mul~mul_sub", "sub_mul~fma", "mul_sub~fma")]
@@ -57,7 +59,8 @@ def plot(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [e for e in report["experiments"] if e["key"].startswith("int4/") and e["key"].endswith("/numerics")]
+    rows = [e for e in report["experiments"] if e["key"].startswith("int4/") and e["key"].endswith("/numerics")
+            and e["metrics"]]
     speed = [e for e in report["experiments"] if e["key"].startswith("speed/") and e["key"] != "speed/copy"]
     fig, axes = plt.subplots(1, 2 if speed else 1, figsize=(13 if speed else 7, 4.5), squeeze=False)
     ax = axes[0][0]

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover
     libdevice = None
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-_FORMULA = {"sub_mul": 0, "mul_sub": 1, "fma": 2}
+FORMULA_CODES = {"sub_mul": 0, "mul_sub": 1, "fma": 2}
 _OUT = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -64,7 +64,7 @@ def round_bf16(x, INTERP: tl.constexpr):
 
 
 @triton.jit
-def _formula(q, s, z, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, INTERP: tl.constexpr):
+def dequant_formula(q, s, z, FORMULA: tl.constexpr, COMPUTE16: tl.constexpr, INTERP: tl.constexpr):
     """q, s, z float32 (exact values); returns the result as float32 holding a compute-format value."""
     if COMPUTE16:
         if FORMULA == 0:
@@ -110,8 +110,8 @@ def dequant_int4_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, n_chunks, ch
     sym = symmetric != 0
     lo = tl.where(sym, (lo ^ 8) - 8, lo)  # two's complement nibbles when symmetric
     hi = tl.where(sym, (hi ^ 8) - 8, hi)
-    wl = _formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
-    wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
+    wl = dequant_formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
+    wh = dequant_formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
     w = tl.reshape(tl.join(wl, wh), [CHUNKS, 32])  # weight 2j from the low nibble, 2j+1 from the high
     o = c[:, None] * 32 + tl.arange(0, 32)[None, :]
     if OUT_BF16:
@@ -131,7 +131,7 @@ def dequant_int4(packed, scales, zeros, *, group_size, formula="sub_mul", comput
     n_chunks = n * hk // 16
     grid = (triton.cdiv(n_chunks, chunks),)
     dequant_int4_kernel[grid](packed, scales, scales if zeros is None else zeros, res, n_chunks, group_size // 32,
-                              int(zeros is None), FORMULA=_FORMULA[formula], COMPUTE16=compute == "float16",
+                              int(zeros is None), FORMULA=FORMULA_CODES[formula], COMPUTE16=compute == "float16",
                               OUT_DTYPE=out_tl, OUT_BF16=out == "bfloat16", INTERP=INTERPRETED, CHUNKS=chunks)
     return res
 

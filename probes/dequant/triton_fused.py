@@ -1,7 +1,7 @@
 """Dequantise inside the matmul versus dequantise, then matmul - and what the formula does to a layer.
 
 `fused_int4_matmul`: Y = X @ W^T with X bf16 (M, K) and W int4 group-wise (N, K) dequantised tile by
-tile inside the Triton kernel (the same `_formula` as triton_dequant), cast to bf16, tl.dot with float32
+tile inside the Triton kernel (the same `dequant_formula` as triton_dequant), cast to bf16, tl.dot with float32
 accumulation. `matmul_bf16` is the same kernel reading an already dequantised bf16 W. The dequantised
 tiles are the same bits, but not necessarily the same K order: with the decode tiles (BM=16, mma v2)
 Triton gives the dot operands kWidth = 8 when W comes from 8-bit loads (kWidth = 2 for bf16 loads),
@@ -26,10 +26,10 @@ from numerics.matmul import MatmulModel, model_matmul
 from numerics.metrics import bitwise_equal, count_differing, max_relative_difference, max_ulp
 
 from probes.convert import to_numpy, to_torch
-from probes.report import compares_all_metrics
+from probes.report import TIMINGS, compares_all_metrics
+from .inputs import int4_inputs
 from .mma_k_order import dot_k_widths, k_order, mma_kind
-from .probe import TIMINGS
-from .triton_dequant import INTERPRETED, _FORMULA, _formula, round_bf16
+from .triton_dequant import FORMULA_CODES, INTERPRETED, dequant_formula, round_bf16
 
 
 @triton.jit
@@ -59,8 +59,8 @@ def fused_int4_matmul_kernel(x_ptr, w_ptr, s_ptr, z_ptr, y_ptr, t_ptr, M, N, K, 
                 z = tl.zeros_like(s)
             else:
                 z = tl.broadcast_to(tl.load(z_ptr + gi, mask=rn < N, other=0.0).to(tl.float32)[:, None], (BN, BK // 2))
-            wl = _formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
-            wh = _formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
+            wl = dequant_formula(lo.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
+            wh = dequant_formula(hi.to(tl.float32), s, z, FORMULA, COMPUTE16, INTERP)
             w = round_bf16(tl.reshape(tl.join(wl, wh), (BN, BK)), INTERP)
             if TILE_OUT:  # the dequantised bf16 tile the dot gets, for the tests (program row 0 writes it)
                 if pid_m == 0:
@@ -86,7 +86,7 @@ def _launch(x, w, scales, zeros, n, fused, group_size=128, formula="sub_mul", co
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
     compiled = fused_int4_matmul_kernel[grid](
         x, w, scales if scales is not None else w, zeros if zeros is not None else w, y,
-        tile_out if tile_out is not None else y, m, n, k, group_size, FORMULA=_FORMULA[formula],
+        tile_out if tile_out is not None else y, m, n, k, group_size, FORMULA=FORMULA_CODES[formula],
         COMPUTE16=compute == "float16", SYMMETRIC=zeros is None, FUSED=fused, INTERP=INTERPRETED, BM=bm, BN=bn,
         BK=bk, TILE_OUT=tile_out is not None, num_warps=4)
     if info is not None and not INTERPRETED:
@@ -142,8 +142,6 @@ def fused_experiment(device, seed, add, log):
     """Fused dequant-in-matmul vs the model's dequant then the same matmul kernel, for the decode tiles
     (BM=16: mma v2) and BM=64 (wgmma): are they bitwise equal, which K order did the compiler give each,
     and does each output equal TC_MODEL in its own K order (GPU; first MODEL_COLS columns)?"""
-    from .probe import int4_inputs
-
     m, n, k = (4, 128, 256) if device == "cpu" else (16, 4096, 4096)
     packed, scales, z = int4_inputs(n, k, 128, "int", seed + 40)
     xn = cast(np.random.default_rng(seed + 41).standard_normal((m, k)), "bfloat16")
@@ -217,8 +215,6 @@ def layer_experiments(device, seed, add, log, m=None, shapes=None):
     shapes = shapes or ([(512, 512)] if cpu else [(4096, 4096), (14336, 4096)])
     vocab = 4000 if cpu else 32000
     from . import torch_dequant
-    from .probe import int4_inputs
-
     for n, k in shapes:
         for zeros in ("int", "float"):
             s_ = seed + 30

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from probes import probe
 from probes.convert import to_numpy, to_torch
 
 
-class Backend:
-    name = ""
+class Backend(probe.Backend):
     variants: tuple = ()
     gpu_predictions: dict = {}
     cpu_predictions: dict = {}
@@ -19,25 +19,18 @@ class Backend:
     def formats(self, device):
         return ("float32", "float16", "bfloat16")
 
-    def skip_reason(self, device, fmt, variant):
-        """None when (fmt, variant) runs on this device, else why not."""
-        return None if fmt in self.formats(device) else f"{self.name} has no {fmt} on {device}"
+    def unavailable(self, case):
+        """Installed (`requires`), then this backend's own conditions (`cannot`), then its formats."""
+        return (super().unavailable(case) or self.cannot(case)
+                or (None if case.format in self.formats(case.device)
+                    else f"{self.name} has no {case.format} on {case.device}"))
+
+    def cannot(self, case):
+        """Why this backend cannot run the case's format and variant here, beyond its formats, or None."""
+        return None
 
     def predicted(self, variant, device):
         return (self.cpu_predictions if device == "cpu" else self.gpu_predictions)[variant]
-
-    #: modules the backend imports; a missing one makes it unavailable
-    requires: tuple = ()
-
-    def available(self, device):
-        """None when usable, else the reason."""
-        import importlib
-        for module in self.requires:
-            try:
-                importlib.import_module(module)
-            except ImportError as e:
-                return f"not installed ({e})"
-        return None
 
     def run(self, program, inputs, variant, device):
         raise NotImplementedError
@@ -50,22 +43,19 @@ class ExtBackend(Backend):
     gpu_predictions = {"fma": "fma", "mul_add": "mul_add", "plain_contract": "fma", "plain_nocontract": "mul_add"}
     cpu_predictions = gpu_predictions
 
-    def available(self, device):
+    def cannot(self, case):
         from probes import ext
         if not ext.available():
             return "probes._C is not built"
-        if device != "cpu" and not ext.load().built_with_cuda():
+        if case.device != "cpu" and not ext.load().built_with_cuda():
             return "probes._C was built without CUDA"
-        return None
-
-    def skip_reason(self, device, fmt, variant):
-        if device == "cpu" and variant.startswith("plain") and fmt != "float32":
+        if case.device == "cpu" and case.variant.startswith("plain") and case.format != "float32":
             return "the plain C++ builds are float32 only (a CPU has no 16-bit arithmetic to contract)"
-        if device == "cpu" and variant == "plain_contract":
+        if case.device == "cpu" and case.variant == "plain_contract":
             from probes.fma import kernels
             if not kernels.cpu_has_fma():
                 return "this CPU has no FMA instructions"
-        return super().skip_reason(device, fmt, variant)
+        return None
 
     def run(self, program, inputs, variant, device):
         from probes.fma import kernels
@@ -91,10 +81,10 @@ class TritonBackend(Backend):
     def formats(self, device):
         return ("float32", "float16") if device == "cpu" else ("float32", "float16", "bfloat16")
 
-    def skip_reason(self, device, fmt, variant):
-        if device == "cpu" and fmt == "bfloat16":
+    def cannot(self, case):
+        if case.device == "cpu" and case.format == "bfloat16":
             return "the Triton interpreter stores bfloat16 as uint16 and truncates conversions; GPU only"
-        return super().skip_reason(device, fmt, variant)
+        return None
 
     def run(self, program, inputs, variant, device):
         from probes.fma import triton_fma
@@ -115,10 +105,10 @@ class NumbaBackend(Backend):
     def formats(self, device):
         return ("float32", "float16")
 
-    def skip_reason(self, device, fmt, variant):
-        if fmt == "bfloat16":
+    def cannot(self, case):
+        if case.format == "bfloat16":
             return "Numba has no bfloat16 arrays"
-        return super().skip_reason(device, fmt, variant)
+        return None
 
     def run(self, program, inputs, variant, device):
         from probes.fma import numba_fma
@@ -135,3 +125,5 @@ class NumbaBackend(Backend):
 ARGS = {"dot": ("a", "b"), "horner": ("coeffs", "x"), "axpy": ("alpha", "x", "y")}
 
 BACKENDS = {b.name: b for b in (ExtBackend(), TritonBackend(), NumbaBackend())}
+#: Every backend's variants, in order (the variant axis; each backend builds its own).
+VARIANTS = tuple(dict.fromkeys(v for b in BACKENDS.values() for v in b.variants))

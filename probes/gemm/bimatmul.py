@@ -161,9 +161,9 @@ def tune(report, args, env, log):
     from probes.gemm import probe as P
     from probes.gemm import triton_configs as C
 
-    probe = P.GemmProbe(device="cuda", seed=args.seed, log=log)
     ms = [at for _, at in C.BUCKETS]
-    chosen = probe.bench(report, args.shapes, ms, args.dtype, graph=args.graph_calls, reps=args.reps)
+    chosen = P.bench(report, args.shapes, ms, args.dtype, seed=args.seed, log=log, graph=args.graph_calls,
+                     reps=args.reps)
     keys = {(n, k, args.dtype) for n, k in args.shapes.values()}
     tables = {key: cs for key, cs in C.CHOICES.items() if key in keys}
     measured = {}

@@ -65,6 +65,9 @@ def format_bench(report):
             f"{'ratio':>6} {'target':>6} {'bits':>5} {'chosen':>6} {'host us/call T/C':>16}")
     lines = [head, "-" * len(head)]
     for e in exps:
+        if e["key"].count("/") < 4:  # the record of a shape whose bench failed as a whole
+            lines.append(f"{e['key'].split('/')[-1]:<10} {'':>5} {'(every config)':<40} ERROR {e['message'][:120]}")
+            continue
         _, dtype, shape, mpart, config = e["key"].split("/", 4)
         if e["status"] != "ok":
             lines.append(f"{shape:<10} {mpart[2:]:>5} {config:<40} ERROR {e['message'][:120]}")

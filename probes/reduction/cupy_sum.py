@@ -21,21 +21,21 @@ def _ptr(tensor, offset=0):
     return np.uint64(tensor.data_ptr() + offset * tensor.element_size())
 
 
-def prepare(strategy, case, params, results):
+def prepare(strategy, inp, params, results):
     """Launch function for run i writing into results[i]; x and results are torch CUDA tensors, which
     CuPy addresses by pointer (CuPy has no bfloat16 arrays). Kernels go to CuPy's current stream, the
     default stream that torch also uses here."""
-    x = case.x
+    x = inp.x
     if x.data_ptr() % 16:
         raise ValueError("x's data pointer is not 16-byte aligned; the kernels load 16 bytes at a time")
     grid, block = params["grid"], params["block"]
-    n = np.int64(case.n)
-    name = f"{SUFFIX[case.dtype]}_{SUFFIX[case.acc]}"
+    n = np.int64(inp.n)
+    name = f"{SUFFIX[inp.dtype]}_{SUFFIX[inp.acc]}"
     if strategy == "fixed":
         import torch
 
         pass1 = module().get_function(f"fixed_order_sum_pass1_{name}")
-        pass2 = module().get_function(f"fixed_order_sum_pass2_{SUFFIX[case.acc]}")
+        pass2 = module().get_function(f"fixed_order_sum_pass2_{SUFFIX[inp.acc]}")
         workspace = torch.empty(grid, dtype=results.dtype, device=results.device)
 
         def launch(i):

@@ -39,10 +39,11 @@ timeout 25 python3 - <<'PY' 2>&1 | tail -40
 import numpy as np, torch
 from torch.profiler import profile, ProfilerActivity
 from probes.accumulator.backends import Cublas, CublasFast
+from probes.probe import Case
 shapes = [(64, 64, 64), (256, 512, 256), (317, 256, 317)]
 for be in (Cublas("cuda"), CublasFast("cuda")):
     for fmt in be.formats:
-        if be.unavailable("cuda", fmt):
+        if be.unavailable(Case("cuda", backend=be.name, format=fmt)):
             continue
         for M, K, N in shapes:
             A, B = np.ones((M, K)) * 0.5, np.ones((K, N)) * 0.25
