@@ -52,7 +52,7 @@ class CudaExt(TorchModule):
 
         if not ext.available():
             return "probes._C is not built"
-        if case.device != "cpu" and not ext.load().built_with_cuda():
+        if case.device != "cpu" and not ext.built_with_cuda():
             return "probes._C was built without CUDA"
         return super().unavailable(case)
 

@@ -47,7 +47,7 @@ class ExtBackend(Backend):
         from probes import ext
         if not ext.available():
             return "probes._C is not built"
-        if case.device != "cpu" and not ext.load().built_with_cuda():
+        if case.device != "cpu" and not ext.built_with_cuda():
             return "probes._C was built without CUDA"
         if case.device == "cpu" and case.variant.startswith("plain") and case.format != "float32":
             return "the plain C++ builds are float32 only (a CPU has no 16-bit arithmetic to contract)"

@@ -395,7 +395,7 @@ def machine_config(fingerprint, device):
     except Exception as exc:  # a broken shipped file is reported, not fatal to the other parts
         config["triton_table"] = {"source": "error", "reason": f"{type(exc).__name__}: {exc}"}
     try:
-        config["gemm_build"] = ext.load().gemm_build_info()
+        config["gemm_build"] = ext.gemm_build_info()
     except Exception as exc:
         config["gemm_build"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
     return config
