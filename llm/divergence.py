@@ -97,7 +97,7 @@ class EngineStepRun:
         self.device = str(next(self.model.parameters()).device)
         self.n_layers = self.opmap.n_layers
         self.sites = self.opmap.sites()
-        self.rules = {site: (None, None) for site in self.sites}
+        self.rules = {site: (None, None, None) for site in self.sites}     # (replacement, rounding, inner fault)
         self.cfg = types.SimpleNamespace(text=label, torch_dtype=self.dtype)
         self.full = False
         last = ctx.span[1] - 1
