@@ -394,8 +394,9 @@ def _compare_pair(base: Mapping, other: Mapping, names: Sequence[str], only: str
             rows.update((r["key"], r) for r in compare_reports(subset, names=names, metrics=metrics))
         except ReportError as exc:
             exp = next((e for e in base["experiments"] if e["key"] == key), None)
+            why = str(exc).removeprefix(f"cannot compare {key!r}: ")
             rows[key] = {"key": key, "baseline": _baseline(exp),
-                         "comparisons": [_blank_cell(1, names[1], "error", str(exc))]}
+                         "comparisons": [_blank_cell(1, names[1], "error", f"cannot compare: {why}")]}
     return rows
 
 
@@ -673,8 +674,10 @@ def _main_bundles(args: argparse.Namespace) -> int:
         for col in sec["columns"]:
             text = col["reason"] if col["status"] == "missing" else summary_line(col["summary"])
             print(f"[{col['index']}] vs [0]: {text}")
-        if sec["rows"] and any(c["status"] == "compared" for c in sec["columns"]):
-            print(format_table(sec["rows"], len(result["sources"])))
+        notable = [r for r in sec["rows"] if row_status(r) not in ("equal", NOT_COMPARED)]
+        if notable and any(c["status"] == "compared" for c in sec["columns"]):
+            print(f"not bitwise equal: {len(notable)} of {len(sec['rows'])} experiments")
+            print(format_table(notable, len(result["sources"])))
     print()
     print(summary_line(result["summary"]))
     if args.json:

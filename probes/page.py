@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import shlex
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -23,6 +24,8 @@ __all__ = ["document", "table", "badge", "data_uri", "render_index", "write_inde
 MAX_STDOUT_LINES = 400
 #: Experiments listed per part on the index.
 MAX_EXPERIMENTS = 2000
+#: A comparison's list of experiments that are not equal is shown open up to this many rows.
+MAX_OPEN_ROWS = 40
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
@@ -38,6 +41,7 @@ td.key, code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, 
 pre { background: #f7f7f7; border: 1px solid #e2e2e2; padding: 8px; overflow-x: auto; margin: 4px 0 10px; }
 pre.cmd { white-space: pre-wrap; word-break: break-all; }
 pre.err { background: #fff3f3; border-color: #f0c0c0; }
+pre.out { max-height: 520px; overflow: auto; }
 .badge { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; font-weight: 600;
          white-space: nowrap; }
 .st-ok, .st-equal, .st-done { background: #dcf5e3; color: #145c2c; }
@@ -47,7 +51,7 @@ pre.err { background: #fff3f3; border-color: #f0c0c0; }
 .st-skipped { background: #eef2f7; color: #3b4a5e; }
 .st-not_compared, .st-compared, .st-as-found, .st-cold, .st-warm { background: #e6eefc; color: #1f3f7a; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-.plots img { max-width: 100%; border: 1px solid #e2e2e2; }
+.plots img { max-width: 100%; max-height: 760px; border: 1px solid #e2e2e2; }
 .side { display: grid; gap: 12px; align-items: start; }
 .side figure { margin: 0; min-width: 0; } .side img { width: 100%; border: 1px solid #e2e2e2; }
 figcaption { font-weight: 600; margin-bottom: 4px; }
@@ -208,7 +212,7 @@ def _part_section(b: dict, part: Mapping, report: dict | None, why: str) -> str:
         more = (f"\n... {len(lines) - len(shown)} more lines in {part['stdout']}"
                 if len(lines) > len(shown) else "")
         out.append(f"<details open><summary>printed output ({len(lines)} lines)</summary>"
-                   f"<pre>{esc(chr(10).join(shown) + more)}</pre></details>")
+                   f"<pre class=\"out\">{esc(chr(10).join(shown) + more)}</pre></details>")
     if report is not None:
         out.append(_experiments_details(report))
     elif part.get("status") == "ok":
@@ -249,7 +253,7 @@ def render_index(b: dict) -> str:
             f'started {esc(m.get("created_utc"))} · finished {esc(m.get("finished_utc") or "-")} · '
             f'{badge(m.get("status"))}</p>',
             f'<p class="meta">{esc(_code_text(m.get("code")))}</p>',
-            f'<pre class="cmd">{esc(" ".join(m.get("command", [])))}</pre>',
+            f'<pre class="cmd">{esc(shlex.join(m.get("command", [])))}</pre>',
             "<nav>" + "".join(f'<a href="#part-{esc(p["name"])}">{esc(p["name"])}</a>'
                               for p in m.get("parts", [])) + '<a href="#fingerprint">fingerprint</a></nav>',
             "<h2>Parts</h2>", _parts_table(b, reports),
@@ -287,7 +291,9 @@ def _summary_cells(summary: Mapping) -> str:
 
 
 def _cell(c: Mapping) -> str:
-    return f'<td>{badge(c["status"], c["status"].replace("_", " "))} {esc(format_cell(c))}</td>'
+    """A comparison: its status, and the numbers (equal, differ) or the whole reason (the others)."""
+    text = format_cell(c) if c["status"] in ("equal", "differ") else c.get("reason") or ""
+    return f'<td>{badge(c["status"], c["status"].replace("_", " "))} {esc(text)}</td>'
 
 
 def _rows_table(rows: Sequence[Mapping], labels: Sequence[str]) -> str:
@@ -316,17 +322,14 @@ def _compare_section(section: Mapping, labels: Sequence[str]) -> str:
            f"<h2>{esc(name)} {badge(worst, worst.replace('_', ' '))}</h2>"]
     if section.get("title"):
         out.append(f'<p class="meta">{esc(section["title"])}</p>')
-    lines = []
-    for col in section["columns"]:
-        i = col["index"]
-        text = summary_line(col["summary"]) if col.get("summary") else ""
-        lines.append([f"[{i}] vs [0]", badge(col["status"]), esc(col.get("reason") or text),
-                      _summary_cells(col["summary"]) if col.get("summary") else ""])
-    out.append(table(["pair", "", "summary", "statuses"], lines))
+    lines = [[f"[{c['index']}] vs [0]", esc(c["label"]), _summary_cells(c["summary"]) if c.get("summary") else "",
+              esc(c.get("reason") or "")] for c in section["columns"]]
+    out.append(table(["pair", "source", "experiments", "note"], lines))
     notable = [r for r in rows if row_status(r) not in ("equal", NOT_COMPARED)]
     if notable:
-        out.append(f"<h3>not bitwise equal: {len(notable)} of {len(rows)} experiments</h3>")
-        out.append(_rows_table(notable, labels))
+        opened = " open" if len(notable) <= MAX_OPEN_ROWS else ""
+        out.append(f"<details{opened}><summary>not bitwise equal: {len(notable)} of {len(rows)} experiments"
+                   f"</summary>{_rows_table(notable, labels)}</details>")
     elif rows:
         out.append(f'<p class="meta">every one of the {len(rows)} experiments compared is equal or not '
                    "compared</p>")
@@ -338,9 +341,11 @@ def _compare_section(section: Mapping, labels: Sequence[str]) -> str:
 
 
 def row_status_of(rows: Sequence[Mapping]) -> str:
-    """The worst status of a section's rows ("missing" for none)."""
+    """A section's headline: differ, missing or error when any row is; else equal when any row is (rows
+    skipped or not compared do not hide it); else skipped or not compared; "missing" for no rows."""
     statuses = {row_status(r) for r in rows}
-    return next((s for s in STATUS_ORDER if s in statuses), "missing")
+    order = ("differ", "missing", "error", "equal", "skipped", NOT_COMPARED)
+    return next((s for s in order if s in statuses), "missing")
 
 
 def render_compare(result: Mapping) -> str:

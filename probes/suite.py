@@ -45,7 +45,7 @@ from probes import bundle
 from probes.cli import guarded_main, parse_csv_choice, resolve_device, slug
 from probes.errors import UsageError
 
-__all__ = ["Part", "PARTS", "PART_NAMES", "part_command", "cache_root", "cache_env", "main"]
+__all__ = ["Part", "PARTS", "PART_NAMES", "part_command", "cache_root", "cache_env", "times_table", "main"]
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,24 @@ def part_command(part: Part, device: str, out: Path, *, seed: int = 0, quick: bo
                  extra: Sequence[str] = ()) -> list[str]:
     """The part's command line (`sys.executable -m MODULE ...`), writing OUT/NAME/NAME.json and .png."""
     folder = out / part.name
-    argv = [sys.executable, "-m", part.module, "--device", device, "--seed", str(seed),
-            "--json", str(folder / f"{part.name}.json"), "--plot", str(folder / f"{part.name}.png")]
-    argv += part.default
-    if device == "cpu":
-        argv += part.cpu
-    if quick:
-        argv += part.quick + (part.quick_cpu if device == "cpu" else ())
-    return argv + list(extra)
+    groups = [part.default, part.cpu if device == "cpu" else (), part.quick if quick else (),
+              part.quick_cpu if quick and device == "cpu" else ()]
+    return ([sys.executable, "-m", part.module, "--device", device, "--seed", str(seed),
+             "--json", str(folder / f"{part.name}.json"), "--plot", str(folder / f"{part.name}.png")]
+            + _merge_options(groups) + list(extra))
+
+
+def _merge_options(groups: Sequence[Sequence[str]]) -> list[str]:
+    """Concatenate groups of "--option [value ...]" words; an option given again in a later group replaces
+    the earlier one in its place (so each option appears once in the command)."""
+    merged: dict[str, list[str]] = {}
+    for group in groups:
+        for word in group:
+            if word.startswith("--"):
+                current = merged[word] = [word]
+            else:
+                current.append(word)
+    return [w for words in merged.values() for w in words]
 
 
 def _display(argv: Sequence[str], out: Path) -> str:
@@ -399,6 +409,21 @@ def _totals(parts: list[dict]) -> dict:
     return totals
 
 
+def times_table(parts: Sequence[dict]) -> str:
+    """part, status, and the wall time of each run kind (cold / warm / as found), in seconds, as text."""
+    kinds = list(dict.fromkeys(r["cache"] for p in parts for r in p["runs"]))
+    rows = [["part", "status"] + [f"{k} (s)" for k in kinds]]
+    for p in parts:
+        by_kind = {r["cache"]: r["wall_s"] for r in p["runs"]}
+        rows.append([p["name"], p["status"]] + [
+            "-" if by_kind.get(k) is None else f"{by_kind[k]:.1f}" for k in kinds])
+    totals = _totals(list(parts))
+    rows.append(["total", ""] + [f"{totals[k]:.1f}" if k in totals else "-" for k in kinds])
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
+                     .rstrip() for r in rows)
+
+
 # --------------------------------------------------------------------------------------------
 # command line
 
@@ -512,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"driftscope suite: {len(parts)} part{'s' if len(parts) != 1 else ''} on {device} -> {suite.out}\n"
           f"cache: {suite.cache}{' (fresh, empty)' if args.cold else ''}", flush=True)
     start = time.monotonic()
-    status = "done"
+    status = "running"
     try:
         suite.fingerprint()
         for i, part in enumerate(parts, 1):
@@ -521,9 +546,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = "interrupted"
         print("\ninterrupted: the manifest and the page record what ran", flush=True)
     finally:
+        if status == "running":
+            status = "failed" if suite.manifest["failed"] else "ok"
         suite.finish(status)
     failed = suite.manifest["failed"]
     n_ok = sum(p["status"] == "ok" for p in suite.manifest["parts"])
+    print("\n" + times_table(suite.manifest["parts"]))
     totals = ", ".join(f"{k} {v:.1f} s" for k, v in suite.manifest["totals"].items())
     print(f"\n{n_ok}/{len(parts)} parts ok"
           + (f"; failed: {', '.join(failed)}" if failed else "")
