@@ -265,7 +265,7 @@ def test_failing_part_is_recorded_and_the_suite_goes_on(tmp_path):
                "--cold", "--rerun-warm", "--args", "gemm=--sweep-modes nonsense")
     assert res.returncode == 1, res.stdout + res.stderr
     m = json.loads((out / bundle.MANIFEST).read_text())
-    gemm, fma = m["parts"]
+    fma, gemm = m["parts"]                                    # in the suite's order
     assert m["status"] == "failed" and m["failed"] == ["gemm"]
     assert gemm["status"] == "failed" and gemm["exit_status"] == 2 and gemm["report"] is None
     assert len(gemm["runs"]) == 1                              # a failed cold run is not rerun
@@ -336,3 +336,36 @@ def test_part_commands():
 def test_merge_options():
     assert _merge_options([("--a", "1", "--b"), ("--c", "x", "y"), ("--a", "2")]) == ["--a", "2", "--b",
                                                                                      "--c", "x", "y"]
+
+
+def test_time_limit_stops_a_part(tmp_path):
+    out = tmp_path / "s"
+    res = _run("-m", "probes.suite", "--device", "cpu", "--parts", "fma", "--out", str(out), "--timeout", "2")
+    assert res.returncode == 1, res.stdout + res.stderr
+    (fma,) = json.loads((out / bundle.MANIFEST).read_text())["parts"]
+    assert fma["status"] == "timeout" and fma["report"] is None
+    assert 2 <= fma["runs"][0]["wall_s"] < 30
+
+
+def test_ctrl_c_stops_the_suite_and_keeps_the_record(tmp_path):
+    """SIGINT (Ctrl-C) goes on to the running part; the manifest and the page say what ran; exit 130."""
+    import signal
+    import time
+    out = tmp_path / "s"
+    env = dict(os.environ, DRIFTSCOPE_NO_PROGRESS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "probes.suite", "--device", "cpu", "--parts", "reduction,fma",
+                             "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not (out / "reduction" / "stderr.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)                          # the reduction probe's default takes ~45 s here
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    m = json.loads((out / bundle.MANIFEST).read_text())
+    assert m["status"] == "interrupted" and [p["name"] for p in m["parts"]] == ["reduction"]
+    assert m["parts"][0]["status"] == "interrupted" and m["selected_parts"] == ["reduction", "fma"]
+    page = Page((out / bundle.INDEX).read_text(encoding="utf-8"))
+    assert page.sections["part-reduction"]["status"] == "interrupted"
+    assert "not run" in page.badges_outside                   # fma, in the parts table
