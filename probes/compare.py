@@ -606,8 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(folders):
         if not all(folders):
             raise UsageError("give either report files or suite folders, not both: "
-                             + ", ".join(f"{p} is a {'folder' if d else 'file'}"
-                                         for p, d in zip(args.reports, folders)))
+                             + ", ".join(f"{p} is a folder" if d else f"{p} is a file" if os.path.exists(p)
+                                         else f"{p} does not exist" for p, d in zip(args.reports, folders)))
         return _main_bundles(args)
     if len(args.reports) < 2:
         raise UsageError(f"compare needs at least 2 reports, got {len(args.reports)}")

@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,32 +464,28 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def _default_out(device: str) -> str:
-    name = "cpu"
-    if device != "cpu":
-        try:
-            import torch
-            name = torch.cuda.get_device_name(int(device.split(":")[1]))
-        except Exception:
-            name = device
+    """reports/suite-<cpu | cudaN>-<UTC time> (the GPU's name is on the page; asking torch for it here would set
+    up CUDA in this process, which only waits for its children)."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return os.path.join("reports", f"suite-{slug(name)}-{stamp}")
+    return os.path.join("reports", f"suite-{slug(device).replace('-', '')}-{stamp}")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m probes.suite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run every probe's default on this machine's device, each through its command line, into "
-                    "one folder: the reports, plots, fingerprint, a manifest (each part's command, exit "
-                    "status, wall time cold / warm) and index.html. Compare two machines' folders with "
-                    "`python -m probes.compare DIR_A DIR_B --html compare.html`.\n\nparts:\n" + "\n".join(
+        description=textwrap.fill(
+            "Run every probe's default on this machine's device, each through its command line, into one "
+            "folder: the reports, plots, fingerprint, a manifest (each part's command, exit status, wall time "
+            "cold / warm) and index.html. Compare two machines' folders with `python -m probes.compare DIR_A "
+            "DIR_B --html compare.html`.", 100) + "\n\nparts:\n" + "\n".join(
                         f"  {p.name:<12} python -m {p.module}: {p.title}" for p in PARTS))
     parser.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}",
                         help="where every part runs (default auto: the first GPU if one is usable, else the CPU)")
     parser.add_argument("--parts", default="all", metavar="PARTS",
                         help=f"comma-separated parts to run (default all: {','.join(PART_NAMES)})")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help="the folder to write (default reports/suite-<device>-<UTC time>); an existing "
+                        help="the folder to write (default reports/suite-<cpu|cudaN>-<UTC time>); an existing "
                              "non-empty one needs --overwrite")
     parser.add_argument("--overwrite", action="store_true",
                         help="empty --out first when it holds a previous suite run")
