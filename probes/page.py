@@ -57,6 +57,7 @@ pre.out { max-height: 520px; overflow: auto; }
 figcaption { font-weight: 600; margin-bottom: 4px; }
 details { margin: 4px 0 10px; } summary { cursor: pointer; color: #1f3f7a; }
 nav a { margin-right: 12px; }
+.nowrap { white-space: nowrap; }
 """
 
 
@@ -356,7 +357,8 @@ def render_compare(result: Mapping) -> str:
             '<p class="meta">[0] is the baseline. Per probe and experiment: equal (bit for bit; metrics by '
             "value), differ, not compared (nothing declared to compare, e.g. timings), missing, skipped, "
             "error.</p>"]
-    rows = [[f"[{i}]", esc(s["label"]), esc(s.get("machine")), esc(s.get("created_utc")), esc(s.get("code")),
+    rows = [[f"[{i}]", esc(s["label"]), esc(s.get("machine")), f'<td class="nowrap">{esc(s.get("created_utc"))}</td>',
+             esc(s.get("code")),
              esc(s.get("times") or "")] for i, s in enumerate(result["sources"])]
     body.append(table(["", "source", "machine", "created (UTC)", "code", "suite wall time"], rows))
     overview = []
