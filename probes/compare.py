@@ -1,7 +1,14 @@
 """Compare driftscope reports from several machines, experiment by experiment, bit by bit.
 
     python -m probes.compare A.json B.json [C.json ...] [--only SUBSTRING] [--metrics NAME[,NAME]]
-                             [--fail-on-diff] [--json PATH]
+                             [--fail-on-diff] [--json PATH] [--html PATH]
+    python -m probes.compare DIR_A DIR_B [DIR_C ...] [same options]
+
+DIR_A, DIR_B: suite folders (`python -m probes.suite`, probes.bundle): each probe's report in one folder is
+compared with the same probe's report in the others (compare_bundles), each folder against the first. A
+probe whose report a folder lacks (not run, or failed there) is "missing" there; an experiment whose inputs
+differ between two folders (e.g. another model) is an "error" row, and the other experiments still compare.
+--html writes one page that opens offline: per probe, the statuses and the plots side by side (embedded).
 
 The first report is the baseline. Experiments are lined up by key. Each experiment declares what is
 compared (its `compares`, see probes.report): its output, bit for bit; result metrics, by exact equality
@@ -41,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -54,7 +62,7 @@ from probes.provenance import code_summary
 from probes.report import (MISSING, comparison_of, decode_output, jsonable, load_report, metric_value,
                            validate_report, write_json)
 
-__all__ = ["compare_reports", "compare_outputs", "ulp_distance", "summarize", "format_cell",
+__all__ = ["compare_reports", "compare_bundles", "compare_outputs", "ulp_distance", "summarize", "format_cell",
            "format_table", "main", "COMPARE_SCHEMA"]
 
 COMPARE_SCHEMA = "driftscope-compare"
@@ -241,12 +249,7 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
     base_name = names[0]
     for key in order:
         base = tables[0].get(key)
-        row: dict[str, Any] = {"key": key, "baseline": None, "comparisons": []}
-        if base is not None:
-            out = base["output"]
-            row["baseline"] = {"status": base["status"], "message": base["message"],
-                               "dtype": out["dtype"] if out else None,
-                               "shape": out["shape"] if out else None}
+        row: dict[str, Any] = {"key": key, "baseline": _baseline(base), "comparisons": []}
         for i in range(1, len(reports)):
             other = tables[i].get(key)
             c: dict[str, Any] = {"report": i, "name": names[i], "status": "", "reason": "",
@@ -280,6 +283,15 @@ def compare_reports(reports: Sequence[Mapping], names: Sequence[str] | None = No
                              base_name, names[i])
         rows.append(row)
     return rows
+
+
+def _baseline(base: Mapping | None) -> dict | None:
+    """A row's "baseline": the baseline experiment's status, message, output dtype and shape."""
+    if base is None:
+        return None
+    out = base["output"]
+    return {"status": base["status"], "message": base["message"],
+            "dtype": out["dtype"] if out else None, "shape": out["shape"] if out else None}
 
 
 def _compare_results(c: dict, base: Mapping, other: Mapping, extra: Sequence[str], outputs,
@@ -348,6 +360,167 @@ def summary_line(summary: Mapping) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# suite folders
+
+
+def _keys(reports: Sequence[Mapping | None], only: str | None) -> list[str]:
+    """The experiment keys of the reports, in order of first appearance (those containing `only`)."""
+    order: dict[str, None] = {}
+    for rep in reports:
+        for exp in (rep or {}).get("experiments", []):
+            if not only or only in exp["key"]:
+                order.setdefault(exp["key"], None)
+    return list(order)
+
+
+def _blank_cell(i: int, name: str, status: str, reason: str) -> dict:
+    return {"report": i, "name": name, "status": status, "reason": reason, "bitwise_equal": None,
+            "n_elems": None, "n_diff": None, "max_ulp": None, "max_abs": None, "max_rel": None,
+            "params_differ": [], "compared": []}
+
+
+def _compare_pair(base: Mapping, other: Mapping, names: Sequence[str], only: str | None,
+                  metrics: Sequence[str]) -> dict[str, dict]:
+    """{key: row} of two reports. Where some key's inputs differ (compare_reports raises), each key is compared
+    on its own and those keys get an "error" row that says which input differs."""
+    try:
+        return {r["key"]: r for r in compare_reports([base, other], names=names, only=only, metrics=metrics)}
+    except ReportError:
+        pass
+    rows = {}
+    for key in _keys([base, other], only):
+        subset = [{**rep, "experiments": [e for e in rep["experiments"] if e["key"] == key]} for rep in (base, other)]
+        try:
+            rows.update((r["key"], r) for r in compare_reports(subset, names=names, metrics=metrics))
+        except ReportError as exc:
+            exp = next((e for e in base["experiments"] if e["key"] == key), None)
+            why = str(exc).removeprefix(f"cannot compare {key!r}: ")
+            rows[key] = {"key": key, "baseline": _baseline(exp),
+                         "comparisons": [_blank_cell(1, names[1], "error", f"cannot compare: {why}")]}
+    return rows
+
+
+def _column_summary(rows: Sequence[Mapping], j: int) -> dict:
+    return summarize([{"comparisons": [r["comparisons"][j]]} for r in rows])
+
+
+def compare_section(name: str, reports: Sequence[Mapping | None], labels: Sequence[str],
+                    absent: Sequence[str] = (), only: str | None = None, metrics: Sequence[str] = ()) -> dict:
+    """One probe across several sources, each against the first (the baseline):
+
+        {"name", "rows": [{"key", "baseline", "comparisons": [one per other source]}],
+         "columns": [{"index", "label", "status": compared | missing, "reason", "summary"}], "summary"}
+
+    `reports[i]` is None where source i has no report of this probe; `absent[i]` then says why. Every cell
+    of such a column is "missing". Rows: the baseline's keys, then keys only in later sources."""
+    absent = list(absent) or [""] * len(reports)
+    base = reports[0]
+    keys = _keys(reports, only)
+    pairs: list[dict[str, dict] | None] = []
+    columns = []
+    for i in range(1, len(reports)):
+        col = {"index": i, "label": labels[i], "status": "compared", "reason": "", "summary": None}
+        if base is None or reports[i] is None:
+            gone = [(labels[j], absent[j]) for j in (0, i) if reports[j] is None]
+            col.update(status="missing", reason="; ".join(
+                f"no {name} report in {lab}" + (f" ({why})" if why else "") for lab, why in gone))
+            pairs.append(None)
+        else:
+            pairs.append(_compare_pair(base, reports[i], [labels[0], labels[i]], only, metrics))
+        columns.append(col)
+    rows = []
+    for key in keys:
+        row = None
+        cells = []
+        for i, (col, pair) in enumerate(zip(columns, pairs), start=1):
+            found = pair.get(key) if pair is not None else None
+            if found is not None:
+                row = row or found
+                cells.append({**found["comparisons"][0], "report": i})
+            else:
+                where = col["reason"] or f"not in {labels[0]} (baseline) nor {labels[i]}"
+                cells.append(_blank_cell(i, labels[i], "missing", where))
+        if row is None:
+            exp = next((e for e in (base or {}).get("experiments", []) if e["key"] == key), None)
+            row = {"key": key, "baseline": _baseline(exp)}
+        rows.append({"key": key, "baseline": row["baseline"], "comparisons": cells})
+    for j, col in enumerate(columns):
+        col["summary"] = _column_summary(rows, j)
+    return {"name": name, "rows": rows, "columns": columns, "summary": summarize(rows)}
+
+
+def _source(label: str, path: str, machine: str, created: Any, code: Any, times: str = "") -> dict:
+    return {"label": label, "path": path, "machine": machine, "created_utc": created,
+            "code": code_summary(code), "times": times}
+
+
+def compare_bundles(paths: Sequence[str], only: str | None = None, metrics: Sequence[str] = ()) -> dict:
+    """Line up two or more suite folders (probes.bundle), each against the first, probe by probe:
+
+        {"mode": "bundles", "sources": [{"label", "path", "machine", "created_utc", "code", "times"}],
+         "sections": [compare_section(...) + {"title", "reports", "plots"}, one per probe], "summary"}
+
+    A probe is in the sections when any folder ran it; a folder whose report of it is absent or unreadable
+    is "missing" in that column, with the reason (the part's status there)."""
+    from probes import bundle as bundles
+    from probes.device import fingerprint_summary
+
+    if len(paths) < 2:
+        raise UsageError(f"compare needs at least 2 suite folders, got {len(paths)}")
+    loaded = [bundles.load_bundle(p) for p in paths]
+    labels = [str(p) for p in paths]
+    names: dict[str, str] = {}
+    for b in loaded:
+        for part in b["manifest"].get("parts", []):
+            names.setdefault(part["name"], part.get("title", ""))
+    table: dict[str, list] = {n: [] for n in names}
+    for b in loaded:
+        parts = {p["name"]: p for p in b["manifest"].get("parts", [])}
+        for n in names:
+            table[n].append(_bundle_part(b, parts.get(n)))
+    reports = [rep for entries in table.values() for rep, _, _, _ in entries if rep is not None]
+    _check_metric_names(reports, list(metrics), only)
+    sections = []
+    for n, title in names.items():
+        entries = table[n]
+        sec = compare_section(n, [e[0] for e in entries], labels, [e[1] for e in entries], only, metrics)
+        sec.update(title=title, reports=[e[2] for e in entries], plots=[e[3] for e in entries])
+        sections.append(sec)
+    sources = []
+    for label, b in zip(labels, loaded):
+        m = b["manifest"]
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in (m.get("totals") or {}).items())
+        sources.append(_source(label, str(b["path"]), fingerprint_summary(b["fingerprint"]),
+                               m.get("created_utc"), m.get("code"), times))
+    all_rows = [r for sec in sections for r in sec["rows"]]
+    return {"mode": "bundles", "sources": sources, "sections": sections, "summary": summarize(all_rows)}
+
+
+def _bundle_part(b: dict, part: Mapping | None) -> tuple[dict | None, str, str | None, list[str]]:
+    """(report or None, why it is absent, report path, plot paths) of one part of a loaded suite folder."""
+    from probes import bundle as bundles
+
+    if part is None:
+        return None, "not run", None, []
+    plots = [str(p) for p in bundles.part_plots(b, part)]
+    path = bundles.part_report(b, part)
+    if path is None:
+        return None, f"{part.get('status', 'no report')}, exit {part.get('exit_status')}", None, plots
+    try:
+        return load_report(path), "", str(path), plots
+    except ReportError as exc:
+        return None, str(exc), str(path), plots
+
+
+def _sibling_plots(path: str) -> list[str]:
+    """A report file's plot: the .png of the same name beside it, when there is one."""
+    from pathlib import Path
+
+    png = Path(path).with_suffix(".png")
+    return [str(png)] if png.is_file() else []
+
+
+# --------------------------------------------------------------------------------------------
 # text output
 
 
@@ -406,9 +579,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Compare driftscope reports bit for bit. The first report is the baseline; "
                     "experiments are matched by key. Each is compared by what it declares: its output (bit for "
                     "bit) and/or result metrics (exact values); one with nothing to compare (timings, or an "
-                    "old report's experiment with no output) reads 'not compared', never 'equal'.")
-    parser.add_argument("reports", nargs="+", metavar="REPORT.json",
-                        help="reports written by the probes' --json (at least 2)")
+                    "old report's experiment with no output) reads 'not compared', never 'equal'. Given suite "
+                    "folders (python -m probes.suite) instead of reports, compares each probe's reports across "
+                    "them.")
+    parser.add_argument("reports", nargs="+", metavar="REPORT.json|DIR",
+                        help="reports written by the probes' --json (at least 2), or suite folders (at least 2)")
     parser.add_argument("--only", metavar="SUBSTRING", default=None,
                         help="compare only experiments whose key contains SUBSTRING")
     parser.add_argument("--metrics", metavar="NAME[,NAME]", default="",
@@ -422,13 +597,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "not fail it, and the summary line counts them")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the comparison (every row and the summary) as JSON")
+    parser.add_argument("--html", metavar="PATH", default=None,
+                        help="also write the comparison as one HTML page that opens offline: per probe the "
+                             "statuses, the experiments that are not bitwise equal, and the plots side by side "
+                             "(embedded)")
     args = parser.parse_args(argv)
+    folders = [os.path.isdir(p) for p in args.reports]
+    if any(folders):
+        if not all(folders):
+            raise UsageError("give either report files or suite folders, not both: "
+                             + ", ".join(f"{p} is a folder" if d else f"{p} is a file" if os.path.exists(p)
+                                         else f"{p} does not exist" for p, d in zip(args.reports, folders)))
+        return _main_bundles(args)
     if len(args.reports) < 2:
         raise UsageError(f"compare needs at least 2 reports, got {len(args.reports)}")
     from probes.device import fingerprint_summary
 
     reports = [load_report(p) for p in args.reports]
-    metric_names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metric_names = _metric_names(args)
     _check_metric_names(reports, metric_names, args.only)
     rows = compare_reports(reports, names=args.reports, only=args.only, metrics=metric_names)
     for i, (path, rep) in enumerate(zip(args.reports, reports)):
@@ -453,7 +639,53 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "fingerprint_summary": fingerprint_summary(r["fingerprint"]), "code": r.get("code")}
                         for p, r in zip(args.reports, reports)],
             "only": args.only, "metrics": metric_names, "rows": rows, "summary": summary}), args.json)
+    if args.html:
+        sources = [_source(p, p, fingerprint_summary(r["fingerprint"]), r.get("created_utc"), r.get("code"))
+                   for p, r in zip(args.reports, reports)]
+        section = {"name": "+".join(probes), "title": "", "rows": rows, "summary": summary,
+                   "columns": [{"index": i, "label": args.reports[i], "status": "compared", "reason": "",
+                                "summary": _column_summary(rows, i - 1)} for i in range(1, len(reports))],
+                   "reports": list(args.reports), "plots": [_sibling_plots(p) for p in args.reports]}
+        _write_html({"mode": "reports", "sources": sources, "sections": [section], "summary": summary}, args.html)
     failed = sum(summary[s] for s in FAILING)
+    return 1 if args.fail_on_diff and failed else 0
+
+
+def _metric_names(args: argparse.Namespace) -> list[str]:
+    return [m.strip() for m in args.metrics.split(",") if m.strip()]
+
+
+def _write_html(result: Mapping, path: str) -> None:
+    from probes import page  # noqa: PLC0415  (page imports this module)
+
+    print(f"page: {page.write_compare(result, path)}")
+
+
+def _main_bundles(args: argparse.Namespace) -> int:
+    """compare DIR_A DIR_B ...: per probe, a table and a summary line; --json / --html of the whole."""
+    metric_names = _metric_names(args)
+    result = compare_bundles(args.reports, only=args.only, metrics=metric_names)
+    for i, src in enumerate(result["sources"]):
+        role = " (baseline)" if i == 0 else ""
+        times = f"; suite {src['times']}" if src["times"] else ""
+        print(f"[{i}] {src['label']}{role}: {src['machine']}; {src['code']}{times}")
+    for sec in result["sections"]:
+        print(f"\n== {sec['name']}")
+        for col in sec["columns"]:
+            text = col["reason"] if col["status"] == "missing" else summary_line(col["summary"])
+            print(f"[{col['index']}] vs [0]: {text}")
+        notable = [r for r in sec["rows"] if row_status(r) not in ("equal", NOT_COMPARED)]
+        if notable and any(c["status"] == "compared" for c in sec["columns"]):
+            print(f"not bitwise equal: {len(notable)} of {len(sec['rows'])} experiments")
+            print(format_table(notable, len(result["sources"])))
+    print()
+    print(summary_line(result["summary"]))
+    if args.json:
+        write_json(jsonable({"schema": COMPARE_SCHEMA, "schema_version": 1, "mode": "bundles",
+                             "only": args.only, "metrics": metric_names, **result}), args.json)
+    if args.html:
+        _write_html(result, args.html)
+    failed = sum(result["summary"][s] for s in FAILING)
     return 1 if args.fail_on_diff and failed else 0
 
 
