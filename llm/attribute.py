@@ -318,6 +318,9 @@ def build_parser():
     ap.add_argument("--model", default=None, help="mistral-7b-random | mistral-tiny | smollm2 | a local HF "
                     "folder or .gguf file (default: mistral-7b-random on a GPU, smollm2 on the CPU)")
     ap.add_argument("--variant-model", default=None, help="another model for the variant (same tokenizer)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="run both runs under llm.deterministic() (batch-invariant matmul, norms, softmax, attention; "
+                         "bf16/fp16): e.g. batch=1 vs batch=8 should then attribute no drift at all")
     ap.add_argument("--reference", default="dtype=float32", help="reference run config (llm.runconfig)")
     ap.add_argument("--variant", default="dtype=bfloat16", help="variant run config")
     ap.add_argument("--prompt", default=None, help=f"prompt text (default: {SEED_PROMPT!r})")
@@ -343,10 +346,11 @@ def main(argv=None):
     from llm.models import default_model, load
     from llm.runconfig import parse_run
     from llm.table import format_result, plot_heatmap
-    from probes.cli import resolve_device
+    from llm.determinism import mode_context
+    from probes.cli import resolve_device, select_device
     from probes.report import add_experiment, new_report, write_report
     args = build_parser().parse_args(argv)
-    device = resolve_device(args.device)
+    device = (select_device if args.deterministic else resolve_device)(args.device)
     ref_cfg = parse_run(args.reference, default_device=device)
     var_cfg = parse_run(args.variant, default_device=device)
     model = args.model or default_model(device)
@@ -362,9 +366,14 @@ def main(argv=None):
     modes = {"auto": "auto", "both": ("correct", "inject"), "inject": ("inject",),
              "correct": ("correct",)}[args.causal_mode]
     drill = {"correct": args.drill, "inject": args.drill if args.inject_drill is None else args.inject_drill}
-    res = attribute(ref_lm, ref_cfg, var_lm, var_cfg, ids, gen_steps=args.gen_steps, units=units,
-                    local=not args.no_local, drill=drill, modes=modes)
+    with mode_context("deterministic" if args.deterministic else "default") as det:
+        res = attribute(ref_lm, ref_cfg, var_lm, var_cfg, ids, gen_steps=args.gen_steps, units=units,
+                        local=not args.no_local, drill=drill, modes=modes)
     res["timings"]["load_s"] = load_s
+    mode = det.summary() if det is not None else {"name": "default"}
+    if det is not None:
+        print(f"deterministic mode: {'every op covered' if mode['deterministic'] else 'NOT deterministic: '}"
+              f"{'' if mode['deterministic'] else ', '.join(mode['uncovered'])}")
     print(format_result(res, ref_cfg, var_cfg, top=args.top, title=f"{model} / {name} ({len(ids)} tokens)"))
     if args.plot:
         plot_heatmap(res, args.plot, title=f"{model}: {var_cfg.text} vs {ref_cfg.text}")
@@ -373,7 +382,7 @@ def main(argv=None):
         from probes.device import fingerprint
         rep = new_report("llm", command=None, fingerprint=fingerprint(device),
                          config={"model": model, "variant_model": args.variant_model, "reference": ref_cfg.as_dict(),
-                                 "variant": var_cfg.as_dict(), "model_info": ref_lm.info})
+                                 "variant": var_cfg.as_dict(), "model_info": ref_lm.info, "mode": mode})
         add_report_entries(rep, res, name=name, text=text, ids=ids, seed=args.seed)
         write_report(rep, args.json)
         print(f"report: {args.json}")

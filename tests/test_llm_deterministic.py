@@ -124,3 +124,19 @@ def test_audit_names_reducing_ops_the_mode_does_not_replace():
     # wrapper's logit checksums) are exact in any order: neither is flagged
     _, bad = audit(lambda: (torch.randn(1, 4, 1) @ torch.randn(1, 1, 6), torch.arange(10).sum(-1)))
     assert bad == {}
+
+
+def test_attribute_cli_deterministic_batch_change_has_no_drift(tmp_path, capsys):
+    """`python -m llm.attribute --deterministic`: the tiny model's bf16 logits in a batch of 3 equal batch 1's."""
+    from llm.attribute import main
+    from probes.report import load_report
+    out = tmp_path / "a.json"
+    rc = main(["--device", "cpu", "--model", "mistral-tiny", "--reference", "dtype=bfloat16",
+               "--variant", "dtype=bfloat16,batch=3", "--units", "none", "--gen-steps", "0", "--no-local",
+               "--prompt", "I enjoy walking in the", "--deterministic", "--json", str(out)])
+    assert rc == 0
+    rep = load_report(out)
+    assert rep["config"]["mode"]["deterministic"] and rep["config"]["mode"]["calls"]["mm"] > 0
+    drift = {e["key"]: e for e in rep["experiments"]}["llm/prompt/drift"]["metrics"]
+    assert drift["max_dlogit"] == 0 and drift["top1_flips"] == 0
+    assert "every op covered" in capsys.readouterr().out
