@@ -343,7 +343,9 @@ def test_time_limit_stops_a_part(tmp_path):
     res = _run("-m", "probes.suite", "--device", "cpu", "--parts", "fma", "--out", str(out), "--timeout", "2")
     assert res.returncode == 1, res.stdout + res.stderr
     (fma,) = json.loads((out / bundle.MANIFEST).read_text())["parts"]
-    assert fma["status"] == "timeout" and fma["report"] is None
+    assert fma["status"] == "timeout"
+    if fma["report"] is not None:         # the probe's SIGTERM handler (probes.runner) kept what it had: partial
+        assert json.loads((out / fma["report"]).read_text()).get("partial")
     assert 2 <= fma["runs"][0]["wall_s"] < 30
 
 
