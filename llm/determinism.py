@@ -125,9 +125,14 @@ def active_mode() -> DeterministicMode | None:
 
 
 def _kernels():
+    """(the matmul, a namespace of probes.invariant's kernels), imported from their modules by name: the package
+    attribute `attention` is the submodule once anything imported probes.invariant.attention."""
+    import types
     from probes.gemm.triton_matmul import batch_invariant_matmul
-    from probes import invariant
-    return batch_invariant_matmul, invariant
+    from probes.invariant.attention import attention
+    from probes.invariant.rows import log_softmax, row_mean, softmax
+    return batch_invariant_matmul, types.SimpleNamespace(attention=attention, row_mean=row_mean, softmax=softmax,
+                                                         log_softmax=log_softmax)
 
 
 # ---- the aten kernels ---------------------------------------------------------------------------------------------

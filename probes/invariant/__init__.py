@@ -12,7 +12,18 @@ The matmul is probes.gemm.triton_matmul.batch_invariant_matmul. `packed` rebuild
 packed calls, `bench` times the kernels against torch's ops (GPU), `compile_check` compiles them for sm_90
 without a GPU.
 """
-from probes.invariant.attention import AttentionResult, attention
-from probes.invariant.rows import log_softmax, row_mean, softmax
+import importlib
 
 __all__ = ["row_mean", "softmax", "log_softmax", "attention", "AttentionResult"]
+
+_HOME = {"row_mean": "rows", "softmax": "rows", "log_softmax": "rows", "attention": "attention",
+         "AttentionResult": "attention"}
+
+
+def __getattr__(name):
+    """The kernels are imported on first use: Triton (the `gpu` extra) is needed only when they run."""
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"probes.invariant.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'probes.invariant' has no attribute {name!r}")
