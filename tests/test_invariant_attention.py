@@ -133,6 +133,19 @@ def test_row_in_another_batch_entry_same_bits():
     assert same_bits(both[1:], attention(a.q, a.k, a.v, attn_mask=a.mask, **SMALL).out)
 
 
+def test_strided_inputs_and_scale():
+    """q, k, v as transposed views of [B, L, H, D] buffers (the models' layout before SDPA), another scale:
+    the same bits as contiguous copies, and the model's."""
+    call = pack([Request(3, 35, 19)], hq=HQ, hk=HK, d=D, dtype=torch.float16)
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (call.q, call.k, call.v))
+    assert not q.is_contiguous()
+    a = attention(q, k, v, attn_mask=call.mask, scale=0.3, **SMALL).out
+    assert same_bits(a, attention(call.q, call.k, call.v, attn_mask=call.mask, scale=0.3, **SMALL).out)
+    start, end, _ = model.mask_intervals(to_numpy(call.mask))
+    ref = model.attention(*(to_numpy(t) for t in (call.q, call.k, call.v)), start, end, scale=0.3, **SMALL)
+    assert same_bits(a, ref)
+
+
 def test_split_count_is_the_rows_own():
     """A row with 70 keys takes 3 splits of 32 (the model with split 32), not one: 1 and 3 splits are
     different arithmetic, so the count must come from the row alone (the invariance test above)."""

@@ -163,7 +163,7 @@ def _softmax(x, dim, half_to_float, log):
     out_dtype = torch.float32 if half_to_float else x.dtype
     moved = x.reshape(1) if x.dim() == 0 else x.movedim(d, -1)
     rows = moved.contiguous()
-    n = rows.shape[-1] if rows.dim() else 1
+    n = rows.shape[-1]
     out = torch.empty(rows.shape, dtype=out_dtype, device=x.device)
     if out.numel():
         prepare()
