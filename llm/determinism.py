@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import threading
 import warnings
 
@@ -115,7 +116,6 @@ class DeterministicMode:
                 "uncovered": dict(self.uncovered), "audited_uncovered_ops": dict(self.audited)}
 
 
-_state = threading.local()
 _active: DeterministicMode | None = None
 _active_lock = threading.Lock()
 
@@ -124,9 +124,11 @@ def active_mode() -> DeterministicMode | None:
     return _active
 
 
+@functools.lru_cache(maxsize=None)
 def _kernels():
-    """(the matmul, a namespace of probes.invariant's kernels), imported from their modules by name: the package
-    attribute `attention` is the submodule once anything imported probes.invariant.attention."""
+    """(the matmul, a namespace of probes.invariant's kernels), imported from their modules by name (the package
+    attribute `attention` is the submodule once anything imported probes.invariant.attention); resolved once, not
+    on every op call."""
     import types
     from probes.gemm.triton_matmul import batch_invariant_matmul
     from probes.invariant.attention import attention

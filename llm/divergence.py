@@ -27,7 +27,7 @@ import torch
 
 from llm.engine import row_checksums, run_engine
 from llm.opmap import install, plain_tap
-from llm.runs import RunTap
+from llm.runs import Run, RunTap
 from probes.errors import DriftscopeError
 
 __all__ = ["StepContext", "EngineStepRun", "attribute_divergence", "ReplayError"]
@@ -85,11 +85,11 @@ class StepContext:
         return out[0, self.logits_row].float()
 
 
-class EngineStepRun:
-    """A StepContext with llm.runs.Run's interface (select / put / add / forward / record): the ops' rows of the
-    request's last query token in that step."""
+class EngineStepRun(Run):
+    """A StepContext as an llm.runs.Run (its select / put / add / record, RunTap's taps): the ops' rows of the
+    request's last query token in that step, a row of the packed batch like a prompt row of a padded one."""
 
-    def __init__(self, loaded, ctx: StepContext, label: str):
+    def __init__(self, loaded, ctx: StepContext, label: str):          # Run.__init__ builds a prompt batch: not here
         self.loaded, self.ctx = loaded, ctx
         self.model = loaded.model
         self.opmap = install(self.model)
@@ -104,22 +104,6 @@ class EngineStepRun:
         self.region = (0, last, last + 1)
         self.T = 1
 
-    def select(self, t):
-        row, a, b = self.region
-        return t[row, a:b]
-
-    def put(self, t, ref):
-        row, a, b = self.region
-        t = t.clone()
-        t[row, a:b] = ref.to(t.dtype)
-        return t
-
-    def add(self, t, delta):
-        row, a, b = self.region
-        t = t.clone()
-        t[row, a:b] = (t[row, a:b].float() + delta.float()).to(t.dtype)
-        return t
-
     def forward(self, tap=None, *, last_only=False):
         self.opmap.tap = tap if tap is not None else RunTap(self)
         try:
@@ -127,11 +111,6 @@ class EngineStepRun:
         finally:
             self.opmap.tap = plain_tap
         return logits if last_only else logits.unsqueeze(0)
-
-    def record(self, record_dtype=None):
-        cache = {}
-        logits = self.forward(RunTap(self, record=cache, record_dtype=record_dtype))
-        return logits, cache
 
 
 def attribute_divergence(lm, traffic, run, ref_rid, var_rid, token_index, *, drill=2,

@@ -37,11 +37,14 @@ from collections import defaultdict
 
 import torch
 
+from llm.models import mix64
 from probes.errors import UsageError
 
-__all__ = ["Request", "EngineRun", "run_engine", "row_checksums", "gumbel_noise"]
+__all__ = ["Request", "EngineRun", "run_engine", "row_checksums", "gumbel_noise", "CHECKSUM"]
 
 _CHECKSUM_SEED = 0x5EED
+#: Which checksum the logit records hold (reports put it in their inputs, so two that differ are never compared).
+CHECKSUM = "row_checksums/2: sum of bits x (mix64(v + 0x5EED) & 0x7FFF) + 1"
 
 
 @dataclasses.dataclass
@@ -67,15 +70,6 @@ class EngineRun:
     audit: dict = dataclasses.field(default_factory=dict)   # reducing aten ops not replaced (audit_steps)
 
 
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """A 64-bit integer mixer (splitmix64's finaliser, in wrapping int64 arithmetic)."""
-    x = x ^ (x >> 30)
-    x = x * -4658895280553007687     # 0xbf58476d1ce4e5b9 as int64
-    x = x ^ (x >> 27)
-    x = x * -7723592293110705685     # 0x94d049bb133111eb
-    return x ^ (x >> 31)
-
-
 _weights_cache: dict = {}
 
 
@@ -90,7 +84,7 @@ def row_checksums(rows: torch.Tensor) -> torch.Tensor:
     w = _weights_cache.get(key)
     if w is None:
         idx = torch.arange(v, dtype=torch.int64, device=rows.device)
-        w = (_mix(idx + _CHECKSUM_SEED) & 0x7FFF) + 1
+        w = (mix64(idx + _CHECKSUM_SEED) & 0x7FFF) + 1
         _weights_cache[key] = w
     bits = rows.contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
     return (bits * w).sum(dim=-1)
@@ -100,7 +94,7 @@ def gumbel_noise(seeds: torch.Tensor, positions: torch.Tensor, vocab: int) -> to
     """[n] seeds, [n] positions -> [n, vocab] float32 Gumbel(0, 1) noise, a pure function of (seed, position,
     vocabulary index): the same noise for a request whatever else is in its batch."""
     idx = torch.arange(vocab, dtype=torch.int64, device=seeds.device)
-    h = _mix(_mix(seeds[:, None] * 1_000_003 + positions[:, None]) + idx[None, :])
+    h = mix64(mix64(seeds[:, None] * 1_000_003 + positions[:, None]) + idx[None, :])
     u = ((h >> 40) & 0xFFFFFF).to(torch.float32) * (1.0 / 16777216.0) + (0.5 / 16777216.0)   # in (0, 1)
     return -torch.log(-torch.log(u))
 
@@ -129,7 +123,6 @@ class _Hooks:
         self.logits = defaultdict(list)
         self.rows = []          # rids of the rows that produce a token this step, in batch order
         self.progress = progress
-        self.error = None
 
     def install(self, bp):
         prepare, sample = bp.prepare_next_batch, bp.model_runner._sample
@@ -177,12 +170,6 @@ class _Hooks:
         """The step hook sees the step before it runs: step_hook(step, model, batch_data, spans, rows) with
         spans[rid] = (first, end) of the request's query tokens in the packed batch and rows the requests that
         produce a token, in logits order. A true return value stops the run (after this step)."""
-        if self.audited < self.audit_steps:
-            self.audited += 1
-            from llm.determinism import audit
-            _, ops = audit(compute, model, batch_data)
-            self.audit.update(ops)
-            return None
         if self.step_hook is not None and not self.stop.is_set():
             try:
                 if self.step_hook(self.step - 1, model, batch_data, self.spans, [r for r, _ in self.rows]):
@@ -190,6 +177,12 @@ class _Hooks:
             except BaseException as exc:          # reported by run_engine in the caller's thread
                 self.hook_error = exc
                 self.stop.set()
+        if self.audited < self.audit_steps:
+            self.audited += 1
+            from llm.determinism import audit
+            _, ops = audit(compute, model, batch_data)
+            self.audit.update(ops)
+            return None
         return compute(model, batch_data)
 
     def _sample(self, scores, output_ids, sample):
@@ -221,8 +214,8 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
     and can end the run early (the unfinished requests are then left out of `completions`). The first
     `audit_steps` steps run under llm.determinism.audit (the reducing aten ops the deterministic mode does not
     replace are returned in EngineRun.audit, and reported to the mode when it is on). `attn_implementation`
-    (default sdpa, the engine then runs `paged|sdpa`) is set on the model first: a model shared with other code
-    may have been left on another one."""
+    (default sdpa, the engine then runs `paged|sdpa`) is set on the model for the run (a model shared with other
+    code may have been left on another one); the model's own setting is put back afterwards."""
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
     from transformers.generation.continuous_batching.utils import WorkloadHints
@@ -238,6 +231,7 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
     gen = GenerationConfig(max_new_tokens=mnt, do_sample=False, eos_token_id=-1, pad_token_id=0)
     hints = WorkloadHints(max_prompt_length=max(len(r.prompt_ids) for r in requests),
                           max_generated_length=mnt, num_requests=len(requests))
+    caller_attn = model.config._attn_implementation
     if attn_implementation is not None:
         model.set_attn_implementation(attn_implementation)
     manager = model.init_continuous_batching(generation_config=gen,
@@ -279,9 +273,7 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
     finally:
         manager.stop(block=True, timeout=30, hard_stop=hooks.stop.is_set())
         manager.destroy()
-        orig = getattr(manager, "_original_attn_impl", None)
-        if orig is not None:
-            model.set_attn_implementation(orig)
+        model.set_attn_implementation(caller_attn)         # the engine's paged|... and our setting both undone
     wall = time.perf_counter() - t0
     if hooks.hook_error is not None:
         raise hooks.hook_error

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from probes.errors import UsageError  # noqa: E402
 
 __all__ = ["LoadedModel", "load", "MODEL_NAMES", "default_model", "mistral_tokenizer_path",
-           "smollm2_gguf_path", "seeded_fill_", "tiny_mistral_config"]
+           "smollm2_gguf_path", "seeded_fill_", "tiny_mistral_config", "mix64"]
 
 MODEL_NAMES = ("mistral-7b-random", "mistral-tiny", "smollm2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ class ByteTokenizer:
 _MASK62 = (1 << 62) - 1
 
 
-def _mix(x: torch.Tensor) -> torch.Tensor:
+def mix64(x: torch.Tensor) -> torch.Tensor:
     """A splitmix64-like mixer in exact int64 arithmetic (wrapping multiplies; logical shifts by masks)."""
     x = x ^ ((x >> 31) & ((1 << 33) - 1))
     x = x * 0x7FB5D329728EA185
@@ -173,7 +173,7 @@ def seeded_fill_(t: torch.Tensor, seed: int, index: int, std: float, chunk: int 
     for start in range(0, flat.numel(), chunk):
         n = min(chunk, flat.numel() - start)
         i = torch.arange(start, start + n, device=t.device, dtype=torch.int64)
-        h = _mix(i ^ key)
+        h = mix64(i ^ key)
         u = ((h >> 20) & ((1 << 24) - 1)).to(torch.float32) * (2.0 ** -23) - 1.0   # [-1, 1)
         flat[start:start + n].copy_((u * half_width).to(t.dtype))
     return t

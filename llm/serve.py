@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm.engine import Request, row_checksums, run_engine
+from llm.engine import CHECKSUM, Request, row_checksums, run_engine
 from probes.errors import UsageError
 
 __all__ = ["load_corpus", "make_traffic", "analyse", "static_batches", "serve_mode", "main", "MODES"]
@@ -234,48 +234,28 @@ def engine_config(traffic, device, num_blocks=None, max_batch_tokens=None):
     return ContinuousBatchingConfig(num_blocks=num_blocks or need, max_batch_tokens=max_batch_tokens or 512)
 
 
-def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temperature=0.0, progress=True,
-               cb_config=None):
+def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temperature=0.0, cb_config=None):
     """Run the traffic, the prompt alone and the static batches under `mode`; returns (analysis, static, runs)."""
     from llm.determinism import mode_context
     probe = [r for r in traffic if r.kind == "probe"]
     probe_rids = [r.rid for r in probe]
     others = [r.prompt_ids for r in traffic if r.kind == "background"]
     alone_req = [Request("alone", "alone", 0, list(probe[0].prompt_ids), max_new_tokens, seed=probe[0].seed)]
+    from probes.progress import Progress
     with mode_context(mode) as det:
-        bar = _progress(len(traffic), f"serve {mode}") if progress else None
-        try:
+        with Progress(len(traffic), f"serve {mode}") as bar:         # requests released so far
             run = run_engine(lm.model, traffic, tracked=probe_rids, temperature=temperature, cb_config=cb_config,
                              audit_steps=3 if det is not None else 0,
-                             progress=None if bar is None else (lambda h: bar.set(h.next, f"step {h.step}")))
-        finally:
-            if bar is not None:
-                bar.close()
+                             progress=lambda h: bar.update(h.next - bar.count, f"step {h.step}"))
         alone = run_engine(lm.model, alone_req, tracked=["alone"], temperature=temperature, cb_config=cb_config)
         static = static_batches(lm, probe[0].prompt_ids, others, static_sizes, max_new_tokens) \
             if temperature == 0 and static_sizes else []
     res = analyse(run, probe_rids, alone, lm.tokenizer)
-    alone_cs = [r["checksum"] for r in alone.logits["alone"]]
     for s in static:
         s["tokens_equal_alone"] = s["tokens"] == res["alone_tokens"]
-        s["logits_equal_alone_steps"] = sum(1 for a, b in zip(s["checksums"], alone_cs) if a == b)
+        s["logits_equal_alone_steps"] = sum(1 for a, b in zip(s["checksums"], res["alone_checksums"]) if a == b)
     res["mode"] = det.summary() if det is not None else {"name": "default"}
     return res, static, {"traffic": run, "alone": alone}
-
-
-class _progress:
-    """Requests released so far, as probes.progress shows it."""
-
-    def __init__(self, total, desc):
-        from probes.progress import Progress
-        self.p = Progress(total, desc)
-        self.p.__enter__()
-
-    def set(self, count, note):
-        self.p.update(count - self.p.count, note)
-
-    def close(self):
-        self.p.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,15 +277,12 @@ def explain(lm, traffic, run, ref_rid, var_rid, token_index, top=8, cb_config=No
     print(f"\nwhy {var_rid} left {ref_rid} at token {token_index}: engine steps {res['reference_step']} "
           f"(batch {res['reference_batch']}) vs {res['variant_step']} (batch {res['variant_batch']}); "
           f"rms dlogit {d['rms_dlogit']:.3g}, max {d['max_dlogit']:.3g}")
-    local = {r["site"]: r for r in res.get("local", [])}
-    for kind in ("class", "layer", "op"):
-        rows = [r for r in res["causal"] if r["kind"] == kind][:top]
-        cells = [f"{r['unit']} {r['contribution']:.2f}" for r in rows]
-        print(f"  {kind:<5}: " + ", ".join(cells))
-    worst = sorted(local.values(), key=lambda r: -r["rel_err"])[:top]
-    print("  largest local errors: " + ", ".join(f"{r['site']} {r['rel_err']:.2g}" for r in worst))
     res["summary"] = {kind: [(r["unit"], r["contribution"]) for r in res["causal"] if r["kind"] == kind][:top]
                       for kind in ("class", "layer", "op")}
+    for kind, rows in res["summary"].items():
+        print(f"  {kind:<5}: " + ", ".join(f"{unit} {c:.2f}" for unit, c in rows))
+    worst = sorted(res.get("local", []), key=lambda r: -r["rel_err"])[:top]
+    print("  largest local errors: " + ", ".join(f"{r['site']} {r['rel_err']:.2g}" for r in worst))
     return res
 
 
@@ -314,8 +291,9 @@ def explain(lm, traffic, run, ref_rid, var_rid, token_index, top=8, cb_config=No
 
 
 def bench(lm, traffic, modes, repeats, cb_config=None) -> dict:
-    """Generated tokens per second of the whole traffic, per mode, the modes alternating; engine start and
-    warm-up are outside the timed span (run_engine's wall time includes them: `gen_s` does not)."""
+    """Generated tokens per second of the whole traffic, per mode, the modes alternating (median of `repeats`).
+    The timed span is one whole run_engine call: the engine's start and warm-up are inside it, the same for both
+    modes."""
     times = {m: [] for m in modes}
     tokens = {}
     from llm.determinism import mode_context
@@ -454,7 +432,8 @@ def main(argv=None) -> int:
                              "temperature": args.temperature, "modes": modes, "model_info": lm.info})
     inputs = {"prompt_name": name, "prompt_tokens": len(ids), "prompt_text_head": text[:200], "traffic_seed": args.seed,
               "copies": copies, "background": background, "span": span, "max_new_tokens": max_new,
-              "weights_seed": args.seed, "model": model, "dtype": dtype, "temperature": args.temperature}
+              "weights_seed": args.seed, "model": model, "dtype": dtype, "temperature": args.temperature,
+              "logit_checksum": CHECKSUM}
     cbc = engine_config(traffic, device, args.num_blocks, args.max_batch_tokens)
     results = {}
     for mode in modes:
