@@ -46,10 +46,12 @@ def test_speed_cell_bookkeeping_with_stand_in_timers(monkeypatch):
     rotate the weight pool; the rows at this M are compared with the largest M's (here: the interpreter)."""
     import probes.timing as timing
 
+    colds = iter([1.6, 1.7, 1.5])          # Triton's cold time in each of the 3 repeats; cuBLAS's is 2.0
+
     def cold(fns, reps):
         for f in fns:
             f()
-        return [[2.0] * reps, [1.6] * reps]
+        return [[2.0] * reps, [next(colds)] * reps]
 
     def graph(fns, calls, replays):
         for f in fns:
@@ -67,18 +69,24 @@ def test_speed_cell_bookkeeping_with_stand_in_timers(monkeypatch):
     orig = pool.__class__.__getitem__
     from probes.gemm.triton_matmul import batch_invariant_matmul
     full = batch_invariant_matmul(xs, w).view(torch.int16)
-    args = BM.parse_args(["--graph-calls", "4", "--reps", "3", "--graph-replays", "2"])
+    args = BM.parse_args(["--graph-calls", "4", "--reps", "3", "--graph-replays", "2", "--repeats", "3"])
 
     class Pool(list):
         def __getitem__(self, i):
             seen.append(i)
             return orig(self, i)
     m = BM.speed_cell(xs[:3], w, Pool(pool), full[:3], False, args)
-    assert m["triton_cold_ratio"] == pytest.approx(1.25) and m["triton_graph_ratio"] == pytest.approx(0.8)
+    assert m["triton_cold_ratio"] == pytest.approx(1.25) and m["triton_graph_ratio"] == pytest.approx(0.8)   # medians
     assert m["cublas_cold_ms"] == 2.0 and m["triton_graph_ms"] == 1.25 and not m["meets"]
     assert m["rows_equal_largest_m"] and m["split_k"] == 1 and m["graph_weights"] == 2
     assert m["config"] == "ptr-16x16x16-g2-s1-w1" and m["triton_host_us"] == 7.0
-    assert seen == [0, 1, 0, 1] * 2 and "cublaslt_nosplit_cold_ratio" not in m
+    assert seen == [0, 1, 0, 1] * 2 * 3 and "cublaslt_nosplit_cold_ratio" not in m
+    assert m["triton_cold_ratio_repeats"] == [2.0 / 1.6, 2.0 / 1.7, 2.0 / 1.5] and m["repeats"] == 3
+    assert m["meets_every_repeat"] is False
+    e = {"key": "speed/bfloat16/q_o/M=3", "inputs": {"M": 3}, "metrics": dict(m, meets=True)}
+    text = BM.spread_text([e])
+    assert "cold 3 repeats: widest spread 0.157 at q_o M=3 (1.250, 1.176, 1.333)" in text
+    assert "median >= 0.9 but a repeat below it: q_o M=3" in text
 
 
 def _fake_report():
