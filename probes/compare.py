@@ -446,7 +446,22 @@ def compare_section(name: str, reports: Sequence[Mapping | None], labels: Sequen
         rows.append({"key": key, "baseline": row["baseline"], "comparisons": cells})
     for j, col in enumerate(columns):
         col["summary"] = _column_summary(rows, j)
-    return {"name": name, "rows": rows, "columns": columns, "summary": summarize(rows)}
+    return {"name": name, "rows": rows, "columns": columns, "summary": summarize(rows),
+            "warnings": report_warnings(reports, labels)}
+
+
+def report_warnings(reports: Sequence[Mapping | None], labels: Sequence[str]) -> list[dict]:
+    """The run warnings the reports carry (probes.report.note_run_warning: a run that did something other than
+    asked, e.g. a kernel config that failed and was replaced): [{"index", "label", "kind", "message"}]. Two
+    reports can be bitwise equal and still not be what was asked for; compare says so beside the rows."""
+    return [{"index": i, "label": label, "kind": w.get("kind", "?"), "message": w.get("message", "")}
+            for i, (rep, label) in enumerate(zip(reports, labels)) if rep is not None
+            for w in rep.get("warnings") or []]
+
+
+def warning_lines(warnings: Sequence[Mapping]) -> list[str]:
+    """One line per run warning, for the terminal."""
+    return [f"WARNING [{w['index']}] {w['label']}: {w['kind']}: {w['message']}" for w in warnings]
 
 
 def _source(label: str, path: str, machine: str, created: Any, code: Any, times: str = "") -> dict:
@@ -624,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     probes = sorted({rep["probe"] for rep in reports})
     if len(probes) > 1:
         print(f"note: the reports come from different probes ({', '.join(probes)})")
+    warnings = report_warnings(reports, args.reports)
+    for line in warning_lines(warnings):
+        print(line)
     print()
     if rows:
         print(format_table(rows, len(reports)))
@@ -638,14 +656,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reports": [{"path": p, "probe": r["probe"],
                          "fingerprint_summary": fingerprint_summary(r["fingerprint"]), "code": r.get("code")}
                         for p, r in zip(args.reports, reports)],
-            "only": args.only, "metrics": metric_names, "rows": rows, "summary": summary}), args.json)
+            "only": args.only, "metrics": metric_names, "rows": rows, "summary": summary,
+            "warnings": warnings}), args.json)
     if args.html:
         sources = [_source(p, p, fingerprint_summary(r["fingerprint"]), r.get("created_utc"), r.get("code"))
                    for p, r in zip(args.reports, reports)]
         section = {"name": "+".join(probes), "title": "", "rows": rows, "summary": summary,
                    "columns": [{"index": i, "label": args.reports[i], "status": "compared", "reason": "",
                                 "summary": _column_summary(rows, i - 1)} for i in range(1, len(reports))],
-                   "reports": list(args.reports), "plots": [_sibling_plots(p) for p in args.reports]}
+                   "reports": list(args.reports), "plots": [_sibling_plots(p) for p in args.reports],
+                   "warnings": warnings}
         _write_html({"mode": "reports", "sources": sources, "sections": [section], "summary": summary}, args.html)
     failed = sum(summary[s] for s in FAILING)
     return 1 if args.fail_on_diff and failed else 0
@@ -674,6 +694,8 @@ def _main_bundles(args: argparse.Namespace) -> int:
         for col in sec["columns"]:
             text = col["reason"] if col["status"] == "missing" else summary_line(col["summary"])
             print(f"[{col['index']}] vs [0]: {text}")
+        for line in warning_lines(sec.get("warnings", [])):
+            print(line)
         notable = [r for r in sec["rows"] if row_status(r) not in ("equal", NOT_COMPARED)]
         if notable and any(c["status"] == "compared" for c in sec["columns"]):
             print(f"not bitwise equal: {len(notable)} of {len(sec['rows'])} experiments")

@@ -326,6 +326,10 @@ def _compare_section(section: Mapping, labels: Sequence[str]) -> str:
     lines = [[f"[{c['index']}] vs [0]", esc(c["label"]), _summary_cells(c["summary"]) if c.get("summary") else "",
               esc(c.get("reason") or "")] for c in section["columns"]]
     out.append(table(["pair", "source", "experiments", "note"], lines))
+    if section.get("warnings"):
+        out.append('<ul class="warnings">' + "".join(
+            f"<li>{badge('error', 'warning')} [{w['index']}] {esc(w['label'])}: {esc(w['kind'])}: "
+            f"{esc(w['message'])}</li>" for w in section["warnings"]) + "</ul>")
     notable = [r for r in rows if row_status(r) not in ("equal", NOT_COMPARED)]
     if notable:
         opened = " open" if len(notable) <= MAX_OPEN_ROWS else ""

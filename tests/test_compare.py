@@ -321,6 +321,24 @@ def test_cli_prints_each_reports_commit(tmp_path, capsys):
     assert data["reports"][0]["code"] == code and data["reports"][1]["code"] is None
 
 
+def test_cli_prints_each_reports_run_warnings(tmp_path, capsys):
+    """A report whose run did something other than asked (a Triton config that failed and was replaced) may
+    still be bitwise equal to its baseline: compare names the warning beside the rows, in text, JSON and HTML."""
+    a = _write(tmp_path, "A.json", _make())
+    warned = _make()
+    warned["warnings"] = [{"kind": "triton_fallback", "message": "config tma-x failed; pointer kernel used"}]
+    b = _write(tmp_path, "B.json", warned)
+    assert guarded_main(main, [a, b, "--fail-on-diff", "--json", str(tmp_path / "c.json"),
+                               "--html", str(tmp_path / "c.html")]) == 0
+    out = capsys.readouterr().out
+    assert f"WARNING [1] {b}: triton_fallback: config tma-x failed; pointer kernel used" in out
+    assert "WARNING [0]" not in out
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["warnings"] == [{"index": 1, "label": b, "kind": "triton_fallback",
+                                 "message": "config tma-x failed; pointer kernel used"}]
+    assert "config tma-x failed; pointer kernel used" in (tmp_path / "c.html").read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # the committed H100 and H200 reports: a regression test of compare on real data
 
