@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# GPU part (see scripts/gpu_session.sh): compute-sanitizer over every csrc kernel's gpu tests (issue 19).
+# Arg: output folder. Writes $D/sanitize/sanitize.txt: per tool (memcheck, racecheck, initcheck, synccheck)
+# and test selection, the pytest counts and compute-sanitizer's "ERROR SUMMARY", with the commit
+# (probes.provenance); each run's full log beside it (<tool>-<selection>.log, the first 400 lines).
+# The selections run the extension's kernels (probes._C): reduction (fixed-order, sequential, atomic sums),
+# fma (the explicit and plain programs), dequant (int4, Q4_0/Q4_1, fp8 and the scale checks). Torch's and
+# Triton's own kernels launched by the same tests are checked too; a report names the kernel, so one in
+# csrc/ is told from one of theirs.
+# The sanitizer slows kernels 10-100x: SANITIZE_TIMEOUT (s, default 120) bounds each run; a run cut by it is
+# recorded as "timeout", not as clean. SANITIZE_TOOLS picks tools (default: all four).
+# Run it alone: PART_TIMEOUT=580 bash scripts/gpu_session.sh sanitize
+D=${1:?output folder}/sanitize
+mkdir -p "$D"
+SUMMARY="$D/sanitize.txt"
+CS=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)}
+if [ -z "$CS" ]; then echo "compute-sanitizer: not found on this machine" | tee "$SUMMARY"; exit 1; fi
+{
+  echo "compute-sanitizer over the csrc kernels' gpu tests ($(date -u +%FT%TZ))"
+  echo "sanitizer: $CS ($("$CS" --version | tail -1))"
+  python3 -c "from probes.provenance import code_summary, identity; print('code:', code_summary(identity()))"
+} > "$SUMMARY"
+
+# name|test file|-k expression (empty: the whole file); each launches only or mostly the extension's kernels
+SELECTIONS=(
+  "ext|tests/test_ext_gpu.py|"
+  "reduction|tests/test_reduction_gpu.py|cuda_ext"
+  "fma|tests/test_fma_gpu.py|cuda_kernels or cuda_errors"
+  "dequant|tests/test_dequant_gpu.py|cuda or refused"
+)
+for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
+  for sel in "${SELECTIONS[@]}"; do
+    IFS='|' read -r name file kexpr <<< "$sel"
+    log="$D/$tool-$name.log"
+    start=$(date +%s)
+    timeout -k 5 "${SANITIZE_TIMEOUT:-120}" "$CS" --tool "$tool" --target-processes all --print-limit 20 \
+      python3 -m pytest -m gpu -q -p no:cacheprovider "$file" ${kexpr:+-k "$kexpr"} > "$log.full" 2>&1
+    rc=$?
+    head -400 "$log.full" > "$log"; rm -f "$log.full"
+    counts=$(grep -E "[0-9]+ (passed|failed|skipped|deselected).* in [0-9.]+s" "$log" | tail -1)
+    errors=$(grep -E "ERROR SUMMARY" "$log" | tail -1)
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && errors="timeout after ${SANITIZE_TIMEOUT:-120} s (not clean: unfinished)"
+    printf '%-10s %-10s exit %-3s %4ss  %s | %s\n' "$tool" "$name" "$rc" "$(( $(date +%s) - start ))" \
+      "${counts:-no pytest summary}" "${errors:-no ERROR SUMMARY line}" | tee -a "$SUMMARY"
+  done
+done

