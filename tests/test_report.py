@@ -414,3 +414,27 @@ def test_provenance_cli_writes_the_record(tmp_path, capsys):
     exec((tmp_path / "build_info.py").read_text(), ns)
     assert ns["COMMIT"] == _git(ROOT, "rev-parse", "HEAD") and ns["REASON"] == ""
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'build_info.py'}: commit {ns['COMMIT'][:12]}")
+
+
+def test_a_carried_record_names_the_code_ahead_of_a_stale_git(tmp_path, monkeypatch):
+    """DRIFTSCOPE_CODE_RECORD (set by scripts/gpu_session.sh): the GPU machine's copy has the checkout's original
+    .git, so git there names the wrong commit; the record carried with the copy wins."""
+    from probes import provenance
+    rec = tmp_path / "build_info.py"
+    rec.write_text("COMMIT = '" + "ab" * 20 + "'\nDIRTY = False\nREASON = ''\n")
+    monkeypatch.setenv(provenance.RECORD_ENV, str(rec))
+    provenance._identity.cache_clear()
+    try:
+        ident = provenance.identity()
+        assert ident == {"commit": "ab" * 20, "dirty": False, "source": "carried record build_info.py"}
+        rec.write_text("COMMIT = None\nDIRTY = None\n")
+        provenance._identity.cache_clear()
+        with pytest.raises(ValueError, match="DRIFTSCOPE_CODE_RECORD=.*not a build record with a commit"):
+            provenance.identity()
+        monkeypatch.setenv(provenance.RECORD_ENV, str(tmp_path / "absent.py"))
+        provenance._identity.cache_clear()
+        with pytest.raises(ValueError, match="cannot read it"):
+            provenance.identity()
+    finally:
+        monkeypatch.delenv(provenance.RECORD_ENV)
+        provenance._identity.cache_clear()

@@ -28,19 +28,34 @@ SELECTIONS=(
   "fma|tests/test_fma_gpu.py|cuda_kernels or cuda_errors"
   "dequant|tests/test_dequant_gpu.py|cuda or refused"
 )
+one() {  # one tool over one selection; prints its summary line
+  local tool=$1 name=$2 file=$3 kexpr=$4 log="$D/$1-$2.log" start rc counts errors
+  start=$(date +%s)
+  timeout -k 5 "${SANITIZE_TIMEOUT:-120}" "$CS" --tool "$tool" --target-processes all --print-limit 20 \
+    python3 -m pytest -m gpu -q -p no:cacheprovider "$file" ${kexpr:+-k "$kexpr"} > "$log.full" 2>&1
+  rc=$?
+  head -400 "$log.full" > "$log"; rm -f "$log.full"
+  counts=$(grep -E "[0-9]+ (passed|failed|skipped|deselected).* in [0-9.]+s" "$log" | tail -1)
+  errors=$(grep -E "ERROR SUMMARY" "$log" | tail -1)
+  { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && errors="timeout after ${SANITIZE_TIMEOUT:-120} s (not clean: unfinished)"
+  printf '%-10s %-10s exit %-3s %4ss  %s | %s\n' "$tool" "$name" "$rc" "$(( $(date +%s) - start ))" \
+    "${counts:-no pytest summary}" "${errors:-no ERROR SUMMARY line}"
+}
+# SANITIZE_PARALLEL=1 starts every (tool, selection) run at once (the GPU machine has 16 cores; the runs share
+# the GPU, which changes no result here, only the times); the lines are then sorted into the summary.
+pids=()
 for tool in ${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}; do
   for sel in "${SELECTIONS[@]}"; do
     IFS='|' read -r name file kexpr <<< "$sel"
-    log="$D/$tool-$name.log"
-    start=$(date +%s)
-    timeout -k 5 "${SANITIZE_TIMEOUT:-120}" "$CS" --tool "$tool" --target-processes all --print-limit 20 \
-      python3 -m pytest -m gpu -q -p no:cacheprovider "$file" ${kexpr:+-k "$kexpr"} > "$log.full" 2>&1
-    rc=$?
-    head -400 "$log.full" > "$log"; rm -f "$log.full"
-    counts=$(grep -E "[0-9]+ (passed|failed|skipped|deselected).* in [0-9.]+s" "$log" | tail -1)
-    errors=$(grep -E "ERROR SUMMARY" "$log" | tail -1)
-    [ $rc -eq 124 ] || [ $rc -eq 137 ] && errors="timeout after ${SANITIZE_TIMEOUT:-120} s (not clean: unfinished)"
-    printf '%-10s %-10s exit %-3s %4ss  %s | %s\n' "$tool" "$name" "$rc" "$(( $(date +%s) - start ))" \
-      "${counts:-no pytest summary}" "${errors:-no ERROR SUMMARY line}" | tee -a "$SUMMARY"
+    if [ "${SANITIZE_PARALLEL:-0}" = 1 ]; then
+      one "$tool" "$name" "$file" "$kexpr" > "$D/.line-$tool-$name" & pids+=($!)
+    else
+      one "$tool" "$name" "$file" "$kexpr" | tee -a "$SUMMARY"
+    fi
   done
 done
+if [ ${#pids[@]} -gt 0 ]; then
+  wait "${pids[@]}"
+  echo "(the runs were started together: SANITIZE_PARALLEL=1)" >> "$SUMMARY"
+  cat "$D"/.line-* | tee -a "$SUMMARY"; rm -f "$D"/.line-*
+fi

