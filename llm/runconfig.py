@@ -16,6 +16,22 @@
   in float32, then rounded to dtype); int4 = group-wise asymmetric int4 dequantised by
   numerics.dequant.dequant_int4 with FORMULA sub_mul|mul_sub|fma in COMPUTE float16|float32, groups of
   GROUP in 32|64|128 (e.g. int4:fma:float16:g128; llm.kernels).
+Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms ranks them):
+- norm=fixed|atomic[:SEED]: RMSNorm's row sum of squares through the reduction probe's kernels
+  (probes.ext.fixed_order_sum: the two-pass fixed-order tree, 8 blocks of 32 threads; atomic: the blocks'
+  partials added by atomics, ext.atomic_sum on a GPU; on the CPU atomics are EMULATED: the same pass 1,
+  the partials added in a seeded random arrival order per row, SEED default 0).
+- softmax=torch|fixed|atomic[:SEED] (attn=eager only; sdpa fuses the softmax): the eager attention's
+  softmax row sums likewise (torch: torch.softmax, the default).
+- fma=default|on|off: the rotary rotation x*cos + rotate_half(x)*sin through the FMA probe's dot program
+  (probes.fma.kernels.dot; CPU: the extension's C++ reference): on = one fused multiply-add, off = two
+  roundings (what torch's own unfused ops compute); default = the model's own ops.
+- tf32=default|on|off (float32 runs): TF32 tensor cores for the linears on a GPU (allow_tf32 during
+  the forward; with linear=cublaslt the compute type 32f_fast_tf32); tf32=on on the CPU is a UsageError.
+- linear=cublaslt:RANK[:mM] (GPU only): every linear through the cuBLASLt heuristic's pick RANK for its
+  shape (0 = the default pick), or the pick made for M rows (what a batch change does to a linear).
+- weights=int4:... on a GPU: dequantised by the dequant probe's CUDA kernel (probes.dequant.kernels).
+Errors name the option and what is available; nothing is silently replaced by something else.
 - round=PATTERN:FORMAT[+...]: round the output of the ops whose label matches PATTERN (fnmatch on
   "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault, at a tap site.
 Planted faults away from the tap sites (llm.faults has the details; python -m llm.faultstudy runs them):
@@ -69,10 +85,33 @@ def _linear_batch_invariant(module, x):
     return batch_invariant_linear(module, x)
 
 
+def _norm_fixed(module, x):
+    from llm.mechkernels import rms_norm_rows
+    return rms_norm_rows(module, x, "fixed")
+
+
+def _norm_atomic(module, x):
+    from llm.mechkernels import rms_norm_rows
+    return rms_norm_rows(module, x, "atomic", 0)
+
+
+_CUBLASLT_OPS = {}
+
+
+def _cublaslt_op(option, tf32):
+    """One CublasLtLinear per (option, tf32) in a process: its plans and picks are cached."""
+    key = (option, tf32)
+    if key not in _CUBLASLT_OPS:
+        from llm.mechkernels import CublasLtLinear, parse_cublaslt
+        rank, m = parse_cublaslt(option, option)
+        _CUBLASLT_OPS[key] = CublasLtLinear(option, rank, m, tf32)
+    return _CUBLASLT_OPS[key]
+
+
 # kind -> name -> replacement(fn, *inputs) -> output; None = the model's own op.
 OP_REPLACEMENTS = {
     "linear": {"torch": None, "float64": _linear_float64, "batch_invariant": _linear_batch_invariant},
-    "norm": {"torch": None, "float64": _norm_float64},
+    "norm": {"torch": None, "float64": _norm_float64, "fixed": _norm_fixed, "atomic": _norm_atomic},
 }
 
 
@@ -125,6 +164,9 @@ class RunConfig:
     attn: str = "sdpa"
     linear: str = "torch"
     norm: str = "torch"
+    softmax: str = "torch"
+    fma: str = "default"
+    tf32: str = "default"
     weights: str = "native"
     rounds: tuple = ()          # ((pattern, format), ...)
     inner: tuple = ()           # ((pattern, step, format), ...)
@@ -142,8 +184,19 @@ class RunConfig:
         return (self.device, self.dtype, self.weights)
 
     def replacement(self, op_class: str):
-        name = getattr(self, op_class, None) if op_class in ("linear", "norm") else None
-        return None if name is None else OP_REPLACEMENTS[op_class][name]
+        from llm import mechkernels as mk
+        if op_class == "linear" and self.linear.startswith("cublaslt:"):
+            return _cublaslt_op(self.linear, self.tf32 == "on")
+        if op_class == "norm" and self.norm.startswith("atomic:"):
+            return mk.norm_op("atomic", int(self.norm.partition(":")[2]))
+        if op_class in ("linear", "norm"):
+            return OP_REPLACEMENTS[op_class][getattr(self, op_class)]
+        if op_class == "attention" and self.softmax != "torch":
+            order, _, seed = self.softmax.partition(":")
+            return mk.softmax_op(order, int(seed or 0))
+        if op_class == "rotary" and self.fma != "default":
+            return mk.rotary_fma("fma" if self.fma == "on" else "mul_add")
+        return None
 
     def rounding_for(self, label: str):
         for pat, fmt in self.rounds:
@@ -237,6 +290,39 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         from llm.kernels import parse_int4_spec
         parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
         kw["weights"] = fields.pop("weights")
+    device_is_gpu = kw["device"].startswith("cuda")
+    if fields.get("linear", "").startswith("cublaslt"):
+        from llm.mechkernels import parse_cublaslt
+        if not device_is_gpu:
+            raise UsageError(f"run config {spec!r}: linear={fields['linear']} runs cuBLASLt, a CUDA library: not on "
+                             f"device={kw['device']} (available there: {', '.join(OP_REPLACEMENTS['linear'])})")
+        parse_cublaslt(spec, fields["linear"])
+        kw["linear"] = fields.pop("linear")
+    from llm.mechkernels import FMA_CHOICES, parse_row_order
+    for k in ("norm", "softmax"):
+        if fields.get(k, "").startswith("atomic:"):
+            parse_row_order(spec, fields[k], k)
+            kw[k] = fields.pop(k)
+    if "softmax" in fields:
+        parse_row_order(spec, fields["softmax"], "softmax")
+        kw["softmax"] = fields.pop("softmax")
+    if kw.get("softmax", "torch") != "torch" and fields.get("attn", "sdpa") != "eager":
+        raise UsageError(f"run config {spec!r}: softmax={kw['softmax']} replaces the eager attention's softmax: "
+                         f"needs attn=eager (attn={fields.get('attn', 'sdpa')} fuses it)")
+    if "fma" in fields:
+        if fields["fma"] not in FMA_CHOICES:
+            raise UsageError(f"run config {spec!r}: fma={fields['fma']} not one of {', '.join(FMA_CHOICES)}")
+        kw["fma"] = fields.pop("fma")
+    if "tf32" in fields:
+        t = fields.pop("tf32")
+        if t not in ("default", "on", "off"):
+            raise UsageError(f"run config {spec!r}: tf32={t} not one of default, on, off")
+        if t != "default" and kw["dtype"] != "float32":
+            raise UsageError(f"run config {spec!r}: tf32={t} applies to float32 runs, not dtype={kw['dtype']}")
+        if t == "on" and not device_is_gpu:
+            raise UsageError(f"run config {spec!r}: tf32=on needs a CUDA GPU's tensor cores, not device="
+                             f"{kw['device']} (there: tf32=default or off)")
+        kw["tf32"] = t
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
                "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
                "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"])}
@@ -254,6 +340,11 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
             _check_format(fmt, spec, "round=" + item)
             rounds.append((pat, fmt))
         kw["rounds"] = tuple(rounds)
+    if "inner" in fields and kw.get("softmax", "torch") != "torch":
+        from llm.faults import EAGER_STEPS
+        if any(f":{st}:" in fields["inner"] for st in EAGER_STEPS):
+            raise UsageError(f"run config {spec!r}: inner= attention steps compute torch's softmax; not with "
+                             f"softmax={kw['softmax']}")
     if "inner" in fields:
         kw["inner"] = tuple(_parse_inner(spec, item, kw.get("attn", "sdpa")) for item in fields["inner"].split("+"))
     if "spread" in fields:

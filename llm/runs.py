@@ -185,11 +185,17 @@ class Run:
         self.model.config._attn_implementation = self.cfg.attn
         self.opmap.tap = tap if tap is not None else RunTap(self)
         hooks = untapped_hooks(self.model, self.cfg)
+        tf32 = None
+        if self.cfg.tf32 != "default" and str(self.device).startswith("cuda"):   # tf32=on|off (llm.mechkernels)
+            from llm.mechkernels import tf32_context
+            tf32 = tf32_context(self.cfg.tf32 == "on").__enter__()
         try:
             kw = {"logits_to_keep": 1} if (last_only and self.cfg.padding == "left") else {}
             out = self.model(input_ids=self.input_ids, attention_mask=None if self.full else self.attention_mask,
                              position_ids=self.position_ids, use_cache=False, **kw).logits
         finally:
+            if tf32 is not None:
+                tf32.__exit__(None, None, None)
             self.opmap.tap = plain_tap
             for h in hooks:
                 h.remove()
