@@ -12,7 +12,9 @@
   widened to hold 0: float16 scale s = (max - min) / 15, integer zero point z = round(-min / s) in 0..15
   stored as float16, q = round(w / s + z) clipped to 0..15), packed and dequantised on the CPU by
   numerics.dequant.dequant_int4 (FORMULA sub_mul | mul_sub | fma, scale math COMPUTE float16 | float32),
-  the one bit-exact model of those formulas, and rounded once to the run's dtype.
+  the one bit-exact model of those formulas, and rounded once to the run's dtype. On a GPU the
+  dequantisation is the dequant probe's CUDA kernel (probes.dequant.kernels.dequant_int4, tested bit for
+  bit against that model); the quantisation stays the NumPy one above on both.
 
 Imported lazily by llm.runconfig (triton is imported only when a batch-invariant linear runs).
 """
@@ -113,6 +115,13 @@ def quantize_weights_int4_(model, spec: str) -> None:
             for r0 in range(0, w.shape[0], 1024):       # bounded float64 temporaries
                 wf = w[r0:r0 + 1024].float().cpu().numpy()
                 packed, s, z = quantize_int4_groups(wf, group)
+                if w.is_cuda:      # the dequant probe's CUDA kernel (issue 20); the same formula bit for bit
+                    from probes.dequant.kernels import dequant_int4 as gpu_dequant
+                    f16 = lambda a: torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.float16)
+                    w[r0:r0 + 1024] = gpu_dequant(torch.from_numpy(packed).to(w.device), f16(s).to(w.device),
+                                                  f16(z).to(w.device), group_size=group, formula=formula,
+                                                  compute=compute, out=out)
+                    continue
                 d = dequant_int4(packed, s, z, group_size=group, formula=formula, compute=compute, out=out)
                 d = np.ascontiguousarray(d)
                 dt = torch.from_numpy(d) if out == "float32" else torch.from_numpy(d.view(np.int16)).view(w.dtype)
