@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -173,6 +174,7 @@ def plot_bars(table, path, title=""):
         ax.text(vals[i], i, f" flips {r['top1_flips']}", va="center", fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -196,6 +198,7 @@ def plot_layer_heatmap(table, path, title=""):
     ax.set_title(title or "layer contribution (inject: rms drift with the layer's own error / full)", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -248,6 +251,7 @@ def main(argv=None):
     print(text_table)
     print(f"total {wall:.1f} s")
     if args.out_table:
+        Path(args.out_table).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out_table, "w") as f:
             f.write(text_table + f"\ntotal {wall:.1f} s\n")
     plot = args.plot or (args.json[:-5] + ".png" if args.json and args.json.endswith(".json") else None)
