@@ -1,0 +1,223 @@
+"""The mechanism variants of issue 20 on the CPU (llm.mechkernels, llm.runconfig, llm.mechanisms):
+each variant equals its exact numerics model bit for bit on a small layer, each variant switched to the
+default's choice gives the default's logits bit for bit, bad options are clear errors, and the table runs."""
+import json
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+from llm import mechkernels as mk
+from llm.models import load
+from llm.runconfig import parse_run
+from llm.runs import Run
+from numerics import fma_programs, orders
+from probes.errors import UsageError
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+U = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+
+
+def bits(t):
+    return t.contiguous().view(U[t.dtype])
+
+
+def same(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
+
+
+@pytest.fixture(scope="module")
+def tiny32():
+    return load("mistral-tiny", "cpu", torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny16():
+    return load("mistral-tiny", "cpu", torch.bfloat16)
+
+
+def _logits(lm, spec, rules=None):
+    cfg = parse_run(spec)
+    run = Run(lm, cfg, lm.tokenizer.encode(TEXT))
+    if rules:
+        for site in run.sites:
+            if site[1] in rules:
+                rep, fmt, inner = run.rules[site]
+                run.rules[site] = (rules[site[1]], fmt, inner)
+    return run.forward()
+
+
+# ---- each variant equals its exact model ------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [64, 576, 1000])
+def test_row_sums_equal_the_reduction_models(n):
+    x = torch.from_numpy(np.random.default_rng(n).standard_normal((5, n)).astype(np.float32) ** 2)
+    fixed = mk.row_sums(x, "fixed")
+    atomic = mk.row_sums(x, "atomic", seed=3)
+    for r in range(5):
+        row = x[r].numpy()
+        want = orders.two_pass_tree_sum(row, acc="float32", grid=mk.ROW_GRID, block=mk.ROW_BLOCK,
+                                        final_block=mk.ROW_FINAL, chunk=4)
+        assert np.float32(fixed[r]).view(np.uint32) == np.float32(want).view(np.uint32)
+        arrival = mk.arrival_order(3, n, r)
+        want = orders.atomic_tree_sum(row, arrival, acc="float32", grid=mk.ROW_GRID, block=mk.ROW_BLOCK, chunk=4)
+        assert np.float32(atomic[r]).view(np.uint32) == np.float32(want).view(np.uint32)
+
+
+def test_atomic_emulation_is_a_seeded_order_that_matters():
+    # rows long enough for every block to hold data: arrival order can change the bits, seeds differ
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((64, 2048)).astype(np.float32))
+    a0, a0b, a1 = mk.row_sums(x, "atomic", 0), mk.row_sums(x, "atomic", 0), mk.row_sums(x, "atomic", 1)
+    assert same(a0, a0b)                                # reproducible: a seeded order, not threads
+    assert not same(a0, a1)                             # and the order is what changes
+
+
+def test_norm_fixed_equals_model_on_a_layer(tiny32, tiny16):
+    for lm in (tiny32, tiny16):
+        norm = lm.model.model.layers[0].input_layernorm
+        x = torch.randn(2, 9, 64, generator=torch.Generator().manual_seed(0)).to(lm.dtype)
+        for order, seed in (("fixed", 0), ("atomic", 5)):
+            got = mk.rms_norm_rows(norm, x, order, seed)
+            sq = x.float().pow(2).reshape(-1, 64).numpy()
+            if order == "fixed":
+                s = [orders.two_pass_tree_sum(r, acc="float32", grid=8, block=32, final_block=32, chunk=4) for r in sq]
+            else:
+                s = [orders.atomic_tree_sum(r, mk.arrival_order(seed, 64, i), acc="float32", grid=8, block=32,
+                                            chunk=4) for i, r in enumerate(sq)]
+            var = torch.from_numpy(np.array(s, np.float32)).reshape(2, 9, 1) / 64
+            h = x.float() * torch.rsqrt(var + norm.variance_epsilon)
+            assert same(got, norm.weight * h.to(lm.dtype))
+
+
+def test_softmax_fixed_equals_model():
+    s = torch.randn(3, 2, 7, 200, generator=torch.Generator().manual_seed(2))
+    got = mk.softmax_rows(s, "fixed")
+    e = torch.exp(s - s.amax(-1, keepdim=True)).reshape(-1, 200).numpy()
+    tot = np.array([orders.two_pass_tree_sum(r, acc="float32", grid=8, block=32, final_block=32, chunk=4)
+                    for r in e], np.float32)
+    assert same(got, torch.from_numpy(e / tot[:, None]).reshape(3, 2, 7, 200))
+    # and it is a softmax: close to torch's
+    assert torch.allclose(got, torch.softmax(s, -1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("variant", ["fma", "mul_add"])
+def test_rotary_fma_equals_fma_program_model(dtype, variant):
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 5, 4, 16, generator=g).to(dtype)          # [B, T, H, D]
+    k = torch.randn(2, 5, 2, 16, generator=g).to(dtype)
+    cos = torch.randn(2, 5, 16, generator=g).to(dtype)
+    sin = torch.randn(2, 5, 16, generator=g).to(dtype)
+    qe, ke = mk.rotary_fma(variant)(None, q, k, cos, sin)
+    fmt = str(dtype).replace("torch.", "")
+    np_dt = {torch.float32: np.float32, torch.bfloat16: ml_dtypes.bfloat16, torch.float16: np.float16}[dtype]
+    for x, got in ((q, qe), (k, ke)):
+        a, b = mk.rotary_pairs(x.transpose(1, 2), cos.unsqueeze(1), sin.unsqueeze(1))
+        an = a.view(U[dtype]).numpy().view(np_dt)
+        bn = b.view(U[dtype]).numpy().view(np_dt)
+        want = fma_programs.dot(an, bn, fmt, variant)
+        got_n = got.transpose(1, 2).contiguous().reshape(-1).view(U[dtype]).numpy()
+        assert np.array_equal(got_n, want.view(got_n.dtype))
+
+
+def test_fma_on_and_off_differ_somewhere():
+    q = torch.randn(1, 64, 8, 64, generator=torch.Generator().manual_seed(6))
+    cos, sin = torch.randn(1, 64, 64), torch.randn(1, 64, 64)
+    on, _ = mk.rotary_fma("fma")(None, q, q[:, :, :1], cos, sin)
+    off, _ = mk.rotary_fma("mul_add")(None, q, q[:, :, :1], cos, sin)
+    assert not same(on, off)
+    assert torch.allclose(on, off, rtol=1e-6, atol=1e-6)
+
+
+# ---- switched to the default's choice: the default's logits, bit for bit --------------------------------
+
+@pytest.mark.parametrize("which", ["tiny32", "tiny16"])
+def test_default_choices_give_default_logits(which, request):
+    lm = request.getfixturevalue(which)
+    dt = "float32" if which == "tiny32" else "bfloat16"
+    base = _logits(lm, f"dtype={dt},attn=eager")
+    # fma=off: the rotary through the FMA probe's mul_add program = torch's unfused ops
+    assert same(_logits(lm, f"dtype={dt},attn=eager,fma=off"), base)
+    # the norm and softmax replacements with the default's own reduction (torch)
+    assert same(_logits(lm, f"dtype={dt},attn=eager", rules={
+        "input_norm": mk.norm_op("torch"), "post_attn_norm": mk.norm_op("torch"),
+        "final_norm": mk.norm_op("torch"), "attn_core": mk.softmax_op("torch")}), base)
+    assert same(_logits(lm, f"dtype={dt},attn=eager,softmax=torch,norm=torch,fma=default"), base)
+    if dt == "float32":
+        assert same(_logits(lm, "dtype=float32,attn=eager,tf32=off"), base)   # the CPU has no TF32
+    # and the variants do change something (finite, close)
+    for spec in ("norm=fixed", "softmax=fixed", "fma=on", "norm=atomic:2", "softmax=atomic"):
+        v = _logits(lm, f"dtype={dt},attn=eager,{spec}")
+        assert torch.isfinite(v).all()
+        assert (v - base).abs().max() < (1e-4 if dt == "float32" else 0.1), spec
+
+
+# ---- bad input ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,words", [
+    ("linear=cublaslt:0", ["linear=cublaslt:0", "device=cpu", "torch, float64, batch_invariant"]),
+    ("tf32=on", ["tf32=on", "CUDA"]),
+    ("tf32=off,dtype=bfloat16", ["tf32=off", "float32"]),
+    ("softmax=fixed", ["softmax=fixed", "attn=eager"]),
+    ("softmax=bogus,attn=eager", ["softmax=bogus", "torch, fixed, atomic"]),
+    ("norm=atomic:x", ["norm=atomic:x", "SEED"]),
+    ("norm=tree", ["norm=tree", "fixed, atomic"]),
+    ("fma=maybe", ["fma=maybe", "default, on, off"]),
+    ("softmax=fixed,attn=eager,inner=L0.attn_core:scores:bfloat16", ["softmax=fixed", "inner="]),
+])
+def test_bad_options_name_the_option_and_the_choices(spec, words):
+    with pytest.raises(UsageError) as e:
+        parse_run(spec)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_cublaslt_spec_parsing():
+    assert mk.parse_cublaslt("s", "cublaslt:2") == (2, None)
+    assert mk.parse_cublaslt("s", "cublaslt:0:m256") == (0, 256)
+    for bad in ("cublaslt:x", "cublaslt:0:256", "cublaslt:-1", "cublaslt"):
+        with pytest.raises(UsageError, match="cublaslt"):
+            mk.parse_cublaslt("s", bad)
+
+
+def test_cublaslt_linear_refuses_cpu_tensors(tiny32):
+    from probes.errors import NoGPUError
+    op = mk.CublasLtLinear("cublaslt:0", 0)
+    with pytest.raises(NoGPUError, match="cublaslt:0"):
+        op(tiny32.model.lm_head, torch.zeros(1, 64))
+
+
+def test_mechanism_rows_refuse_what_the_device_cannot_run():
+    from llm.mechanisms import rows_for
+    rows = rows_for(["tf32-on", "norm-fixed"], device="cpu", dtype="float32", model_name="mistral-tiny",
+                    prompt_len=5)
+    assert rows[0][4] == "needs a CUDA GPU" and rows[1][4] == ""
+    with pytest.raises(UsageError, match="cublaslt-m8.*CUDA"):
+        rows_for(["cublaslt-m8"], device="cpu", dtype="float32", model_name="mistral-tiny", prompt_len=5,
+                 explicit=True)
+    with pytest.raises(UsageError, match="available"):
+        rows_for(["nope"], device="cpu", dtype="float32", model_name="mistral-tiny", prompt_len=5)
+    r = rows_for(["cublaslt-m8"], device="cuda", dtype="bfloat16", model_name="x", prompt_len=5)[0]
+    assert r[2].endswith("linear=cublaslt:0") and r[3].endswith("linear=cublaslt:0:m40")
+
+
+# ---- the table ----------------------------------------------------------------------------------------
+
+def test_mechanism_table_on_tiny_mistral(tmp_path, capsys):
+    from llm.mechanisms import main
+    out = tmp_path / "mech.json"
+    assert main(["--device", "cpu", "--model", "mistral-tiny", "--mechanisms", "norm-fixed,fma-on,batch-8",
+                 "--gen-steps", "2", "--prompt", "abc abd", "--json", str(out), "--no-plot"]) == 0
+    text = capsys.readouterr().out
+    assert "norm-fixed" in text and "fma-on" in text and "batch-8" in text
+    rep = json.loads(out.read_text())
+    assert rep["schema_version"] >= 1 and rep["fingerprint"] and rep["probe"] == "llm-mechanisms"
+    ex = {e["key"]: e for e in rep["experiments"]}
+    fma = ex["mechanisms/fma-on"]["metrics"]
+    assert fma["rms_dlogit"] > 0                           # the contraction moves the logits
+    assert fma["top_ops"][0]["unit"].endswith(".rotary")   # and the attribution names the rotary
+    norm = ex["mechanisms/norm-fixed"]["metrics"]
+    assert norm["top_ops"][0]["unit"].endswith("norm")
+    assert len(norm["layer_contributions"]) == 3           # 2 layers + final
+    assert ex["mechanisms/batch-8"]["params"]["variant"].endswith("batch=8")
