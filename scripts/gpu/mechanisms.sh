@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# GPU part (see scripts/gpu_session.sh): the mechanism table of issue 20 (python -m llm.mechanisms) on the
+# Mistral-7B shape with seeded weights: each mechanism switched on alone vs its reference on the seed prompt,
+# bf16 (every row a GPU can run) and fp32 (tf32-on, cuBLASLt rows), then the gpu tests of the variants.
+# Arg: output folder. Needs .carry/tokenizer.model.v1 and ~30 GB of GPU memory (one dtype's 7B at a time, the
+# int4 row loads two more copies). Expected: a few minutes a table; the int4 row's NumPy quantisation of the
+# 7B weights (CPU, minutes) dominates it, so it runs last in its own stage with its own timeout.
+# The softmax/norm rows call the reduction probe's 1-D kernels once per row (~7 tokens x 32 heads x 32
+# layers launches a forward): use the short seed prompt, not the retrieval prompt.
+D=${1:?output folder}
+export DRIFTSCOPE_MISTRAL_TOKENIZER=${DRIFTSCOPE_MISTRAL_TOKENIZER:-$PWD/.carry/tokenizer.model.v1}
+export HF_HUB_OFFLINE=1 DRIFTSCOPE_NO_PROGRESS=1 DRIFTSCOPE_ALLOW_BYTE_TOKENIZER=1
+mkdir -p "$D/mechanisms"
+M="$D/mechanisms"
+echo "-- python -m pytest -m gpu tests/test_llm_mechanisms_gpu.py"
+start=$(date +%s)
+timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -rf tests/test_llm_mechanisms_gpu.py > "$M/pytest.txt" 2>&1
+echo "pytest exit $? in $(( $(date +%s) - start )) s"
+tail -15 "$M/pytest.txt"
+ROWS=norm-fixed,norm-atomic,softmax-fixed,softmax-atomic,fma-on,batch-8,cublaslt-rank1,cublaslt-m8
+echo "-- python -m llm.mechanisms --dtype bfloat16 (7B shape, seed prompt)"
+start=$(date +%s)
+timeout 420 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random --dtype bfloat16 --builtin seed \
+  --mechanisms "$ROWS" --json "$M/mech-7b-bf16.json" --out-table "$M/mech-7b-bf16.txt" \
+  > "$M/mech-7b-bf16.stdout" 2> "$M/mech-7b-bf16.stderr"
+echo "bf16 table exit $? in $(( $(date +%s) - start )) s"
+cat "$M/mech-7b-bf16.txt"; tail -12 "$M/mech-7b-bf16.stderr"
+echo "-- python -m llm.mechanisms --dtype float32 (tf32 and cuBLASLt rows)"
+start=$(date +%s)
+timeout 300 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random --dtype float32 --builtin seed \
+  --mechanisms tf32-on,cublaslt-rank1,fma-on --json "$M/mech-7b-fp32.json" --out-table "$M/mech-7b-fp32.txt" \
+  > "$M/mech-7b-fp32.stdout" 2> "$M/mech-7b-fp32.stderr"
+echo "fp32 table exit $? in $(( $(date +%s) - start )) s"
+cat "$M/mech-7b-fp32.txt"; tail -12 "$M/mech-7b-fp32.stderr"
+echo "-- python -m llm.mechanisms int4-formula (bf16; GPU dequantisation by probes.dequant's CUDA kernel)"
+start=$(date +%s)
+timeout 500 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random --dtype bfloat16 --builtin seed \
+  --mechanisms int4-formula --json "$M/mech-7b-int4.json" --out-table "$M/mech-7b-int4.txt" \
+  > "$M/mech-7b-int4.stdout" 2> "$M/mech-7b-int4.stderr"
+echo "int4 table exit $? in $(( $(date +%s) - start )) s"
+cat "$M/mech-7b-int4.txt"; tail -8 "$M/mech-7b-int4.stderr"
+# SmolLM2 (real weights) on the GPU, when the GGUF parts are carried (llm.sh reassembles them the same way)
+if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
+  mkdir -p /tmp/smollm2
+  [ -f /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] || \
+    cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  echo "-- python -m llm.mechanisms SmolLM2 bf16"
+  start=$(date +%s)
+  timeout 300 python3 -m llm.mechanisms --device cuda:0 --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+    --dtype bfloat16 --builtin seed --mechanisms "$ROWS,int4-formula" --json "$M/mech-smollm2-bf16.json" \
+    --out-table "$M/mech-smollm2-bf16.txt" > "$M/mech-smollm2-bf16.stdout" 2> "$M/mech-smollm2-bf16.stderr"
+  echo "smollm2 table exit $? in $(( $(date +%s) - start )) s"
+  cat "$M/mech-smollm2-bf16.txt"; tail -8 "$M/mech-smollm2-bf16.stderr"
+else
+  echo "-- SmolLM2 table skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? here"
+fi

@@ -1,0 +1,80 @@
+"""GPU: the mechanism variants of issue 20 on CUDA tensors (tiny Mistral; scripts/gpu/mechanisms.sh runs these)."""
+import numpy as np
+import pytest
+import torch
+
+from llm import mechkernels as mk
+from llm.models import load
+from llm.runconfig import parse_run
+from llm.runs import Run
+from numerics import orders
+from probes.errors import UsageError
+
+pytestmark = pytest.mark.gpu
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+U = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+
+
+def same(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.contiguous().view(U[a.dtype]),
+                                                                      b.contiguous().view(U[b.dtype]))
+
+
+def _logits(lm, spec):
+    return Run(lm, parse_run(spec), lm.tokenizer.encode(TEXT)).forward()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return {dt: load("mistral-tiny", "cuda:0", dt) for dt in (torch.float32, torch.bfloat16)}
+
+
+def test_row_sums_fixed_on_gpu_equal_model():
+    x = torch.randn(4, 1000, device="cuda:0")
+    got = mk.row_sums(x, "fixed").cpu()
+    for r in range(4):
+        want = orders.two_pass_tree_sum(x[r].cpu().numpy(), acc="float32", grid=8, block=32, final_block=32, chunk=4)
+        assert np.float32(got[r]).view(np.uint32) == np.float32(want).view(np.uint32)
+    a = mk.row_sums(x, "atomic").cpu()                     # real atomics: close to the fixed order
+    assert torch.allclose(a, got, rtol=1e-5)
+
+
+def test_default_choices_on_gpu(tiny):
+    for dt, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        lm = tiny[dt]
+        base = _logits(lm, f"device=cuda:0,dtype={name},attn=eager")
+        assert same(_logits(lm, f"device=cuda:0,dtype={name},attn=eager,fma=off"), base)   # torch's unfused kernels
+        for spec in ("norm=fixed", "norm=atomic", "softmax=fixed", "softmax=atomic", "fma=on"):
+            v = _logits(lm, f"device=cuda:0,dtype={name},attn=eager,{spec}")
+            assert torch.isfinite(v).all() and (v - base).abs().max() < 0.1, spec
+    base = _logits(tiny[torch.float32], "device=cuda:0,dtype=float32")
+    assert same(_logits(tiny[torch.float32], "device=cuda:0,dtype=float32,tf32=off"), base)
+    assert torch.isfinite(_logits(tiny[torch.float32], "device=cuda:0,dtype=float32,tf32=on")).all()
+
+
+def test_cublaslt_linear(tiny):
+    from probes import ext
+    if not ext.gemm_build_info()["available"]:
+        pytest.skip("probes._C built without the GEMM module: " + ext.gemm_build_info()["reason"])
+    lm = tiny[torch.bfloat16]
+    lin = lm.model.model.layers[0].mlp.down_proj
+    x = torch.randn(1, 9, 160, device="cuda:0").to(torch.bfloat16)
+    y0 = mk.CublasLtLinear("cublaslt:0", 0)(lin, x)
+    ref = torch.nn.functional.linear(x.double(), lin.weight.double())
+    assert (y0.double() - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert same(mk.CublasLtLinear("cublaslt:0", 0)(lin, x), y0)                 # the same pick, the same bits
+    with pytest.raises(UsageError, match="cublaslt:999.*heuristic returned"):
+        mk.CublasLtLinear("cublaslt:999", 999)(lin, x)
+    v = _logits(lm, "device=cuda:0,dtype=bfloat16,linear=cublaslt:0")
+    v8 = _logits(lm, "device=cuda:0,dtype=bfloat16,linear=cublaslt:0:m400")
+    assert torch.isfinite(v).all() and torch.isfinite(v8).all()
+
+
+def test_int4_gpu_dequant_equals_numerics():
+    spec = "int4:fma:float16:g32"
+    gpu = load("mistral-tiny", "cuda:0", torch.bfloat16, 0, spec)
+    cpu = load("mistral-tiny", "cpu", torch.bfloat16, 0, spec)
+    a = gpu.model.model.layers[1].mlp.up_proj.weight.cpu()
+    b = cpu.model.model.layers[1].mlp.up_proj.weight
+    assert same(a, b)
