@@ -97,6 +97,12 @@ def check_replayable(cfg: RunConfig, labels):
     if unmapped:
         raise UsageError(f"llm.replay applies round= faults only, not {', '.join(k + '=' for k in unmapped)} "
                          "(faults inside ops or outside the op map)")
+    mech = [f"{k}={getattr(cfg, k)}" for k, default in (("softmax", "torch"), ("fma", "default"), ("tf32", "default"))
+            if getattr(cfg, k) != default]
+    mech += [f"norm={cfg.norm}" for _ in [0] if cfg.norm.split(":")[0] in ("fixed", "atomic")]
+    mech += [f"linear={cfg.linear}" for _ in [0] if cfg.linear.startswith("cublaslt")]
+    if mech:                                   # issue 20's mechanisms: not put into the replayed ops
+        raise UsageError(f"llm.replay recomputes each traced op as the model does: not with {', '.join(mech)}")
     for pat, fmt in cfg.rounds:
         if not any(fnmatch.fnmatchcase(label, pat) for label in labels):
             raise UsageError(f"round={pat}:{fmt} selects nothing: pattern {pat!r} matches no traced op "

@@ -221,3 +221,12 @@ def test_mechanism_table_on_tiny_mistral(tmp_path, capsys):
     assert norm["top_ops"][0]["unit"].endswith("norm")
     assert len(norm["layer_contributions"]) == 3           # 2 layers + final
     assert ex["mechanisms/batch-8"]["params"]["variant"].endswith("batch=8")
+
+
+def test_replay_refuses_the_mechanisms():
+    from llm.replay import check_replayable
+    with pytest.raises(UsageError, match="fma=on, norm=atomic:2"):
+        check_replayable(parse_run("fma=on,norm=atomic:2"), [])
+    with pytest.raises(UsageError, match="softmax=fixed"):
+        check_replayable(parse_run("attn=eager,softmax=fixed"), [])
+    check_replayable(parse_run("dtype=float32,tf32=default"), [])
