@@ -190,12 +190,13 @@ def plot_layer_heatmap(table, path, title=""):
         return None
     a = np.array([r["layer_contributions"] for _, r in done], dtype=float)
     n = a.shape[1] - 1
-    fig, ax = plt.subplots(figsize=(2 + 0.22 * (n + 1), 1.2 + 0.35 * len(done)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 2 + 0.22 * (n + 1)), 1.6 + 0.35 * len(done)))
     lim = float(np.nanmax(np.abs(a))) or 1.0
     im = ax.imshow(a, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
     ax.set_yticks(range(len(done)), [n_ for n_, _ in done], fontsize=7)
     ax.set_xticks(range(n + 1), [f"L{i}" for i in range(n)] + ["final"], rotation=70, fontsize=6)
-    ax.set_title(title or "layer contribution (inject: rms drift with the layer's own error / full)", fontsize=9)
+    ax.set_title((title + "\n" if title else "") + "layer contribution (inject: rms drift with the layer's own "
+                 "error put in / full)", fontsize=8)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +261,7 @@ def main(argv=None):
             if plot_bars(table, plot, title=title):
                 print(f"plot: {plot}")
             heat = args.heatmap or plot[:-4] + "-layers.png"
-            if plot_layer_heatmap(table, heat):
+            if plot_layer_heatmap(table, heat, title=f"{model} {dtype} on {device}"):
                 print(f"heatmap: {heat}")
         except ImportError:
             print("no plot: matplotlib is not installed (pip install '.[plot]')")
