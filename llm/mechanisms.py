@@ -240,6 +240,8 @@ def main(argv=None):
         raise UsageError(f"--dtype {dtype!r}: not one of float32, bfloat16, float16")
     tok = load(model, device, getattr(torch, dtype), args.seed).tokenizer
     name, text, ids = load_prompt(args, tok)
+    if args.builtin == "seed":
+        name = "seed"
     names = args.mechanisms.split(",") if args.mechanisms else list(MECHANISMS)
     rows = rows_for(names, device=device, dtype=dtype, model_name=model, prompt_len=len(ids),
                     explicit=bool(args.mechanisms))
