@@ -208,7 +208,7 @@ def test_mechanism_table_on_tiny_mistral(tmp_path, capsys):
     from llm.mechanisms import main
     out = tmp_path / "mech.json"
     assert main(["--device", "cpu", "--model", "mistral-tiny", "--mechanisms", "norm-fixed,fma-on,batch-8",
-                 "--gen-steps", "2", "--prompt", "abc abd", "--json", str(out), "--no-plot"]) == 0
+                 "--gen-steps", "1", "--drill", "1", "--prompt", "abc abd", "--json", str(out), "--no-plot"]) == 0
     text = capsys.readouterr().out
     assert "norm-fixed" in text and "fma-on" in text and "batch-8" in text
     rep = json.loads(out.read_text())
