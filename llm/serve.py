@@ -341,11 +341,20 @@ def plot(report: dict, path: str) -> None:
     exps = {e["key"]: e for e in report["experiments"]}
     modes = [k.split("/")[1] for k in exps if k.endswith("/completions")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x0, ticks, labels = 0, [], []
     for mode in modes:
         m = exps[f"serve/{mode}/completions"]["metrics"]
-        axes[0].bar([f"{mode}\n#{i + 1}" for i in range(min(8, len(m["counts"])))], m["counts"][:8], label=mode)
+        shown = m["counts"][:8]
+        xs = [x0 + i for i in range(len(shown))]
+        axes[0].bar(xs, shown, label=f"{mode}: {m['n_distinct']} distinct"
+                    + (f" ({len(m['counts']) - len(shown)} more not shown)" if len(m["counts"]) > len(shown) else ""))
+        ticks += xs
+        labels += [f"#{i + 1}" for i in range(len(shown))]
+        x0 += len(shown) + 1
         h = m["batch_requests_histogram"]
         axes[1].plot([int(k) for k in h], list(h.values()), ".-", label=mode)
+    axes[0].set_xticks(ticks, labels)
+    axes[0].legend(fontsize=8)
     axes[0].set_yscale("log")
     axes[0].set_title("completions of the probe prompt (most common first)")
     axes[0].set_ylabel("copies")
