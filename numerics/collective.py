@@ -135,7 +135,8 @@ def sum_errors(result, parts) -> dict:
     """How far a computed sum `result` (the parts' dtype and one part's shape) is from the exact sum:
     differ_from_exact (fraction of elements whose bits differ from the correctly rounded sum), max_ulp_vs_exact
     (ulps in the dtype from it), max_rel_err_vs_exact (max |result - exact| / |exact| over elements with a
-    nonzero exact sum, from the exact value: Fractions where float64 is not exact)."""
+    nonzero exact sum, from the exact value: Fractions where float64 is not exact), ulps_vs_exact (how many
+    elements are 0, 1, 2 and 3 or more ulps from it: the max is set by sums that cancel to near zero)."""
     p = _parts(parts)
     r = np.asarray(result).reshape(-1)
     if r.dtype != p.dtype or r.size != p.shape[1]:
@@ -151,6 +152,8 @@ def sum_errors(result, parts) -> dict:
         if ex != 0:
             worst = max(worst, float(abs(Fraction(float(rv[i])) - ex) / abs(ex)))
     d = ulp_distance(r, rounded, p.dtype.name) if r.size else np.zeros(0)
+    hist = np.bincount(np.minimum(d, 3).astype(np.int64), minlength=4) if r.size else np.zeros(4, np.int64)
     return {"differ_from_exact": float(np.count_nonzero(d) / max(r.size, 1)),
             "max_ulp_vs_exact": int(d.max()) if r.size else 0,
-            "max_rel_err_vs_exact": worst}
+            "max_rel_err_vs_exact": worst,
+            "ulps_vs_exact": {"0": int(hist[0]), "1": int(hist[1]), "2": int(hist[2]), "3+": int(hist[3])}}

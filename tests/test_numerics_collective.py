@@ -74,6 +74,7 @@ def test_sum_errors_of_the_exact_sum_are_zero_and_of_an_order_not():
     assert e["differ_from_exact"] == 0 and e["max_ulp_vs_exact"] == 0
     assert 0 < e["max_rel_err_vs_exact"] <= 2.0 ** -24       # one rounding: at most half an ulp
     e = col.sum_errors(col.rank_order_sum(p), p)
+    assert sum(e["ulps_vs_exact"].values()) == 3000 and e["ulps_vs_exact"]["0"] == round(3000 * (1 - e["differ_from_exact"]))
     assert 0 < e["differ_from_exact"] < 1 and e["max_ulp_vs_exact"] >= 1 and e["max_rel_err_vs_exact"] > 0
 
 

@@ -39,7 +39,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 OUTPUT_HEAD = 4096
 #: what compare compares (exact results); the timings are not
 RESULT_METRICS = ("digest", "distinct_runs", "ranks_agree", "max_ulp_between_runs")
-SUM_METRICS = ("differ_from_exact", "max_ulp_vs_exact", "equal_rank_order", "equal_ring_model")
+SUM_METRICS = ("differ_from_exact", "max_ulp_vs_exact", "ulps_vs_exact", "equal_rank_order", "equal_ring_model")
 
 DESCRIPTION = """\
 Launched with torchrun (`torchrun --standalone --nproc-per-node N -m probes.collective ...`; every rank runs
@@ -55,7 +55,7 @@ size, so `python -m probes.compare` lines up two machines' reports of the same l
 
 
 def default_sizes(device):
-    return (1000, 4096) if device == "cpu" else (1 << 20, (1 << 24) + 4)
+    return (1000, 4096) if device == "cpu" else (1 << 16, (1 << 22) + 4)
 
 
 def make_input(seed: int, rank: int, n: int, dtype: str) -> np.ndarray:
@@ -97,7 +97,7 @@ class CollectiveProbe(Probe):
     axes = (Axis("op", OPS, flag="--ops", help="comma-separated collectives (default: all): " + ", ".join(OPS)),
             Axis("dtype", DTYPES, flag="--dtypes", help="comma-separated dtypes (default: all): " + ", ".join(DTYPES)),
             Axis("n", default_sizes, flag="--sizes", parse="sizes",
-                 help="elements per rank, comma-separated (default 1000,4096 on a CPU; 2^20,2^24+4 on GPUs)"))
+                 help="elements per rank, comma-separated (default 1000,4096 on a CPU; 2^16,2^22+4 on GPUs)"))
 
     @classmethod
     def add_arguments(cls, parser):
