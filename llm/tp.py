@@ -196,6 +196,9 @@ def build_parser():
                     help="comma-separated: native (the library's all-reduce), fixed (all-gather, then rank order)")
     ap.add_argument("--runs", type=int, default=3, help="forwards of the prompt per all-reduce (distinct logits)")
     ap.add_argument("--gen-steps", type=int, default=8, help="greedy tokens under TP=1 and TP=W")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="everything under llm.deterministic() (batch-invariant kernels; bfloat16/float16): with "
+                         "--allreduce fixed, TP=W should repeat its bits; TP=W vs TP=1 still differs (a split K)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds a rank waits for the others")
     return ap
 
@@ -209,7 +212,8 @@ def main(argv=None):
     from llm.models import load
     from llm.runconfig import RunConfig
     from llm.runs import Run
-    from probes.cli import parse_csv_choice, resolve_device
+    from llm.determinism import mode_context
+    from probes.cli import parse_csv_choice, resolve_device, select_device
     from probes.collective import dist as cdist
     from probes import report as reports
 
@@ -218,40 +222,43 @@ def main(argv=None):
     modes = parse_csv_choice(args.allreduce, ALLREDUCES, "all-reduce")
     if args.runs < 1:
         raise UsageError(f"--runs must be >= 1, got {args.runs}")
-    device = resolve_device(args.device)
+    if args.deterministic and args.dtype == "float32":
+        raise UsageError("--deterministic: llm.deterministic() covers bfloat16 and float16, not --dtype float32")
+    device = (select_device if args.deterministic else resolve_device)(args.device)
     model_name = args.model or ("mistral-7b-random" if device.startswith("cuda") else "mistral-tiny")
     device = cdist.init(device, world, args.timeout)
     try:
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-        lm = load(model_name, device, dtype, args.seed)
-        check_tp(lm.model.config, world.size)
-        ids = lm.tokenizer.encode(args.prompt if args.prompt is not None else SEED_PROMPT)
-        W = world.size
-        base = dict(device=device, dtype=args.dtype)
-        if world.rank == 0:
-            if os.environ.get("DRIFTSCOPE_NO_PROGRESS") is None:
-                print(f"llm.tp: {model_name} {args.dtype}, TP=1 and the emulated TP={W} on rank 0 ...", file=sys.stderr)
-            tp1 = Run(lm, RunConfig(**base), ids)
-            ref_logits = tp1.forward()
-            ref_gen = _greedy_tokens(tp1, ids, args.gen_steps)
-            emu = Run(lm, RunConfig(**base, tp=W), ids)
-            emu_logits = emu.forward()
-            emu_gen = _greedy_tokens(emu, ids, args.gen_steps)
-        rows = shard_(lm.model, world.rank, W)
-        lm.info["tp_sharded"] = f"rank {world.rank} of {W}"
-        run = Run(lm, RunConfig(**base), ids)
-        results = {}
-        for mode in modes:
-            for m in rows:
-                m.allreduce = mode
-            digests, t = [], []
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                logits = run.forward()
-                t.append(time.perf_counter() - t0)
-                digests.append(_digest(logits))
-            gen = _greedy_tokens(run, ids, args.gen_steps)
-            results[mode] = (logits, digests, gen, sorted(t)[len(t) // 2])
+        with mode_context("deterministic" if args.deterministic else "default") as det:
+            dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+            lm = load(model_name, device, dtype, args.seed)
+            check_tp(lm.model.config, world.size)
+            ids = lm.tokenizer.encode(args.prompt if args.prompt is not None else SEED_PROMPT)
+            W = world.size
+            base = dict(device=device, dtype=args.dtype)
+            if world.rank == 0:
+                if os.environ.get("DRIFTSCOPE_NO_PROGRESS") is None:
+                    print(f"llm.tp: {model_name} {args.dtype}, TP=1 and the emulated TP={W} on rank 0 ...", file=sys.stderr)
+                tp1 = Run(lm, RunConfig(**base), ids)
+                ref_logits = tp1.forward()
+                ref_gen = _greedy_tokens(tp1, ids, args.gen_steps)
+                emu = Run(lm, RunConfig(**base, tp=W), ids)
+                emu_logits = emu.forward()
+                emu_gen = _greedy_tokens(emu, ids, args.gen_steps)
+            rows = shard_(lm.model, world.rank, W)
+            lm.info["tp_sharded"] = f"rank {world.rank} of {W}"
+            run = Run(lm, RunConfig(**base), ids)
+            results = {}
+            for mode in modes:
+                for m in rows:
+                    m.allreduce = mode
+                digests, t = [], []
+                for _ in range(args.runs):
+                    t0 = time.perf_counter()
+                    logits = run.forward()
+                    t.append(time.perf_counter() - t0)
+                    digests.append(_digest(logits))
+                gen = _greedy_tokens(run, ids, args.gen_steps)
+                results[mode] = (logits, digests, gen, sorted(t)[len(t) // 2])
         if world.rank != 0:
             return 0
         from probes.device import fingerprint
@@ -261,7 +268,8 @@ def main(argv=None):
                                  config={"model": model_name, "dtype": args.dtype, "world_size": W,
                                          "backend": "nccl" if device.startswith("cuda") else "gloo",
                                          "nccl_env": cdist.nccl_env(), "runs": args.runs, "gen_steps": args.gen_steps,
-                                         "model_info": lm.info})
+                                         "model_info": lm.info,
+                                         "mode": det.summary() if det is not None else {"name": "default"}})
         inputs = {"prompt_tokens": len(ids), "token_ids_head": ids[:32], "weights_seed": args.seed}
         tok = lm.tokenizer
         lines = [f"llm.tp: {model_name} {args.dtype}, TP={W} ({rep['config']['backend']}) vs TP=1, "

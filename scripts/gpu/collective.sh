@@ -3,7 +3,7 @@
 # torchrun on 2 and 4 GPUs, once per NCCL variant (NCCL_ALGO Ring/Tree x NCCL_PROTO LL/LL128/Simple, and NCCL's
 # own choice: NCCL reads them when the communicator is made, so one launch each), then tensor parallelism
 # (llm.tp: Mistral-7B shape, seeded weights, bf16 and fp32, TP=2 and TP=4 vs TP=1, native and fixed-order
-# all-reduce). NVLink multicast stays off (NCCL_NVLS_ENABLE=0; probes.collective.dist sets it too).
+# all-reduce; bf16 under llm.deterministic() with the fixed order). NVLink multicast stays off (NCCL_NVLS_ENABLE=0; probes.collective.dist sets it too).
 # Arg: output folder. On a machine with fewer than 2 GPUs it says so and exits 0 (the default session runs it).
 # Env: COLLECTIVE_NP (default "2 4", capped by the GPU count), COLLECTIVE_PARTS (default "probe tp").
 # Expected: ~30 s per probe launch (14 launches on 4 GPUs) and ~2 min per TP launch: more than the session's
@@ -58,6 +58,17 @@ if [[ " $PARTS " == *" tp "* ]]; then
       echo "exit $? in $(( $(date +%s) - start )) s"
       cat "$D/$name.txt"; grep -iE "error" "$D/$name-stderr.txt" | tail -3
     done
+  done
+  # the deterministic mode of the serving issue with the fixed-order all-reduce: TP=W must repeat its bits
+  for np in $NPS; do
+    name="tp-np$np-bfloat16-deterministic"
+    echo "-- torchrun --nproc-per-node $np -m llm.tp --dtype bfloat16 --deterministic --allreduce fixed --json $name.json"
+    start=$(date +%s)
+    timeout 400 torchrun --standalone --nproc-per-node "$np" -m llm.tp --device cuda --model mistral-7b-random \
+      --dtype bfloat16 --deterministic --allreduce fixed --runs 5 --gen-steps 16 --json "$D/$name.json" \
+      > "$D/$name.txt" 2> "$D/$name-stderr.txt"
+    echo "exit $? in $(( $(date +%s) - start )) s"
+    cat "$D/$name.txt"; grep -iE "error" "$D/$name-stderr.txt" | tail -3
   done
   # TP=2 vs TP=1 attributed to ops (emulated TP in one process, the same kernels at the same shapes)
   echo "-- python -m llm.attribute --reference dtype=bfloat16 --variant dtype=bfloat16,tp=2 (emulated)"
