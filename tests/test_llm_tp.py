@@ -76,3 +76,17 @@ def test_real_tp2_equals_the_emulation_and_repeats(tmp_path):
         assert m["equal_tp1"] is False and m["max_dlogit"] > 0
     emu = exps["tp/mistral-tiny/float32/w=2/emulated"]
     assert reports.decode_output(emu).tobytes() == reports.decode_output(exps["tp/mistral-tiny/float32/w=2/fixed"]).tobytes()
+
+
+def test_llm_tp_usage_errors(monkeypatch):
+    for k in cdist.DIST_VARS:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(UsageError, match="torchrun"):
+        tp.main(["--device", "cpu"])
+    monkeypatch.setenv("RANK", "0")
+    for k, v in (("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1")):
+        monkeypatch.setenv(k, v)
+    with pytest.raises(UsageError, match="not --dtype float32"):
+        tp.main(["--device", "cpu", "--deterministic"])
+    with pytest.raises(UsageError, match="unknown all-reduce 'ring'"):
+        tp.main(["--device", "cpu", "--allreduce", "ring"])
