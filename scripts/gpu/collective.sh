@@ -9,6 +9,7 @@
 # Expected: ~30 s per probe launch (14 launches on 4 GPUs) and ~2 min per TP launch: more than the session's
 # default PART_TIMEOUT of 240 s; run it alone (PART_TIMEOUT=1200 bash scripts/gpu_session.sh collective) or in
 # pieces under the device tool's 10-minute limit: COLLECTIVE_NP=2 COLLECTIVE_PARTS=probe, then =tp, then NP=4.
+# Not with PARALLEL_PARTS=1: it uses every GPU and times the collectives.
 D=${1:?output folder}
 export NCCL_NVLS_ENABLE=0 HF_HUB_OFFLINE=1 DRIFTSCOPE_NO_PROGRESS=1 OMP_NUM_THREADS=4
 export DRIFTSCOPE_MISTRAL_TOKENIZER=${DRIFTSCOPE_MISTRAL_TOKENIZER:-$PWD/.carry/tokenizer.model.v1}
