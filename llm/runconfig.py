@@ -16,6 +16,10 @@
   in float32, then rounded to dtype); int4 = group-wise asymmetric int4 dequantised by
   numerics.dequant.dequant_int4 with FORMULA sub_mul|mul_sub|fma in COMPUTE float16|float32, groups of
   GROUP in 32|64|128 (e.g. int4:fma:float16:g128; llm.kernels).
+- tp=W, tp_reduce=rank|ring|float64: tensor parallelism over W ranks emulated in one process (llm.tp):
+  q/k/v/gate/up column-parallel, attention per rank's heads, o_proj/down_proj row-parallel (W partial
+  products over slices of K, each rounded to dtype, then summed as an all-reduce would: in rank order,
+  the textbook ring's order, or in float64 rounded once). Needs linear=torch.
 - round=PATTERN:FORMAT[+...]: round the output of the ops whose label matches PATTERN (fnmatch on
   "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault, at a tap site.
 Planted faults away from the tap sites (llm.faults has the details; python -m llm.faultstudy runs them):
@@ -132,6 +136,8 @@ class RunConfig:
     embed: str = ""             # format of the embedding output, "" = untouched
     rope: str = ""              # format of the rotary angles, "" = untouched
     seed: int = 0
+    tp: int = 1                 # tensor-parallel ranks, emulated (llm.tp)
+    tp_reduce: str = "rank"     # the emulated all-reduce's order (llm.tp.REDUCES)
     text: str = ""
 
     @property
@@ -225,7 +231,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     if dt not in DTYPES:
         raise UsageError(f"run config {spec!r}: dtype {dt!r} not one of float32, bfloat16, float16")
     kw["dtype"] = str(DTYPES[dt]).replace("torch.", "")
-    for k in ("batch", "seed"):
+    for k in ("batch", "seed", "tp"):
         if k in fields:
             try:
                 kw[k] = int(fields[k])
@@ -233,13 +239,16 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                 raise UsageError(f"run config {spec!r}: {k} must be an integer") from None
     if kw.get("batch", 1) < 1:
         raise UsageError(f"run config {spec!r}: batch must be >= 1")
+    if kw.get("tp", 1) < 1:
+        raise UsageError(f"run config {spec!r}: tp must be >= 1")
     if fields.get("weights", "").startswith("int4"):
         from llm.kernels import parse_int4_spec
         parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
         kw["weights"] = fields.pop("weights")
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
                "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
-               "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"])}
+               "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"]),
+               "tp_reduce": ("rank", "ring", "float64")}
     for k, allowed in choices.items():
         if k in fields:
             if fields[k] not in allowed:
@@ -264,4 +273,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     if kw.get("linear") == "batch_invariant" and kw["dtype"] not in ("bfloat16", "float16"):
         raise UsageError(f"run config {spec!r}: linear=batch_invariant supports dtype bfloat16 or float16, "
                          f"not {kw['dtype']}")
+    if kw.get("tp", 1) > 1 and kw.get("linear", "torch") != "torch":
+        raise UsageError(f"run config {spec!r}: tp={kw['tp']} computes the linears itself (llm.tp); "
+                         f"it needs linear=torch, not linear={kw['linear']}")
     return RunConfig(**kw)

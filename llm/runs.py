@@ -124,8 +124,15 @@ class Run:
         self.sites = self.opmap.sites()
         self.faults = plan(cfg, self.n_layers)     # {site: {step: format}}; an option selecting nothing raises
         self.rules = {}
+        tp = getattr(cfg, "tp", 1)
+        if tp > 1:
+            from llm.tp import check_tp
+            check_tp(self.model.config, tp)
         for site in self.sites:
             rep = cfg.replacement(OP_CLASS[site[1]])
+            if tp > 1:                                 # tensor parallelism, emulated (llm.tp)
+                from llm.tp import replacement as tp_replacement
+                rep = tp_replacement(site[1], tp, cfg.tp_reduce) or rep
             inner = InnerFault(self.faults[site]) if site in self.faults else None
             self.rules[site] = (rep, cfg.rounding_for(self.opmap.label(site)), inner)
         self.set_prompt(prompt_ids)
