@@ -273,6 +273,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     if kw.get("linear") == "batch_invariant" and kw["dtype"] not in ("bfloat16", "float16"):
         raise UsageError(f"run config {spec!r}: linear=batch_invariant supports dtype bfloat16 or float16, "
                          f"not {kw['dtype']}")
+    if "tp_reduce" in kw and kw.get("tp", 1) == 1:
+        raise UsageError(f"run config {spec!r}: tp_reduce={kw['tp_reduce']} selects nothing without tp=W (W >= 2)")
     if kw.get("tp", 1) > 1 and kw.get("linear", "torch") != "torch":
         raise UsageError(f"run config {spec!r}: tp={kw['tp']} computes the linears itself (llm.tp); "
                          f"it needs linear=torch, not linear={kw['linear']}")

@@ -30,6 +30,8 @@ def test_run_config_tp():
         parse_run("tp=2,linear=float64")
     with pytest.raises(UsageError, match="tp_reduce=exact not one of"):
         parse_run("tp=2,tp_reduce=exact")
+    with pytest.raises(UsageError, match="tp_reduce=ring selects nothing without tp=W"):
+        parse_run("tp_reduce=ring")
 
 
 def test_tp_that_does_not_divide_the_heads_is_refused(tiny):
