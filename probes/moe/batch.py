@@ -129,9 +129,9 @@ def compare(ref: Measured, var: Measured, tokenizer) -> dict:
                   != lb.view(torch.int16 if lb.element_size() == 2 else torch.int32)).any(-1) if same_dtype \
             else torch.ones(la.shape[0], dtype=torch.bool)
         layers.append({"layer": layer, "tokens": int(changed.numel()), "expert_set_changed": int(changed.sum()),
-                       "fraction_changed": float(changed.float().mean()),
+                       "fraction_changed": int(changed.sum()) / max(1, changed.numel()),
                        "changed_tokens": changed.nonzero().flatten().tolist(),
-                       "router_logits_differ_fraction": float(differ.float().mean())})
+                       "router_logits_differ_fraction": int(differ.sum()) / max(1, differ.numel())})
     d = {k: float(v) for k, v in drift_metrics(ref.logits, var.logits).items()}
     flips = torch.nonzero(ref.logits.argmax(-1) != var.logits.argmax(-1)).flatten()
     out = {"layers": layers,

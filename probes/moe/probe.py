@@ -89,6 +89,9 @@ class MoEProbe(Probe):
             raise UsageError(f"--gen-steps must be >= 0, got {args.gen_steps}")
         gpu = self.device.startswith("cuda")
         self.model_name = args.model or ("mixtral-8x7b-random" if gpu else "tiny-mixtral")
+        if self.model_name in ("mistral-7b-random", "mistral-tiny", "smollm2"):
+            raise UsageError(f"--model {self.model_name}: not a mixture of experts (tiny-mixtral, "
+                             "mixtral-8x7b-random[:LAYERS] or a local Mixtral folder)")
         self.gen_steps = args.gen_steps if args.gen_steps is not None else (16 if gpu else 4)
         self.prompt = args.prompt if args.prompt is not None else (GPU_PROMPT if gpu else CPU_PROMPT)
         self._lm = None
