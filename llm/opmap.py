@@ -223,11 +223,10 @@ class MoEExperts:
         if self.opmap.routing_log is not None:
             self.opmap.routing_log.append((self.layer, r))
         out = torch.zeros_like(x)
-        with torch.no_grad():
+        with torch.no_grad():       # the experts hit, ascending (no integer sum: llm.deterministic's audit flags it)
             hit_mask = torch.nn.functional.one_hot(r.indices, num_classes=E + 1).permute(2, 1, 0)
-            hit = torch.greater(hit_mask.sum(dim=(-1, -2)), 0).nonzero()
+            hit = torch.unique(r.indices)
         for e in hit:
-            e = e[0]
             if e == E:
                 continue
             pos, tok = torch.where(hit_mask[e])

@@ -139,3 +139,21 @@ def test_bad_model_names_and_weights():
         load("tiny-mixtral", weights="fp8")
     with pytest.raises(UsageError, match="op labels: L0..L2.*router"):
         Run(load("tiny-mixtral"), parse_run("round=L0.gate_proj:bfloat16"), [0, 1, 2])
+
+
+def test_moe_path_has_no_reduction_the_deterministic_audit_flags():
+    """The router's normalisation, the capacity rule and the expert loop use exact ops only: under
+    llm.deterministic() nothing of the MoE path is left uncovered (attention is the mode's own)."""
+    from llm.determinism import audit
+    from probes.moe.routing import parse_router
+    lm = load("tiny-mixtral", dtype=torch.bfloat16)
+    om = install(lm.model)
+    ids = torch.tensor([lm.tokenizer.encode(TEXT)] * 3)
+    try:
+        for rule in (None, "capacity:1.0:drop", "capacity:0.5:reroute"):
+            om.router = parse_router(rule) if rule else None
+            with torch.inference_mode():
+                _, bad = audit(lambda: lm.model(input_ids=ids, use_cache=False).logits)
+            assert {op for op in bad if "attention" not in op} == set(), (rule, bad)
+    finally:
+        om.router = None

@@ -108,7 +108,12 @@ def _topk(logits: torch.Tensor, top_k: int):
     """Mixtral's router on logits [N, E]: float32 softmax, top_k, normalised (transformers' own code)."""
     probs = torch.softmax(logits.float(), dim=-1)
     top_v, top_i = torch.topk(probs, top_k, dim=-1)
-    return probs, top_i, top_v / top_v.sum(dim=-1, keepdim=True), top_v.sum(dim=-1, keepdim=True)
+    # their sum in rank order, one add at a time: for Mixtral's top-2 the bits of torch.sum (one rounding of
+    # a + b), without the aten sum that llm.deterministic()'s audit flags
+    total = top_v[:, :1]
+    for j in range(1, top_k):
+        total = total + top_v[:, j:j + 1]
+    return probs, top_i, top_v / total, total
 
 
 def route(logits: torch.Tensor, top_k: int, spec: RouterSpec = RouterSpec(), token_mask=None,
@@ -124,19 +129,23 @@ def route(logits: torch.Tensor, top_k: int, spec: RouterSpec = RouterSpec(), tok
         top_i, top_w = topk_out[0].to(torch.int64), topk_out[1].float()
     valid = torch.ones(N, dtype=torch.bool, device=logits.device) if token_mask is None \
         else token_mask.reshape(-1).to(device=logits.device, dtype=torch.bool)
-    n_tok = int(valid.sum())
+    n_tok = int(valid.count_nonzero())
     if spec.mode == "topk":
         idx = torch.where(valid[:, None], top_i, torch.full_like(top_i, E))
         w = torch.where(valid[:, None], top_w, torch.zeros_like(top_w))
         return Routing(idx, w, logits, None, n_tok, 0, 0, 0, E)
     cap = capacity(n_tok, top_k, E, spec.factor)
-    # claim order: rank-major, then token order; padding claims nothing
+    # claim order: rank-major, then token order; padding claims nothing. A slot's place in its expert's queue
+    # by a stable sort (exact ops only: no integer sums or cumsums, which llm.deterministic()'s audit flags)
     order_e = top_i.t().reshape(-1)                                   # [k*N], slot (r, t) at r*N + t
     order_ok = valid.repeat(top_k)
-    onehot = torch.nn.functional.one_hot(order_e, E) * order_ok[:, None].to(torch.int64)
-    position = (onehot.cumsum(0) - 1).gather(1, order_e[:, None]).squeeze(1)   # place in its expert's queue
+    keyed = torch.where(order_ok, order_e, torch.full_like(order_e, E))   # padding queues behind expert E
+    sorted_e, perm = torch.sort(keyed, stable=True)
+    place = torch.arange(len(keyed), device=keyed.device) - torch.searchsorted(sorted_e, sorted_e, side="left")
+    position = torch.empty_like(place)
+    position[perm] = place
     kept = order_ok & (position < cap)
-    load = (onehot * kept[:, None]).sum(0)                            # slots taken per expert
+    load = torch.bincount(order_e[kept], minlength=E)                 # slots taken per expert
     kept = kept.view(top_k, N).t()                                    # [N, k]
     idx = torch.where(kept, top_i, torch.full_like(top_i, E))
     w = torch.where(kept, top_w, torch.zeros_like(top_w))
@@ -165,6 +174,6 @@ def route(logits: torch.Tensor, top_k: int, spec: RouterSpec = RouterSpec(), tok
                         break
             idx, w = idx_c.to(logits.device), w_c.to(logits.device)
     dropped_mask = (idx == E) & valid[:, None]
-    dropped = int(dropped_mask.sum())
-    all_dropped = int((dropped_mask.all(dim=1) & valid).sum())
+    dropped = int(dropped_mask.count_nonzero())
+    all_dropped = int((dropped_mask.all(dim=1) & valid).count_nonzero())
     return Routing(idx, w, logits, cap, n_tok, dropped, rerouted, all_dropped, E)
