@@ -72,6 +72,9 @@ def test_router_precision_and_near_ties(report):
         assert lay["dtype"] == "bfloat16" and len(lay["gap_ulps"]) == lay["tokens"]
         assert lay["min_gap_ulps"] >= 0 and lay["exact_ties"] <= lay["within_1_ulp"] <= lay["within_4_ulp"]
     assert isinstance(tie["arithmetic_flips"], list)
+    gemm = exps["moe/arithmetic/batch=8"]["router_gemm"]
+    assert len(gemm["layers"]) == 3 and all(lay["tokens"] == gemm_tokens for lay in gemm["layers"]
+                                            for gemm_tokens in [exps["moe/arithmetic/batch=8"]["prompt_tokens"]])
 
 
 def test_the_probe_first_claims_its_slots_first():

@@ -16,7 +16,7 @@ import dataclasses
 
 import torch
 
-__all__ = ["others_from_traffic", "Measured", "measure", "compare", "near_ties", "fp32_router"]
+__all__ = ["others_from_traffic", "Measured", "measure", "compare", "near_ties", "fp32_router", "probe_router_gemm"]
 
 
 def others_from_traffic(tokenizer, probe_ids, count: int, seed: int) -> list[list[int]]:
@@ -78,6 +78,24 @@ def fp32_router(run):
         if op == "router":
             return torch.nn.functional.linear(inputs[0].float(), fn.weight.float())
         return base(layer, op, fn, *inputs)
+    return tap
+
+
+def probe_router_gemm(run):
+    """A tap: the run as configured, but the probe's router logits computed by a GEMM of the probe's own rows
+    (its tokens alone, the same inputs), spliced into the batch's: against the plain run, what the router's
+    GEMM alone does because it ran over the whole batch."""
+    from llm.runs import RunTap
+    base = RunTap(run)
+
+    def tap(layer, op, fn, *inputs):
+        out = base(layer, op, fn, *inputs)
+        if op == "router" and not run.full:
+            row, a, b = run.region
+            own = base(layer, op, fn, inputs[0][row:row + 1, a:b])
+            out = out.clone()
+            out[row, a:b] = own[0]
+        return out
     return tap
 
 

@@ -7,7 +7,9 @@ the same seeded prompts, so a larger batch adds neighbours):
   logit in ulps of the logits' dtype (exact ties, within 1 and 4 ulps).
 - `router_precision`: the probe alone, the router's logits in the model's dtype vs in float32
   (arithmetic alone, no batch).
-- `arithmetic/batch=N` (N > 1): top-k in a batch of N vs top-k alone: every difference is arithmetic.
+- `arithmetic/batch=N` (N > 1): top-k in a batch of N vs top-k alone: every difference is arithmetic; and under
+  `router_gemm`, in the batch of N, the probe's router logits from the batch's GEMM vs from a GEMM of its own
+  rows (same inputs): the router's batch-dependent GEMM alone.
 - `routing/ROUTER/batch=N`: ROUTER (a capacity rule) vs top-k in the same batch of N: routing alone; and
   under `both`, ROUTER in the batch of N vs top-k alone. With the dropped-slot counts of the probe and of
   the batch per layer; and under `neighbours`, ROUTER in the batch of N vs ROUTER alone (does the probe's
@@ -147,11 +149,12 @@ class MoEProbe(Probe):
         """The probe measured in a batch of `batch` under `router` ("": top-k); variant "fp32_router"."""
         key = (batch, router, variant)
         if key not in self._runs:
-            from probes.moe.batch import fp32_router, measure
+            from probes.moe.batch import fp32_router, measure, probe_router_gemm
             lm = self.lm()
+            taps = {"": None, "fp32_router": fp32_router, "probe_router_gemm": probe_router_gemm}
             self._runs[key] = measure(lm, self.device, self.ids, self.others, batch=batch, router=router,
                                       probe_row=self.args.probe_row, gen_steps=self.gen_steps,
-                                      tap_factory=fp32_router if variant == "fp32_router" else None)
+                                      tap_factory=taps[variant])
         return self._runs[key]
 
     def run_case(self, case, report):
@@ -167,6 +170,8 @@ class MoEProbe(Probe):
                                if self.args.dtype != "float32" else "a float32 model: both routers float32")
         elif part == "arithmetic":
             metrics = compare(self.run(1), self.run(case.batch), tok)
+            metrics["router_gemm"] = compare(self.run(case.batch, variant="probe_router_gemm"), self.run(case.batch),
+                                             tok)
         else:
             capped = self.run(case.batch, case.router)
             metrics = compare(self.run(case.batch), capped, tok)
@@ -189,10 +194,12 @@ class MoEProbe(Probe):
             return
         flipped = []
         for key, e in ok.items():
-            if key.startswith("moe/arithmetic/") or key == "moe/router_precision":
-                for lay in e["metrics"]["layers"]:
+            if not (key.startswith("moe/arithmetic/") or key == "moe/router_precision"):
+                continue
+            for sub, m in (("", e["metrics"]), ("/router_gemm", e["metrics"].get("router_gemm"))):
+                for lay in (m or {}).get("layers", []):
                     gaps = tie["metrics"]["layers"][lay["layer"]]["gap_ulps"]
-                    flipped += [{"case": key, "layer": lay["layer"], "token": t, "gap_ulps": gaps[t]}
+                    flipped += [{"case": key + sub, "layer": lay["layer"], "token": t, "gap_ulps": gaps[t]}
                                 for t in lay["changed_tokens"] if t < len(gaps)]
         tie["metrics"]["arithmetic_flips"] = flipped
 

@@ -34,6 +34,9 @@ def format_table(report):
         ar = ok.get(f"moe/arithmetic/batch={n}")
         if ar:
             lines.append(_row(f"arithmetic: top-k N={n} vs alone", ar["metrics"]))
+            if "router_gemm" in ar["metrics"]:
+                lines.append(_row("  router GEMM alone: batch vs own rows",
+                                  {**ar["metrics"]["router_gemm"], "prompt_tokens": ar["metrics"]["prompt_tokens"]}))
         for router in cfg.get("routers", []):
             e = ok.get(f"moe/routing/{router}/batch={n}")
             if not e:
