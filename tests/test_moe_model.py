@@ -157,3 +157,25 @@ def test_moe_path_has_no_reduction_the_deterministic_audit_flags():
             assert {op for op in bad if "attention" not in op} == set(), (rule, bad)
     finally:
         om.router = None
+
+
+def test_trace_replay_round_trip_with_router_and_experts(tmp_path, capsys):
+    """llm.trace / llm.replay know the MoE ops: every position recorded, the replay is bit exact, and a planted
+    rounding of one router shows at exactly that op."""
+    from llm.replay import main as replay_main
+    from llm.trace import main as trace_main, read_trace
+    from probes.report import load_report
+    path = tmp_path / "m.npz"
+    assert trace_main(["--device", "cpu", "--model", "tiny-mixtral", "--layers", "all", "--positions", "all",
+                       "--prompt", "walking in the woods", "--out", str(path)]) == 0
+    meta, _ = read_trace(path)
+    assert len(meta["sites"]) == 3 * len(MOE_LAYER_OPS) + 2 and "L1.router" in meta["sites"]
+    js = tmp_path / "r.json"
+    assert replay_main([str(path), "--device", "cpu", "--json", str(js)]) == 0
+    rows = {e["key"].split("/", 1)[1]: e["metrics"] for e in load_report(js)["experiments"]}
+    assert rows and all(r["bitwise_equal"] and r["max_ulp"] == 0 for r in rows.values())
+    capsys.readouterr()
+    assert replay_main([str(path), "--device", "cpu", "--run", "round=L1.router:float8_e4m3fn"]) == 0
+    text = capsys.readouterr().out
+    bad = [ln.split()[0] for ln in text.splitlines() if ln.strip().startswith(("L", "final")) and " False " in ln]
+    assert bad == ["L1.router"]
