@@ -6,16 +6,17 @@
 # default mode) and arithmetic alone (no --router, default mode).
 # Arg: output folder. Env: MOE_PARTS (default "tests probe serve-router serve-arith"; run one or two per session:
 # a device command has 10 minutes), MOE_LAYERS (decoder layers of mixtral-8x7b-random; default all 32 where the
-# GPU has >= 120 GB, else 8: the full shape is ~94 GB in bf16, an H200 holds it, an H100 does not),
+# GPU has >= 120 GB, else 16 (~46 GB): the full shape is ~94 GB in bf16, an H200 holds it, an H100 does not),
 # MOE_ROUTER (serve's capacity rule, default capacity:1.25:drop), MOE_COPIES (default 200), MOE_GEN (probe's
-# greedy tokens, default 8). Needs .carry/tokenizer.model.v1 (Mixtral uses Mistral-7B-v0.1's tokenizer).
+# greedy tokens, default 8). Times on the full shape are not measured yet. Needs .carry/tokenizer.model.v1
+# (Mixtral uses Mistral-7B-v0.1's tokenizer). Give the part PART_TIMEOUT=560.
 D=${1:?output folder}
 export HF_HUB_OFFLINE=1 DRIFTSCOPE_NO_PROGRESS=0
 export DRIFTSCOPE_MISTRAL_TOKENIZER=${DRIFTSCOPE_MISTRAL_TOKENIZER:-$PWD/.carry/tokenizer.model.v1}
 export DRIFTSCOPE_ALLOW_BYTE_TOKENIZER=1      # without the file: UTF-8 bytes, said on stderr
 PARTS=${MOE_PARTS:-tests probe serve-router serve-arith}
 MEM=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-LAYERS=${MOE_LAYERS:-$([ "${MEM:-0}" -ge 120000 ] && echo 32 || echo 8)}
+LAYERS=${MOE_LAYERS:-$([ "${MEM:-0}" -ge 120000 ] && echo 32 || echo 16)}
 MODEL=mixtral-8x7b-random:$LAYERS
 ROUTER=${MOE_ROUTER:-capacity:1.25:drop}
 N=${MOE_COPIES:-200}
