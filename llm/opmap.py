@@ -1,4 +1,4 @@
-"""The operation map: every floating-point operation of a llama/mistral decoder, named and tapped.
+"""The operation map: every floating-point operation of a llama/mistral/mixtral decoder, named and tapped.
 
 Per decoder layer (in execution order)::
 
@@ -8,10 +8,10 @@ Per decoder layer (in execution order)::
 then `final_norm` and `lm_head`. A mixture-of-experts layer (Mixtral) has `router` and `experts` in place of
 the gated MLP's five ops (MOE_LAYER_OPS): `router` the router's linear (its logits [batch, position,
 n_experts]), `experts` the routing rule (probes.moe.routing: the model's own top-k, or a per-batch expert
-capacity, `OpMap.router`) and the experts' MLPs weighted and summed (as transformers' eager experts do). Residual adds, the rotary embedding and act(gate)*up are not modules,
-so `install(model)` replaces, at run time and on the instances only, the forward of every decoder layer
-(which then does the attention and the MLP itself) and of the final norm and lm_head with equivalent
-code in which each operation is one call ``tap(layer, op, fn, *inputs)``. The default tap just returns
+capacity, `OpMap.router`) and the experts' MLPs weighted and summed (as transformers' eager experts do).
+Residual adds, the rotary embedding and act(gate)*up are not modules, so `install(model)` replaces, at run
+time and on the instances only, the forward of every decoder layer (which then does the attention and the
+MLP itself) and of the final norm and lm_head with equivalent code in which each operation is one call ``tap(layer, op, fn, *inputs)``. The default tap just returns
 ``fn(*inputs)``: the installed model gives the same bits as the original (tests/test_llm_opmap.py).
 Taps that record, patch or replace operations live in llm/attribute.py and llm/runconfig.py.
 
@@ -24,8 +24,8 @@ import types
 
 import torch
 
-__all__ = ["LAYER_OPS", "MOE_LAYER_OPS", "FINAL_OPS", "MoEExperts", "RouterLinear", "is_moe", "OP_CLASS", "Site", "site_label", "parse_site", "all_sites", "OpMap",
-           "install", "plain_tap", "rotary", "residual_add", "ActMul"]
+__all__ = ["LAYER_OPS", "MOE_LAYER_OPS", "FINAL_OPS", "MoEExperts", "RouterLinear", "is_moe", "OP_CLASS", "Site",
+           "site_label", "parse_site", "all_sites", "OpMap", "install", "plain_tap", "rotary", "residual_add", "ActMul"]
 
 LAYER_OPS = ("input_norm", "q_proj", "k_proj", "v_proj", "rotary", "attn_core", "o_proj", "attn_residual",
              "post_attn_norm", "gate_proj", "up_proj", "act_mul", "down_proj", "mlp_residual")

@@ -128,7 +128,8 @@ class Run:
             raise UsageError(f"run config {cfg.text!r}: router={cfg.router}: model {loaded.name} has no experts "
                              "(router= is for mixture-of-experts models: tiny-mixtral, mixtral-8x7b-random)")
         self.routing_log = None                     # a list: every experts op appends (layer, Routing) to it
-        self.faults = plan(cfg, self.n_layers, self.layer_ops)   # {site: {step: format}}; an option selecting nothing raises
+        # {site: {step: format}}; an option selecting nothing raises
+        self.faults = plan(cfg, self.n_layers, self.layer_ops)
         self.rules = {}
         for site in self.sites:
             rep = cfg.replacement(OP_CLASS[site[1]])

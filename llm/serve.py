@@ -361,7 +361,8 @@ def format_table(results: dict) -> str:
                      f"{b.get('min', '-')!s:>10}/{b.get('median', '-')!s}/{b.get('max', '-')!s}")
         if "routing" in res:
             r = res["routing"]
-            lines.append(f"  router {res['router']}: {r['slots_dropped']} slots dropped, {r['slots_rerouted']} re-routed, "
+            lines.append(f"  router {res['router']}: {r['slots_dropped']} slots dropped, "
+                         f"{r['slots_rerouted']} re-routed, "
                          f"{r['tokens_all_dropped']} tokens with every slot dropped, of {r['tokens']} token-layers")
         for d in res["distinct"][1:6]:
             lines.append(f"  {d['count']:>5}x diverges at token {d['first_divergence']}: margin "

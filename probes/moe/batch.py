@@ -159,7 +159,8 @@ def compare(ref: Measured, var: Measured, tokenizer) -> dict:
            "first_top1_flip": int(flips[0]) if len(flips) else None}
     if ref.steps and var.steps:
         g = divergence(ref.steps, var.steps, tokenizer)
-        out.update(greedy_steps=g["steps"], greedy_diverged=g["diverged"], greedy_first_divergence=g["first_divergence"],
+        out.update(greedy_steps=g["steps"], greedy_diverged=g["diverged"],
+                   greedy_first_divergence=g["first_divergence"],
                    greedy_ref_tokens=[s["token"] for s in ref.steps], greedy_var_tokens=[s["token"] for s in var.steps])
     return out
 
