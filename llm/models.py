@@ -229,6 +229,8 @@ def _seeded_mistral(config, device, dtype, seed: int):
     with torch.device("meta"):
         model = cls(config)
     model = model.to(dtype).to_empty(device=device)
+    if config.model_type == "mixtral":                  # whatever the model's init chose for this device
+        model.config._experts_implementation = "eager"
     for i, (name, p) in enumerate(model.named_parameters()):
         p.requires_grad_(False)
         if name.endswith("norm.weight"):      # around 1, like a trained RMSNorm scale; rounded once
