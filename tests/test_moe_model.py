@@ -103,7 +103,7 @@ def test_attribution_ranks_a_faulty_router():
     lm = load("tiny-mixtral")
     ids = lm.tokenizer.encode(TEXT)
     res = attribute(lm, parse_run(""), lm, parse_run("round=L1.router:float8_e4m3fn"), ids, gen_steps=0,
-                    restore=False)
+                    restore=False, units=("op", "class"), modes=("correct",))
     assert res["drift"]["rms_dlogit"] > 0
     ops = [r for r in res["causal"] if r["kind"] == "op"]
     assert ops[0]["unit"] == "L1.router" and ops[0]["contribution"] > 0.99
