@@ -13,12 +13,12 @@ from probes.errors import UsageError
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 
 
-def _plain_logits(model, ids, mask=None):
+def _plain_logits(model, ids, mask=None, position_ids=None):
     om = getattr(model, "_driftscope_opmap", None)
     if om is not None:
         om.remove()
     with torch.inference_mode():
-        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -179,3 +179,14 @@ def test_trace_replay_round_trip_with_router_and_experts(tmp_path, capsys):
     text = capsys.readouterr().out
     bad = [ln.split()[0] for ln in text.splitlines() if ln.strip().startswith(("L", "final")) and " False " in ln]
     assert bad == ["L1.router"]
+
+
+def test_topk_run_in_a_padded_batch_is_the_models_own_forward():
+    """router=topk routes padding too, as transformers does: a padded batch's logits are the model's bits."""
+    lm = load("tiny-mixtral", dtype=torch.bfloat16)
+    run = Run(lm, parse_run("dtype=bfloat16,batch=5,router=topk"), lm.tokenizer.encode(TEXT))
+    tapped = run.forward()
+    plain_all = _plain_logits(lm.model, run.input_ids, run.attention_mask, run.position_ids)
+    row, a, b = run.region
+    assert int(run.attention_mask.min()) == 0                   # other rows are padded (and routed, as HF does)
+    assert torch.equal(tapped.view(torch.int32), plain_all[row, a:b].float().view(torch.int32))

@@ -6,6 +6,9 @@
     r.weights   # [N, top_k] float32 gate weight of each slot, 0 where dropped
     r.dropped   # slots dropped (tokens whose every slot was dropped: r.tokens_all_dropped)
 
+`topk` routes every token (padding too, as the model's own forward does); a capacity counts the tokens of
+`token_mask` only (a server packs requests without padding).
+
 - `topk` (the default): Mixtral's own dropless rule (transformers' MixtralTopKRouter): softmax of the
   router logits in float32, the top_k experts, their probabilities divided by their sum. Every token
   gets its top_k experts whatever else is in the batch.
@@ -90,7 +93,7 @@ class Routing:
     weights: torch.Tensor       # [N, k] float32; 0 for dropped slots
     logits: torch.Tensor        # [N, E] the router logits it was computed from
     capacity: int | None        # slots per expert (None: dropless)
-    tokens: int                 # tokens routed (padding excluded)
+    tokens: int                 # tokens counted (a capacity: padding excluded)
     dropped: int                # slots dropped
     rerouted: int               # slots moved to another expert
     tokens_all_dropped: int     # tokens none of whose slots got an expert (residual only)
@@ -116,24 +119,19 @@ def _topk(logits: torch.Tensor, top_k: int):
     return probs, top_i, top_v / total, total
 
 
-def route(logits: torch.Tensor, top_k: int, spec: RouterSpec = RouterSpec(), token_mask=None,
-          topk_out=None) -> Routing:
-    """Route the tokens of one batch (logits [N, E], any float dtype) by `spec`. token_mask [N] bool: the
-    tokens that count (False: padding; not routed, indices n_experts, weight 0). topk_out: (indices, weights)
-    that the model's own router computed, used as the top_k (so `topk` is the model's bits exactly)."""
+def route(logits: torch.Tensor, top_k: int, spec: RouterSpec = RouterSpec(), token_mask=None) -> Routing:
+    """Route the tokens of one batch (logits [N, E], any float dtype) by `spec`. token_mask [N] bool, for a
+    capacity: the tokens that count (False: padding, which claims no slot and counts for nothing; indices
+    n_experts, weight 0). `topk` routes every token, padding too, as the model's own forward does (its bits)."""
     N, E = logits.shape
     if not 1 <= top_k <= E:
         raise UsageError(f"top_k {top_k} for {E} experts")
     probs, top_i, top_w, top_sum = _topk(logits, top_k)
-    if topk_out is not None:
-        top_i, top_w = topk_out[0].to(torch.int64), topk_out[1].float()
+    if spec.mode == "topk":
+        return Routing(top_i, top_w, logits, None, N, 0, 0, 0, E)
     valid = torch.ones(N, dtype=torch.bool, device=logits.device) if token_mask is None \
         else token_mask.reshape(-1).to(device=logits.device, dtype=torch.bool)
     n_tok = int(valid.count_nonzero())
-    if spec.mode == "topk":
-        idx = torch.where(valid[:, None], top_i, torch.full_like(top_i, E))
-        w = torch.where(valid[:, None], top_w, torch.zeros_like(top_w))
-        return Routing(idx, w, logits, None, n_tok, 0, 0, 0, E)
     cap = capacity(n_tok, top_k, E, spec.factor)
     # claim order: rank-major, then token order; padding claims nothing. A slot's place in its expert's queue
     # by a stable sort (exact ops only: no integer sums or cumsums, which llm.deterministic()'s audit flags)
