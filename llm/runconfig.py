@@ -20,6 +20,11 @@
   q/k/v/gate/up column-parallel, attention per rank's heads, o_proj/down_proj row-parallel (W partial
   products over slices of K, each rounded to dtype, then summed as an all-reduce would: in rank order,
   the textbook ring's order, or in float64 rounded once). Needs linear=torch.
+- router=topk|capacity:FACTOR:drop|capacity:FACTOR:reroute (mixture-of-experts models only; probes.moe.routing):
+  topk = the model's own dropless top-k (the default); capacity = a GShard/Switch expert capacity
+  ceil(FACTOR * tokens * top_k / n_experts) per expert, computed per batch, overflow dropped to the residual
+  or re-routed to the next-best expert with room. On a model without experts: a UsageError when the run
+  is prepared.
 - round=PATTERN:FORMAT[+...]: round the output of the ops whose label matches PATTERN (fnmatch on
   "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault, at a tap site.
 Planted faults away from the tap sites (llm.faults has the details; python -m llm.faultstudy runs them):
@@ -135,6 +140,7 @@ class RunConfig:
     spread: tuple = ()          # (count, seed, format) or ()
     embed: str = ""             # format of the embedding output, "" = untouched
     rope: str = ""              # format of the rotary angles, "" = untouched
+    router: str = ""            # MoE routing (probes.moe.routing), "" = not given: the model's own top-k
     seed: int = 0
     tp: int = 1                 # tensor-parallel ranks, emulated (llm.tp)
     tp_reduce: str = "rank"     # the emulated all-reduce's order (llm.tp.REDUCES)
@@ -150,6 +156,13 @@ class RunConfig:
     def replacement(self, op_class: str):
         name = getattr(self, op_class, None) if op_class in ("linear", "norm") else None
         return None if name is None else OP_REPLACEMENTS[op_class][name]
+
+    def router_spec(self):
+        """The probes.moe.routing.RouterSpec of `router=` (None when not given: the model's own top-k)."""
+        if not self.router:
+            return None
+        from probes.moe.routing import parse_router
+        return parse_router(self.router, f"run config {self.text!r}")
 
     def rounding_for(self, label: str):
         for pat, fmt in self.rounds:
@@ -270,6 +283,9 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     for k in ("embed", "rope"):
         if k in fields:
             kw[k] = _check_format(fields[k], spec, f"{k}={fields[k]}")
+    if "router" in fields:
+        from probes.moe.routing import parse_router
+        kw["router"] = parse_router(fields["router"], f"run config {spec!r}").text
     if kw.get("linear") == "batch_invariant" and kw["dtype"] not in ("bfloat16", "float16"):
         raise UsageError(f"run config {spec!r}: linear=batch_invariant supports dtype bfloat16 or float16, "
                          f"not {kw['dtype']}")

@@ -31,7 +31,7 @@ from llm.runconfig import RunConfig, round_tensor
 
 __all__ = ["Run", "RunTap", "NonFiniteError", "first_nonfinite", "ulp_distance_max"]
 
-from probes.errors import DriftscopeError
+from probes.errors import DriftscopeError, UsageError
 
 
 class NonFiniteError(DriftscopeError):
@@ -121,8 +121,15 @@ class Run:
         self.dtype = cfg.torch_dtype
         self.device = cfg.device
         self.n_layers = self.opmap.n_layers
+        self.layer_ops = self.opmap.layer_ops
         self.sites = self.opmap.sites()
-        self.faults = plan(cfg, self.n_layers)     # {site: {step: format}}; an option selecting nothing raises
+        self.router = cfg.router_spec()             # MoE routing rule (None: the model's own top-k)
+        if self.router is not None and not self.opmap.moe:
+            raise UsageError(f"run config {cfg.text!r}: router={cfg.router}: model {loaded.name} has no experts "
+                             "(router= is for mixture-of-experts models: tiny-mixtral, mixtral-8x7b-random)")
+        self.routing_log = None                     # a list: every experts op appends (layer, Routing) to it
+        # {site: {step: format}}; an option selecting nothing raises
+        self.faults = plan(cfg, self.n_layers, self.layer_ops)
         self.rules = {}
         tp = getattr(cfg, "tp", 1)
         if tp > 1:
@@ -191,6 +198,9 @@ class Run:
         """float32 logits of the prompt [T, vocab] (or [vocab] of its last position)."""
         self.model.config._attn_implementation = self.cfg.attn
         self.opmap.tap = tap if tap is not None else RunTap(self)
+        om = self.opmap
+        om.router, om.routing_log = self.router, self.routing_log
+        om.token_mask = None if self.full else self.attention_mask.bool()      # padding claims no expert slot
         hooks = untapped_hooks(self.model, self.cfg)
         try:
             kw = {"logits_to_keep": 1} if (last_only and self.cfg.padding == "left") else {}
@@ -198,6 +208,7 @@ class Run:
                              position_ids=self.position_ids, use_cache=False, **kw).logits
         finally:
             self.opmap.tap = plain_tap
+            om.router = om.routing_log = om.token_mask = None
             for h in hooks:
                 h.remove()
         if last_only:
