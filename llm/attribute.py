@@ -59,17 +59,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def causal_units(n_layers, which=("op", "layer", "class")):
-    """(kind, label, set of sites) for every unit patched back to the reference."""
+def causal_units(n_layers, which=("op", "layer", "class"), layer_ops=LAYER_OPS):
+    """(kind, label, set of sites) for every unit patched back to the reference. `layer_ops`: the ops of
+    the model's decoder layers (llm.opmap.MOE_LAYER_OPS: `router` and `experts` for a mixture of experts)."""
     units = []
-    ops = [(i, op) for i in range(n_layers) for op in LAYER_OPS] + [(n_layers, op) for op in FINAL_OPS]
+    ops = [(i, op) for i in range(n_layers) for op in layer_ops] + [(n_layers, op) for op in FINAL_OPS]
     if "op" in which:
         units += [("op", f"final.{op}" if i == n_layers else f"L{i}.{op}", {(i, op)}) for i, op in ops]
     if "layer" in which:
-        units += [("layer", f"L{i}", {(i, op) for op in LAYER_OPS}) for i in range(n_layers)]
+        units += [("layer", f"L{i}", {(i, op) for op in layer_ops}) for i in range(n_layers)]
         units += [("layer", "final", {(n_layers, op) for op in FINAL_OPS})]
     if "class" in which:
-        units += [("class", f"*.{op}", {(i, op) for i in range(n_layers)}) for op in LAYER_OPS]
+        units += [("class", f"*.{op}", {(i, op) for i in range(n_layers)}) for op in layer_ops]
     return units
 
 
@@ -125,13 +126,14 @@ def _causal_mode(mode, ref, var, ref_logits, rms_full, cache, ref_cache, own, un
             return 0.0
         return 1.0 - m["rms_dlogit"] / rms_full if mode == "correct" else m["rms_dlogit"] / rms_full
 
-    batch = causal_units(ref.n_layers, first)
+    layer_ops = getattr(ref, "layer_ops", LAYER_OPS)
+    batch = causal_units(ref.n_layers, first, layer_ops)
     todo += batch
     measure(batch)
     if drill and "op" in units:      # op units only inside the `drill` layers that explain most
         scored = [(-contribution(m), u[1]) for u, m in zip(todo, _to_floats(metrics)) if u[0] == "layer"]
         top = [label for _, label in sorted(scored)[:drill]]
-        ops = [u for u in causal_units(ref.n_layers, ("op",)) if u[1].split(".")[0] in top
+        ops = [u for u in causal_units(ref.n_layers, ("op",), layer_ops) if u[1].split(".")[0] in top
                or (u[1].startswith("final.") and "final" in top)]
         todo += ops
         measure(ops)
@@ -214,7 +216,8 @@ def attribute_runs(ref, var, prompt_ids, tok, *, gen_steps=8, units=("op", "laye
     full = drift_metrics(ref_logits, var_logits)
     full = {k: float(v) for k, v in full.items()}
     flips = torch.nonzero(ref_logits.argmax(-1) != var_logits.argmax(-1)).flatten()
-    result = {"prompt_tokens": len(prompt_ids), "n_layers": ref.n_layers, "drift": full,
+    result = {"prompt_tokens": len(prompt_ids), "n_layers": ref.n_layers,
+              "layer_ops": list(getattr(ref, "layer_ops", LAYER_OPS)), "drift": full,
               "first_top1_flip_position": int(flips[0]) if len(flips) else None}
     nxt = torch.tensor(prompt_ids[1:], device=var.device)
     if len(prompt_ids) > 1:
@@ -245,7 +248,8 @@ def attribute_runs(ref, var, prompt_ids, tok, *, gen_steps=8, units=("op", "laye
             else "correct: both runs compute in the same dtype")
         if restore:
             t0 = time.perf_counter()
-            todo = [("restore", u[1], u[2]) for u in causal_units(ref.n_layers, ("layer",))]
+            todo = [("restore", u[1], u[2]) for u in causal_units(ref.n_layers, ("layer",),
+                                                                  getattr(ref, "layer_ops", LAYER_OPS))]
             with Progress(len(todo), progress_desc + " restore") as bar:
                 met = []
                 for _, label, sites in todo:

@@ -96,6 +96,7 @@ class EngineStepRun(Run):
         self.dtype = next(self.model.parameters()).dtype
         self.device = str(next(self.model.parameters()).device)
         self.n_layers = self.opmap.n_layers
+        self.layer_ops = self.opmap.layer_ops
         self.sites = self.opmap.sites()
         self.rules = {site: (None, None, None) for site in self.sites}     # (replacement, rounding, inner fault)
         self.cfg = types.SimpleNamespace(text=label, torch_dtype=self.dtype)

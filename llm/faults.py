@@ -49,69 +49,72 @@ STEPS = {"input": None, "cos_sin": ("rotary",), "mean_square": ("input_norm", "p
 EAGER_STEPS = ("scores", "softmax_sum")
 
 
-def describe_labels(n_layers: int) -> str:
-    """The op labels of a model with `n_layers` decoder layers, compactly."""
-    return (f"L0..L{n_layers - 1}.{{{', '.join(LAYER_OPS)}}}, "
+def describe_labels(n_layers: int, layer_ops=LAYER_OPS) -> str:
+    """The op labels of a model with `n_layers` decoder layers (of ops `layer_ops`), compactly."""
+    return (f"L0..L{n_layers - 1}.{{{', '.join(layer_ops)}}}, "
             f"final.{{{', '.join(FINAL_OPS)}}}")
 
 
-def _selects_nothing(option: str, n_layers: int, why: str = "matches no op of this model") -> UsageError:
-    return UsageError(f"{option} selects nothing: {why} (its op labels: {describe_labels(n_layers)})")
+def _selects_nothing(option: str, n_layers: int, why: str = "matches no op of this model",
+                     layer_ops=LAYER_OPS) -> UsageError:
+    return UsageError(f"{option} selects nothing: {why} (its op labels: {describe_labels(n_layers, layer_ops)})")
 
 
-def spread_sites(spread, n_layers: int):
+def spread_sites(spread, n_layers: int, layer_ops=LAYER_OPS):
     """The sites `spread=COUNT:SEED:FORMAT` faults, in execution order."""
     count, seed, fmt = spread
-    sites = all_sites(n_layers)
+    sites = all_sites(n_layers, layer_ops)
     if count > len(sites):
         raise UsageError(f"spread={count}:{seed}:{fmt}: COUNT {count} is more than the model's {len(sites)} "
-                         f"op sites ({describe_labels(n_layers)})")
+                         f"op sites ({describe_labels(n_layers, layer_ops)})")
     g = torch.Generator().manual_seed(seed)
     return [sites[i] for i in sorted(torch.randperm(len(sites), generator=g)[:count].tolist())]
 
 
-def plan(cfg, n_layers: int):
+def plan(cfg, n_layers: int, layer_ops=LAYER_OPS):
     """{site: {step: format}} of `cfg`'s faults inside ops (inner=, spread=), checked against the op
     map of a model with `n_layers` layers: a UsageError when a round=, inner= or spread= item selects
-    no op. The first item that sets a site's step wins (as round= does)."""
-    sites = all_sites(n_layers)
+    no op. The first item that sets a site's step wins (as round= does). `layer_ops`: the ops of the
+    model's decoder layers (llm.opmap.MOE_LAYER_OPS for a mixture of experts)."""
+    sites = all_sites(n_layers, layer_ops)
     labels = {s: site_label(s, n_layers) for s in sites}
     for pat, fmt in cfg.rounds:
         if not any(fnmatch.fnmatchcase(label, pat) for label in labels.values()):
-            raise _selects_nothing(f"round={pat}:{fmt}", n_layers, f"pattern {pat!r} matches no op of this model")
+            raise _selects_nothing(f"round={pat}:{fmt}", n_layers, f"pattern {pat!r} matches no op of this model",
+                                   layer_ops)
     out = {}
     for pat, step, fmt in cfg.inner:
         option = f"inner={pat}:{step}:{fmt}"
         matched = [s for s in sites if fnmatch.fnmatchcase(labels[s], pat)]
         if not matched:
-            raise _selects_nothing(option, n_layers, f"pattern {pat!r} matches no op of this model")
+            raise _selects_nothing(option, n_layers, f"pattern {pat!r} matches no op of this model", layer_ops)
         ops = STEPS[step]
         hit = [s for s in matched if ops is None or s[1] in ops]
         if not hit:
             raise _selects_nothing(option, n_layers, f"{step} is a step of {', '.join(ops)} only, and {pat!r} "
                                    f"matches {', '.join(labels[s] for s in matched[:6])}"
-                                   + (", ..." if len(matched) > 6 else ""))
+                                   + (", ..." if len(matched) > 6 else ""), layer_ops)
         if step == "mean_square" and cfg.norm != "torch":
             raise UsageError(f"{option}: mean_square computes the model's own RMSNorm; not with norm={cfg.norm}")
         for s in hit:
             out.setdefault(s, {}).setdefault(step, fmt)
     if cfg.spread:
-        for s in spread_sites(cfg.spread, n_layers):
+        for s in spread_sites(cfg.spread, n_layers, layer_ops):
             out.setdefault(s, {}).setdefault("input", cfg.spread[2])
     return out
 
 
-def fault_sites(cfg, n_layers: int):
+def fault_sites(cfg, n_layers: int, layer_ops=LAYER_OPS):
     """The tapped sites where `cfg`'s faults act (round=, inner=, spread=) or, for faults outside the
     op map (embed=, rope=), the first tapped ops that read their result: where a correct attribution
     points. Execution order."""
-    found = set(plan(cfg, n_layers))
-    found |= {s for s in all_sites(n_layers) if cfg.rounding_for(site_label(s, n_layers)) is not None}
+    found = set(plan(cfg, n_layers, layer_ops))
+    found |= {s for s in all_sites(n_layers, layer_ops) if cfg.rounding_for(site_label(s, n_layers)) is not None}
     if cfg.embed:
         found |= {(0, "input_norm"), (0, "attn_residual")}
     if cfg.rope:
         found |= {(i, "rotary") for i in range(n_layers)}
-    return [s for s in all_sites(n_layers) if s in found]
+    return [s for s in all_sites(n_layers, layer_ops) if s in found]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
     load("mistral-7b-random", device="cuda", dtype=torch.bfloat16)  # Mistral-7B's exact shape, seeded weights
     load("mistral-tiny", ...)        # the same code path, 2 layers, hidden 64 (CPU tests)
+    load("mixtral-8x7b-random", ...) # Mixtral-8x7B's exact shape (8 experts, top-2), seeded weights (GPU: ~94 GB bf16)
+    load("mixtral-8x7b-random:4", ...)   # the same with its first 4 decoder layers only
+    load("tiny-mixtral", ...)        # the Mixtral code path, 3 layers, hidden 64, 8 experts top-2 (CPU tests)
     load("smollm2", ...)             # real trained SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)
     load("/path/to/hf_dir" or "/path/model.gguf", ...)
 
@@ -26,9 +29,9 @@ import torch  # noqa: E402
 from probes.errors import UsageError  # noqa: E402
 
 __all__ = ["LoadedModel", "load", "MODEL_NAMES", "default_model", "mistral_tokenizer_path",
-           "smollm2_gguf_path", "seeded_fill_", "tiny_mistral_config", "mix64"]
+           "smollm2_gguf_path", "seeded_fill_", "tiny_mistral_config", "tiny_mixtral_config", "mixtral_layers", "mix64"]
 
-MODEL_NAMES = ("mistral-7b-random", "mistral-tiny", "smollm2")
+MODEL_NAMES = ("mistral-7b-random", "mistral-tiny", "mixtral-8x7b-random[:LAYERS]", "tiny-mixtral", "smollm2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -188,12 +191,46 @@ def tiny_mistral_config(**overrides):
     return MistralConfig(**cfg)
 
 
+def tiny_mixtral_config(**overrides):
+    """Mixtral's architecture at a CPU test's size: 3 layers, hidden 64, 8 experts of width 32, top-2."""
+    from transformers import MixtralConfig
+    cfg = dict(vocab_size=257, hidden_size=64, intermediate_size=32, num_hidden_layers=3,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+               num_local_experts=8, num_experts_per_tok=2, sliding_window=None)
+    cfg.update(overrides)
+    return MixtralConfig(**cfg)
+
+
+def mixtral_layers(name: str):
+    """The layer count of `mixtral-8x7b-random[:LAYERS]` (None: all 32), or False for another name."""
+    head, colon, tail = name.partition(":")
+    if head != "mixtral-8x7b-random":
+        return False
+    if not colon:
+        return None
+    try:
+        n = int(tail)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 32:
+        raise UsageError(f"model {name!r}: LAYERS must be an integer 1..32 (Mixtral-8x7B has 32 decoder layers)")
+    return n
+
+
 def _seeded_mistral(config, device, dtype, seed: int):
-    from transformers import MistralForCausalLM
-    from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding
+    """A seeded model of `config`'s architecture (MistralConfig or MixtralConfig)."""
+    if config.model_type == "mixtral":
+        from transformers import MixtralForCausalLM as cls
+        from transformers.models.mixtral.modeling_mixtral import MixtralRotaryEmbedding as rotary
+        config._experts_implementation = "eager"       # transformers' own loop over experts (the op map's order)
+    else:
+        from transformers import MistralForCausalLM as cls
+        from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding as rotary
     with torch.device("meta"):
-        model = MistralForCausalLM(config)
+        model = cls(config)
     model = model.to(dtype).to_empty(device=device)
+    if config.model_type == "mixtral":                  # whatever the model's init chose for this device
+        model.config._experts_implementation = "eager"
     for i, (name, p) in enumerate(model.named_parameters()):
         p.requires_grad_(False)
         if name.endswith("norm.weight"):      # around 1, like a trained RMSNorm scale; rounded once
@@ -201,7 +238,7 @@ def _seeded_mistral(config, device, dtype, seed: int):
             p.data.copy_(tmp + 1.0)
         else:
             seeded_fill_(p.data, seed, i, config.initializer_range)
-    model.model.rotary_emb = MistralRotaryEmbedding(config).to(device)   # fp32 inv_freq, as HF keeps it
+    model.model.rotary_emb = rotary(config).to(device)   # fp32 inv_freq, as HF keeps it
     model.eval()
     return model
 
@@ -228,6 +265,9 @@ def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, see
 @functools.lru_cache(maxsize=6)
 def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
     lm = _load(name, device, dtype, seed)
+    if weights != "native" and getattr(lm.model.config, "model_type", "") == "mixtral":
+        raise UsageError(f"weights={weights}: quantised weights are for dense llama/mistral MLPs; "
+                         f"{name} is a mixture of experts (weights=native only)")
     if weights == "fp8":
         from llm.runconfig import quantize_weights_fp8_
         quantize_weights_fp8_(lm.model)
@@ -244,10 +284,13 @@ def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
 
 def _load(name: str, device: str, dtype: torch.dtype, seed: int) -> LoadedModel:
     _check_device(device)
-    if name in ("mistral-7b-random", "mistral-tiny"):
-        from transformers import MistralConfig
-        if name == "mistral-7b-random":
-            config = MistralConfig()
+    n_mixtral = mixtral_layers(name) if isinstance(name, str) else False
+    if name in ("mistral-7b-random", "mistral-tiny", "tiny-mixtral") or n_mixtral is not False:
+        from transformers import MistralConfig, MixtralConfig
+        if name == "mistral-7b-random" or n_mixtral is not False:
+            config = MistralConfig() if n_mixtral is False else MixtralConfig()     # the 7B / 8x7B defaults
+            if n_mixtral:
+                config.num_hidden_layers = n_mixtral
             try:
                 tok = SentencePieceTokenizer(mistral_tokenizer_path())
             except UsageError as exc:
@@ -258,12 +301,15 @@ def _load(name: str, device: str, dtype: torch.dtype, seed: int) -> LoadedModel:
                       file=sys.stderr)
                 tok = ByteTokenizer()
         else:
-            config = tiny_mistral_config()
+            config = tiny_mixtral_config() if name == "tiny-mixtral" else tiny_mistral_config()
             tok = ByteTokenizer()
         config._attn_implementation = "sdpa"
         model = _seeded_mistral(config, device, dtype, seed)
-        info = {"source": "seeded random weights", "architecture": "MistralForCausalLM", "seed": seed,
-                "weights_generator": "llm.models.seeded_fill_ (int64 hash, uniform)"}
+        info = {"source": "seeded random weights", "architecture": type(model).__name__, "seed": seed,
+                "weights_generator": "llm.models.seeded_fill_ (int64 hash, uniform)",
+                "layers": config.num_hidden_layers}
+        if config.model_type == "mixtral":
+            info.update(experts=config.num_local_experts, top_k=config.num_experts_per_tok)
         return LoadedModel(name, model, tok, device, dtype, info)
     if not isinstance(name, str) or not name:
         raise UsageError("no model name given")
@@ -291,8 +337,10 @@ def _load_hf(path: Path, device, dtype, name) -> LoadedModel:
         raise UsageError(f"cannot load model from {path}: {type(exc).__name__}: {exc}") from None
     model = model.to(device).eval()
     mt = model.config.model_type
-    if mt not in ("llama", "mistral"):
-        raise UsageError(f"model {path} is a {mt!r} model; llm/ maps the operations of llama/mistral "
+    if mt not in ("llama", "mistral", "mixtral"):
+        raise UsageError(f"model {path} is a {mt!r} model; llm/ maps the operations of llama/mistral/mixtral "
                          "decoder layers only")
+    if mt == "mixtral":
+        model.config._experts_implementation = "eager"
     info = {"source": str(path), "architecture": type(model).__name__}
     return LoadedModel(name, model, HFTokenizer(tok, path.name), device, dtype, info)

@@ -1,14 +1,17 @@
-"""The operation map: every floating-point operation of a llama/mistral decoder, named and tapped.
+"""The operation map: every floating-point operation of a llama/mistral/mixtral decoder, named and tapped.
 
 Per decoder layer (in execution order)::
 
     input_norm, q_proj, k_proj, v_proj, rotary, attn_core, o_proj, attn_residual,
     post_attn_norm, gate_proj, up_proj, act_mul, down_proj, mlp_residual
 
-then `final_norm` and `lm_head`. Residual adds, the rotary embedding and act(gate)*up are not modules,
-so `install(model)` replaces, at run time and on the instances only, the forward of every decoder layer
-(which then does the attention and the MLP itself) and of the final norm and lm_head with equivalent
-code in which each operation is one call ``tap(layer, op, fn, *inputs)``. The default tap just returns
+then `final_norm` and `lm_head`. A mixture-of-experts layer (Mixtral) has `router` and `experts` in place of
+the gated MLP's five ops (MOE_LAYER_OPS): `router` the router's linear (its logits [batch, position,
+n_experts]), `experts` the routing rule (probes.moe.routing: the model's own top-k, or a per-batch expert
+capacity, `OpMap.router`) and the experts' MLPs weighted and summed (as transformers' eager experts do).
+Residual adds, the rotary embedding and act(gate)*up are not modules, so `install(model)` replaces, at run
+time and on the instances only, the forward of every decoder layer (which then does the attention and the
+MLP itself) and of the final norm and lm_head with equivalent code in which each operation is one call ``tap(layer, op, fn, *inputs)``. The default tap just returns
 ``fn(*inputs)``: the installed model gives the same bits as the original (tests/test_llm_opmap.py).
 Taps that record, patch or replace operations live in llm/attribute.py and llm/runconfig.py.
 
@@ -21,17 +24,19 @@ import types
 
 import torch
 
-__all__ = ["LAYER_OPS", "FINAL_OPS", "OP_CLASS", "Site", "site_label", "parse_site", "all_sites", "OpMap",
-           "install", "plain_tap", "rotary", "residual_add", "ActMul"]
+__all__ = ["LAYER_OPS", "MOE_LAYER_OPS", "FINAL_OPS", "MoEExperts", "RouterLinear", "is_moe", "OP_CLASS", "Site",
+           "site_label", "parse_site", "all_sites", "OpMap", "install", "plain_tap", "rotary", "residual_add", "ActMul"]
 
 LAYER_OPS = ("input_norm", "q_proj", "k_proj", "v_proj", "rotary", "attn_core", "o_proj", "attn_residual",
              "post_attn_norm", "gate_proj", "up_proj", "act_mul", "down_proj", "mlp_residual")
+MOE_LAYER_OPS = ("input_norm", "q_proj", "k_proj", "v_proj", "rotary", "attn_core", "o_proj", "attn_residual",
+                 "post_attn_norm", "router", "experts", "mlp_residual")
 FINAL_OPS = ("final_norm", "lm_head")
 OP_CLASS = {"input_norm": "norm", "post_attn_norm": "norm", "final_norm": "norm",
             "q_proj": "linear", "k_proj": "linear", "v_proj": "linear", "o_proj": "linear",
             "gate_proj": "linear", "up_proj": "linear", "down_proj": "linear", "lm_head": "linear",
             "rotary": "rotary", "attn_core": "attention", "attn_residual": "residual",
-            "mlp_residual": "residual", "act_mul": "activation"}
+            "mlp_residual": "residual", "act_mul": "activation", "router": "linear", "experts": "experts"}
 
 Site = tuple  # (layer, op); layer == n_layers for the final ops
 
@@ -48,9 +53,15 @@ def parse_site(label: str, n_layers: int):
     return (int(head[1:]), op)
 
 
-def all_sites(n_layers: int):
-    """Every tapped site of a model with `n_layers` decoder layers, in execution order."""
-    return [(i, op) for i in range(n_layers) for op in LAYER_OPS] + [(n_layers, op) for op in FINAL_OPS]
+def all_sites(n_layers: int, layer_ops=LAYER_OPS):
+    """Every tapped site of a model with `n_layers` decoder layers of ops `layer_ops`, in execution order."""
+    return [(i, op) for i in range(n_layers) for op in layer_ops] + [(n_layers, op) for op in FINAL_OPS]
+
+
+def is_moe(model) -> bool:
+    """Whether the model's decoder layers are mixture-of-experts layers (a router and experts)."""
+    mlp = model.model.layers[0].mlp
+    return hasattr(mlp, "experts") and hasattr(mlp, "gate")
 
 
 def plain_tap(layer, op, fn, *inputs):
@@ -85,6 +96,14 @@ class OpMap:
         self.layers = list(model.model.layers)
         self.n_layers = len(self.layers)
         self.tap = plain_tap
+        self.moe = is_moe(model)
+        self.layer_ops = MOE_LAYER_OPS if self.moe else LAYER_OPS
+        # MoE state a run sets around its forward: the routing rule (probes.moe.routing.RouterSpec; None: the
+        # model's own top-k), which tokens count ([batch, position] bool; None: all), and a list that collects
+        # (layer, Routing) of every experts op (None: not collected)
+        self.router = None
+        self.token_mask = None
+        self.routing_log = None
         self._patched = []
         for i, layer in enumerate(self.layers):
             self._set_forward(layer, types.MethodType(self._make_layer_forward(i), layer))
@@ -96,7 +115,7 @@ class OpMap:
         self._set_forward(head, lambda x: self.tap(L, "lm_head", head_op, x))
 
     def sites(self):
-        return all_sites(self.n_layers)
+        return all_sites(self.n_layers, self.layer_ops)
 
     def label(self, site):
         return site_label(site, self.n_layers)
@@ -149,6 +168,10 @@ class OpMap:
             h = tap(i, "attn_residual", residual_add, residual, a)
             residual = h
             h = tap(i, "post_attn_norm", layer.post_attention_layernorm, h)
+            if opmap.moe:
+                logits = tap(i, "router", RouterLinear(mlp.gate), h)
+                e = tap(i, "experts", MoEExperts(mlp, i, opmap), h, logits)
+                return tap(i, "mlp_residual", residual_add, residual, e)
             g = tap(i, "gate_proj", mlp.gate_proj, h)
             u = tap(i, "up_proj", mlp.up_proj, h)
             au = tap(i, "act_mul", ActMul(mlp.act_fn), g, u)
@@ -168,6 +191,52 @@ class ActMul:
         return self.act(g) * u
 
 
+class RouterLinear:
+    """The router's linear (transformers' MixtralTopKRouter: F.linear(h, W), no bias), exposing .weight/.bias
+    like an nn.Linear (so linear= replacements apply to it). Output [batch, position, n_experts]."""
+
+    def __init__(self, gate):
+        self.weight, self.bias = gate.weight, None
+
+    def __call__(self, h):
+        return torch.nn.functional.linear(h, self.weight)
+
+
+class MoEExperts:
+    """The experts op of layer `layer`: route (probes.moe.routing, by the OpMap's `router`, over its
+    `token_mask`), then each expert hit, in expert order, on its tokens (slot-major, as transformers' eager
+    MixtralExperts: gate_up linear, act(gate) * up, down linear, times the slot's weight, index_add_).
+    A dropped slot adds nothing; a token whose every slot was dropped gets 0 (its residual alone)."""
+
+    def __init__(self, mlp, layer, opmap):
+        self.mlp, self.layer, self.opmap = mlp, layer, opmap
+
+    def __call__(self, h, logits):
+        from probes.moe.routing import RouterSpec, route
+        experts = self.mlp.experts
+        E, k = experts.num_experts, self.mlp.gate.top_k
+        shape = h.shape
+        x = h.reshape(-1, shape[-1])
+        mask = self.opmap.token_mask
+        r = route(logits.reshape(-1, E), k, self.opmap.router or RouterSpec(),
+                  None if mask is None else mask.reshape(-1))
+        if self.opmap.routing_log is not None:
+            self.opmap.routing_log.append((self.layer, r))
+        out = torch.zeros_like(x)
+        with torch.no_grad():       # the experts hit, ascending (no integer sum: llm.deterministic's audit flags it)
+            hit_mask = torch.nn.functional.one_hot(r.indices, num_classes=E + 1).permute(2, 1, 0)
+            hit = torch.unique(r.indices)
+        for e in hit:
+            if e == E:
+                continue
+            pos, tok = torch.where(hit_mask[e])
+            gate, up = torch.nn.functional.linear(x[tok], experts.gate_up_proj[e]).chunk(2, dim=-1)
+            y = torch.nn.functional.linear(experts.act_fn(gate) * up, experts.down_proj[e])
+            y = y * r.weights[tok, pos, None]
+            out.index_add_(0, tok, y.to(out.dtype))
+        return out.reshape(shape)
+
+
 class _LinearCall:
     """lm_head's original forward, exposing .weight/.bias like an nn.Linear (for linear replacements)."""
 
@@ -185,9 +254,9 @@ def install(model) -> OpMap:
     if existing is not None:
         return existing
     mt = getattr(model.config, "model_type", "")
-    if mt not in ("llama", "mistral"):
+    if mt not in ("llama", "mistral", "mixtral"):
         from probes.errors import UsageError
-        raise UsageError(f"the op map knows llama/mistral decoder layers, not {mt!r}")
+        raise UsageError(f"the op map knows llama/mistral/mixtral decoder layers, not {mt!r}")
     om = OpMap(model)
     object.__setattr__(model, "_driftscope_opmap", om)
     return om

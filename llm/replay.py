@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from llm.opmap import ActMul, residual_add, rotary
+from llm.opmap import ActMul, MoEExperts, RouterLinear, residual_add, rotary
 from llm.runconfig import RunConfig, round_tensor
 from llm.runs import local_metrics
 from llm.trace import from_numpy, read_trace
@@ -32,9 +32,18 @@ def op_function(model, cfg: RunConfig, label: str, n_layers: int, n_positions: i
         return lambda x: type(mod).forward(mod, x[None])[0]
     layer = model.model.layers[int(head[1:])]
     attn, mlp = layer.self_attn, layer.mlp
+    if op == "router":
+        r = RouterLinear(mlp.gate)
+        return lambda x: r(x[None])[0]
+    if op == "experts":            # the routing over the traced positions only (a capacity sees those tokens)
+        import types
+        e = MoEExperts(mlp, int(head[1:]), types.SimpleNamespace(router=cfg.router_spec(), token_mask=None,
+                                                                 routing_log=None))
+        return lambda h, logits: e(h[None], logits[None])[0]
     mods = {"input_norm": layer.input_layernorm, "post_attn_norm": layer.post_attention_layernorm,
-            "q_proj": attn.q_proj, "k_proj": attn.k_proj, "v_proj": attn.v_proj, "o_proj": attn.o_proj,
-            "gate_proj": mlp.gate_proj, "up_proj": mlp.up_proj, "down_proj": mlp.down_proj}
+            "q_proj": attn.q_proj, "k_proj": attn.k_proj, "v_proj": attn.v_proj, "o_proj": attn.o_proj}
+    if hasattr(mlp, "gate_proj"):              # a dense MLP (a mixture of experts has router and experts)
+        mods.update(gate_proj=mlp.gate_proj, up_proj=mlp.up_proj, down_proj=mlp.down_proj)
     if op in mods:
         m = mods[op]
         return lambda x: m(x[None])[0]

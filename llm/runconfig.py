@@ -32,6 +32,15 @@ Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms 
   shape (0 = the default pick), or the pick made for M rows (what a batch change does to a linear).
 - weights=int4:... on a GPU: dequantised by the dequant probe's CUDA kernel (probes.dequant.kernels).
 Errors name the option and what is available; nothing is silently replaced by something else.
+- tp=W, tp_reduce=rank|ring|float64: tensor parallelism over W ranks emulated in one process (llm.tp):
+  q/k/v/gate/up column-parallel, attention per rank's heads, o_proj/down_proj row-parallel (W partial
+  products over slices of K, each rounded to dtype, then summed as an all-reduce would: in rank order,
+  the textbook ring's order, or in float64 rounded once). Needs linear=torch.
+- router=topk|capacity:FACTOR:drop|capacity:FACTOR:reroute (mixture-of-experts models only; probes.moe.routing):
+  topk = the model's own dropless top-k (the default); capacity = a GShard/Switch expert capacity
+  ceil(FACTOR * tokens * top_k / n_experts) per expert, computed per batch, overflow dropped to the residual
+  or re-routed to the next-best expert with room. On a model without experts: a UsageError when the run
+  is prepared.
 - round=PATTERN:FORMAT[+...]: round the output of the ops whose label matches PATTERN (fnmatch on
   "L3.down_proj", "final.lm_head") to FORMAT (a numerics.formats name): a planted fault, at a tap site.
 Planted faults away from the tap sites (llm.faults has the details; python -m llm.faultstudy runs them):
@@ -173,7 +182,10 @@ class RunConfig:
     spread: tuple = ()          # (count, seed, format) or ()
     embed: str = ""             # format of the embedding output, "" = untouched
     rope: str = ""              # format of the rotary angles, "" = untouched
+    router: str = ""            # MoE routing (probes.moe.routing), "" = not given: the model's own top-k
     seed: int = 0
+    tp: int = 1                 # tensor-parallel ranks, emulated (llm.tp)
+    tp_reduce: str = "rank"     # the emulated all-reduce's order (llm.tp.REDUCES)
     text: str = ""
 
     @property
@@ -197,6 +209,13 @@ class RunConfig:
         if op_class == "rotary" and self.fma != "default":
             return mk.rotary_fma("fma" if self.fma == "on" else "mul_add")
         return None
+
+    def router_spec(self):
+        """The probes.moe.routing.RouterSpec of `router=` (None when not given: the model's own top-k)."""
+        if not self.router:
+            return None
+        from probes.moe.routing import parse_router
+        return parse_router(self.router, f"run config {self.text!r}")
 
     def rounding_for(self, label: str):
         for pat, fmt in self.rounds:
@@ -278,7 +297,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     if dt not in DTYPES:
         raise UsageError(f"run config {spec!r}: dtype {dt!r} not one of float32, bfloat16, float16")
     kw["dtype"] = str(DTYPES[dt]).replace("torch.", "")
-    for k in ("batch", "seed"):
+    for k in ("batch", "seed", "tp"):
         if k in fields:
             try:
                 kw[k] = int(fields[k])
@@ -286,6 +305,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                 raise UsageError(f"run config {spec!r}: {k} must be an integer") from None
     if kw.get("batch", 1) < 1:
         raise UsageError(f"run config {spec!r}: batch must be >= 1")
+    if kw.get("tp", 1) < 1:
+        raise UsageError(f"run config {spec!r}: tp must be >= 1")
     if fields.get("weights", "").startswith("int4"):
         from llm.kernels import parse_int4_spec
         parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
@@ -325,7 +346,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         kw["tf32"] = t
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
                "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
-               "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"])}
+               "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"]),
+               "tp_reduce": ("rank", "ring", "float64")}
     for k, allowed in choices.items():
         if k in fields:
             if fields[k] not in allowed:
@@ -352,7 +374,15 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     for k in ("embed", "rope"):
         if k in fields:
             kw[k] = _check_format(fields[k], spec, f"{k}={fields[k]}")
+    if "router" in fields:
+        from probes.moe.routing import parse_router
+        kw["router"] = parse_router(fields["router"], f"run config {spec!r}").text
     if kw.get("linear") == "batch_invariant" and kw["dtype"] not in ("bfloat16", "float16"):
         raise UsageError(f"run config {spec!r}: linear=batch_invariant supports dtype bfloat16 or float16, "
                          f"not {kw['dtype']}")
+    if "tp_reduce" in kw and kw.get("tp", 1) == 1:
+        raise UsageError(f"run config {spec!r}: tp_reduce={kw['tp_reduce']} selects nothing without tp=W (W >= 2)")
+    if kw.get("tp", 1) > 1 and kw.get("linear", "torch") != "torch":
+        raise UsageError(f"run config {spec!r}: tp={kw['tp']} computes the linears itself (llm.tp); "
+                         f"it needs linear=torch, not linear={kw['linear']}")
     return RunConfig(**kw)

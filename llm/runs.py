@@ -31,7 +31,7 @@ from llm.runconfig import RunConfig, round_tensor
 
 __all__ = ["Run", "RunTap", "NonFiniteError", "first_nonfinite", "ulp_distance_max"]
 
-from probes.errors import DriftscopeError
+from probes.errors import DriftscopeError, UsageError
 
 
 class NonFiniteError(DriftscopeError):
@@ -121,11 +121,25 @@ class Run:
         self.dtype = cfg.torch_dtype
         self.device = cfg.device
         self.n_layers = self.opmap.n_layers
+        self.layer_ops = self.opmap.layer_ops
         self.sites = self.opmap.sites()
-        self.faults = plan(cfg, self.n_layers)     # {site: {step: format}}; an option selecting nothing raises
+        self.router = cfg.router_spec()             # MoE routing rule (None: the model's own top-k)
+        if self.router is not None and not self.opmap.moe:
+            raise UsageError(f"run config {cfg.text!r}: router={cfg.router}: model {loaded.name} has no experts "
+                             "(router= is for mixture-of-experts models: tiny-mixtral, mixtral-8x7b-random)")
+        self.routing_log = None                     # a list: every experts op appends (layer, Routing) to it
+        # {site: {step: format}}; an option selecting nothing raises
+        self.faults = plan(cfg, self.n_layers, self.layer_ops)
         self.rules = {}
+        tp = getattr(cfg, "tp", 1)
+        if tp > 1:
+            from llm.tp import check_tp
+            check_tp(self.model.config, tp)
         for site in self.sites:
             rep = cfg.replacement(OP_CLASS[site[1]])
+            if tp > 1:                                 # tensor parallelism, emulated (llm.tp)
+                from llm.tp import replacement as tp_replacement
+                rep = tp_replacement(site[1], tp, cfg.tp_reduce) or rep
             inner = InnerFault(self.faults[site]) if site in self.faults else None
             self.rules[site] = (rep, cfg.rounding_for(self.opmap.label(site)), inner)
         self.set_prompt(prompt_ids)
@@ -184,6 +198,9 @@ class Run:
         """float32 logits of the prompt [T, vocab] (or [vocab] of its last position)."""
         self.model.config._attn_implementation = self.cfg.attn
         self.opmap.tap = tap if tap is not None else RunTap(self)
+        om = self.opmap
+        om.router, om.routing_log = self.router, self.routing_log
+        om.token_mask = None if self.full else self.attention_mask.bool()      # padding claims no expert slot
         hooks = untapped_hooks(self.model, self.cfg)
         tf32 = None
         if self.cfg.tf32 != "default" and str(self.device).startswith("cuda"):   # tf32=on|off (llm.mechkernels)
@@ -197,6 +214,7 @@ class Run:
             if tf32 is not None:
                 tf32.__exit__(None, None, None)
             self.opmap.tap = plain_tap
+            om.router = om.routing_log = om.token_mask = None
             for h in hooks:
                 h.remove()
         if last_only:

@@ -23,7 +23,14 @@ real text in llm/data/traffic_corpus.txt). For each mode (`default`: the kernels
 median of `--bench-repeats`), generated tokens per second: the cost of determinism.
 
 Models: `smollm2` (the real SmolLM2-135M-Instruct; CPU and GPU), `mistral-7b-random` (Mistral-7B's shape,
-seeded; GPU), `mistral-tiny` (CPU tests), or a local HF folder / .gguf file.
+seeded; GPU), `mistral-tiny` (CPU tests), `mixtral-8x7b-random[:LAYERS]` / `tiny-mixtral` (mixtures of
+experts), or a local HF folder / .gguf file.
+
+`--router capacity:FACTOR:drop|reroute` (mixtures of experts only; probes.moe.routing): every MoE layer routes
+each engine step's tokens with an expert capacity computed for that step, as a server does (the op map's
+experts op, llm.opmap); the report counts the dropped and re-routed slots per mode. With it, the
+`deterministic` mode shows routing alone (batch-invariant kernels, capacity on), `default` both; a run without
+it shows arithmetic alone (docs/moe.md).
 """
 from __future__ import annotations
 
@@ -234,9 +241,30 @@ def engine_config(traffic, device, num_blocks=None, max_batch_tokens=None):
     return ContinuousBatchingConfig(num_blocks=num_blocks or need, max_batch_tokens=max_batch_tokens or 512)
 
 
+class RoutingCounts:
+    """Stands in for the op map's routing log: totals of every experts op's routing (llm.opmap.MoEExperts)."""
+
+    def __init__(self):
+        self.calls = self.tokens = self.slots_dropped = self.slots_rerouted = self.tokens_all_dropped = 0
+
+    def append(self, item):
+        _, r = item
+        self.calls += 1
+        self.tokens += r.tokens
+        self.slots_dropped += r.dropped
+        self.slots_rerouted += r.rerouted
+        self.tokens_all_dropped += r.tokens_all_dropped
+
+    def summary(self):
+        return dict(vars(self))
+
+
 def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temperature=0.0, cb_config=None):
-    """Run the traffic, the prompt alone and the static batches under `mode`; returns (analysis, static, runs)."""
+    """Run the traffic, the prompt alone and the static batches under `mode`; returns (analysis, static, runs).
+    Where the op map routes with a capacity (`--router`), the analysis counts the traffic's dropped slots."""
     from llm.determinism import mode_context
+    om = getattr(lm.model, "_driftscope_opmap", None)
+    counts = RoutingCounts() if om is not None and om.router is not None else None
     probe = [r for r in traffic if r.kind == "probe"]
     probe_rids = [r.rid for r in probe]
     others = [r.prompt_ids for r in traffic if r.kind == "background"]
@@ -244,9 +272,13 @@ def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temper
     from probes.progress import Progress
     with mode_context(mode) as det:
         with Progress(len(traffic), f"serve {mode}") as bar:         # requests released so far
+            if counts is not None:
+                om.routing_log = counts
             run = run_engine(lm.model, traffic, tracked=probe_rids, temperature=temperature, cb_config=cb_config,
                              audit_steps=3 if det is not None else 0,
                              progress=lambda h: bar.update(h.next - bar.count, f"step {h.step}"))
+            if counts is not None:
+                om.routing_log = None
         alone = run_engine(lm.model, alone_req, tracked=["alone"], temperature=temperature, cb_config=cb_config)
         static = static_batches(lm, probe[0].prompt_ids, others, static_sizes, max_new_tokens) \
             if temperature == 0 and static_sizes else []
@@ -255,6 +287,9 @@ def serve_mode(lm, traffic, *, mode, max_new_tokens, static_sizes=(1, 8), temper
         s["tokens_equal_alone"] = s["tokens"] == res["alone_tokens"]
         s["logits_equal_alone_steps"] = sum(1 for a, b in zip(s["checksums"], res["alone_checksums"]) if a == b)
     res["mode"] = det.summary() if det is not None else {"name": "default"}
+    if counts is not None:
+        res["router"] = om.router.text
+        res["routing"] = counts.summary()
     return res, static, {"traffic": run, "alone": alone}
 
 
@@ -324,6 +359,11 @@ def format_table(results: dict) -> str:
         lines.append(f"{mode:<14} {res['copies']:>6} {res['n_distinct']:>8} {counts:<24} "
                      f"{res['copies_logits_equal_alone']:>8}/{res['copies']:<5} "
                      f"{b.get('min', '-')!s:>10}/{b.get('median', '-')!s}/{b.get('max', '-')!s}")
+        if "routing" in res:
+            r = res["routing"]
+            lines.append(f"  router {res['router']}: {r['slots_dropped']} slots dropped, "
+                         f"{r['slots_rerouted']} re-routed, "
+                         f"{r['tokens_all_dropped']} tokens with every slot dropped, of {r['tokens']} token-layers")
         for d in res["distinct"][1:6]:
             lines.append(f"  {d['count']:>5}x diverges at token {d['first_divergence']}: margin "
                          f"{d.get('margin', float('nan')):.3g} (modal copy {d.get('modal_margin', float('nan')):.3g}) "
@@ -341,11 +381,20 @@ def plot(report: dict, path: str) -> None:
     exps = {e["key"]: e for e in report["experiments"]}
     modes = [k.split("/")[1] for k in exps if k.endswith("/completions")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x0, ticks, labels = 0, [], []
     for mode in modes:
         m = exps[f"serve/{mode}/completions"]["metrics"]
-        axes[0].bar([f"{mode}\n#{i + 1}" for i in range(min(8, len(m["counts"])))], m["counts"][:8], label=mode)
+        shown = m["counts"][:8]
+        xs = [x0 + i for i in range(len(shown))]
+        axes[0].bar(xs, shown, label=f"{mode}: {m['n_distinct']} distinct"
+                    + (f" ({len(m['counts']) - len(shown)} more not shown)" if len(m["counts"]) > len(shown) else ""))
+        ticks += xs
+        labels += [f"#{i + 1}" for i in range(len(shown))]
+        x0 += len(shown) + 1
         h = m["batch_requests_histogram"]
         axes[1].plot([int(k) for k in h], list(h.values()), ".-", label=mode)
+    axes[0].set_xticks(ticks, labels)
+    axes[0].legend(fontsize=8)
     axes[0].set_yscale("log")
     axes[0].set_title("completions of the probe prompt (most common first)")
     axes[0].set_ylabel("copies")
@@ -389,6 +438,9 @@ def build_parser():
                          "from free memory; on the CPU: enough for the traffic, see engine_config)")
     ap.add_argument("--max-batch-tokens", type=int, default=None,
                     help="query tokens per engine step (default: the engine's own on a GPU, 512 on the CPU)")
+    ap.add_argument("--router", default=None, metavar="RULE",
+                    help="mixtures of experts: capacity:FACTOR:drop|reroute, an expert capacity per engine step "
+                         "(probes.moe.routing); default: the model's own top-k")
     ap.add_argument("--bench", action="store_true", help="also time the traffic per mode (no recording)")
     ap.add_argument("--bench-repeats", type=int, default=3)
     return ap
@@ -419,7 +471,18 @@ def main(argv=None) -> int:
         raise UsageError("--static: batch sizes must be >= 1")
     model = args.model or "smollm2"
     t0 = time.perf_counter()
+    router = None
+    if args.router is not None:
+        from probes.moe.routing import parse_router
+        router = parse_router(args.router, "--router")
     lm = load(model, device, DTYPES[dtype], args.seed)
+    if router is not None:
+        from llm.opmap import install
+        om = install(lm.model)
+        if not om.moe:
+            raise UsageError(f"--router {args.router}: model {model} has no experts (router= is for mixtures of "
+                             "experts: tiny-mixtral, mixtral-8x7b-random)")
+        om.router = router
     name, text, ids = load_prompt(args, lm.tokenizer)
     traffic = make_traffic(lm.tokenizer, ids, copies=copies, background=background, seed=args.seed,
                            max_new_tokens=max_new, span=span,
@@ -429,11 +492,12 @@ def main(argv=None) -> int:
     rep = new_report("serve", command=None, fingerprint=fingerprint(device),
                      config={"model": model, "dtype": dtype, "device": device, "copies": copies,
                              "background": background, "max_new_tokens": max_new, "span": span,
-                             "temperature": args.temperature, "modes": modes, "model_info": lm.info})
+                             "temperature": args.temperature, "modes": modes, "model_info": lm.info,
+                             "router": router.text if router is not None else "model's own top-k"})
     inputs = {"prompt_name": name, "prompt_tokens": len(ids), "prompt_text_head": text[:200], "traffic_seed": args.seed,
               "copies": copies, "background": background, "span": span, "max_new_tokens": max_new,
               "weights_seed": args.seed, "model": model, "dtype": dtype, "temperature": args.temperature,
-              "logit_checksum": CHECKSUM}
+              "logit_checksum": CHECKSUM, **({"router": router.text} if router is not None else {})}
     cbc = engine_config(traffic, device, args.num_blocks, args.max_batch_tokens)
     results = {}
     for mode in modes:

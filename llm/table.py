@@ -67,7 +67,7 @@ def heatmap_matrix(res, key="contribution", mode=None):
     """[layer rows (+ final)] x [op columns] of causal op contributions (of `mode`, default the
     default mode's) or local 'rel_err'."""
     n = res["n_layers"]
-    ops = list(LAYER_OPS) + list(FINAL_OPS)
+    ops = list(res.get("layer_ops", LAYER_OPS)) + list(FINAL_OPS)
     m = [[math.nan] * len(ops) for _ in range(n + 1)]
     causal = res.get("causal_" + mode, []) if mode else res.get("causal", [])
     rows = [r for r in causal if r["kind"] == "op"] if key == "contribution" else res.get("local", [])

@@ -53,18 +53,32 @@ def test_validation_is_exact_for_the_right_model_and_not_for_a_wrong_one():
         assert bad["match_rate"] < 1.0 and bad["mismatch_examples"]
 
 
+def _cpu_has_avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
 def test_torch_cpu_is_not_a_block_fma_chain():
     """What torch's CPU matmul reveals: the designs fit a sequential FMA chain, the random vectors
     do not (a blocked, vectorised BLAS order), so validation is < 1 and the report says so.
-    (Measured here, MKL on AVX2, 2026-12: match rate 0.119 / 0.124 / 0.122 for seeds 0 / 1 / 2.)"""
+    (Measured here, MKL on AVX2, 2026-12: match rate 0.119 / 0.124 / 0.122 for seeds 0 / 1 / 2.)
+    The order is the CPU BLAS's choice: on the GPU machine's Sapphire Rapids (AVX-512, AMX) the same vectors
+    fit the sequential chain on all 4,096 samples (2026-12-05), so there the claim is only that the report
+    agrees with its match rate."""
     d = detect(TorchCPU(), "float32")
     assert d.consistent and not d.mismatches                      # the designs fit ...
     # ... a sequential FMA chain: one exact product added per step, rounded to nearest (extra_bits and
     # the alignment are ambiguous for one-term blocks and not asserted)
     assert (d.model.block_size, d.model.rounding, d.model.exact_products) == (1, "nearest_even", True)
     v = validate(TorchCPU(), "float32", d.model, samples=4_000)
-    assert v["samples"] >= 4_000 and v["match_rate"] < 1.0        # the random vectors do not
-    assert v["mismatch_examples"] and d.evidence()["outputs_hex"]
+    assert v["samples"] >= 4_000 and d.evidence()["outputs_hex"]
+    if _cpu_has_avx512():
+        assert bool(v["mismatch_examples"]) == (v["match_rate"] < 1.0)
+    else:
+        assert v["match_rate"] < 1.0 and v["mismatch_examples"]   # the random vectors do not
 
 
 def test_designs_are_representable_and_named():

@@ -1,6 +1,11 @@
 """FMA probe kernels on the CPU: the C++ reference (every variant, bit for bit against the exact
 models), the Triton interpreter and the Numba simulator (both compute unfused), and bad-input errors."""
 import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -14,6 +19,7 @@ from probes.fma import kernels
 pytestmark = pytest.mark.skipif(not ext.available(), reason="probes._C is not built")
 
 FORMATS = ("float32", "float16", "bfloat16")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def bits(x):
@@ -247,3 +253,28 @@ def test_triton_fusion_option_changes_the_sass():
             assert c.get(fma) == 64 and not c.get(mul) and not c.get(add), (dt, fused, c)
         c = ops[f"{dt}/plain_nocontract"]
         assert c.get(mul) == 64 and c.get(add) == 64 and not c.get(fma), (dt, c)
+
+
+def _fused_in_dot(flags, tmp_path):
+    """Fused multiply-adds in the plain `dot` of csrc/fma/cpu_plain.inc compiled with `flags` (x86 GCC)."""
+    src = tmp_path / "plain.cpp"
+    src.write_text(f'#define DS_PLAIN_NS probe\n#include "{ROOT / "csrc" / "fma" / "cpu_plain.inc"}"\n')
+    obj = tmp_path / "plain.o"
+    subprocess.run(["g++", "-O3", "-std=gnu++17", *flags, "-c", str(src), "-o", str(obj)], check=True,
+                   capture_output=True, timeout=60)
+    dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(obj)], check=True, capture_output=True,
+                         text=True, timeout=60).stdout
+    body = dis.split("probe3dotEPKfS2_Pfll>:")[1].split("\n\n")[0]   # the function's own listing
+    return len(re.findall(r"\bvfn?m(?:add|sub)\d{3}", body))
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("g++")
+                    or not shutil.which("objdump"), reason="x86 GCC and objdump are needed")
+def test_contracted_cpu_build_fuses_the_loop_carried_sum(tmp_path):
+    """-ffp-contract=fast allows contraction but GCC's "avoid FMA chains" tunings skip it on a loop-carried sum
+    (`acc = a * b + acc`): the GPU machine's GCC built a multiply-then-add dot that way (2026-12-05). znver3
+    tuning shows the heuristic on any GCC >= 8; the flag CMakeLists.txt adds turns it off."""
+    base = ["-ffp-contract=fast", "-fno-lto", "-fno-tree-vectorize", "-mfma", "-mtune=znver3"]
+    assert _fused_in_dot(base, tmp_path) == 0                                   # the heuristic at work
+    assert _fused_in_dot(base + ["--param=avoid-fma-max-bits=0"], tmp_path) >= 1
+    assert "--param=avoid-fma-max-bits=0" in (ROOT / "CMakeLists.txt").read_text()

@@ -29,6 +29,7 @@ def test_arguments_quick_and_out(monkeypatch):
     assert BM.MS == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1400, 2048, 4096)
 
 
+@pytest.mark.no_gpu
 def test_without_a_gpu_it_says_so(capsys):
     assert guarded_main(BM.main, ["--out", "/tmp/x"]) == 2
     assert "GPU" in capsys.readouterr().err
@@ -41,6 +42,7 @@ def test_pytest_counts():
     assert BM.pytest_counts("no summary") == {}
 
 
+@pytest.mark.cpu_modes
 def test_speed_cell_bookkeeping_with_stand_in_timers(monkeypatch):
     """The cell's ratios are cuBLAS time / Triton time of the same timer run, cold and graph; the graph calls
     rotate the weight pool; the rows at this M are compared with the largest M's (here: the interpreter)."""
@@ -166,6 +168,7 @@ def test_cublaslt_sweep_bookkeeping_with_a_stand_in_pick(monkeypatch):
     assert "the pick changed but row 0 kept its bits at M = [4]" in BM.lt_table(report)
 
 
+@pytest.mark.no_gpu
 def test_gpu_tests_part_records_pytest(tmp_path):
     """The tests part runs pytest -m gpu on tests/test_gemm_gpu.py from the repository and records its counts
     (on a CPU every test skips: all skipped, exit 0)."""
@@ -177,6 +180,7 @@ def test_gpu_tests_part_records_pytest(tmp_path):
     assert "skipped" in (tmp_path / "bimatmul-tests.txt").read_text()
 
 
+@pytest.mark.no_gpu
 def test_main_records_each_part_even_when_parts_fail(tmp_path, monkeypatch, capsys):
     """Every part is tried and recorded: here (a CPU standing in for the GPU) the tests part runs (all skip),
     the speed and cuBLASLt parts fail on their CUDA inputs, shape by shape, and the report, the text table

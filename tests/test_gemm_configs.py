@@ -299,6 +299,7 @@ def test_probe_bench_report_table_and_choices_file(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "c.json").read_text())["rows"][0]["buckets"][10]["name"] == C.config_name(C.ANCHOR)
 
 
+@pytest.mark.cpu_modes
 def test_sweep_report_records_the_choices_file(tmp_path, monkeypatch):
     """The sweep notes which recorded choices it ran with (GEMM_TRITON_CHOICES, loaded at import)."""
     from probes.gemm.__main__ import main

@@ -34,6 +34,7 @@ def test_cli_cpu_sweep_writes_report(tmp_path, capsys):
     assert keys["algos/skipped"]["status"] == "skipped"
 
 
+@pytest.mark.cpu_modes
 def test_cli_plot(tmp_path):
     path = tmp_path / "g.json"
     assert main(["--device", "cpu", "--json", str(path), "--parts", "sweep", "--sweep-modes", "torch:bfloat16",
@@ -41,6 +42,7 @@ def test_cli_plot(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 1000
 
 
+@pytest.mark.cpu_modes
 def test_cli_no_plot_when_nothing_ran(tmp_path, capsys):
     """An algos-only run on a CPU (algos skipped) has nothing to plot: no (empty) PNG is written."""
     path = tmp_path / "g.json"

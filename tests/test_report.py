@@ -356,7 +356,19 @@ def test_git_identity_commit_and_dirty(tmp_path):
     assert git_identity(sub)["commit"] is None and "no .git" in git_identity(sub)["reason"]
 
 
-def test_code_identity_without_git_or_record(tmp_path, monkeypatch):
+
+@pytest.fixture
+def no_carried_record(monkeypatch):
+    """These tests check where the identity comes from without a carried record; scripts/gpu_session.sh sets
+    one for the whole process on the GPU machine (probes.provenance.RECORD_ENV)."""
+    from probes import provenance
+    monkeypatch.delenv(provenance.RECORD_ENV, raising=False)
+    provenance._identity.cache_clear()
+    yield
+    provenance._identity.cache_clear()
+
+
+def test_code_identity_without_git_or_record(tmp_path, monkeypatch, no_carried_record):
     """An installation with no .git and no build record: commit null with the reason, the version, no crash."""
     monkeypatch.setitem(sys.modules, "probes.build_info", None)  # importing it fails: no record
     code = code_identity(tmp_path)
@@ -365,7 +377,7 @@ def test_code_identity_without_git_or_record(tmp_path, monkeypatch):
     assert code["version"] and code_summary(code).startswith("commit unknown (")
 
 
-def test_code_identity_from_the_build_record(tmp_path, monkeypatch):
+def test_code_identity_from_the_build_record(tmp_path, monkeypatch, no_carried_record):
     """Installed from a wheel: no .git, the commit setup.py recorded in probes.build_info."""
     record = types.ModuleType("probes.build_info")
     record.COMMIT, record.DIRTY, record.REASON = "0123456789abcdef0123", False, ""
@@ -378,7 +390,7 @@ def test_code_identity_from_the_build_record(tmp_path, monkeypatch):
     assert code_summary(None) == "commit not recorded (report written before reports carried it)"
 
 
-def test_new_report_names_this_checkouts_commit():
+def test_new_report_names_this_checkouts_commit(no_carried_record):
     """Every report carries `code`: here, this checkout's HEAD and whether tracked files changed (as git says),
     or, where this tree is not a git checkout (a CI copy without .git), null with the reason."""
     code = _report()["code"]

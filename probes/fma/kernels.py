@@ -5,7 +5,7 @@ Variants and the model each is predicted to equal (``numerics.fma_programs``):
 
 * ``fma``: ``__fmaf_rn`` / ``__hfma`` (CPU: ``std::fma``, double + round-to-odd for 16-bit) -> fma
 * ``mul_add``: ``__fmul_rn + __fadd_rn`` / ``__hmul_rn + __hadd_rn`` -> mul_add
-* ``plain_contract``: ``a * b + c`` built with nvcc ``--fmad=true`` (CPU: ``-ffp-contract=fast -mfma``) -> fma
+* ``plain_contract``: ``a * b + c`` built with nvcc ``--fmad=true`` (CPU: ``-ffp-contract=fast -mfma``, and with GCC ``--param=avoid-fma-max-bits=0``, see CMakeLists.txt) -> fma
 * ``plain_nocontract``: the same text with ``--fmad=false`` (CPU: ``-ffp-contract=off``) -> mul_add
 
 On the CPU the plain builds exist for float32 only.

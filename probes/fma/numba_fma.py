@@ -13,8 +13,6 @@ scalars: every ``*`` and ``+`` is one NumPy float32/float16 operation rounded to
 simulator's ``cuda.fma`` / ``hfma`` are literally ``a * b + c``. So the simulator models the
 *unfused* program (mul_add) for every variant; it says nothing about what NVVM would contract.
 
-The kernels are cached on disk (`cache=True`, under NUMBA_CACHE_DIR): a second process does not compile them again.
-
 dot: thread ``r`` runs ``acc = op(a[r, j], b[r, j], acc)`` for ``j = 0 .. k-1``; horner, axpy: one
 thread per element.
 """
@@ -58,7 +56,7 @@ def _kernels(variant, dtype):
         def op(a, b, c):
             return a * b + c
 
-    @cuda.jit(fastmath=fastmath, cache=True)
+    @cuda.jit(fastmath=fastmath)
     def dot_kernel(a, b, out):
         r = cuda.grid(1)
         if r < out.shape[0]:
@@ -67,7 +65,7 @@ def _kernels(variant, dtype):
                 acc = op(a[r, j], b[r, j], acc)
             out[r] = acc
 
-    @cuda.jit(fastmath=fastmath, cache=True)
+    @cuda.jit(fastmath=fastmath)
     def horner_kernel(coeffs, x, out):
         i = cuda.grid(1)
         if i < out.shape[0]:
@@ -76,7 +74,7 @@ def _kernels(variant, dtype):
                 acc = op(acc, x[i], coeffs[j])
             out[i] = acc
 
-    @cuda.jit(fastmath=fastmath, cache=True)
+    @cuda.jit(fastmath=fastmath)
     def axpy_kernel(alpha, x, y, out):
         i = cuda.grid(1)
         if i < out.shape[0]:

@@ -9,9 +9,6 @@ warp=32)`.
 
 Accumulators: float32 (any input Numba has, i.e. float32 and float16), or float16 for float16 input.
 Numba has no bfloat16 arrays.
-
-The kernels are cached on disk (`cache=True`: NUMBA_CACHE_DIR, which probes.suite points into its one cache folder),
-so a second process does not compile them again.
 """
 from functools import lru_cache
 
@@ -76,19 +73,19 @@ def _kernels(acc_name):
         stride = cuda.gridDim.x * cuda.blockDim.x
         return block_tree(thread_sum(x, cuda.grid(1), stride, n), cuda.threadIdx.x, cuda.blockDim.x)
 
-    @cuda.jit(cache=True)
+    @cuda.jit
     def partials_kernel(x, partials, n):
         partial = block_partial(x, n)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = partial
 
-    @cuda.jit(cache=True)
+    @cuda.jit
     def atomic_kernel(x, out, n):
         partial = block_partial(x, n)
         if cuda.threadIdx.x == 0:
             cuda.atomic.add(out, 0, partial)
 
-    @cuda.jit(cache=True)
+    @cuda.jit
     def zero_kernel(out):
         out[0] = acc_t(0)
 
