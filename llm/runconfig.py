@@ -385,4 +385,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     if kw.get("tp", 1) > 1 and kw.get("linear", "torch") != "torch":
         raise UsageError(f"run config {spec!r}: tp={kw['tp']} computes the linears itself (llm.tp); "
                          f"it needs linear=torch, not linear={kw['linear']}")
+    if kw.get("tp", 1) > 1 and kw.get("softmax", "torch") != "torch":
+        raise UsageError(f"run config {spec!r}: tp={kw['tp']} computes attn_core itself (llm.tp); "
+                         f"it needs softmax=torch, not softmax={kw['softmax']}")
     return RunConfig(**kw)

@@ -164,6 +164,7 @@ def test_default_choices_give_default_logits(which, request):
     ("norm=atomic:x", ["norm=atomic:x", "SEED"]),
     ("norm=tree", ["norm=tree", "fixed, atomic"]),
     ("fma=maybe", ["fma=maybe", "default, on, off"]),
+    ("attn=eager,softmax=fixed,tp=2", ["tp=2", "softmax=fixed"]),
     ("softmax=fixed,attn=eager,inner=L0.attn_core:scores:bfloat16", ["softmax=fixed", "inner="]),
 ])
 def test_bad_options_name_the_option_and_the_choices(spec, words):
