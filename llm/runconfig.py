@@ -11,6 +11,8 @@
   `torch` (the model's own) and `float64` (computed in float64, rounded once to the dtype). Other probes
   (batch-invariant Triton matmul, dequantisation formulas) plug in here by name.
   `batch_invariant`: probes.gemm.triton_matmul.batch_invariant_matmul (bfloat16/float16; llm.kernels).
+  `emulate:PROFILE`: every linear with a GPU profile's arithmetic, exactly, on the CPU (llm.emulate;
+  PROFILE a shipped name such as h100, t4-like, a10g-like, or a profile file; docs/profiles.md).
 - weights=native|fp8|int4:FORMULA:COMPUTE:gGROUP: fp8 = every decoder linear weight rounded to
   float8_e4m3fn with a per-output-row absmax scale (scale = absmax/448 in float32; dequantised as q*scale
   in float32, then rounded to dtype); int4 = group-wise asymmetric int4 dequantised by
@@ -143,6 +145,9 @@ class RunConfig:
 
     def replacement(self, op_class: str):
         name = getattr(self, op_class, None) if op_class in ("linear", "norm") else None
+        if op_class == "linear" and name is not None and name.startswith("emulate:"):
+            from llm.emulate import emulated_linear
+            return emulated_linear(name.partition(":")[2])
         return None if name is None else OP_REPLACEMENTS[op_class][name]
 
     def rounding_for(self, label: str):
@@ -237,9 +242,17 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         from llm.kernels import parse_int4_spec
         parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
         kw["weights"] = fields.pop("weights")
+    if fields.get("linear", "").startswith("emulate:"):
+        from llm.emulate import check_profile_for
+        prof = fields["linear"].partition(":")[2]
+        if not prof:
+            raise UsageError(f"run config {spec!r}: linear=emulate:PROFILE needs a profile name or file")
+        check_profile_for(prof, kw["dtype"])         # a UsageError naming what the profile lacks
+        kw["linear"] = fields.pop("linear")
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
                "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
-               "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"])}
+               "linear": tuple(OP_REPLACEMENTS["linear"]) + ("emulate:PROFILE",),
+               "norm": tuple(OP_REPLACEMENTS["norm"])}
     for k, allowed in choices.items():
         if k in fields:
             if fields[k] not in allowed:

@@ -27,7 +27,7 @@ from numerics.formats import get_format
 from numerics.matmul import (MatmulModel, add_fp32, check_representable, operand_formats,
                              split_k_slices)
 
-__all__ = ["fast_supported", "fast_matmul"]
+__all__ = ["fast_supported", "fast_matmul", "fast_matmul_nt", "operand_keys"]
 
 _ACC = get_format("float32")
 _MAX_BITS = 53
@@ -62,7 +62,8 @@ def _exponent(x):
     return (np.frexp(x)[1] - 1).astype(np.int64)
 
 
-_NOKEY = -(1 << 40)          # the alignment key of a zero term: below every real key, no overflow in sums
+_NOKEY = -16000             # the alignment key of a zero operand or term: far below every real key
+_REAL = -10000              # keys above this are real (two zero operands' keys sum to -32000)
 
 
 def _round_sum(S, g, sum_bits, nearest):
@@ -101,20 +102,22 @@ class _Operands:
         self.n = a.shape[0] * bt.shape[0]
 
     def block(self, k0, k1, align_to):
-        aT = self.a[:, k0:k1].T
-        bT = self.bt[:, k0:k1].T
-        P = (aT[:, :, None] * bT[:, None, :]).reshape(k1 - k0, self.n)
+        aT = self.a[:, k0:k1].T.astype(np.float64)       # float32 operands hold 16/8-bit values exactly
+        bT = self.bt[:, k0:k1].T.astype(np.float64)
+        P = (aT[:, :, None] * bT[:, None, :]).reshape(k1 - k0, self.n)     # exact in float64
         if align_to == "value":
             keys = np.where(P != 0, _exponent(P), _NOKEY)
         else:
-            keys = (self.ka[:, k0:k1].T[:, :, None] + self.kb[:, k0:k1].T[:, None, :]).reshape(k1 - k0, self.n)
+            ka = self.ka[:, k0:k1].T.astype(np.int32)
+            kb = self.kb[:, k0:k1].T.astype(np.int32)
+            keys = (ka[:, :, None] + kb[:, None, :]).reshape(k1 - k0, self.n)
         return P, keys
 
 
 def _block(acc, P, keys, p, nearest, sum_bits):
     """One normalised block FMA: acc (n,), P/keys (b, n). Returns the new accumulators."""
     E = np.maximum(keys.max(axis=0), np.where(acc != 0, _exponent(acc), _NOKEY))
-    E = np.where(E > _NOKEY // 2, E, 0)                  # all terms zero: any grid gives 0
+    E = np.where(E > _REAL, E, 0)                        # all terms zero: any grid gives 0
     g = E - 23 - p
     scale = np.ldexp(1.0, -g)
     S = np.trunc(P * scale).sum(axis=0) + np.trunc(acc * scale)
@@ -178,12 +181,37 @@ def fast_matmul(A, B, model: MatmulModel, *, chunk: int = 1 << 20, check: bool =
     N = B.shape[1]
     if M == 0 or N == 0 or K == 0:
         raise ValueError(f"empty matmul {A.shape} @ {B.shape}")
-    Bt = np.ascontiguousarray(B.T)
-    ka = kb = None
+    return fast_matmul_nt(A, np.ascontiguousarray(B.T), model, chunk=chunk)
+
+
+def operand_keys(X, fmt: str) -> np.ndarray:
+    """The alignment keys (exponents, clamped at the format's emin; zeros far below) of operand values X
+    in format ``fmt``, as int16: what ``fast_matmul_nt`` needs for ``align_to="exponent_sum"`` (a
+    caller multiplying by the same weights many times computes them once)."""
+    X = np.asarray(X)
+    e = np.frexp(X.astype(np.float64) if X.dtype != np.float64 else X)[1] - 1
+    return np.where(X != 0, np.maximum(e, get_format(fmt).emin), _NOKEY).astype(np.int16)
+
+
+def fast_matmul_nt(A, Bt, model: MatmulModel, *, chunk: int = 1 << 21, ka=None, kb=None) -> np.ndarray:
+    """``A @ Bt.T`` (A: (M, K), Bt: (N, K), e.g. F.linear's x and W) through ``model``, bit for bit
+    ``model_matmul(A, Bt.T, model)``. A and Bt may be float32 or float64 arrays; their values must be
+    in the model's operand formats (not checked here: ``fast_matmul`` checks). ``ka``, ``kb``: the
+    operands' ``operand_keys`` if already computed."""
+    why = fast_supported(model)
+    if why is not None:
+        raise ValueError(f"fast_matmul cannot evaluate this model exactly: {why}; use "
+                         f"numerics.matmul.model_matmul")
+    if A.ndim != 2 or Bt.ndim != 2 or A.shape[1] != Bt.shape[1]:
+        raise ValueError(f"need A (M, K) and Bt (N, K), got {A.shape} and {Bt.shape}")
+    M, K = A.shape
+    N = Bt.shape[0]
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError(f"empty matmul {A.shape} @ {Bt.shape}^T")
     if model.align_to == "exponent_sum":
-        ea, eb = (get_format(f).emin for f in (fa, fb))
-        ka = np.where(A != 0, np.maximum(_exponent(A), ea), _NOKEY)
-        kb = np.where(Bt != 0, np.maximum(_exponent(Bt), eb), _NOKEY)
+        fa, fb = operand_formats(model.input_format)
+        ka = operand_keys(A, fa) if ka is None else ka
+        kb = operand_keys(Bt, fb) if kb is None else kb
     out = np.empty((M, N))
     per = max(1, chunk // K)                            # dot products per pass
     rows = max(1, min(M, per // N))
