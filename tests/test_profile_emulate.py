@@ -137,3 +137,16 @@ def test_bad_profiles_are_usage_errors(tmp_path):
     old.write_text(json.dumps(prof))
     with pytest.raises(UsageError, match="schema version 99"):
         parse_run(f"dtype=float16,linear=emulate:{old}")
+
+
+def test_predict_labels_everything_a_prediction(tiny16):
+    import llm.predict as predict
+    res = predict.predict(tiny16, ["t4-like", "a10g-like"], "float16", ["seed"], 1, max_tokens=6)
+    text = predict.format_prediction(res, tiny16.tokenizer)
+    assert res["label"] == "PREDICTION" and text.startswith("PREDICTIONS (not measurements)")
+    c = res["comparisons"]["a10g-like"]["seed"]
+    assert c["tokens"] == 6 and "first_divergence" in c["greedy"]
+    assert all(line.lstrip().startswith(("PREDICTION", "position", "[", "assumed", "1", "2", "3", "4", "5"))
+               for line in text.splitlines()[1:])
+    with pytest.raises(UsageError, match="at least two"):
+        predict.main(["--profiles", "t4-like"])
