@@ -99,3 +99,17 @@ def test_cli(tmp_path, capsys):
     assert json.loads(out.read_text()) == _shipped("h100")
     with pytest.raises(UsageError, match="--out"):
         main([str(H100[0])])
+
+
+def test_gpucheck_runs_on_the_cpu(tmp_path, capsys):
+    """The GPU validation's code path, against torch's CPU matmul (says nothing about a GPU)."""
+    from probes.profile.gpucheck import main
+    out = tmp_path / "check.json"
+    assert main(["--device", "cpu", "--profile", "a10g-like", "--dtype", "float16", "--shapes", "64x160",
+                 "--ms", "2,5", "--rows", "2", "--cols", "8", "--json", str(out)]) == 0
+    rep = read_report(out)
+    assert [e["key"] for e in rep["experiments"]] == ["gpucheck/float16/64x160/M=2", "gpucheck/float16/64x160/M=5"]
+    assert all(0.0 <= e["metrics"]["equal_fraction"] <= 1.0 and e["metrics"]["compared"] == 16
+               for e in rep["experiments"])
+    with pytest.raises(UsageError, match="--shapes"):
+        main(["--device", "cpu", "--profile", "h100", "--shapes", "q_x"])
