@@ -112,3 +112,89 @@ class EmulatedLinear:
 def emulated_linear(spec: str) -> EmulatedLinear:
     """The one EmulatedLinear of profile `spec` in this process (its weight cache is shared by runs)."""
     return EmulatedLinear(spec)
+
+
+# ---- on a GPU: every linear of a real forward, emulated from the GPU's own inputs ----------------------
+
+class _CheckTap:
+    """A tap that runs every op as the machine does and, for the linear ops, also emulates them from the
+    same inputs: per op, the fraction of output elements with equal bits."""
+
+    def __init__(self, run, em):
+        self.run, self.em, self.rows = run, em, []
+
+    def __call__(self, layer, op, fn, *inputs):
+        from llm.opmap import OP_CLASS
+        out = fn(*inputs)
+        if OP_CLASS[op] == "linear":
+            emu = self.em(fn, *inputs).to(out.device)
+            iv = {torch.float32: torch.int32}.get(out.dtype, torch.int16)
+            eq = out.contiguous().view(iv) == emu.contiguous().view(iv)
+            self.rows.append({"op": self.run.opmap.label((layer, op)), "shape": list(out.shape),
+                              "equal_fraction": float(eq.float().mean()), "bit_exact": bool(eq.all())})
+        return out
+
+
+@torch.inference_mode()
+def check_forward(lm, cfg, profile: str, ids) -> dict:
+    """One forward of `lm` under run config `cfg` (the machine's own kernels), every linear op also
+    emulated with `profile` from the op's actual inputs: how many linear ops are bit exact."""
+    from llm.runs import Run
+    run = Run(lm, cfg, ids)
+    em = EmulatedLinear(profile)
+    tap = _CheckTap(run, em)
+    run.forward(tap)
+    rows = tap.rows
+    return {"profile": em.profile["name"], "run": cfg.text, "tokens": len(ids), "linear_ops": len(rows),
+            "bit_exact_ops": sum(r["bit_exact"] for r in rows),
+            "equal_fraction_all": float(np.mean([r["equal_fraction"] for r in rows])) if rows else 0.0,
+            "ops": rows, "emulation": em.summary()}
+
+
+def main(argv=None):
+    """python -m llm.emulate --model M --profile P --device cuda: check_forward on the seed prompt."""
+    import argparse
+
+    from llm.attribute import SEED_PROMPT
+    from llm.models import load
+    from llm.runconfig import parse_run
+    from probes.cli import resolve_device
+    ap = argparse.ArgumentParser(prog="python -m llm.emulate", description="Every linear op of a real forward "
+                                 "(this machine's kernels) emulated from its own inputs with a GPU profile: how "
+                                 "many are bit exact.")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--attn", default="sdpa")
+    ap.add_argument("--prompt", default=SEED_PROMPT)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    cfg = parse_run(f"device={device},dtype={args.dtype},attn={args.attn}")
+    check_profile_for(args.profile, cfg.dtype)
+    lm = load(args.model, device, cfg.torch_dtype, 0)
+    res = check_forward(lm, cfg, args.profile, lm.tokenizer.encode(args.prompt))
+    for r in res["ops"]:
+        if not r["bit_exact"]:
+            print(f"  {r['op']:<18} {r['equal_fraction']:.6f} equal")
+    print(f"{res['bit_exact_ops']}/{res['linear_ops']} linear ops bit exact ({res['equal_fraction_all']:.6f} of "
+          f"elements equal, mean over ops) with profile {res['profile']} on {device} [{cfg.text}]")
+    if args.json:
+        from probes.device import fingerprint
+        from probes.report import add_experiment, new_report, write_report
+        rep = new_report("llm-emulate-check", command=None, fingerprint=fingerprint(device),
+                         config={"model": args.model, "profile": args.profile, "run": cfg.as_dict()})
+        add_experiment(rep, key=f"emulate-check/{res['profile']}", inputs={"prompt": args.prompt, "weights_seed": 0},
+                       params={"profile": res["profile"]}, metrics=res,
+                       compares={"metrics": ["bit_exact_ops", "equal_fraction_all"]})
+        write_report(rep, args.json)
+        print(f"report: {args.json}")
+    return 0 if res["bit_exact_ops"] == res["linear_ops"] or device == "cpu" else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    from probes.cli import guarded_main
+    sys.exit(guarded_main(main))

@@ -150,3 +150,12 @@ def test_predict_labels_everything_a_prediction(tiny16):
                for line in text.splitlines()[1:])
     with pytest.raises(UsageError, match="at least two"):
         predict.main(["--profiles", "t4-like"])
+
+
+def test_check_forward_compares_every_linear_op(tiny16):
+    """The GPU check's code path on the CPU: every linear op of a native forward also emulated."""
+    from llm.emulate import check_forward
+    from llm.runconfig import parse_run
+    res = check_forward(tiny16, parse_run("dtype=float16"), "a10g-like", tiny16.tokenizer.encode("Hello there"))
+    assert res["linear_ops"] == 2 * 7 + 1 and 0 <= res["bit_exact_ops"] <= res["linear_ops"]
+    assert all(0.0 <= r["equal_fraction"] <= 1.0 for r in res["ops"])
