@@ -11,6 +11,8 @@
   `torch` (the model's own) and `float64` (computed in float64, rounded once to the dtype). Other probes
   (batch-invariant Triton matmul, dequantisation formulas) plug in here by name.
   `batch_invariant`: probes.gemm.triton_matmul.batch_invariant_matmul (bfloat16/float16; llm.kernels).
+  `emulate:PROFILE`: every linear with a GPU profile's arithmetic, exactly, on the CPU (llm.emulate;
+  PROFILE a shipped name such as h100, t4-like, a10g-like, or a profile file; docs/profiles.md).
 - weights=native|fp8|int4:FORMULA:COMPUTE:gGROUP: fp8 = every decoder linear weight rounded to
   float8_e4m3fn with a per-output-row absmax scale (scale = absmax/448 in float32; dequantised as q*scale
   in float32, then rounded to dtype); int4 = group-wise asymmetric int4 dequantised by
@@ -199,6 +201,9 @@ class RunConfig:
         from llm import mechkernels as mk
         if op_class == "linear" and self.linear.startswith("cublaslt:"):
             return _cublaslt_op(self.linear, self.tf32 == "on")
+        if op_class == "linear" and self.linear.startswith("emulate:"):
+            from llm.emulate import emulated_linear
+            return emulated_linear(self.linear.partition(":")[2])
         if op_class == "norm" and self.norm.startswith("atomic:"):
             return mk.norm_op("atomic", int(self.norm.partition(":")[2]))
         if op_class in ("linear", "norm"):
@@ -319,6 +324,13 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                              f"device={kw['device']} (available there: {', '.join(OP_REPLACEMENTS['linear'])})")
         parse_cublaslt(spec, fields["linear"])
         kw["linear"] = fields.pop("linear")
+    if fields.get("linear", "").startswith("emulate:"):
+        from llm.emulate import check_profile_for
+        prof = fields["linear"].partition(":")[2]
+        if not prof:
+            raise UsageError(f"run config {spec!r}: linear=emulate:PROFILE needs a profile name or file")
+        check_profile_for(prof, kw["dtype"])         # a UsageError naming what the profile lacks
+        kw["linear"] = fields.pop("linear")
     from llm.mechkernels import FMA_CHOICES, parse_row_order
     for k in ("norm", "softmax"):
         if fields.get(k, "").startswith("atomic:"):
@@ -346,7 +358,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         kw["tf32"] = t
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
                "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
-               "linear": tuple(OP_REPLACEMENTS["linear"]), "norm": tuple(OP_REPLACEMENTS["norm"]),
+               "linear": tuple(OP_REPLACEMENTS["linear"]) + ("emulate:PROFILE",), "norm": tuple(OP_REPLACEMENTS["norm"]),
                "tp_reduce": ("rank", "ring", "float64")}
     for k, allowed in choices.items():
         if k in fields:

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# GPU part (see scripts/gpu_session.sh): validate the GPU profiles' emulated linears against the GPU (issue 17).
+# 1. the profile CPU tests (fast; the emulation code the checks below use);
+# 2. python -m probes.profile.gpucheck with this GPU's own profile (h200 on an H200, h100 on an H100):
+#    F.linear (cuBLAS) vs the emulation, bit for bit, on sampled outputs of every Mistral-7B shape at every M
+#    the profile measured (1, 64, 1400) plus a few M of the sweep's buckets; the target is 1.0 everywhere;
+#    then the same with the other Hopper profile (their K orders differ for some shapes and M: those cases
+#    should fall below 1.0, which shows the check can fail);
+# 3. SmolLM2 (when .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? are carried): one bf16 forward on the GPU,
+#    every linear op also emulated from its own GPU inputs (python -m llm.emulate): how many are bit exact.
+# Arg: output folder. Env: PROFILE (default: from the GPU's name), PROFILE_ROWS (16), PROFILE_COLS (256).
+D=${1:?output folder}
+export HF_HUB_OFFLINE=1
+ROWS=${PROFILE_ROWS:-16}
+COLS=${PROFILE_COLS:-256}
+run() { local name=$1; shift; echo "-- $*"; local s=$(date +%s); "$@"; echo "$name exit $? in $(( $(date +%s) - s )) s"; }
+
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+case "$GPU" in
+  *H200*) MINE=h200; OTHER=h100 ;;
+  *H100*) MINE=h100; OTHER=h200 ;;
+  *) MINE=${PROFILE:-h100}; OTHER= ;;
+esac
+MINE=${PROFILE:-$MINE}
+echo "GPU: $GPU -> profile $MINE (contrast: ${OTHER:-none})"
+
+run profile-tests timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_profile.py tests/test_profile_emulate.py \
+  2>&1 | tail -5
+
+run gpucheck-$MINE timeout 200 python3 -m probes.profile.gpucheck --device cuda --profile "$MINE" --dtype bfloat16 \
+  --ms 8,17,25,48,100,512 --rows "$ROWS" --cols "$COLS" --json "$D/gpucheck-$MINE.json" 2>&1 | tee "$D/gpucheck-$MINE.txt"
+if [ -n "$OTHER" ]; then
+  run gpucheck-$OTHER timeout 120 python3 -m probes.profile.gpucheck --device cuda --profile "$OTHER" --dtype bfloat16 \
+    --rows "$ROWS" --cols "$COLS" --json "$D/gpucheck-$OTHER-on-$MINE.json" 2>&1 | tee "$D/gpucheck-$OTHER-on-$MINE.txt"
+fi
+
+if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
+  mkdir -p /tmp/smollm2
+  cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  for attn in sdpa eager; do
+    run emulate-smollm2-$attn timeout 150 python3 -m llm.emulate --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+      --profile "$MINE" --device cuda --dtype bfloat16 --attn $attn --json "$D/emulate-smollm2-$attn.json" \
+      2> "$D/emulate-smollm2-$attn-stderr.txt" | tee "$D/emulate-smollm2-$attn.txt"
+  done
+else
+  echo "-- SmolLM2 forward skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? here"
+fi
