@@ -227,6 +227,7 @@ def main(argv=None):
     device = (select_device if args.deterministic else resolve_device)(args.device)
     model_name = args.model or ("mistral-7b-random" if device.startswith("cuda") else "mistral-tiny")
     device = cdist.init(device, world, args.timeout)
+    ok = False
     try:
         with mode_context("deterministic" if args.deterministic else "default") as det:
             dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
@@ -260,6 +261,7 @@ def main(argv=None):
                 gen = _greedy_tokens(run, ids, args.gen_steps)
                 results[mode] = (logits, digests, gen, sorted(t)[len(t) // 2])
         if world.rank != 0:
+            ok = True
             return 0
         from probes.device import fingerprint
         rep = reports.new_report("tp", command=["torchrun", "--nproc-per-node", str(W), "-m", "llm.tp",
@@ -301,9 +303,10 @@ def main(argv=None):
         if args.json:
             reports.write_report(rep, args.json)
             print(f"report: {args.json}")
+        ok = True
         return 0
     finally:
-        cdist.finish()
+        cdist.finish(sync=ok)
 
 
 if __name__ == "__main__":

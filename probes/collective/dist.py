@@ -88,10 +88,15 @@ def init(device: str, world: World, timeout_s: float = 300.0) -> str:
     return device
 
 
-def finish() -> None:
-    """Destroy the default process group (if any)."""
+def finish(sync: bool = False) -> None:
+    """Destroy the default process group (if any). `sync`: first wait at a barrier for every rank, so that
+    no rank tears its connections down while a peer still uses them (gloo then aborts the process with
+    "terminate called without an active exception"); pass it on the normal path only, where every rank
+    reaches finish()."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -265,16 +265,20 @@ def main(argv=None):
 
     argv = list(sys.argv[1:] if argv is None else argv)
     world = cdist.world_from_env("probes.collective")
+    ok = False
     try:
         if world.rank == 0:
-            return runner.main(CollectiveProbe, argv)
-        os.environ["DRIFTSCOPE_NO_PROGRESS"] = "1"
-        probe = CollectiveProbe.from_argv(argv, log=_quiet)
-        report = reports.new_report(probe.name, command=[], fingerprint={}, config={})
-        runner.run(probe, report)
-        return 0
+            status = runner.main(CollectiveProbe, argv)
+        else:
+            os.environ["DRIFTSCOPE_NO_PROGRESS"] = "1"
+            probe = CollectiveProbe.from_argv(argv, log=_quiet)
+            report = reports.new_report(probe.name, command=[], fingerprint={}, config={})
+            runner.run(probe, report)
+            status = 0
+        ok = True
+        return status
     finally:
-        cdist.finish()
+        cdist.finish(sync=ok)
 
 
 if __name__ == "__main__":  # pragma: no cover
