@@ -367,6 +367,20 @@ def model_dot(a, b, c=None, model: MatmulModel = MatmulModel()) -> np.ndarray:
     return out.reshape(lead)
 
 
+def matmul_shape(A, B, *, b_transposed: bool = False) -> tuple[int, int, int]:
+    """(M, K, N) of ``A @ B`` (A: (M, K); B: (K, N), or (N, K) when ``b_transposed``); a ValueError for
+    operands that are not 2-D, do not agree in K, or are empty."""
+    bk, bn = (1, 0) if b_transposed else (0, 1)
+    bname = "Bt (N, K)" if b_transposed else "B (K, N)"
+    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[bk]:
+        raise ValueError(f"need A (M, K) and {bname}, got {A.shape} and {B.shape}")
+    M, K = A.shape
+    N = B.shape[bn]
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError(f"empty matmul {A.shape} @ {B.shape}{'^T' if b_transposed else ''}")
+    return M, K, N
+
+
 def model_matmul(A, B, model: MatmulModel = MatmulModel(), C=None, *, chunk: int = 1 << 21) -> np.ndarray:
     """``C + A @ B`` (A: (M, K), B: (K, N)) with every dot product through ``model``, each summed
     over k = 0..K-1 in order; float64 (M, N) holding float32 values. ``chunk``: elements (dot
@@ -374,12 +388,7 @@ def model_matmul(A, B, model: MatmulModel = MatmulModel(), C=None, *, chunk: int
     fa, fb = operand_formats(model.input_format)
     A = check_representable(A, fa, "A")
     B = check_representable(B, fb, "B")
-    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
-        raise ValueError(f"need A (M, K) and B (K, N), got {A.shape} and {B.shape}")
-    M, K = A.shape
-    N = B.shape[1]
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError(f"empty matmul {A.shape} @ {B.shape}")
+    M, K, N = matmul_shape(A, B)
     Cm = np.zeros((M, N)) if C is None else np.broadcast_to(check_representable(C, "float32", "C"), (M, N))
     Bt = np.ascontiguousarray(B.T)
     out = np.empty((M, N))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from numerics.formats import get_format
-from numerics.matmul import (MatmulModel, add_fp32, check_representable, operand_formats,
+from numerics.matmul import (MatmulModel, add_fp32, check_representable, matmul_shape, operand_formats,
                              split_k_slices)
 
 __all__ = ["fast_supported", "fast_matmul", "fast_matmul_nt", "operand_keys"]
@@ -175,12 +175,7 @@ def fast_matmul(A, B, model: MatmulModel, *, chunk: int = 1 << 20, check: bool =
         B = check_representable(B, fb, "B")
     A = np.asarray(A, np.float64)
     B = np.asarray(B, np.float64)
-    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
-        raise ValueError(f"need A (M, K) and B (K, N), got {A.shape} and {B.shape}")
-    M, K = A.shape
-    N = B.shape[1]
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError(f"empty matmul {A.shape} @ {B.shape}")
+    matmul_shape(A, B)
     return fast_matmul_nt(A, np.ascontiguousarray(B.T), model, chunk=chunk)
 
 
@@ -202,12 +197,7 @@ def fast_matmul_nt(A, Bt, model: MatmulModel, *, chunk: int = 1 << 21, ka=None, 
     if why is not None:
         raise ValueError(f"fast_matmul cannot evaluate this model exactly: {why}; use "
                          f"numerics.matmul.model_matmul")
-    if A.ndim != 2 or Bt.ndim != 2 or A.shape[1] != Bt.shape[1]:
-        raise ValueError(f"need A (M, K) and Bt (N, K), got {A.shape} and {Bt.shape}")
-    M, K = A.shape
-    N = Bt.shape[0]
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError(f"empty matmul {A.shape} @ {Bt.shape}^T")
+    M, K, N = matmul_shape(A, Bt, b_transposed=True)
     if model.align_to == "exponent_sum":
         fa, fb = operand_formats(model.input_format)
         ka = operand_keys(A, fa) if ka is None else ka
