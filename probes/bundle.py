@@ -83,3 +83,12 @@ def part_report(bundle: dict, part: dict) -> Path | None:
 def part_plots(bundle: dict, part: dict) -> list[Path]:
     """The part's plot files that exist, in the manifest's order."""
     return [p for p in (_file(bundle, rel) for rel in part.get("plots") or []) if p is not None]
+
+
+#: How many of a part's slowest cases the manifest and the page name.
+SLOWEST_CASES = 5
+
+
+def slowest_cases(case_seconds: dict, n: int = SLOWEST_CASES) -> list[tuple[str, float]]:
+    """The `n` slowest (key, seconds) of a report's config.case_seconds, slowest first."""
+    return sorted(case_seconds.items(), key=lambda kv: (-kv[1], kv[0]))[:n]

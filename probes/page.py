@@ -215,11 +215,27 @@ def _part_section(b: dict, part: Mapping, report: dict | None, why: str) -> str:
         out.append(f"<details open><summary>printed output ({len(lines)} lines)</summary>"
                    f"<pre class=\"out\">{esc(chr(10).join(shown) + more)}</pre></details>")
     if report is not None:
+        out.append(_time_details(report))
         out.append(_experiments_details(report))
     elif part.get("status") == "ok":
         out.append(f'<p class="meta">report: {esc(why)}</p>')
     out.append("</section>")
     return "\n".join(out)
+
+
+def _time_details(report: Mapping) -> str:
+    """Where the part's time went: its slowest cases as the report times them (probes.runner)."""
+    config = report.get("config") or {}
+    cases = config.get("case_seconds")
+    if not isinstance(cases, Mapping) or not cases:
+        return ""
+    total = sum(cases.values())
+    rows = [[f'<td class="key">{esc(k)}</td>', num(v, "{:.2f}"), num(100 * v / total if total else None)]
+            for k, v in bundle.slowest_cases(dict(cases))]
+    fin = config.get("finish_seconds")
+    return (f'<details class="times"><summary>time: {len(cases)} cases {total:.1f} s'
+            + (f", finish {fin:.1f} s" if isinstance(fin, (int, float)) else "") + "; the slowest</summary>"
+            + table(["case", "s", "% of cases"], rows) + "</details>")
 
 
 def _experiments_details(report: Mapping) -> str:

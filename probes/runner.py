@@ -69,21 +69,26 @@ def run(probe: Probe, report: dict, *, checkpoint: Callable[[dict], None] | None
     done = partial.setdefault("cases_done", [])
     finished = set(done)
     said: set[str] = set()
+    seconds = report["config"].setdefault("case_seconds", {})
     last = time.monotonic()
     with Progress(len(cases), probe.name) as progress:
         for key, case in cases:
             progress.update(note=key)
             if key in finished:
                 continue
+            started = time.perf_counter()
             with _atomic(report):
                 _run_one(probe, case, key, report, said)
+            seconds[key] = round(time.perf_counter() - started, 4)
             done.append(key)
             if checkpoint and time.monotonic() - last >= CHECKPOINT_SECONDS:
                 checkpoint(report)
                 last = time.monotonic()
     partial["reason"] = "finishing (the cases ran; what they give together is not added yet)"
+    started = time.perf_counter()
     with _atomic(report):
         probe.finish(report)
+    report["config"]["finish_seconds"] = round(time.perf_counter() - started, 4)
     del report["partial"]
 
 

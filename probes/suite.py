@@ -254,16 +254,25 @@ def _part_files(out: Path, name: str) -> dict:
             "plots": plots, "files": others}
 
 
-def _report_wall(out: Path, rel: str | None) -> float | None:
-    """The wall time the part's report records for itself (without interpreter start and imports)."""
+def _report_times(out: Path, rel: str | None) -> dict:
+    """What the part's report records of its own time (without interpreter start and imports): report_wall_s,
+    and where the probe skeleton times its cases, the SLOWEST_CASES slowest of them (what a smaller default
+    would have to cut)."""
     if not rel:
-        return None
+        return {"report_wall_s": None}
     try:
         from probes.report import load_report
-        wall = (load_report(out / rel).get("config") or {}).get("wall_seconds")
+        config = load_report(out / rel).get("config") or {}
     except Exception:  # a report that does not load is shown as such on the page; here only the time
-        return None
-    return round(float(wall), 3) if isinstance(wall, (int, float)) else None
+        return {"report_wall_s": None}
+    wall = config.get("wall_seconds")
+    times = {"report_wall_s": round(float(wall), 3) if isinstance(wall, (int, float)) else None}
+    cases = config.get("case_seconds")
+    if isinstance(cases, dict) and cases:
+        times["slowest_cases"] = [{"key": k, "s": v} for k, v in bundle.slowest_cases(cases)]
+        times["cases_s"] = round(sum(cases.values()), 3)
+    return times
+
 
 
 class Suite:
@@ -357,7 +366,7 @@ class Suite:
             bad = [r for r in entry["runs"] if r["status"] != "ok"]
             entry["status"] = bad[0]["status"] if bad else ("ok" if last else "not run")
             entry["exit_status"] = (bad[0] if bad else last or {}).get("exit_status")
-            entry["report_wall_s"] = _report_wall(self.out, entry["report"])
+            entry.update(_report_times(self.out, entry["report"]))
             if entry["status"] != "ok":
                 self.manifest["failed"].append(part.name)
             self.save()

@@ -63,6 +63,9 @@ def test_the_example_runs_its_plan_and_records_why_a_case_cannot_run(example, tm
     assert reports.decode_output(pair).view(np.uint32)[0] == np.add.reduce(x, dtype=np.float32).view(np.uint32)
     assert seq["metrics"]["reverse_same_bits"] in (True, False) and "reverse_same_bits" in pair["metrics"]
     assert rep["config"]["backends"] == ["sequential", "numpy", "torch"] and rep["config"]["sizes"] == [10, 1000, 10**6]
+    # the skeleton times every case (what the suite's page shows as the slowest)
+    assert set(rep["config"]["case_seconds"]) == set(exps)
+    assert all(s >= 0 for s in rep["config"]["case_seconds"].values()) and rep["config"]["finish_seconds"] >= 0
 
 
 def test_axis_flags_select_and_refuse(example, tmp_path, capsys):
@@ -170,6 +173,9 @@ def test_sigterm_writes_a_partial_report_that_resume_completes(example, tmp_path
     resumed = reports.load_report(path)
     assert "partial" not in resumed and len(resumed["resumed"]) == 1
     assert resumed["resumed"][0]["cases_done_before"] == len(done)
+    times = resumed["config"]["case_seconds"]      # the cases run before the stop (0.3 s each) kept their times
+    assert set(times) == {e["key"] for e in resumed["experiments"]}
+    assert all(times[k] >= 0.3 for k in done) and sum(times[k] < 0.3 for k in times if k not in done) >= 1
     assert len((tmp_path / "mark2").read_text().split()) == 12 - len(done)   # only the cases it lacked
     whole = tmp_path / "whole.json"
     assert subprocess.run([*args, "--json", str(whole)], env=env, capture_output=True, timeout=300).returncode == 0

@@ -5,6 +5,7 @@ images existing or embedded, nothing fetched from elsewhere).
 The suite runs on the CPU with --quick (the smallest settings of every part), once for the module; the other
 folders compared are copies of it with one output bit flipped and one report taken away."""
 import base64
+import html
 import json
 import os
 import shutil
@@ -113,6 +114,11 @@ def test_suite_folder_holds_every_part(suite_dir):
         assert rep["fingerprint"]["device"] == "cpu"
         assert part["plots"] and all((out / p).read_bytes()[:8] == PNG_MAGIC for p in part["plots"])
         assert (out / part["stdout"]).stat().st_size > 0
+        if part["name"] != "llm":                                  # the probes' skeleton times its cases
+            slow = part["slowest_cases"]
+            times = rep["config"]["case_seconds"]
+            assert 1 <= len(slow) <= 5 and {s["key"] for s in slow} <= set(times)
+            assert [s["s"] for s in slow] == sorted(times.values(), reverse=True)[:len(slow)]
     assert m["totals"]["as found"] == pytest.approx(sum(p["runs"][0]["wall_s"] for p in m["parts"]), abs=0.01)
 
 
@@ -128,8 +134,13 @@ def test_parts_ran_with_the_cache_folder(suite_dir):
 def test_index_page_shows_every_part(suite_dir):
     out, _ = suite_dir
     m = json.loads((out / bundle.MANIFEST).read_text())
-    page = Page((out / bundle.INDEX).read_text(encoding="utf-8"))
+    text = (out / bundle.INDEX).read_text(encoding="utf-8")
+    page = Page(text)
     _offline(page)
+    timed = [p for p in m["parts"] if p.get("slowest_cases")]
+    assert text.count('<details class="times">') == len(timed) >= 5     # where each probe's time went
+    for part in timed:
+        assert html.escape(part["slowest_cases"][0]["key"], quote=True) in text
     for part in m["parts"]:
         sec = page.sections[f"part-{part['name']}"]
         assert sec["status"] == "ok" and "ok" in sec["badges"]
