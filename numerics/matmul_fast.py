@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from numerics.formats import get_format
-from numerics.matmul import (MatmulModel, add_fp32, check_representable, matmul_shape, operand_formats,
-                             split_k_slices)
+from numerics.matmul import (MatmulModel, add_fp32, check_representable, matmul_shape, model_matmul,
+                             operand_formats, split_k_slices)
 
-__all__ = ["fast_supported", "fast_matmul", "fast_matmul_nt", "operand_keys"]
+__all__ = ["fast_supported", "fast_matmul", "fast_matmul_nt", "operand_keys", "matmul_bits"]
 
 _ACC = get_format("float32")
 _MAX_BITS = 53
@@ -177,6 +177,15 @@ def fast_matmul(A, B, model: MatmulModel, *, chunk: int = 1 << 20, check: bool =
     B = np.asarray(B, np.float64)
     matmul_shape(A, B)
     return fast_matmul_nt(A, np.ascontiguousarray(B.T), model, chunk=chunk)
+
+
+def matmul_bits(A, B, model: MatmulModel) -> np.ndarray:
+    """``numerics.matmul.model_matmul(A, B, model)``, the same bits, evaluated by ``fast_matmul`` where it
+    evaluates ``model`` exactly (4-6x faster at the accumulator probe's 317 x 256 x 317) and by
+    ``model_matmul`` itself where it does not: which one ran never changes the result."""
+    if fast_supported(model) is None:
+        return fast_matmul(A, B, model)
+    return model_matmul(A, B, model)
 
 
 def operand_keys(X, fmt: str) -> np.ndarray:

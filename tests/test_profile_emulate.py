@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from numerics.matmul import MatmulModel, model_matmul
-from numerics.matmul_fast import fast_matmul, fast_matmul_nt, fast_supported
+from numerics.matmul_fast import fast_matmul, fast_matmul_nt, fast_supported, matmul_bits
 from probes.accumulator.validate import random_operands
 from probes.errors import UsageError
 from probes.profile import ProfileError, linear_plan, load_profile
@@ -44,6 +44,17 @@ def test_fast_matmul_equals_model_matmul(model):
     assert np.array_equal(_u32(fast_matmul(A, B, model, chunk=20_000)), _u32(ref))
     got = fast_matmul_nt(A.astype(np.float32), np.ascontiguousarray(B.T).astype(np.float32), model, chunk=9_000)
     assert np.array_equal(_u32(got), _u32(ref))
+
+
+def test_matmul_bits_are_model_matmuls_bits_either_way():
+    """What the accumulator probe's fit and validation evaluate: fast_matmul where it is exact, model_matmul
+    where it is not (unnormalised blocks, inexact products), the same bits both ways."""
+    slow = [MatmulModel("bfloat16", 16, 2, "toward_zero", normalize=False),
+            MatmulModel("float16", 8, 3, "toward_zero", exact_products=False)]
+    assert all(fast_supported(m) is not None for m in slow) and fast_supported(MODELS[0]) is None
+    for model in (MODELS[0], MODELS[-2], *slow):
+        A, B, _ = random_operands(model.input_format, 400, 96, seed=3)
+        assert np.array_equal(_u32(matmul_bits(A, B, model)), _u32(model_matmul(A, B, model)))
 
 
 def test_fast_matmul_refuses_what_it_cannot_do_exactly():

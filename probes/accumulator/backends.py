@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from numerics.formats import get_format
-from numerics.matmul import MatmulModel, check_representable, model_matmul, operand_formats
+from numerics.matmul import MatmulModel, check_representable, operand_formats
+from numerics.matmul_fast import matmul_bits
 from probes import probe
 from probes.convert import torch_dtype
 
@@ -86,7 +87,7 @@ class Simulated(Backend):
                            rounding="toward_zero" if fmt != "float32" else "nearest_even")
 
     def matmul(self, A, B, fmt):
-        return model_matmul(A, B, self.model_for(fmt))
+        return matmul_bits(A, B, self.model_for(fmt))
 
     def describe(self, fmt):
         return f"simulated ({self.model_for(fmt).describe()})"

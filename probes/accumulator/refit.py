@@ -19,7 +19,8 @@ import sys
 
 import numpy as np
 
-from numerics.matmul import MatmulModel, model_matmul
+from numerics.matmul import MatmulModel
+from numerics.matmul_fast import matmul_bits
 from probes import cli
 from probes.accumulator.fit import FIT_ROWS, fit_model
 from probes.accumulator.validate import random_operands
@@ -51,9 +52,9 @@ def refit_experiment(exp: dict, fit_rows=FIT_ROWS, max_rows=None) -> dict:
             raise UsageError(f"max_rows={max_rows} must exceed the largest fit row {max(fit_rows)}")
         A, got = A[:max_rows], got[:max_rows]
     start = MatmulModel(**exp["metrics"]["model"])
-    same0 = _bits(model_matmul(A, B, start)) == got
+    same0 = _bits(matmul_bits(A, B, start)) == got
     model, fit_rate, trace = fit_model(A, B, got, start, rows=fit_rows)
-    same = same0 if model == start else _bits(model_matmul(A, B, model)) == got
+    same = same0 if model == start else _bits(matmul_bits(A, B, model)) == got
     held = np.ones(A.shape[0], dtype=bool)
     held[[r for r in fit_rows if r < A.shape[0]]] = False
     return {"key": exp["key"], "report_model": start.as_dict(), "report_model_text": start.describe(),

@@ -7,7 +7,8 @@
   (so blocks see both the accumulator and the products as the largest term).
 Everything is rounded into ``fmt`` once (numerics.formats.round_to_format); the spreads keep every
 value inside the format (an overflow would raise, never saturate). ``validate`` runs the backend
-and ``numerics.matmul.model_matmul`` and compares the float32 bit patterns.
+and ``numerics.matmul.model_matmul`` (its bits, through ``numerics.matmul_fast.matmul_bits``) and compares the
+float32 bit patterns.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import math
 import numpy as np
 
 from numerics.formats import get_format, round_to_format
-from numerics.matmul import MatmulModel, model_matmul, operand_formats
+from numerics.matmul import MatmulModel, operand_formats
+from numerics.matmul_fast import matmul_bits
 from probes.accumulator.backends import check_fits
 
 K_VALIDATE = 256
@@ -61,7 +63,7 @@ def validate(backend, fmt: str, model: MatmulModel, *, samples: int = 100_000, K
              seed: int = 0, examples: int = 8) -> dict:
     A, B, inputs = random_operands(fmt, samples, K, seed)
     got = backend.matmul(A, B, fmt)
-    want = model_matmul(A, B, model)
+    want = matmul_bits(A, B, model)
     gb = got.astype(np.float32).view(np.uint32)
     wb = want.astype(np.float32).view(np.uint32)
     same = gb == wb
