@@ -277,8 +277,15 @@ def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
         quantize_weights_int4_(lm.model, weights)
         lm.info["weights"] = (f"{weights}: group-wise asymmetric int4, dequantised by numerics.dequant.dequant_int4, "
                               "rounded once to the dtype")
+    elif weights.split(":")[0] in ("q4_0", "q4_1", "fp8"):
+        from llm.kernels import parse_dequant_spec, quantize_weights_dequant_
+        p = parse_dequant_spec(weights, device)
+        quantize_weights_dequant_(lm.model, weights)
+        lm.info["weights"] = (f"{p['canonical']}: quantised by numerics.dequant's quantiser, dequantised by the "
+                              f"dequant probe's {p['kernel']} kernel, cast once to the dtype")
     elif weights != "native":
-        raise UsageError(f"weights={weights!r}: not native, fp8 or int4:FORMULA:COMPUTE:gGROUP")
+        raise UsageError(f"weights={weights!r}: not native, fp8, int4:FORMULA:COMPUTE:gGROUP, q4_0[:KERNEL], "
+                         "q4_1[:KERNEL] or fp8:SCALING[:FORMAT][:VIA][:KERNEL]")
     return lm
 
 

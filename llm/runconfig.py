@@ -316,6 +316,10 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         from llm.kernels import parse_int4_spec
         parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
         kw["weights"] = fields.pop("weights")
+    from llm.kernels import is_dequant_spec
+    if is_dequant_spec(fields.get("weights", "")):
+        from llm.kernels import parse_dequant_spec
+        kw["weights"] = parse_dequant_spec(fields.pop("weights"), kw["device"])["canonical"]
     device_is_gpu = kw["device"].startswith("cuda")
     if fields.get("linear", "").startswith("cublaslt"):
         from llm.mechkernels import parse_cublaslt
@@ -357,7 +361,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                              f"{kw['device']} (there: tf32=default or off)")
         kw["tf32"] = t
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
-               "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
+               "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP", "q4_0[:KERNEL]", "q4_1[:KERNEL]",
+                           "fp8:SCALING[:FORMAT][:VIA][:KERNEL]"),
                "linear": tuple(OP_REPLACEMENTS["linear"]) + ("emulate:PROFILE",), "norm": tuple(OP_REPLACEMENTS["norm"]),
                "tp_reduce": ("rank", "ring", "float64")}
     for k, allowed in choices.items():

@@ -231,3 +231,117 @@ def test_replay_refuses_the_mechanisms():
     with pytest.raises(UsageError, match="softmax=fixed"):
         check_replayable(parse_run("attn=eager,softmax=fixed"), [])
     check_replayable(parse_run("dtype=float32,tf32=default"), [])
+
+
+# ---- weights dequantised through the dequant probe's kernels (GGUF Q4_0 / Q4_1, scaled FP8) ---------------
+
+DQ_FORMS = ["q4_0", "q4_1", "fp8:tensor", "fp8:channel", "fp8:block", "fp8:block:e5m2:bfloat16"]
+
+
+def _dequant_model(w, form):
+    """The numerics model of the variant, from numerics.dequant alone: its quantiser, its dequantiser."""
+    from numerics import dequant as dq
+    wf = w.detach().float().numpy()
+    n, k = wf.shape
+    if form.startswith("q4"):
+        qz, dz = (dq.quantize_q4_0, dq.dequant_q4_0) if form == "q4_0" else (dq.quantize_q4_1, dq.dequant_q4_1)
+        return np.ascontiguousarray(dz(qz(wf.reshape(-1))), np.float32).reshape(n, k).view(np.uint32)
+    parts = form.split(":")
+    fmt = "float8_e5m2" if "e5m2" in parts else "float8_e4m3fn"
+    via = "bfloat16" if "bfloat16" in parts else "float32"
+    q, s = dq.quantize_fp8(wf, fmt, parts[1])
+    return np.ascontiguousarray(dq.dequant_fp8(q, s, parts[1], via=via)).view(np.uint16)
+
+
+def _ubits(t):
+    t = t.contiguous()
+    return t.view(torch.int32).numpy().view(np.uint32) if t.dtype == torch.float32 else \
+        t.view(torch.int16).numpy().view(np.uint16)
+
+
+@pytest.mark.parametrize("kernel", ["numerics", "cuda_ext", "torch",
+                                    pytest.param("triton", marks=pytest.mark.cpu_modes)])
+@pytest.mark.parametrize("form", DQ_FORMS)
+def test_dequant_weight_equals_the_numerics_model(form, kernel):
+    from llm.kernels import dequant_weight
+    # K = 160: Q4 blocks of 32, fp8 128x128 blocks with a partial one; a spread of magnitudes
+    w = torch.from_numpy((np.random.default_rng(7).standard_normal((144, 160)) *
+                          np.logspace(-3, 0, 160)).astype(np.float32))
+    got = dequant_weight(w, f"{form}:{kernel}")
+    assert got.dtype == (torch.float32 if form.startswith("q4") else torch.bfloat16)
+    want = _dequant_model(w, form)
+    assert np.array_equal(_ubits(got), want)
+    assert (got.float() - w).abs().max() < 0.15 * w.abs().max()     # a dequantisation of w (Q4_0: <= 1 step at the clip)
+
+
+def test_q4_quantisers_round_trip_within_a_step():
+    from numerics import dequant as dq
+    x = np.random.default_rng(3).standard_normal(32 * 50).astype(np.float32)
+    for qz, dz, off, steps in ((dq.quantize_q4_0, dq.dequant_q4_0, 2, 1.0), (dq.quantize_q4_1, dq.dequant_q4_1, 4, 0.5)):
+        b = qz(x)
+        assert b.shape == (50, off + 16)
+        d = b[:, :2].copy().view(np.float16).astype(np.float64)
+        err = np.abs(dz(b).astype(np.float64) - x.reshape(-1, 32))
+        # Q4_1: half a step; Q4_0: a step (ggml maps the largest magnitude to -8: +8 steps clips to 7),
+        # plus the float16 rounding of the scale (and min)
+        assert np.all(err <= np.abs(d) * steps + np.abs(x.reshape(-1, 32)).max(1, keepdims=True) * 2e-3)
+        assert err.max() > np.abs(d).min() * 0.25                  # and it is not exact: 4-bit values
+    # ggml's nibble layout: byte j holds weights j (low) and j + 16 (high); Q4_0 of 0..31 - 16: max -16 -> d = 2
+    b = dq.quantize_q4_0(np.arange(32, dtype=np.float32) - 16)
+    assert b[0, :2].view(np.float16)[0] == 2.0
+    assert b[0, 2] == (0 | (8 << 4)) and b[0, 3] == (1 | (9 << 4))   # trunc(x/2 + 8.5): -16 -> 0, -15 -> 1; 0 -> 8, 1 -> 9
+
+
+@pytest.mark.parametrize("form", ["q4_0", "q4_1:cuda_ext", "fp8:block", "fp8:channel:bfloat16:torch"])
+def test_dequant_weights_in_the_model(form):
+    lm = load("mistral-tiny", "cpu", torch.bfloat16)
+    cfg = parse_run(f"dtype=bfloat16,weights={form}")
+    assert cfg.weights.split(":")[-1] in ("numerics", "cuda_ext", "torch")     # the kernel is recorded
+    qlm = load("mistral-tiny", "cpu", torch.bfloat16, 0, cfg.weights)
+    # every decoder linear: the numerics model of the native weight, cast once to bfloat16
+    for name in ("q_proj", "down_proj"):
+        w = getattr(lm.model.model.layers[1].self_attn if name == "q_proj" else lm.model.model.layers[1].mlp,
+                    name).weight
+        qw = getattr(qlm.model.model.layers[1].self_attn if name == "q_proj" else qlm.model.model.layers[1].mlp,
+                     name).weight
+        m = _dequant_model(w, cfg.weights.rsplit(":", 1)[0])
+        want = torch.from_numpy(m.view(np.float32)).to(torch.bfloat16) if m.dtype == np.uint32 else \
+            torch.from_numpy(m.view(np.int16)).view(torch.bfloat16)
+        assert same(qw.data, want)
+    ids = lm.tokenizer.encode(TEXT)
+    a, b = Run(qlm, cfg, ids).forward(), Run(qlm, cfg, ids).forward()
+    assert same(a, b)                                           # deterministic
+    base = Run(lm, parse_run("dtype=bfloat16"), ids).forward()
+    assert not same(a, base) and torch.isfinite(a).all()        # and the weights changed something
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("weights=q4_2", ["weights=q4_2", "q4_0[:KERNEL]", "fp8:SCALING"]),
+    ("weights=fp8:rows", ["weights=fp8:rows", "tensor|channel|block", "numerics|cuda_ext|triton|torch"]),
+    ("weights=fp8:e5m2", ["weights=fp8:e5m2", "tensor, channel, block"]),
+    ("weights=q4_0:cuda", ["weights=q4_0:cuda", "numerics|cuda_ext|triton|torch"]),
+    ("weights=fp8:block:tensor", ["'tensor' given twice"]),
+])
+def test_bad_dequant_weights_name_the_option_and_the_choices(spec, words):
+    with pytest.raises(UsageError) as e:
+        parse_run(spec)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_a_dequant_kernel_the_device_cannot_run_is_an_error(monkeypatch):
+    from probes import ext
+    from llm.kernels import parse_dequant_spec
+    monkeypatch.setattr(ext, "available", lambda: False)
+    with pytest.raises(UsageError, match=r"weights=q4_1:cuda_ext: kernel cuda_ext cannot run on device=cpu.*"
+                                         r"available there: numerics, "):
+        parse_run("weights=q4_1:cuda_ext")
+    monkeypatch.undo()
+    import sys
+    import types
+    monkeypatch.setitem(sys.modules, "probes.dequant.triton_dequant", types.SimpleNamespace(INTERPRETED=False))
+    with pytest.raises(UsageError, match="kernel triton cannot run on device=cpu.*TRITON_INTERPRET"):
+        parse_dequant_spec("fp8:block:triton", "cpu")
+    monkeypatch.setitem(sys.modules, "probes.dequant.triton_dequant", types.SimpleNamespace(INTERPRETED=True))
+    with pytest.raises(UsageError, match="kernel triton cannot run on device=cuda.*interpreter"):
+        parse_dequant_spec("q4_0:triton", "cuda")
