@@ -17,6 +17,10 @@ Rows (llm.runconfig / llm.mechkernels name the variants; `--mechanisms` picks th
     fma-on          fma=on               the rotary rotation with one fused multiply-add (default: unfused)
     batch-8         batch=8              the prompt as row 0 of a batch of 8 (vs alone)
     int4-formula    weights=int4:fma:float16:gG vs int4:sub_mul:float32:gG (the dequantisation formula)
+    fp8-via         weights=fp8:channel:bfloat16 vs fp8:channel (FP8 dequant: the scale rounded to bfloat16
+                                         first vs the product in float32; the dequant probe's kernel)
+    fp8-scaling     weights=fp8:block vs fp8:channel (FP8 scales per 128x128 block vs per output row)
+    q4_1-weights    weights=q4_1 vs native (GGUF Q4_1 quantisation itself: a scale for the rows above)
     tf32-on         tf32=on              (float32 on a GPU) TF32 tensor cores in the linears
     cublaslt-rank1  linear=cublaslt:1    (GPU) every linear through the heuristic's second pick, vs its
                                          default pick (linear=cublaslt:0)
@@ -60,6 +64,10 @@ MECHANISMS = {
     "batch-8": ("batch 1 vs 8 (prompt = row 0)", "", "batch=8", ()),
     "int4-formula": ("int4 dequant: fma/float16 vs sub_mul/float32", "weights=int4:sub_mul:float32:g{G}",
                      "weights=int4:fma:float16:g{G}", ()),
+    "fp8-via": ("fp8 dequant: bf16 scale vs float32 product", "weights=fp8:channel",
+                "weights=fp8:channel:bfloat16", ()),
+    "fp8-scaling": ("fp8 scales: 128x128 blocks vs per row", "weights=fp8:channel", "weights=fp8:block", ()),
+    "q4_1-weights": ("GGUF Q4_1 weights vs native (quantisation)", "", "weights=q4_1", ()),
     "tf32-on": ("linears on TF32 tensor cores (fp32)", "tf32=off", "tf32=on", ("gpu", "float32")),
     "cublaslt-rank1": ("cuBLASLt: heuristic's 2nd pick vs its 1st", "linear=cublaslt:0", "linear=cublaslt:1",
                        ("gpu",)),

@@ -345,3 +345,17 @@ def test_a_dequant_kernel_the_device_cannot_run_is_an_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "probes.dequant.triton_dequant", types.SimpleNamespace(INTERPRETED=True))
     with pytest.raises(UsageError, match="kernel triton cannot run on device=cuda.*interpreter"):
         parse_dequant_spec("q4_0:triton", "cuda")
+
+
+def test_dequant_mechanism_rows_parse_and_differ_in_the_weights_only():
+    from llm.mechanisms import rows_for
+    rows = rows_for(["fp8-via", "fp8-scaling", "q4_1-weights"], device="cpu", dtype="bfloat16",
+                    model_name="mistral-tiny", prompt_len=5)
+    want = {"fp8-via": ("fp8:channel:e4m3fn:float32:numerics", "fp8:channel:e4m3fn:bfloat16:numerics"),
+            "fp8-scaling": ("fp8:channel:e4m3fn:float32:numerics", "fp8:block:e4m3fn:float32:numerics"),
+            "q4_1-weights": ("native", "q4_1:numerics")}
+    for name, _, ref, var, why in rows:
+        assert why == ""
+        r, v = parse_run(ref), parse_run(var)
+        assert (r.weights, v.weights) == want[name]
+        assert r.as_dict() | {"weights": 0, "text": 0} == v.as_dict() | {"weights": 0, "text": 0}
