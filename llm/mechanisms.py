@@ -14,7 +14,11 @@ Rows (llm.runconfig / llm.mechkernels name the variants; `--mechanisms` picks th
     norm-atomic     norm=atomic          the same, partials added by atomics (CPU: a seeded arrival order)
     softmax-fixed   softmax=fixed        the attention softmax's sums, fixed-order tree
     softmax-atomic  softmax=atomic       ... atomics
-    fma-on          fma=on               the rotary rotation with one fused multiply-add (default: unfused)
+    fma-on          fma=on               every covered op contracted: the rotary rotation, RMSNorm's mean plus
+                                         epsilon, act(gate)*up (default: unfused)
+    fma-norm        fma=on:norm vs fma=off:norm   RMSNorm's s*(1/n) + eps fused (no effect where n is a
+                                         power of two: s*(1/n) is exact)
+    fma-mlp         fma=on:mlp vs fma=off:mlp     act(gate)*up: a product alone, expected 0 (a check)
     batch-8         batch=8              the prompt as row 0 of a batch of 8 (vs alone)
     int4-formula    weights=int4:fma:float16:gG vs int4:sub_mul:float32:gG (the dequantisation formula)
     fp8-via         weights=fp8:channel:bfloat16 vs fp8:channel (FP8 dequant: the scale rounded to bfloat16
@@ -60,7 +64,9 @@ MECHANISMS = {
     "norm-atomic": ("RMSNorm sums: atomics (CPU: seeded arrival order)", "", "norm=atomic", ()),
     "softmax-fixed": ("softmax sums: fixed-order tree", "", "softmax=fixed", ()),
     "softmax-atomic": ("softmax sums: atomics (CPU: seeded arrival order)", "", "softmax=atomic", ()),
-    "fma-on": ("rotary: fused multiply-add (default: unfused)", "", "fma=on", ()),
+    "fma-on": ("rotary, norm, mlp: fused multiply-adds (default: unfused)", "", "fma=on", ()),
+    "fma-norm": ("RMSNorm's s*(1/n)+eps fused vs not", "fma=off:norm", "fma=on:norm", ()),
+    "fma-mlp": ("act(gate)*up via the FMA program, fused vs not", "fma=off:mlp", "fma=on:mlp", ()),
     "batch-8": ("batch 1 vs 8 (prompt = row 0)", "", "batch=8", ()),
     "int4-formula": ("int4 dequant: fma/float16 vs sub_mul/float32", "weights=int4:sub_mul:float32:g{G}",
                      "weights=int4:fma:float16:g{G}", ()),

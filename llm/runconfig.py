@@ -25,9 +25,13 @@ Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms 
   the partials added in a seeded random arrival order per row, SEED default 0).
 - softmax=torch|fixed|atomic[:SEED] (attn=eager only; sdpa fuses the softmax): the eager attention's
   softmax row sums likewise (torch: torch.softmax, the default).
-- fma=default|on|off: the rotary rotation x*cos + rotate_half(x)*sin through the FMA probe's dot program
-  (probes.fma.kernels.dot; CPU: the extension's C++ reference): on = one fused multiply-add, off = two
-  roundings (what torch's own unfused ops compute); default = the model's own ops.
+- fma=default|on|off|on:OPS|off:OPS (OPS '+'-joined of rotary, norm, mlp; on/off alone = all three): the
+  elementwise ops through the FMA probe's dot program (probes.fma.kernels.dot; CPU: the extension's C++
+  reference): on = fused multiply-adds (one rounding), off = two roundings (what torch's own unfused ops
+  compute); default = the model's own ops. rotary: x*cos + rotate_half(x)*sin; norm: RMSNorm's mean plus
+  epsilon s*(1/n) + eps (s in the norm= order; off = torch's where n is a power of two) and its two
+  scalings; mlp: act(gate)*up, a product alone (on = off: nothing to contract). The residual adds are plain
+  adds: no contraction applies. Not with norm=float64.
 - tf32=default|on|off (float32 runs): TF32 tensor cores for the linears on a GPU (allow_tf32 during
   the forward; with linear=cublaslt the compute type 32f_fast_tf32); tf32=on on the CPU is a UsageError.
 - linear=cublaslt:RANK[:mM] (GPU only): every linear through the cuBLASLt heuristic's pick RANK for its
@@ -204,6 +208,9 @@ class RunConfig:
         if op_class == "linear" and self.linear.startswith("emulate:"):
             from llm.emulate import emulated_linear
             return emulated_linear(self.linear.partition(":")[2])
+        if op_class == "norm" and "norm" in self.fma_ops:
+            order, _, seed = self.norm.partition(":")
+            return mk.norm_op(order, int(seed or 0), fma=self.fma_variant)
         if op_class == "norm" and self.norm.startswith("atomic:"):
             return mk.norm_op("atomic", int(self.norm.partition(":")[2]))
         if op_class in ("linear", "norm"):
@@ -211,9 +218,21 @@ class RunConfig:
         if op_class == "attention" and self.softmax != "torch":
             order, _, seed = self.softmax.partition(":")
             return mk.softmax_op(order, int(seed or 0))
-        if op_class == "rotary" and self.fma != "default":
-            return mk.rotary_fma("fma" if self.fma == "on" else "mul_add")
+        if op_class == "rotary" and "rotary" in self.fma_ops:
+            return mk.rotary_fma(self.fma_variant)
+        if op_class == "activation" and "mlp" in self.fma_ops:
+            return mk.act_mul_fma(self.fma_variant)
         return None
+
+    @property
+    def fma_ops(self):
+        """The ops fma= covers (llm.mechkernels.FMA_OPS), () for fma=default."""
+        from llm import mechkernels as mk
+        return mk.parse_fma(self.text, self.fma)[1]
+
+    @property
+    def fma_variant(self):
+        return "fma" if self.fma.startswith("on") else "mul_add"
 
     def router_spec(self):
         """The probes.moe.routing.RouterSpec of `router=` (None when not given: the model's own top-k)."""
@@ -335,7 +354,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
             raise UsageError(f"run config {spec!r}: linear=emulate:PROFILE needs a profile name or file")
         check_profile_for(prof, kw["dtype"])         # a UsageError naming what the profile lacks
         kw["linear"] = fields.pop("linear")
-    from llm.mechkernels import FMA_CHOICES, parse_row_order
+    from llm.mechkernels import parse_row_order
     for k in ("norm", "softmax"):
         if fields.get(k, "").startswith("atomic:"):
             parse_row_order(spec, fields[k], k)
@@ -347,9 +366,12 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         raise UsageError(f"run config {spec!r}: softmax={kw['softmax']} replaces the eager attention's softmax: "
                          f"needs attn=eager (attn={fields.get('attn', 'sdpa')} fuses it)")
     if "fma" in fields:
-        if fields["fma"] not in FMA_CHOICES:
-            raise UsageError(f"run config {spec!r}: fma={fields['fma']} not one of {', '.join(FMA_CHOICES)}")
-        kw["fma"] = fields.pop("fma")
+        from llm.mechkernels import FMA_OPS, parse_fma
+        mode, ops = parse_fma(spec, fields.pop("fma"))
+        kw["fma"] = mode if ops in ((), FMA_OPS) else f"{mode}:{'+'.join(ops)}"
+        if "norm" in ops and fields.get("norm", "torch") == "float64":
+            raise UsageError(f"run config {spec!r}: fma={kw['fma']} computes the norm's steps in float32 through "
+                             f"the FMA probe; not with norm=float64 (norm=torch, fixed or atomic)")
     if "tf32" in fields:
         t = fields.pop("tf32")
         if t not in ("default", "on", "off"):

@@ -359,3 +359,99 @@ def test_dequant_mechanism_rows_parse_and_differ_in_the_weights_only():
         r, v = parse_run(ref), parse_run(var)
         assert (r.weights, v.weights) == want[name]
         assert r.as_dict() | {"weights": 0, "text": 0} == v.as_dict() | {"weights": 0, "text": 0}
+
+
+# ---- FMA contraction in the norm and the MLP (fma=on:norm, fma=on:mlp) ----------------------------------
+
+NP_DT = {torch.float32: np.float32, torch.bfloat16: ml_dtypes.bfloat16, torch.float16: np.float16}
+
+
+def _np(t):
+    return t.contiguous().view(U[t.dtype]).numpy().view(NP_DT[t.dtype])
+
+
+def _products_model(a, b, variant):
+    a, b = torch.broadcast_tensors(a, b)
+    fmt = str(a.dtype).replace("torch.", "")
+    out = fma_programs.dot(_np(a).reshape(-1, 1), _np(b).reshape(-1, 1), fmt, variant)
+    raw = out.view(np.int32 if a.dtype == torch.float32 else np.int16)
+    return torch.from_numpy(raw).view(a.dtype).view(a.shape)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("variant", ["fma", "mul_add"])
+@pytest.mark.parametrize("n", [64, 96])
+def test_norm_fma_steps_equal_the_fma_program_model(dtype, variant, n):
+    g = torch.Generator().manual_seed(n)
+    h = torch.randn(300, n, generator=g).to(dtype).float()
+    w = (1 + 0.1 * torch.randn(n, generator=g)).to(dtype)
+    s = h.pow(2).sum(-1, keepdim=True)
+    got = mk.norm_fma_steps(h, s, 1e-5, w, variant)
+    eps, inv = np.float32(1e-5), np.float32(1.0 / n)
+    a = np.stack([np.full(300, eps, np.float32), s.numpy().ravel()], axis=1)
+    b = np.stack([np.ones(300, np.float32), np.full(300, inv, np.float32)], axis=1)
+    ve = torch.from_numpy(fma_programs.dot(a, b, "float32", variant)).reshape(300, 1)
+    hn = _products_model(h, torch.rsqrt(ve), variant)
+    assert same(got, _products_model(w, hn.to(dtype), variant))
+
+
+def test_norm_contraction_matters_only_where_n_is_not_a_power_of_two():
+    g = torch.Generator().manual_seed(9)
+    for n, differs in ((64, False), (96, True)):
+        h = torch.randn(4000, n, generator=g)
+        s = h.pow(2).sum(-1, keepdim=True)
+        w = torch.ones(n)
+        on, off = mk.norm_fma_steps(h, s, 1e-5, w, "fma"), mk.norm_fma_steps(h, s, 1e-5, w, "mul_add")
+        assert (not same(on, off)) == differs, n     # s*(1/64) is exact: nothing for an fma to fuse
+        if n == 64:                                  # and off is torch's own norm, bit for bit
+            assert same(off, w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_act_mul_fma_is_a_product_alone(dtype):
+    from llm.opmap import ActMul
+    g = torch.Generator().manual_seed(5)
+    gate, up = torch.randn(3, 7, 160, generator=g).to(dtype), torch.randn(3, 7, 160, generator=g).to(dtype)
+    fn = ActMul(torch.nn.functional.silu)
+    on, off = mk.act_mul_fma("fma")(fn, gate, up), mk.act_mul_fma("mul_add")(fn, gate, up)
+    assert same(on, _products_model(torch.nn.functional.silu(gate), up, "fma"))
+    assert same(on, off)                             # no add to contract: the same bits
+    assert same(on, fn(gate, up))                    # and the model's own op's
+
+
+@pytest.mark.parametrize("which", ["tiny32", "tiny16"])
+def test_fma_per_op_default_choices_give_default_logits(which, request):
+    lm = request.getfixturevalue(which)
+    dt = "float32" if which == "tiny32" else "bfloat16"
+    base = _logits(lm, f"dtype={dt},attn=eager")
+    # off everywhere = torch's unfused ops; mlp and (hidden 64, a power of two) norm: on = off = default
+    for spec in ("fma=off", "fma=off:rotary+norm+mlp", "fma=on:mlp", "fma=on:norm", "fma=on:norm+mlp"):
+        assert same(_logits(lm, f"dtype={dt},attn=eager,{spec}"), base), spec
+    # fma=on covers the rotary too: it moves the logits, as fma=on:rotary alone does, bit for bit
+    on = _logits(lm, f"dtype={dt},attn=eager,fma=on")
+    assert not same(on, base) and same(on, _logits(lm, f"dtype={dt},attn=eager,fma=on:rotary"))
+    # with norm=fixed: fma=off:norm is norm=fixed's own norm
+    assert same(_logits(lm, f"dtype={dt},attn=eager,norm=fixed,fma=off:norm"),
+                _logits(lm, f"dtype={dt},attn=eager,norm=fixed"))
+
+
+def test_fma_spec_is_canonical():
+    assert parse_run("fma=on").fma == "on" and parse_run("fma=on").fma_ops == ("rotary", "norm", "mlp")
+    assert parse_run("fma=on:rotary+norm+mlp").fma == "on"
+    c = parse_run("fma=off:mlp+rotary")
+    assert c.fma == "off:rotary+mlp" and c.fma_ops == ("rotary", "mlp") and c.fma_variant == "mul_add"
+    assert parse_run("fma=default").fma_ops == ()
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("fma=on:attn", ["fma=on:attn", "rotary, norm, mlp"]),
+    ("fma=on:norm+norm", ["fma=on:norm+norm", "twice"]),
+    ("fma=default:rotary", ["fma=default:rotary", "on:OPS"]),
+    ("fma=on:", ["fma=on:", "on:OPS"]),
+    ("fma=on:norm,norm=float64", ["fma=on:norm", "norm=float64"]),
+])
+def test_bad_fma_ops_name_the_option_and_the_choices(spec, words):
+    with pytest.raises(UsageError) as e:
+        parse_run(spec)
+    for w in words:
+        assert w in str(e.value)
