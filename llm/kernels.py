@@ -15,6 +15,12 @@
   the one bit-exact model of those formulas, and rounded once to the run's dtype. On a GPU the
   dequantisation is the dequant probe's CUDA kernel (probes.dequant.kernels.dequant_int4, tested bit for
   bit against that model); the quantisation stays the NumPy one above on both.
+- `weights=q4_0|q4_1[:KERNEL]`, `weights=fp8:SCALING[:FORMAT][:VIA][:KERNEL]` (issue 20): every decoder linear
+  weight quantised by numerics.dequant's quantiser (quantize_q4_0 / quantize_q4_1: ggml's reference, blocks of
+  32 along a row; quantize_fp8: float32 scales per tensor / row / 128x128 block) and dequantised by the
+  dequant probe's KERNEL: numerics (the model), cuda_ext (probes.dequant.kernels: CUDA on a GPU, the C++
+  reference on the CPU), triton (probes.dequant.triton_dequant; the interpreter on the CPU), torch
+  (probes.dequant.torch_dequant). Q4 gives float32, fp8 bfloat16; cast once to the weights' dtype.
 
 Imported lazily by llm.runconfig (triton is imported only when a batch-invariant linear runs).
 """

@@ -41,6 +41,8 @@ TF32, the cuBLASLt algorithm and GPU dequantisation, each built on the probes' o
   naming the option and the picks it returned.
 - `weights=int4:...` on a GPU: dequantised by probes.dequant.kernels.dequant_int4 (the extension's
   CUDA kernel) instead of numerics.dequant (llm.kernels.quantize_weights_int4_).
+- `weights=q4_0|q4_1[:KERNEL]`, `weights=fp8:SCALING[:FORMAT][:VIA][:KERNEL]`: quantised by numerics.dequant,
+  dequantised by the dequant probe's KERNEL (llm.kernels.dequant_weight, quantize_weights_dequant_).
 """
 from __future__ import annotations
 

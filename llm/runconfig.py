@@ -18,6 +18,13 @@
   in float32, then rounded to dtype); int4 = group-wise asymmetric int4 dequantised by
   numerics.dequant.dequant_int4 with FORMULA sub_mul|mul_sub|fma in COMPUTE float16|float32, groups of
   GROUP in 32|64|128 (e.g. int4:fma:float16:g128; llm.kernels).
+- weights=q4_0[:KERNEL] | q4_1[:KERNEL] | fp8:SCALING[:FORMAT][:VIA][:KERNEL] (issue 20; llm.kernels): every
+  decoder linear weight quantised by numerics.dequant's quantiser (GGUF Q4_0 / Q4_1 as ggml's reference;
+  fp8 with SCALING tensor|channel|block, FORMAT e4m3fn|e5m2, VIA float32|bfloat16) and dequantised by the
+  dequant probe's KERNEL numerics|cuda_ext|triton|torch (default numerics on the CPU, cuda_ext on a GPU;
+  triton on the CPU needs Triton's interpreter), cast once to the dtype. Parsed to the canonical form with
+  the kernel (q4_1:numerics, fp8:block:e4m3fn:float32:numerics); a kernel the device cannot run is a
+  UsageError listing those it can.
 Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms ranks them):
 - norm=fixed|atomic[:SEED]: RMSNorm's row sum of squares through the reduction probe's kernels
   (probes.ext.fixed_order_sum: the two-pass fixed-order tree, 8 blocks of 32 threads; atomic: the blocks'
