@@ -257,7 +257,8 @@ def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, see
          weights: str = "native") -> LoadedModel:
     """A model by name or local path, on `device` in `dtype`, its linear weights `native`, rounded to
     `fp8` (llm.runconfig.quantize_weights_fp8_) or int4 (`int4:FORMULA:COMPUTE:gGROUP`,
-    llm.kernels.quantize_weights_int4_). Cached: tests load SmolLM2 once per process (the
+    llm.kernels.quantize_weights_int4_), GGUF q4_0 / q4_1 or scaled fp8 (`fp8:SCALING...`) through the dequant
+    probe's kernels (llm.kernels.quantize_weights_dequant_). Cached: tests load SmolLM2 once per process (the
     cache key is the full argument tuple, however the call spells it)."""
     return _load_cached(name, str(device), dtype, int(seed), weights)
 
