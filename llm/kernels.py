@@ -15,6 +15,12 @@
   the one bit-exact model of those formulas, and rounded once to the run's dtype. On a GPU the
   dequantisation is the dequant probe's CUDA kernel (probes.dequant.kernels.dequant_int4, tested bit for
   bit against that model); the quantisation stays the NumPy one above on both.
+- `weights=q4_0|q4_1[:KERNEL]`, `weights=fp8:SCALING[:FORMAT][:VIA][:KERNEL]` (issue 20): every decoder linear
+  weight quantised by numerics.dequant's quantiser (quantize_q4_0 / quantize_q4_1: ggml's reference, blocks of
+  32 along a row; quantize_fp8: float32 scales per tensor / row / 128x128 block) and dequantised by the
+  dequant probe's KERNEL: numerics (the model), cuda_ext (probes.dequant.kernels: CUDA on a GPU, the C++
+  reference on the CPU), triton (probes.dequant.triton_dequant; the interpreter on the CPU), torch
+  (probes.dequant.torch_dequant). Q4 gives float32, fp8 bfloat16; cast once to the weights' dtype.
 
 Imported lazily by llm.runconfig (triton is imported only when a batch-invariant linear runs).
 """
@@ -26,6 +32,7 @@ import torch
 from probes.errors import UsageError
 
 __all__ = ["batch_invariant_linear", "parse_int4_spec", "quantize_int4_groups", "quantize_weights_int4_",
+           "DEQUANT_KERNELS", "is_dequant_spec", "parse_dequant_spec", "dequant_weight", "quantize_weights_dequant_",
            "BI_DTYPES"]
 
 BI_DTYPES = (torch.bfloat16, torch.float16)
@@ -126,3 +133,154 @@ def quantize_weights_int4_(model, spec: str) -> None:
                 d = np.ascontiguousarray(d)
                 dt = torch.from_numpy(d) if out == "float32" else torch.from_numpy(d.view(np.int16)).view(w.dtype)
                 w[r0:r0 + 1024] = dt.to(w.device)
+
+
+# ---- GGUF Q4_0 / Q4_1 and scaled FP8 weights through the dequant probe's kernels (issue 20) ----------
+
+DEQUANT_KERNELS = ("numerics", "cuda_ext", "triton", "torch")
+FP8_SCALINGS = ("tensor", "channel", "block")
+FP8_FORMATS = {"e4m3fn": "float8_e4m3fn", "e5m2": "float8_e5m2"}
+FP8_VIAS = ("float32", "bfloat16")
+Q4_FORMS = {"q4_0": "Q4_0", "q4_1": "Q4_1"}
+DEQUANT_FORMS = ("q4_0[:KERNEL]", "q4_1[:KERNEL]", "fp8:SCALING[:FORMAT][:VIA][:KERNEL]")
+
+
+def is_dequant_spec(spec: str) -> bool:
+    """weights= values handled here (fp8 alone is llm.runconfig's per-row torch rounding)."""
+    head = spec.split(":")[0]
+    return head in Q4_FORMS or (head == "fp8" and ":" in spec)
+
+
+def default_dequant_kernel(device: str) -> str:
+    return "cuda_ext" if str(device).startswith("cuda") else "numerics"
+
+
+def _kernel_unavailable(kernel, device):
+    """Why the dequant probe's `kernel` cannot run on `device` ('' = it can)."""
+    import os
+    import sys
+    gpu = str(device).startswith("cuda")
+    if kernel == "cuda_ext":
+        from probes import ext
+        if not ext.available():
+            return "probes._C (the dequant probe's CUDA / C++ kernels) is not built"
+        if gpu and not ext.built_with_cuda():
+            return "probes._C was built without CUDA"
+    if kernel == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "triton is not installed"
+        mod = sys.modules.get("probes.dequant.triton_dequant")
+        interp = getattr(mod, "INTERPRETED", None) if mod else os.environ.get("TRITON_INTERPRET") == "1"
+        if not gpu and not interp:
+            return ("on the CPU the Triton kernels run in Triton's interpreter: set TRITON_INTERPRET=1 before "
+                    "triton is imported")
+        if gpu and interp:
+            return "probes.dequant.triton_dequant was imported under TRITON_INTERPRET=1 (the interpreter, not the GPU)"
+    return ""
+
+
+def parse_dequant_spec(spec: str, device: str = "cpu"):
+    """'q4_0[:KERNEL]' | 'q4_1[:KERNEL]' | 'fp8:SCALING[:FORMAT][:VIA][:KERNEL]' -> a dict
+    {form: Q4_0|Q4_1|fp8, scaling, fmt, via, kernel, canonical}; KERNEL defaults to
+    default_dequant_kernel(device); FORMAT to e4m3fn, VIA to float32. A UsageError names the bad part,
+    the choices, and a kernel the device cannot run."""
+    parts = spec.split(":")
+    head, rest = parts[0], parts[1:]
+    kinds = {"kernel": DEQUANT_KERNELS}
+    if head in Q4_FORMS:
+        got = {"form": Q4_FORMS[head], "scaling": None, "fmt": None, "via": None}
+    elif head == "fp8":
+        kinds.update(scaling=FP8_SCALINGS, fmt=tuple(FP8_FORMATS), via=FP8_VIAS)
+        got = {"form": "fp8"}
+    else:
+        raise UsageError(f"weights={spec}: not one of {', '.join(DEQUANT_FORMS)}")
+    for p in rest:
+        kind = next((k for k, vals in kinds.items() if p in vals), None)
+        if kind is None or kind in got:
+            allowed = "; ".join(f"{k} {'|'.join(v)}" for k, v in kinds.items())
+            why = "given twice" if kind else "unknown"
+            raise UsageError(f"weights={spec}: {p!r} {why} (parts after {head}: {allowed})")
+        got[kind] = p
+    if head == "fp8":
+        if "scaling" not in got:
+            raise UsageError(f"weights={spec}: fp8 needs a scaling, one of {', '.join(FP8_SCALINGS)} "
+                             f"(e.g. fp8:block; weights=fp8 alone is the per-row torch rounding)")
+        got.setdefault("fmt", "e4m3fn")
+        got.setdefault("via", "float32")
+    got.setdefault("kernel", default_dequant_kernel(device))
+    why = _kernel_unavailable(got["kernel"], device)
+    if why:
+        ok = [k for k in DEQUANT_KERNELS if not _kernel_unavailable(k, device)]
+        raise UsageError(f"weights={spec}: kernel {got['kernel']} cannot run on device={device}: {why} "
+                         f"(available there: {', '.join(ok)})")
+    if head == "fp8":
+        got["canonical"] = f"fp8:{got['scaling']}:{got['fmt']}:{got['via']}:{got['kernel']}"
+    else:
+        got["canonical"] = f"{head}:{got['kernel']}"
+    return got
+
+
+def _f8_torch(q, fmt):
+    t = torch.from_numpy(np.ascontiguousarray(q).view(np.uint8))
+    return t.view(torch.float8_e4m3fn if fmt == "float8_e4m3fn" else torch.float8_e5m2)
+
+
+def dequant_weight(w: torch.Tensor, spec) -> torch.Tensor:
+    """The 2-D weight `w` quantised by the format's quantiser (numerics.dequant.quantize_q4_0 / _q4_1 /
+    quantize_fp8, on float32 values) and dequantised by the dequant probe's KERNEL on w's device: Q4 gives
+    float32, fp8 bfloat16 (the probe's outputs), returned in that dtype (the caller casts to the run's)."""
+    from numerics import dequant as dq
+    p = parse_dequant_spec(spec, str(w.device)) if isinstance(spec, str) else spec
+    kernel, dev = p["kernel"], w.device
+    n, k = w.shape
+    wf = w.detach().float().cpu().numpy()
+    if p["form"] in ("Q4_0", "Q4_1"):
+        if k % dq.QK:
+            raise UsageError(f"weights={p['canonical']}: row length {k} is not a multiple of {dq.QK} (Q4 blocks)")
+        blocks = (dq.quantize_q4_0 if p["form"] == "Q4_0" else dq.quantize_q4_1)(wf.reshape(-1))
+        if kernel == "numerics":
+            d = (dq.dequant_q4_0 if p["form"] == "Q4_0" else dq.dequant_q4_1)(blocks)
+            return torch.from_numpy(np.ascontiguousarray(d, np.float32)).reshape(n, k).to(dev)
+        bt = torch.from_numpy(blocks).to(dev)
+        mod = _dequant_module(kernel)
+        return mod.dequant_q4(bt, p["form"]).reshape(n, k)
+    fmt = FP8_FORMATS[p["fmt"]]
+    try:
+        q, s = dq.quantize_fp8(wf, fmt, p["scaling"])
+    except ValueError as exc:
+        raise UsageError(f"weights={p['canonical']}: {exc}") from None
+    if kernel == "numerics":
+        d = np.ascontiguousarray(dq.dequant_fp8(q, s, p["scaling"], via=p["via"]))
+        return torch.from_numpy(d.view(np.int16)).view(torch.bfloat16).to(dev)
+    qt, st = _f8_torch(q, fmt).to(dev), torch.from_numpy(np.ascontiguousarray(s, np.float32)).to(dev)
+    return _dequant_module(kernel).dequant_fp8(qt, st, p["scaling"], via=p["via"])
+
+
+def _dequant_module(kernel):
+    if kernel == "cuda_ext":
+        from probes.dequant import kernels as mod
+    elif kernel == "triton":
+        from probes.dequant import triton_dequant as mod
+    elif kernel == "torch":
+        from probes.dequant import torch_dequant as mod
+    else:
+        raise UsageError(f"dequant kernel {kernel!r} not one of {', '.join(DEQUANT_KERNELS)}")
+    return mod
+
+
+def decoder_linears(model):
+    for layer in model.model.layers:
+        yield from (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                    layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+
+
+@torch.no_grad()
+def quantize_weights_dequant_(model, spec: str) -> None:
+    """Every decoder linear weight of `model` -> dequant_weight(w, spec), cast once to the weights' dtype
+    (Q4: float32 -> dtype; fp8: bfloat16 -> dtype, exact for float32 and bfloat16), in place."""
+    p = parse_dequant_spec(spec, str(next(model.parameters()).device))
+    for mod in decoder_linears(model):
+        w = mod.weight.data
+        w.copy_(dequant_weight(w, p).to(w.dtype))

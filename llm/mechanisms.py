@@ -14,9 +14,17 @@ Rows (llm.runconfig / llm.mechkernels name the variants; `--mechanisms` picks th
     norm-atomic     norm=atomic          the same, partials added by atomics (CPU: a seeded arrival order)
     softmax-fixed   softmax=fixed        the attention softmax's sums, fixed-order tree
     softmax-atomic  softmax=atomic       ... atomics
-    fma-on          fma=on               the rotary rotation with one fused multiply-add (default: unfused)
+    fma-on          fma=on               every covered op contracted: the rotary rotation, RMSNorm's mean plus
+                                         epsilon, act(gate)*up (default: unfused)
+    fma-norm        fma=on:norm vs fma=off:norm   RMSNorm's s*(1/n) + eps fused (no effect where n is a
+                                         power of two: s*(1/n) is exact)
+    fma-mlp         fma=on:mlp vs fma=off:mlp     act(gate)*up: a product alone, expected 0 (a check)
     batch-8         batch=8              the prompt as row 0 of a batch of 8 (vs alone)
     int4-formula    weights=int4:fma:float16:gG vs int4:sub_mul:float32:gG (the dequantisation formula)
+    fp8-via         weights=fp8:channel:bfloat16 vs fp8:channel (FP8 dequant: the scale rounded to bfloat16
+                                         first vs the product in float32; the dequant probe's kernel)
+    fp8-scaling     weights=fp8:block vs fp8:channel (FP8 scales per 128x128 block vs per output row)
+    q4_1-weights    weights=q4_1 vs native (GGUF Q4_1 quantisation itself: a scale for the rows above)
     tf32-on         tf32=on              (float32 on a GPU) TF32 tensor cores in the linears
     cublaslt-rank1  linear=cublaslt:1    (GPU) every linear through the heuristic's second pick, vs its
                                          default pick (linear=cublaslt:0)
@@ -56,10 +64,16 @@ MECHANISMS = {
     "norm-atomic": ("RMSNorm sums: atomics (CPU: seeded arrival order)", "", "norm=atomic", ()),
     "softmax-fixed": ("softmax sums: fixed-order tree", "", "softmax=fixed", ()),
     "softmax-atomic": ("softmax sums: atomics (CPU: seeded arrival order)", "", "softmax=atomic", ()),
-    "fma-on": ("rotary: fused multiply-add (default: unfused)", "", "fma=on", ()),
+    "fma-on": ("rotary, norm, mlp: fused multiply-adds (default: unfused)", "", "fma=on", ()),
+    "fma-norm": ("RMSNorm's s*(1/n)+eps fused vs not", "fma=off:norm", "fma=on:norm", ()),
+    "fma-mlp": ("act(gate)*up via the FMA program, fused vs not", "fma=off:mlp", "fma=on:mlp", ()),
     "batch-8": ("batch 1 vs 8 (prompt = row 0)", "", "batch=8", ()),
     "int4-formula": ("int4 dequant: fma/float16 vs sub_mul/float32", "weights=int4:sub_mul:float32:g{G}",
                      "weights=int4:fma:float16:g{G}", ()),
+    "fp8-via": ("fp8 dequant: bf16 scale vs float32 product", "weights=fp8:channel",
+                "weights=fp8:channel:bfloat16", ()),
+    "fp8-scaling": ("fp8 scales: 128x128 blocks vs per row", "weights=fp8:channel", "weights=fp8:block", ()),
+    "q4_1-weights": ("GGUF Q4_1 weights vs native (quantisation)", "", "weights=q4_1", ()),
     "tf32-on": ("linears on TF32 tensor cores (fp32)", "tf32=off", "tf32=on", ("gpu", "float32")),
     "cublaslt-rank1": ("cuBLASLt: heuristic's 2nd pick vs its 1st", "linear=cublaslt:0", "linear=cublaslt:1",
                        ("gpu",)),

@@ -22,9 +22,17 @@ TF32, the cuBLASLt algorithm and GPU dequantisation, each built on the probes' o
   rotate_half(x)*sin through the FMA probe's `dot` program of the extension (probes.fma.kernels.dot;
   k = 2: acc = op(rotate_half(x), sin, +0) = round(rotate_half(x)*sin), then op(x, cos, acc)); on
   = `fma` (one rounding: fma(x, cos, round(rotate_half(x)*sin))), off = `mul_add` (two roundings, what
-  torch's unfused ops compute). Exact model: numerics.fma_programs.dot(a, b, fmt, variant). The other
-  elementwise ops of a llama/mistral layer (SiLU(gate)*up, the norm scaling, the residual adds) have
-  no multiply followed by an add, so no contraction applies to them.
+  torch's unfused ops compute). Exact model: numerics.fma_programs.dot(a, b, fmt, variant).
+  `fma=on|off` applies to every covered op, `fma=on:OPS` / `off:OPS` to some (OPS '+'-joined of rotary,
+  norm, mlp):
+  - norm (`norm_fma_steps`): RMSNorm's one multiply-add, the mean plus epsilon, as the dot program
+    op(s, float32(1/n), eps) (s the row sum of squares in the norm= order): on = round(s*(1/n) + eps),
+    off = round(round(s*(1/n)) + eps) = torch's round(s/n) + eps where n is a power of two; its scalings
+    h*rsqrt and weight*h, products alone, through the dot program with k = 1.
+  - mlp (`act_mul_fma`): act(gate) * up through the dot program with k = 1. A product alone has no add
+    to contract: on and off are the same bits (tested), the default's too (up to the sign of a -0
+    product: the program starts from +0).
+  The residual adds are plain adds (no product to fuse), so no contraction applies to them.
 - `tf32=on|off` (float32 runs on a GPU): torch.backends.cuda.matmul.allow_tf32 during the forward.
 - `linear=cublaslt:RANK[:mM]` (GPU only): every linear op through the cuBLASLt heuristic's pick of
   rank RANK (0 = its default) for the op's (M, N, K) (probes.gemm.cublaslt.plan_for, the GEMM probe's
@@ -33,6 +41,8 @@ TF32, the cuBLASLt algorithm and GPU dequantisation, each built on the probes' o
   naming the option and the picks it returned.
 - `weights=int4:...` on a GPU: dequantised by probes.dequant.kernels.dequant_int4 (the extension's
   CUDA kernel) instead of numerics.dequant (llm.kernels.quantize_weights_int4_).
+- `weights=q4_0|q4_1[:KERNEL]`, `weights=fp8:SCALING[:FORMAT][:VIA][:KERNEL]`: quantised by numerics.dequant,
+  dequantised by the dequant probe's KERNEL (llm.kernels.dequant_weight, quantize_weights_dequant_).
 """
 from __future__ import annotations
 
@@ -44,12 +54,14 @@ import torch
 from probes.errors import UsageError
 
 __all__ = ["ROW_GRID", "ROW_BLOCK", "ROW_FINAL", "ROW_ORDERS", "row_sums", "rms_norm_rows", "eager_softmax",
-           "rotary_fma", "FMA_CHOICES", "parse_row_order", "arrival_order", "CublasLtLinear", "parse_cublaslt",
+           "rotary_fma", "FMA_CHOICES", "FMA_OPS", "parse_fma", "fma_products", "norm_fma_steps",
+           "act_mul_fma", "parse_row_order", "arrival_order", "CublasLtLinear", "parse_cublaslt",
            "tf32_context"]
 
 ROW_GRID, ROW_BLOCK, ROW_FINAL = 8, 32, 32
 ROW_ORDERS = ("torch", "fixed", "atomic")
 FMA_CHOICES = ("default", "on", "off")
+FMA_OPS = ("rotary", "norm", "mlp")
 
 
 def parse_row_order(spec, value, key):
@@ -101,28 +113,32 @@ def _norm_module(fn):
     return getattr(fn, "__self__", fn)
 
 
-def rms_norm_rows(fn, x, order: str, seed: int = 0):
+def rms_norm_rows(fn, x, order: str, seed: int = 0, fma: str | None = None):
     """transformers' llama/mistral RMSNorm op for op, its sum of squares in `order` (torch: the model's
-    own `h.pow(2).mean(-1)`)."""
+    own `h.pow(2).mean(-1)`). fma = 'fma' | 'mul_add': the mean-plus-epsilon and the two scalings through
+    the FMA probe's dot program (norm_fma_steps); None: torch's ops."""
     module = _norm_module(fn)
     dtype = x.dtype
     h = x.to(torch.float32)
     sq = h.pow(2)
     if order == "torch":
-        variance = sq.mean(-1, keepdim=True)
+        s = sq.sum(-1, keepdim=True) if fma else None
+        variance = None if fma else sq.mean(-1, keepdim=True)
     else:
         n = sq.shape[-1]
         s = row_sums(sq.reshape(-1, n), order, seed).reshape(*sq.shape[:-1], 1)
-        variance = s / n
+        variance = None if fma else s / n
+    if fma:
+        return norm_fma_steps(h, s, module.variance_epsilon, module.weight, fma)
     h = h * torch.rsqrt(variance + module.variance_epsilon)
     return module.weight * h.to(dtype)
 
 
-def norm_op(order, seed=0):
+def norm_op(order, seed=0, fma=None):
     """A `norm=` replacement (llm.runconfig.register_op signature: fn(module, x))."""
     def rep(fn, x):
-        return rms_norm_rows(fn, x, order, seed)
-    rep.__name__ = f"rms_norm_{order}"
+        return rms_norm_rows(fn, x, order, seed, fma)
+    rep.__name__ = f"rms_norm_{order}" + (f"_{fma}" if fma else "")
     return rep
 
 
@@ -198,6 +214,72 @@ def rotary_fma(variant: str):
         return one(qh, c, s).transpose(1, 2), one(kh, c, s).transpose(1, 2)
 
     rep.__name__ = f"rotary_{variant}"
+    return rep
+
+
+# ---- FMA contraction in the norm and the MLP (fma=on:norm, fma=on:mlp) ----------------------------------
+
+def parse_fma(spec, value):
+    """'default' | 'on' | 'off' | 'on:OPS' | 'off:OPS' (OPS: '+'-joined of FMA_OPS) -> (mode, ops);
+    on / off alone = every op of FMA_OPS. A UsageError names the option and the choices."""
+    mode, colon, ops = value.partition(":")
+    form = f"default, on, off, on:OPS or off:OPS (OPS: {'+'.join(FMA_OPS)} or a part of it)"
+    if mode not in FMA_CHOICES or (colon and mode == "default") or (colon and not ops):
+        raise UsageError(f"run config {spec!r}: fma={value} not one of {form}")
+    if mode == "default":
+        return mode, ()
+    chosen = tuple(ops.split("+")) if colon else FMA_OPS
+    bad = [o for o in chosen if o not in FMA_OPS]
+    if bad or len(set(chosen)) != len(chosen):
+        raise UsageError(f"run config {spec!r}: fma={value}: {'+'.join(bad) or 'an op given twice'} "
+                         f"(the ops: {', '.join(FMA_OPS)})")
+    return mode, tuple(o for o in FMA_OPS if o in chosen)
+
+
+def _dot(pairs_a, pairs_b, variant, dtype):
+    """probes.fma.kernels.dot over rows of [elements, k] pairs, out in `dtype`."""
+    from probes.fma import kernels as fma_kernels
+    a, b = pairs_a.contiguous(), pairs_b.contiguous()
+    out = torch.empty(a.shape[0], dtype=dtype, device=a.device)
+    fma_kernels.dot(a, b, variant, out=out)
+    return out
+
+
+def fma_products(a, b, variant):
+    """a * b element-wise (broadcast) as the dot program with k = 1: op(a, b, +0), one rounding in both
+    variants (a product alone has no add to contract: fma and mul_add give the same bits; +0 start: a
+    product that is -0 comes out +0)."""
+    a, b = torch.broadcast_tensors(a, b)
+    return _dot(a.reshape(-1, 1), b.reshape(-1, 1), variant, a.dtype).view(a.shape)
+
+
+def _f32(v):
+    return float(torch.tensor(v, dtype=torch.float32))
+
+
+def norm_fma_steps(h, s, eps, weight, variant):
+    """RMSNorm's elementwise steps through the FMA probe's dot program, h float32 [..., n], s its float32
+    row sums of squares [..., 1]:
+      ve = op(s, float32(1/n), op(eps, 1, +0)): the mean plus epsilon, k = 2 -- the one multiply-add of
+           the norm: fma = round(s*(1/n) + eps), mul_add = round(round(s*(1/n)) + eps) (= torch's
+           round(s/n) + eps where n is a power of two, 1/n exact);
+      r = torch.rsqrt(ve); h = op(h, r, +0) (float32); out = op(weight, h.to(dtype), +0) (dtype): the two
+           scalings, products alone (fma_products)."""
+    n = h.shape[-1]
+    rows = s.reshape(-1)
+    a = torch.stack((torch.full_like(rows, _f32(eps)), rows), dim=-1)
+    b = torch.stack((torch.ones_like(rows), torch.full_like(rows, _f32(1.0 / n))), dim=-1)
+    ve = _dot(a, b, variant, torch.float32).view(s.shape)
+    hn = fma_products(h, torch.rsqrt(ve), variant)
+    hd = hn.to(weight.dtype)
+    return fma_products(weight, hd, variant)
+
+
+def act_mul_fma(variant):
+    """An act_mul replacement: act(gate) (the model's own activation) times up through fma_products."""
+    def rep(fn, g, u):
+        return fma_products(fn.act(g), u, variant)
+    rep.__name__ = f"act_mul_{variant}"
     return rep
 
 

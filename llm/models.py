@@ -257,7 +257,8 @@ def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, see
          weights: str = "native") -> LoadedModel:
     """A model by name or local path, on `device` in `dtype`, its linear weights `native`, rounded to
     `fp8` (llm.runconfig.quantize_weights_fp8_) or int4 (`int4:FORMULA:COMPUTE:gGROUP`,
-    llm.kernels.quantize_weights_int4_). Cached: tests load SmolLM2 once per process (the
+    llm.kernels.quantize_weights_int4_), GGUF q4_0 / q4_1 or scaled fp8 (`fp8:SCALING...`) through the dequant
+    probe's kernels (llm.kernels.quantize_weights_dequant_). Cached: tests load SmolLM2 once per process (the
     cache key is the full argument tuple, however the call spells it)."""
     return _load_cached(name, str(device), dtype, int(seed), weights)
 
@@ -277,8 +278,15 @@ def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
         quantize_weights_int4_(lm.model, weights)
         lm.info["weights"] = (f"{weights}: group-wise asymmetric int4, dequantised by numerics.dequant.dequant_int4, "
                               "rounded once to the dtype")
+    elif weights.split(":")[0] in ("q4_0", "q4_1", "fp8"):
+        from llm.kernels import parse_dequant_spec, quantize_weights_dequant_
+        p = parse_dequant_spec(weights, device)
+        quantize_weights_dequant_(lm.model, weights)
+        lm.info["weights"] = (f"{p['canonical']}: quantised by numerics.dequant's quantiser, dequantised by the "
+                              f"dequant probe's {p['kernel']} kernel, cast once to the dtype")
     elif weights != "native":
-        raise UsageError(f"weights={weights!r}: not native, fp8 or int4:FORMULA:COMPUTE:gGROUP")
+        raise UsageError(f"weights={weights!r}: not native, fp8, int4:FORMULA:COMPUTE:gGROUP, q4_0[:KERNEL], "
+                         "q4_1[:KERNEL] or fp8:SCALING[:FORMAT][:VIA][:KERNEL]")
     return lm
 
 

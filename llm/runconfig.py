@@ -18,6 +18,13 @@
   in float32, then rounded to dtype); int4 = group-wise asymmetric int4 dequantised by
   numerics.dequant.dequant_int4 with FORMULA sub_mul|mul_sub|fma in COMPUTE float16|float32, groups of
   GROUP in 32|64|128 (e.g. int4:fma:float16:g128; llm.kernels).
+- weights=q4_0[:KERNEL] | q4_1[:KERNEL] | fp8:SCALING[:FORMAT][:VIA][:KERNEL] (issue 20; llm.kernels): every
+  decoder linear weight quantised by numerics.dequant's quantiser (GGUF Q4_0 / Q4_1 as ggml's reference;
+  fp8 with SCALING tensor|channel|block, FORMAT e4m3fn|e5m2, VIA float32|bfloat16) and dequantised by the
+  dequant probe's KERNEL numerics|cuda_ext|triton|torch (default numerics on the CPU, cuda_ext on a GPU;
+  triton on the CPU needs Triton's interpreter), cast once to the dtype. Parsed to the canonical form with
+  the kernel (q4_1:numerics, fp8:block:e4m3fn:float32:numerics); a kernel the device cannot run is a
+  UsageError listing those it can.
 Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms ranks them):
 - norm=fixed|atomic[:SEED]: RMSNorm's row sum of squares through the reduction probe's kernels
   (probes.ext.fixed_order_sum: the two-pass fixed-order tree, 8 blocks of 32 threads; atomic: the blocks'
@@ -25,9 +32,13 @@ Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms 
   the partials added in a seeded random arrival order per row, SEED default 0).
 - softmax=torch|fixed|atomic[:SEED] (attn=eager only; sdpa fuses the softmax): the eager attention's
   softmax row sums likewise (torch: torch.softmax, the default).
-- fma=default|on|off: the rotary rotation x*cos + rotate_half(x)*sin through the FMA probe's dot program
-  (probes.fma.kernels.dot; CPU: the extension's C++ reference): on = one fused multiply-add, off = two
-  roundings (what torch's own unfused ops compute); default = the model's own ops.
+- fma=default|on|off|on:OPS|off:OPS (OPS '+'-joined of rotary, norm, mlp; on/off alone = all three): the
+  elementwise ops through the FMA probe's dot program (probes.fma.kernels.dot; CPU: the extension's C++
+  reference): on = fused multiply-adds (one rounding), off = two roundings (what torch's own unfused ops
+  compute); default = the model's own ops. rotary: x*cos + rotate_half(x)*sin; norm: RMSNorm's mean plus
+  epsilon s*(1/n) + eps (s in the norm= order; off = torch's where n is a power of two) and its two
+  scalings; mlp: act(gate)*up, a product alone (on = off: nothing to contract). The residual adds are plain
+  adds: no contraction applies. Not with norm=float64.
 - tf32=default|on|off (float32 runs): TF32 tensor cores for the linears on a GPU (allow_tf32 during
   the forward; with linear=cublaslt the compute type 32f_fast_tf32); tf32=on on the CPU is a UsageError.
 - linear=cublaslt:RANK[:mM] (GPU only): every linear through the cuBLASLt heuristic's pick RANK for its
@@ -204,6 +215,9 @@ class RunConfig:
         if op_class == "linear" and self.linear.startswith("emulate:"):
             from llm.emulate import emulated_linear
             return emulated_linear(self.linear.partition(":")[2])
+        if op_class == "norm" and "norm" in self.fma_ops:
+            order, _, seed = self.norm.partition(":")
+            return mk.norm_op(order, int(seed or 0), fma=self.fma_variant)
         if op_class == "norm" and self.norm.startswith("atomic:"):
             return mk.norm_op("atomic", int(self.norm.partition(":")[2]))
         if op_class in ("linear", "norm"):
@@ -211,9 +225,21 @@ class RunConfig:
         if op_class == "attention" and self.softmax != "torch":
             order, _, seed = self.softmax.partition(":")
             return mk.softmax_op(order, int(seed or 0))
-        if op_class == "rotary" and self.fma != "default":
-            return mk.rotary_fma("fma" if self.fma == "on" else "mul_add")
+        if op_class == "rotary" and "rotary" in self.fma_ops:
+            return mk.rotary_fma(self.fma_variant)
+        if op_class == "activation" and "mlp" in self.fma_ops:
+            return mk.act_mul_fma(self.fma_variant)
         return None
+
+    @property
+    def fma_ops(self):
+        """The ops fma= covers (llm.mechkernels.FMA_OPS), () for fma=default."""
+        from llm import mechkernels as mk
+        return mk.parse_fma(self.text, self.fma)[1]
+
+    @property
+    def fma_variant(self):
+        return "fma" if self.fma.startswith("on") else "mul_add"
 
     def router_spec(self):
         """The probes.moe.routing.RouterSpec of `router=` (None when not given: the model's own top-k)."""
@@ -316,6 +342,10 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         from llm.kernels import parse_int4_spec
         parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
         kw["weights"] = fields.pop("weights")
+    from llm.kernels import is_dequant_spec
+    if is_dequant_spec(fields.get("weights", "")):
+        from llm.kernels import parse_dequant_spec
+        kw["weights"] = parse_dequant_spec(fields.pop("weights"), kw["device"])["canonical"]
     device_is_gpu = kw["device"].startswith("cuda")
     if fields.get("linear", "").startswith("cublaslt"):
         from llm.mechkernels import parse_cublaslt
@@ -331,7 +361,7 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
             raise UsageError(f"run config {spec!r}: linear=emulate:PROFILE needs a profile name or file")
         check_profile_for(prof, kw["dtype"])         # a UsageError naming what the profile lacks
         kw["linear"] = fields.pop("linear")
-    from llm.mechkernels import FMA_CHOICES, parse_row_order
+    from llm.mechkernels import parse_row_order
     for k in ("norm", "softmax"):
         if fields.get(k, "").startswith("atomic:"):
             parse_row_order(spec, fields[k], k)
@@ -343,9 +373,12 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         raise UsageError(f"run config {spec!r}: softmax={kw['softmax']} replaces the eager attention's softmax: "
                          f"needs attn=eager (attn={fields.get('attn', 'sdpa')} fuses it)")
     if "fma" in fields:
-        if fields["fma"] not in FMA_CHOICES:
-            raise UsageError(f"run config {spec!r}: fma={fields['fma']} not one of {', '.join(FMA_CHOICES)}")
-        kw["fma"] = fields.pop("fma")
+        from llm.mechkernels import FMA_OPS, parse_fma
+        mode, ops = parse_fma(spec, fields.pop("fma"))
+        kw["fma"] = mode if ops in ((), FMA_OPS) else f"{mode}:{'+'.join(ops)}"
+        if "norm" in ops and fields.get("norm", "torch") == "float64":
+            raise UsageError(f"run config {spec!r}: fma={kw['fma']} computes the norm's steps in float32 through "
+                             f"the FMA probe; not with norm=float64 (norm=torch, fixed or atomic)")
     if "tf32" in fields:
         t = fields.pop("tf32")
         if t not in ("default", "on", "off"):
@@ -357,7 +390,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                              f"{kw['device']} (there: tf32=default or off)")
         kw["tf32"] = t
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
-               "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP"),
+               "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP", "q4_0[:KERNEL]", "q4_1[:KERNEL]",
+                           "fp8:SCALING[:FORMAT][:VIA][:KERNEL]"),
                "linear": tuple(OP_REPLACEMENTS["linear"]) + ("emulate:PROFILE",), "norm": tuple(OP_REPLACEMENTS["norm"]),
                "tp_reduce": ("rank", "ring", "float64")}
     for k, allowed in choices.items():

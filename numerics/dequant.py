@@ -208,3 +208,47 @@ def dequant_fp8(q, scales, scaling="tensor", *, via="float32"):
         if via == "float32":
             return cast(_r(qv * s, "float32"), "bfloat16")
         return cast(qv * _r(s, "bfloat16"), "bfloat16")
+
+
+# ---- GGUF Q4_0 / Q4_1 quantisers (ggml's reference quantize_row_q4_0_ref / q4_1_ref) ---------------
+def _q4_rows(x, name):
+    x = np.asarray(x, np.float32)
+    if x.size % QK:
+        raise ValueError(f"{name}: {x.size} values is not a whole number of {QK}-value blocks")
+    return x.reshape(-1, QK)
+
+
+def quantize_q4_0(x):
+    """float32 values (a multiple of 32, row-major) -> GGUF Q4_0 blocks (n, 18) uint8, as ggml's
+    quantize_row_q4_0_ref: max = the value of largest magnitude (the first one), d = max / -8,
+    id = 1/d (0 if d = 0), q = min(15, trunc(x*id + 8.5)) in float32, d stored as float16."""
+    x = _q4_rows(x, "Q4_0")
+    first = np.argmax(np.abs(x), axis=1)
+    mx = x[np.arange(x.shape[0]), first]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = (mx / np.float32(-8)).astype(np.float32)
+        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+        v = (x * inv[:, None]).astype(np.float32) + np.float32(8.5)
+    q = np.minimum(15, np.trunc(v.astype(np.float32))).astype(np.int64).astype(np.uint8)
+    out = np.empty((x.shape[0], Q4_0_BLOCK_BYTES), np.uint8)
+    out[:, :2] = d.astype(np.float16).reshape(-1, 1).view(np.uint8)
+    out[:, 2:] = q[:, :QK // 2] | (q[:, QK // 2:] << 4)
+    return out
+
+
+def quantize_q4_1(x):
+    """float32 values (a multiple of 32, row-major) -> GGUF Q4_1 blocks (n, 20) uint8, as ggml's
+    quantize_row_q4_1_ref: d = (max - min)/15, id = 1/d (0 if d = 0), q = min(15, trunc((x - min)*id + 0.5))
+    in float32, d and min stored as float16."""
+    x = _q4_rows(x, "Q4_1")
+    lo, hi = x.min(axis=1), x.max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = ((hi - lo) / np.float32(15)).astype(np.float32)
+        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+        v = ((x - lo[:, None]).astype(np.float32) * inv[:, None]).astype(np.float32) + np.float32(0.5)
+    q = np.minimum(15, np.trunc(v.astype(np.float32))).astype(np.int64).astype(np.uint8)
+    out = np.empty((x.shape[0], Q4_1_BLOCK_BYTES), np.uint8)
+    out[:, :2] = d.astype(np.float16).reshape(-1, 1).view(np.uint8)
+    out[:, 2:4] = lo.astype(np.float16).reshape(-1, 1).view(np.uint8)
+    out[:, 4:] = q[:, :QK // 2] | (q[:, QK // 2:] << 4)
+    return out

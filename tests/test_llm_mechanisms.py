@@ -231,3 +231,227 @@ def test_replay_refuses_the_mechanisms():
     with pytest.raises(UsageError, match="softmax=fixed"):
         check_replayable(parse_run("attn=eager,softmax=fixed"), [])
     check_replayable(parse_run("dtype=float32,tf32=default"), [])
+
+
+# ---- weights dequantised through the dequant probe's kernels (GGUF Q4_0 / Q4_1, scaled FP8) ---------------
+
+DQ_FORMS = ["q4_0", "q4_1", "fp8:tensor", "fp8:channel", "fp8:block", "fp8:block:e5m2:bfloat16"]
+
+
+def _dequant_model(w, form):
+    """The numerics model of the variant, from numerics.dequant alone: its quantiser, its dequantiser."""
+    from numerics import dequant as dq
+    wf = w.detach().float().numpy()
+    n, k = wf.shape
+    if form.startswith("q4"):
+        qz, dz = (dq.quantize_q4_0, dq.dequant_q4_0) if form == "q4_0" else (dq.quantize_q4_1, dq.dequant_q4_1)
+        return np.ascontiguousarray(dz(qz(wf.reshape(-1))), np.float32).reshape(n, k).view(np.uint32)
+    parts = form.split(":")
+    fmt = "float8_e5m2" if "e5m2" in parts else "float8_e4m3fn"
+    via = "bfloat16" if "bfloat16" in parts else "float32"
+    q, s = dq.quantize_fp8(wf, fmt, parts[1])
+    return np.ascontiguousarray(dq.dequant_fp8(q, s, parts[1], via=via)).view(np.uint16)
+
+
+def _ubits(t):
+    t = t.contiguous()
+    return t.view(torch.int32).numpy().view(np.uint32) if t.dtype == torch.float32 else \
+        t.view(torch.int16).numpy().view(np.uint16)
+
+
+@pytest.mark.parametrize("kernel", ["numerics", "cuda_ext", "torch",
+                                    pytest.param("triton", marks=pytest.mark.cpu_modes)])
+@pytest.mark.parametrize("form", DQ_FORMS)
+def test_dequant_weight_equals_the_numerics_model(form, kernel):
+    from llm.kernels import dequant_weight
+    # K = 160: Q4 blocks of 32, fp8 128x128 blocks with a partial one; a spread of magnitudes
+    w = torch.from_numpy((np.random.default_rng(7).standard_normal((144, 160)) *
+                          np.logspace(-3, 0, 160)).astype(np.float32))
+    got = dequant_weight(w, f"{form}:{kernel}")
+    assert got.dtype == (torch.float32 if form.startswith("q4") else torch.bfloat16)
+    want = _dequant_model(w, form)
+    assert np.array_equal(_ubits(got), want)
+    assert (got.float() - w).abs().max() < 0.15 * w.abs().max()     # a dequantisation of w (Q4_0: <= 1 step at the clip)
+
+
+def test_q4_quantisers_round_trip_within_a_step():
+    from numerics import dequant as dq
+    x = np.random.default_rng(3).standard_normal(32 * 50).astype(np.float32)
+    for qz, dz, off, steps in ((dq.quantize_q4_0, dq.dequant_q4_0, 2, 1.0), (dq.quantize_q4_1, dq.dequant_q4_1, 4, 0.5)):
+        b = qz(x)
+        assert b.shape == (50, off + 16)
+        d = b[:, :2].copy().view(np.float16).astype(np.float64)
+        err = np.abs(dz(b).astype(np.float64) - x.reshape(-1, 32))
+        # Q4_1: half a step; Q4_0: a step (ggml maps the largest magnitude to -8: +8 steps clips to 7),
+        # plus the float16 rounding of the scale (and min)
+        assert np.all(err <= np.abs(d) * steps + np.abs(x.reshape(-1, 32)).max(1, keepdims=True) * 2e-3)
+        assert err.max() > np.abs(d).min() * 0.25                  # and it is not exact: 4-bit values
+    # ggml's nibble layout: byte j holds weights j (low) and j + 16 (high); Q4_0 of 0..31 - 16: max -16 -> d = 2
+    b = dq.quantize_q4_0(np.arange(32, dtype=np.float32) - 16)
+    assert b[0, :2].view(np.float16)[0] == 2.0
+    assert b[0, 2] == (0 | (8 << 4)) and b[0, 3] == (1 | (9 << 4))   # trunc(x/2 + 8.5): -16 -> 0, -15 -> 1; 0 -> 8, 1 -> 9
+
+
+@pytest.mark.parametrize("form", ["q4_0", "q4_1:cuda_ext", "fp8:block", "fp8:channel:bfloat16:torch"])
+def test_dequant_weights_in_the_model(form):
+    lm = load("mistral-tiny", "cpu", torch.bfloat16)
+    cfg = parse_run(f"dtype=bfloat16,weights={form}")
+    assert cfg.weights.split(":")[-1] in ("numerics", "cuda_ext", "torch")     # the kernel is recorded
+    qlm = load("mistral-tiny", "cpu", torch.bfloat16, 0, cfg.weights)
+    # every decoder linear: the numerics model of the native weight, cast once to bfloat16
+    for name in ("q_proj", "down_proj"):
+        w = getattr(lm.model.model.layers[1].self_attn if name == "q_proj" else lm.model.model.layers[1].mlp,
+                    name).weight
+        qw = getattr(qlm.model.model.layers[1].self_attn if name == "q_proj" else qlm.model.model.layers[1].mlp,
+                     name).weight
+        m = _dequant_model(w, cfg.weights.rsplit(":", 1)[0])
+        want = torch.from_numpy(m.view(np.float32)).to(torch.bfloat16) if m.dtype == np.uint32 else \
+            torch.from_numpy(m.view(np.int16)).view(torch.bfloat16)
+        assert same(qw.data, want)
+    ids = lm.tokenizer.encode(TEXT)
+    a, b = Run(qlm, cfg, ids).forward(), Run(qlm, cfg, ids).forward()
+    assert same(a, b)                                           # deterministic
+    base = Run(lm, parse_run("dtype=bfloat16"), ids).forward()
+    assert not same(a, base) and torch.isfinite(a).all()        # and the weights changed something
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("weights=q4_2", ["weights=q4_2", "q4_0[:KERNEL]", "fp8:SCALING"]),
+    ("weights=fp8:rows", ["weights=fp8:rows", "tensor|channel|block", "numerics|cuda_ext|triton|torch"]),
+    ("weights=fp8:e5m2", ["weights=fp8:e5m2", "tensor, channel, block"]),
+    ("weights=q4_0:cuda", ["weights=q4_0:cuda", "numerics|cuda_ext|triton|torch"]),
+    ("weights=fp8:block:tensor", ["'tensor' given twice"]),
+])
+def test_bad_dequant_weights_name_the_option_and_the_choices(spec, words):
+    with pytest.raises(UsageError) as e:
+        parse_run(spec)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_a_dequant_kernel_the_device_cannot_run_is_an_error(monkeypatch):
+    from probes import ext
+    from llm.kernels import parse_dequant_spec
+    monkeypatch.setattr(ext, "available", lambda: False)
+    with pytest.raises(UsageError, match=r"weights=q4_1:cuda_ext: kernel cuda_ext cannot run on device=cpu.*"
+                                         r"available there: numerics, "):
+        parse_run("weights=q4_1:cuda_ext")
+    monkeypatch.undo()
+    import sys
+    import types
+    monkeypatch.setitem(sys.modules, "probes.dequant.triton_dequant", types.SimpleNamespace(INTERPRETED=False))
+    with pytest.raises(UsageError, match="kernel triton cannot run on device=cpu.*TRITON_INTERPRET"):
+        parse_dequant_spec("fp8:block:triton", "cpu")
+    monkeypatch.setitem(sys.modules, "probes.dequant.triton_dequant", types.SimpleNamespace(INTERPRETED=True))
+    with pytest.raises(UsageError, match="kernel triton cannot run on device=cuda.*interpreter"):
+        parse_dequant_spec("q4_0:triton", "cuda")
+
+
+def test_dequant_mechanism_rows_parse_and_differ_in_the_weights_only():
+    from llm.mechanisms import rows_for
+    rows = rows_for(["fp8-via", "fp8-scaling", "q4_1-weights"], device="cpu", dtype="bfloat16",
+                    model_name="mistral-tiny", prompt_len=5)
+    want = {"fp8-via": ("fp8:channel:e4m3fn:float32:numerics", "fp8:channel:e4m3fn:bfloat16:numerics"),
+            "fp8-scaling": ("fp8:channel:e4m3fn:float32:numerics", "fp8:block:e4m3fn:float32:numerics"),
+            "q4_1-weights": ("native", "q4_1:numerics")}
+    for name, _, ref, var, why in rows:
+        assert why == ""
+        r, v = parse_run(ref), parse_run(var)
+        assert (r.weights, v.weights) == want[name]
+        assert r.as_dict() | {"weights": 0, "text": 0} == v.as_dict() | {"weights": 0, "text": 0}
+
+
+# ---- FMA contraction in the norm and the MLP (fma=on:norm, fma=on:mlp) ----------------------------------
+
+NP_DT = {torch.float32: np.float32, torch.bfloat16: ml_dtypes.bfloat16, torch.float16: np.float16}
+
+
+def _np(t):
+    return t.contiguous().view(U[t.dtype]).numpy().view(NP_DT[t.dtype])
+
+
+def _products_model(a, b, variant):
+    a, b = torch.broadcast_tensors(a, b)
+    fmt = str(a.dtype).replace("torch.", "")
+    out = fma_programs.dot(_np(a).reshape(-1, 1), _np(b).reshape(-1, 1), fmt, variant)
+    raw = out.view(np.int32 if a.dtype == torch.float32 else np.int16)
+    return torch.from_numpy(raw).view(a.dtype).view(a.shape)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("variant", ["fma", "mul_add"])
+@pytest.mark.parametrize("n", [64, 96])
+def test_norm_fma_steps_equal_the_fma_program_model(dtype, variant, n):
+    g = torch.Generator().manual_seed(n)
+    h = torch.randn(300, n, generator=g).to(dtype).float()
+    w = (1 + 0.1 * torch.randn(n, generator=g)).to(dtype)
+    s = h.pow(2).sum(-1, keepdim=True)
+    got = mk.norm_fma_steps(h, s, 1e-5, w, variant)
+    eps, inv = np.float32(1e-5), np.float32(1.0 / n)
+    a = np.stack([np.full(300, eps, np.float32), s.numpy().ravel()], axis=1)
+    b = np.stack([np.ones(300, np.float32), np.full(300, inv, np.float32)], axis=1)
+    ve = torch.from_numpy(fma_programs.dot(a, b, "float32", variant)).reshape(300, 1)
+    hn = _products_model(h, torch.rsqrt(ve), variant)
+    assert same(got, _products_model(w, hn.to(dtype), variant))
+
+
+def test_norm_contraction_matters_only_where_n_is_not_a_power_of_two():
+    g = torch.Generator().manual_seed(9)
+    for n, differs in ((64, False), (96, True)):
+        h = torch.randn(4000, n, generator=g)
+        s = h.pow(2).sum(-1, keepdim=True)
+        w = torch.ones(n)
+        on, off = mk.norm_fma_steps(h, s, 1e-5, w, "fma"), mk.norm_fma_steps(h, s, 1e-5, w, "mul_add")
+        assert (not same(on, off)) == differs, n     # s*(1/64) is exact: nothing for an fma to fuse
+        if n == 64:                                  # and off is torch's own norm, bit for bit
+            assert same(off, w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_act_mul_fma_is_a_product_alone(dtype):
+    from llm.opmap import ActMul
+    g = torch.Generator().manual_seed(5)
+    gate, up = torch.randn(3, 7, 160, generator=g).to(dtype), torch.randn(3, 7, 160, generator=g).to(dtype)
+    fn = ActMul(torch.nn.functional.silu)
+    on, off = mk.act_mul_fma("fma")(fn, gate, up), mk.act_mul_fma("mul_add")(fn, gate, up)
+    assert same(on, _products_model(torch.nn.functional.silu(gate), up, "fma"))
+    assert same(on, off)                             # no add to contract: the same bits
+    assert same(on, fn(gate, up))                    # and the model's own op's
+
+
+@pytest.mark.parametrize("which", ["tiny32", "tiny16"])
+def test_fma_per_op_default_choices_give_default_logits(which, request):
+    lm = request.getfixturevalue(which)
+    dt = "float32" if which == "tiny32" else "bfloat16"
+    base = _logits(lm, f"dtype={dt},attn=eager")
+    # off everywhere = torch's unfused ops; mlp and (hidden 64, a power of two) norm: on = off = default
+    for spec in ("fma=off", "fma=off:rotary+norm+mlp", "fma=on:mlp", "fma=on:norm", "fma=on:norm+mlp"):
+        assert same(_logits(lm, f"dtype={dt},attn=eager,{spec}"), base), spec
+    # fma=on covers the rotary too: it moves the logits, as fma=on:rotary alone does, bit for bit
+    on = _logits(lm, f"dtype={dt},attn=eager,fma=on")
+    assert not same(on, base) and same(on, _logits(lm, f"dtype={dt},attn=eager,fma=on:rotary"))
+    # with norm=fixed: fma=off:norm is norm=fixed's own norm
+    assert same(_logits(lm, f"dtype={dt},attn=eager,norm=fixed,fma=off:norm"),
+                _logits(lm, f"dtype={dt},attn=eager,norm=fixed"))
+
+
+def test_fma_spec_is_canonical():
+    assert parse_run("fma=on").fma == "on" and parse_run("fma=on").fma_ops == ("rotary", "norm", "mlp")
+    assert parse_run("fma=on:rotary+norm+mlp").fma == "on"
+    c = parse_run("fma=off:mlp+rotary")
+    assert c.fma == "off:rotary+mlp" and c.fma_ops == ("rotary", "mlp") and c.fma_variant == "mul_add"
+    assert parse_run("fma=default").fma_ops == ()
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("fma=on:attn", ["fma=on:attn", "rotary, norm, mlp"]),
+    ("fma=on:norm+norm", ["fma=on:norm+norm", "twice"]),
+    ("fma=default:rotary", ["fma=default:rotary", "on:OPS"]),
+    ("fma=on:", ["fma=on:", "on:OPS"]),
+    ("fma=on:norm,norm=float64", ["fma=on:norm", "norm=float64"]),
+])
+def test_bad_fma_ops_name_the_option_and_the_choices(spec, words):
+    with pytest.raises(UsageError) as e:
+        parse_run(spec)
+    for w in words:
+        assert w in str(e.value)

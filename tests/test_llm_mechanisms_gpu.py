@@ -78,3 +78,25 @@ def test_int4_gpu_dequant_equals_numerics():
     a = gpu.model.model.layers[1].mlp.up_proj.weight.cpu()
     b = cpu.model.model.layers[1].mlp.up_proj.weight
     assert same(a, b)
+
+
+@pytest.mark.parametrize("kernel", ["cuda_ext", "triton", "torch"])
+@pytest.mark.parametrize("form", ["q4_0", "q4_1", "fp8:tensor", "fp8:block", "fp8:channel:e5m2:bfloat16"])
+def test_dequant_weight_on_the_gpu_equals_the_numerics_model(form, kernel):
+    # not yet run on a GPU (written 2026-12-05 on a CPU-only session): the CPU twin is
+    # tests/test_llm_mechanisms.py::test_dequant_weight_equals_the_numerics_model
+    from llm.kernels import dequant_weight
+    w = torch.from_numpy((np.random.default_rng(7).standard_normal((144, 160)) *
+                          np.logspace(-3, 0, 160)).astype(np.float32))
+    got = dequant_weight(w.to("cuda:0"), f"{form}:{kernel}")
+    want = dequant_weight(w, f"{form}:numerics")
+    assert got.is_cuda and same(got.cpu(), want)
+
+
+def test_fma_norm_and_mlp_off_give_default_logits_on_the_gpu(tiny):
+    # not yet run on a GPU: torch's CUDA mean vs sum / n (hidden 64: 1/n exact) and the program's products
+    for dt, lm in tiny.items():
+        name = str(dt).replace("torch.", "")
+        base = _logits(lm, f"device=cuda:0,dtype={name},attn=eager")
+        for spec in ("fma=off:norm", "fma=on:mlp", "fma=off:mlp"):
+            assert same(_logits(lm, f"device=cuda:0,dtype={name},attn=eager,{spec}"), base), spec
