@@ -51,11 +51,11 @@ def kernel_support(model) -> str | None:
     """None when the Triton kernel evaluates ``model`` exactly, else what it is missing."""
     from numerics.matmul import operand_formats
     from numerics.matmul_fast import fast_supported
+    if model.block_size == 1 and model.extra_bits is None:
+        return "a chain of fp32 FMAs (block_size=1, extra_bits=None)"
     fa, fb = operand_formats(model.input_format)
     if fa != fb or fa not in FORMATS:
         return f"operand format {model.input_format} (the kernel takes float16 or bfloat16 operands)"
-    if model.block_size == 1 and model.extra_bits is None:
-        return "a chain of fp32 FMAs (block_size=1, extra_bits=None)"
     why = fast_supported(model)
     if why is not None:
         return why
