@@ -235,3 +235,40 @@ def time_emulate_matmul(M: int, N: int, K: int, model, *, device="cuda", reps: i
     emu = clock(lambda: emulate_matmul_triton(x, w, model))
     nat = clock(lambda: x @ w.T)
     return {"M": M, "N": N, "K": K, "emulate_s": emu, "torch_s": nat, "ratio": emu / nat if nat else None}
+
+
+def main(argv=None):
+    """python -m llm.emulate_triton --profile P --dtype D --shapes MxNxK,...: seconds per emulated matmul
+    (the Triton kernel) beside torch's own, on a CUDA device."""
+    import argparse
+
+    from probes.profile import linear_plan, load_profile
+    ap = argparse.ArgumentParser(prog="python -m llm.emulate_triton", description=main.__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="h100")
+    ap.add_argument("--dtype", default="bfloat16", choices=sorted(FORMATS))
+    ap.add_argument("--shapes", default="1x576x576,64x576x576,1388x1536x576,1388x49152x576",
+                    help="comma-separated MxNxK (x [M, K], w [N, K])")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args(argv)
+    prof = load_profile(args.profile)
+    if args.dtype not in prof["linear"]:
+        raise UsageError(f"--dtype: profile {prof['name']!r} has no {args.dtype} model")
+    for s in args.shapes.split(","):
+        try:
+            M, N, K = (int(v) for v in s.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--shapes: {s!r} is not MxNxK") from None
+        model = linear_plan(prof, args.dtype, N, K, M).model
+        check_kernel_model(model, args.profile)
+        t = time_emulate_matmul(M, N, K, model, device=args.device, reps=args.reps)
+        print(f"{args.profile} {args.dtype} M={M} N={N} K={K}: emulated {t['emulate_s'] * 1e3:.3f} ms, "
+              f"torch {t['torch_s'] * 1e3:.3f} ms ({t['ratio']:.1f}x) on {args.device}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from probes.cli import guarded_main
+    sys.exit(guarded_main(main))

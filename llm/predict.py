@@ -57,13 +57,15 @@ def predict(lm, profiles, dtype, prompts, gen_steps, *, max_tokens=0, device="cp
     comps = {b: {n: compare_prompt(stats[a][n], stats[b][n], lasts[a][n], lasts[b][n]) for n in texts}
              for b in profiles[1:]}
     return {"label": LABEL, "dtype": dtype, "profiles": stats, "comparisons": comps, "emulation": plans,
-            "a": a}
+            "a": a, "device": device}
 
 
 def format_prediction(res, tok) -> str:
     a = res["a"]
-    lines = [f"{LABEL}S (not measurements): every linear with the GPU profile's arithmetic (exact, on this CPU), "
-             f"everything else by this CPU in {res['dtype']}; A = {a}"]
+    dev = res.get("device", "cpu")
+    where = "on this CPU" if dev == "cpu" else f"llm.emulate_triton's kernel on {dev}"
+    lines = [f"{LABEL}S (not measurements): every linear with the GPU profile's arithmetic (exact, "
+             f"{where}), everything else by this machine's {dev} kernels in {res['dtype']}; A = {a}"]
     for prof, s in res["profiles"].items():
         for name, st in s.items():
             t = st["top"]

@@ -175,3 +175,16 @@ def test_timing_helper_on_the_gpu():
     model = linear_plan(load_profile("h100"), "bfloat16", 576, 576, 64).model
     t = time_emulate_matmul(64, 576, 576, model, reps=3)
     assert t["emulate_s"] > 0 and t["torch_s"] > 0 and t["M"] == 64
+
+
+@pytest.mark.cpu_modes
+def test_timing_cli_in_the_interpreter(capsys):
+    from llm.emulate_triton import main
+    assert main(["--profile", "a100-published", "--dtype", "float16", "--shapes", "3x8x16", "--reps", "1",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "a100-published float16 M=3 N=8 K=16: emulated" in out
+    with pytest.raises(UsageError, match="not MxNxK"):
+        main(["--shapes", "3x8", "--device", "cpu"])
+    with pytest.raises(UsageError, match="no bfloat16 model"):
+        main(["--profile", "t4-like", "--dtype", "bfloat16", "--device", "cpu"])
