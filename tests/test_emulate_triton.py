@@ -188,3 +188,17 @@ def test_timing_cli_in_the_interpreter(capsys):
         main(["--shapes", "3x8", "--device", "cpu"])
     with pytest.raises(UsageError, match="no bfloat16 model"):
         main(["--profile", "t4-like", "--dtype", "bfloat16", "--device", "cpu"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("profile,dtype", [("h100", torch.bfloat16), ("a10g-like", torch.float16)])
+def test_linear_on_cuda_goes_through_the_kernel_with_the_cpu_bits(profile, dtype):
+    from llm.emulate import EmulatedLinear, backend_for
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(96, 40, bias=True).to(dtype)
+    x = torch.randn(5, 96).to(dtype)
+    y_cpu = EmulatedLinear(profile)(lin, x)
+    assert backend_for(x.device) == "numpy"
+    y_gpu = EmulatedLinear(profile)(lin.cuda(), x.cuda())
+    assert y_gpu.device.type == "cuda" and backend_for(y_gpu.device) == "triton"
+    assert torch.equal(y_cpu.view(torch.int16), y_gpu.cpu().view(torch.int16))
