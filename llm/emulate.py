@@ -3,8 +3,10 @@
 Each linear op (the 7 per decoder layer and lm_head) becomes, for x [..., K] and W [N, K] in the run's
 dtype: the profile's plan for (dtype, N, K, M = rows of x) (probes.profile.linear_plan: the
 numerics.matmul model of the GPU's matrix unit, with the K split cuBLAS's heuristic picked for that
-shape and M where the profile measured it), evaluated exactly on the CPU by numerics.matmul_fast (bit
-for bit numerics.matmul.model_matmul; a model it cannot take goes through model_matmul itself), then
+shape and M where the profile measured it), evaluated exactly: on the CPU by numerics.matmul_fast (bit
+for bit numerics.matmul.model_matmul; a model it cannot take goes through model_matmul itself), on a
+CUDA device by llm.emulate_triton's kernel (the same bits; a model the kernel cannot express is a
+UsageError naming the profile and what is missing, never a CPU or native computation instead), then
 the bias added in fp32 (nearest even) and the fp32 result rounded once to the run dtype (nearest even),
 as cuBLAS's epilogue does. The run computes everything else as it would (attention, norms: the
 machine's own kernels).
@@ -26,7 +28,7 @@ import torch
 
 from probes.errors import UsageError
 
-__all__ = ["EmulatedLinear", "emulated_linear", "check_profile_for", "emulate_matmul"]
+__all__ = ["EmulatedLinear", "emulated_linear", "check_profile_for", "emulate_matmul", "backend_for"]
 
 _NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -55,9 +57,12 @@ def emulate_matmul(x2d: np.ndarray, w: np.ndarray, model, *, kw=None) -> np.ndar
 class EmulatedLinear:
     """The replacement of every linear op (llm.runconfig's `linear` kind) for one profile."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, *, backend: str | None = None):
         from probes.profile import load_profile
+        if backend not in (None, "numpy", "triton"):
+            raise UsageError(f"linear=emulate:{spec}: backend must be numpy or triton, not {backend!r}")
         self.spec = spec
+        self.backend = backend
         self.profile = load_profile(spec)
         self.plans: dict = {}
         self._weights: dict = {}
@@ -90,6 +95,13 @@ class EmulatedLinear:
         key = (dtype, N, K, M)
         if key not in self.plans:
             self.plans[key] = plan.as_dict()
+        if backend_for(x.device, self.backend) == "triton":
+            from llm.emulate_triton import check_kernel_model, emulate_matmul_triton
+            check_kernel_model(plan.model, self.spec)           # an error naming what is missing, no fallback
+            acc = emulate_matmul_triton(x2.contiguous(), w.detach(), plan.model, profile=self.spec)
+            if module.bias is not None:
+                acc = acc + module.bias.detach().float()        # float32, nearest even: add_fp32
+            return acc.to(x.dtype).reshape(*x.shape[:-1], N)
         w32, kw = self._weight(w, plan.model.input_format)
         xa = np.ascontiguousarray(x2.detach().float().cpu().numpy())
         acc = emulate_matmul(xa, w32, plan.model, kw=kw if plan.model.align_to == "exponent_sum" else None)
@@ -106,6 +118,15 @@ class EmulatedLinear:
                 "k_order_assumed": sum(p["k_order_basis"] == "assumed" for p in plans),
                 "model_basis": sorted({p["model_basis"] for p in plans}), "plans": plans,
                 "assumptions": self.profile["assumptions"]}
+
+
+def backend_for(device, backend: str | None = None) -> str:
+    """Where the emulation runs: "triton" (llm.emulate_triton's kernel) for tensors on a CUDA device,
+    "numpy" (numerics.matmul_fast, exact on the CPU) otherwise; `backend` forces one (the Triton kernel
+    then runs in Triton's interpreter on the CPU when TRITON_INTERPRET=1)."""
+    if backend is not None:
+        return backend
+    return "triton" if torch.device(device).type == "cuda" else "numpy"
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,8 +4,9 @@
 
 The seed experiment (llm.seed's prompts: "I enjoy walking in the", optionally the retrieval prompt) on a
 model (default SmolLM2-135M, CPU) once per GPU profile, every linear computed with that profile's
-arithmetic (linear=emulate:PROFILE, exact on the CPU), everything else (attention, norms, softmax) by
-this CPU in the same dtype. Per prompt: the top next token and its probability, p(prompt token | prefix)
+arithmetic (linear=emulate:PROFILE, exact: numpy on the CPU, llm.emulate_triton's kernel with
+--device cuda), everything else (attention, norms, softmax) by that machine in the same dtype. The
+~1,388-token retrieval prompt takes hours per forward on the CPU: run it with --device cuda. Per prompt: the top next token and its probability, p(prompt token | prefix)
 at every position, a greedy continuation, and between the first profile (A) and each other (B): per-token
 |dp|, top-1 flips, the last position's logit drift, the first step where greedy decoding parts
 (llm.seed.compare_prompt).
@@ -57,13 +58,15 @@ def predict(lm, profiles, dtype, prompts, gen_steps, *, max_tokens=0, device="cp
     comps = {b: {n: compare_prompt(stats[a][n], stats[b][n], lasts[a][n], lasts[b][n]) for n in texts}
              for b in profiles[1:]}
     return {"label": LABEL, "dtype": dtype, "profiles": stats, "comparisons": comps, "emulation": plans,
-            "a": a}
+            "a": a, "device": device}
 
 
 def format_prediction(res, tok) -> str:
     a = res["a"]
-    lines = [f"{LABEL}S (not measurements): every linear with the GPU profile's arithmetic (exact, on this CPU), "
-             f"everything else by this CPU in {res['dtype']}; A = {a}"]
+    dev = res.get("device", "cpu")
+    where = "on this CPU" if dev == "cpu" else f"llm.emulate_triton's kernel on {dev}"
+    lines = [f"{LABEL}S (not measurements): every linear with the GPU profile's arithmetic (exact, "
+             f"{where}), everything else by this machine's {dev} kernels in {res['dtype']}; A = {a}"]
     for prof, s in res["profiles"].items():
         for name, st in s.items():
             t = st["top"]

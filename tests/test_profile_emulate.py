@@ -159,8 +159,20 @@ def test_predict_labels_everything_a_prediction(tiny16):
     assert c["tokens"] == 6 and "first_divergence" in c["greedy"]
     assert all(line.lstrip().startswith(("PREDICTION", "position", "[", "assumed", "1", "2", "3", "4", "5"))
                for line in text.splitlines()[1:])
+    assert "(exact, on this CPU), everything else by this machine's cpu kernels" in text.splitlines()[0]
     with pytest.raises(UsageError, match="at least two"):
         predict.main(["--profiles", "t4-like"])
+
+
+def test_predict_takes_the_retrieval_prompt(tiny16):
+    import llm.predict as predict
+    from llm.attribute import RETRIEVAL_PROMPT_FILE
+    res = predict.predict(tiny16, ["t4-like", "a10g-like"], "float16", ["retrieval"], 0, max_tokens=5)
+    ids = tiny16.tokenizer.encode(RETRIEVAL_PROMPT_FILE.read_text(encoding="utf-8"))[:5]
+    assert res["profiles"]["t4-like"]["retrieval"]["ids"] == ids and "seed" not in res["profiles"]["t4-like"]
+    assert res["comparisons"]["a10g-like"]["retrieval"]["tokens"] == 5
+    with pytest.raises(UsageError, match="unknown prompt.*nope"):
+        predict.predict(tiny16, ["t4-like", "a10g-like"], "float16", ["nope"], 0)
 
 
 def test_check_forward_compares_every_linear_op(tiny16):

@@ -6,8 +6,11 @@
 #    the profile measured (1, 64, 1400) plus a few M of the sweep's buckets; the target is 1.0 everywhere;
 #    then the same with the other Hopper profile (their K orders differ for some shapes and M: those cases
 #    should fall below 1.0, which shows the check can fail);
-# 3. SmolLM2 (when .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? are carried): one bf16 forward on the GPU,
-#    every linear op also emulated from its own GPU inputs (python -m llm.emulate): how many are bit exact.
+# 3. the Triton emulation kernel's tests on the GPU (bit for bit numerics) and its timing;
+# 4. SmolLM2 (when .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? are carried): one bf16 forward on the GPU,
+#    every linear op also emulated from its own GPU inputs (python -m llm.emulate): how many are bit exact
+#    (the emulation now runs in llm.emulate_triton's kernel), and the retrieval prompt's T4-like vs A10G-like
+#    PREDICTION (python -m llm.predict --device cuda).
 # Arg: output folder. Env: PROFILE (default: from the GPU's name), PROFILE_ROWS (16), PROFILE_COLS (256).
 D=${1:?output folder}
 export HF_HUB_OFFLINE=1
@@ -25,7 +28,10 @@ MINE=${PROFILE:-$MINE}
 echo "GPU: $GPU -> profile $MINE (contrast: ${OTHER:-none})"
 
 run profile-tests timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_profile.py tests/test_profile_emulate.py \
-  2>&1 | tail -5
+  tests/test_emulate_triton.py 2>&1 | tail -5
+
+run emulate-triton-timing timeout 120 python3 -m llm.emulate_triton --profile "$MINE" --dtype bfloat16 \
+  2>&1 | tee "$D/emulate-triton-timing.txt"
 
 run gpucheck-$MINE timeout 200 python3 -m probes.profile.gpucheck --device cuda --profile "$MINE" --dtype bfloat16 \
   --ms 8,17,25,48,100,512 --rows "$ROWS" --cols "$COLS" --json "$D/gpucheck-$MINE.json" 2>&1 | tee "$D/gpucheck-$MINE.txt"
@@ -42,6 +48,11 @@ if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
       --profile "$MINE" --device cuda --dtype bfloat16 --attn $attn --json "$D/emulate-smollm2-$attn.json" \
       2> "$D/emulate-smollm2-$attn-stderr.txt" | tee "$D/emulate-smollm2-$attn.txt"
   done
+  # the retrieval prompt's PREDICTION (T4-like vs A10G-like, float16): the linears through the Triton kernel
+  # (llm.emulate_triton), attention/norms by this GPU; too slow on the CPU machine (hours per forward)
+  run predict-retrieval timeout 400 python3 -m llm.predict --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+    --device cuda --profiles t4-like,a10g-like --dtype float16 --prompts seed,retrieval --gen 8 \
+    --out "$D/predict-gpu" 2>&1 | tail -40 | tee "$D/predict-gpu.txt"
 else
   echo "-- SmolLM2 forward skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? here"
 fi
