@@ -5,8 +5,8 @@ import pytest
 
 from numerics.matmul import MatmulModel
 from probes.accumulator.backends import Simulated, TorchCPU, check_fits
-from probes.accumulator.designs import design_set, factor
-from probes.accumulator.detect import detect
+from probes.accumulator.designs import CORE, design_set, factor
+from probes.accumulator.detect import design_outputs, detect, detect_from_outputs
 from probes.accumulator.validate import random_operands, validate
 from numerics.formats import get_format
 
@@ -39,6 +39,22 @@ def test_detection_recovers_known_parameters(true):
         assert got.exact_products == true.exact_products
     if true.extra_bits is None or true.extra_bits >= 0:   # with p < 0 every rounding is exact
         assert got.rounding == true.rounding
+
+
+def test_one_wrong_design_output_leaves_the_closest_model_and_names_the_row():
+    """A design output flipped in its last bit, on a row of the screen detect_from_outputs filters candidates
+    on, after stage 1's rows: no candidate passes the screen, and detection still reports the closest model on ALL rows (here the
+    true one, align_to=exponent_sum, which stage 1's value-aligned best guess is not), with that one row."""
+    true = MatmulModel("float16", 16, 2, "toward_zero", align_to="exponent_sum")
+    ds = design_set("float16")
+    out = design_outputs(Simulated({"float16": true}), "float16", ds)
+    screen = np.linspace(0, len(out) - 1, min(96, len(out))).astype(int)
+    i = int(next(r for r in screen[::-1] if not ds.family_mask(CORE)[r]))   # past stage 1's rows: it survives
+    bits = out.astype(np.float32).view(np.uint32).copy()
+    bits[i] ^= 1
+    d = detect_from_outputs("float16", ds, bits.view(np.float32).astype(np.float64))
+    assert d.consistent is False and d.mismatches == [ds.names[i]]
+    assert d.model == true
 
 
 def test_validation_is_exact_for_the_right_model_and_not_for_a_wrong_one():
