@@ -351,7 +351,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         from llm.mechkernels import parse_cublaslt
         if not device_is_gpu:
             raise UsageError(f"run config {spec!r}: linear={fields['linear']} runs cuBLASLt, a CUDA library: not on "
-                             f"device={kw['device']} (available there: {', '.join(OP_REPLACEMENTS['linear'])}, emulate:PROFILE)")
+                             f"device={kw['device']} (available there: "
+                             f"{', '.join(OP_REPLACEMENTS['linear'])}, emulate:PROFILE)")
         parse_cublaslt(spec, fields["linear"])
         kw["linear"] = fields.pop("linear")
     if fields.get("linear", "").startswith("emulate:"):
