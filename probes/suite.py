@@ -274,7 +274,6 @@ def _report_times(out: Path, rel: str | None) -> dict:
     return times
 
 
-
 class Suite:
     """The state of one suite run: the folder, the manifest being filled, the cache."""
 
