@@ -6,7 +6,7 @@ import pytest
 from numerics.matmul import MatmulModel
 from probes.accumulator.backends import Simulated, TorchCPU, check_fits
 from probes.accumulator.designs import CORE, design_set, factor
-from probes.accumulator.detect import design_outputs, detect, detect_from_outputs
+from probes.accumulator.detect import STAGE2_SCREEN, design_outputs, detect, detect_from_outputs, screen_rows
 from probes.accumulator.validate import random_operands, validate
 from numerics.formats import get_format
 
@@ -48,7 +48,7 @@ def test_one_wrong_design_output_leaves_the_closest_model_and_names_the_row():
     true = MatmulModel("float16", 16, 2, "toward_zero", align_to="exponent_sum")
     ds = design_set("float16")
     out = design_outputs(Simulated({"float16": true}), "float16", ds)
-    screen = np.linspace(0, len(out) - 1, min(96, len(out))).astype(int)
+    screen = screen_rows(len(out), STAGE2_SCREEN)
     i = int(next(r for r in screen[::-1] if not ds.family_mask(CORE)[r]))   # past stage 1's rows: it survives
     bits = out.astype(np.float32).view(np.uint32).copy()
     bits[i] ^= 1

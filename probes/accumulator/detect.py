@@ -142,17 +142,26 @@ def _stage1(fmt, a, b, want, screen):
     return survivors, best_model
 
 
+#: Design rows each stage-2 candidate is screened on before all of them.
+STAGE2_SCREEN = 96
+
+
+def screen_rows(n: int, size: int) -> np.ndarray:
+    """`size` row indices spread evenly over 0..n-1 (all of them when n <= size): a screen of design rows."""
+    return np.linspace(0, n - 1, min(size, n)).astype(int)
+
+
 def detect_from_outputs(fmt: str, ds: DesignSet, outputs: np.ndarray) -> Detection:
     outputs = np.asarray(outputs, dtype=np.float64)
     core = ds.family_mask(CORE)
     a1, b1, w1 = ds.a[core], ds.b[core], outputs[core]
-    screen = np.linspace(0, len(w1) - 1, min(48, len(w1))).astype(int)
+    screen = screen_rows(len(w1), 48)
     survivors, best_model = _stage1(fmt, a1, b1, w1, screen)
     best = (best_model, -1)
     final, partial = [], []        # partial: (model, its matching rows or None where only screened)
     # each candidate first on a screen of the design rows (one that misses a row there cannot reproduce them
     # all): the same survivors as evaluating every candidate on every row, at a fraction of the work
-    rows = np.linspace(0, len(outputs) - 1, min(96, len(outputs))).astype(int)
+    rows = screen_rows(len(outputs), STAGE2_SCREEN)
     for m0 in survivors:
         for exact, align, cut in itertools.product((True, False), ("value", "exponent_sum"),
                                                    ("toward_zero", "floor")):
