@@ -31,7 +31,7 @@ demo: setup
 	$(PY) -m probes.reduction $(ARGS)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	DRIFTSCOPE_REQUIRE_SMOLLM2=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 wheel-check: setup
 	PYTHON=$(abspath $(PY)) bash scripts/check_wheel.sh

@@ -75,6 +75,7 @@ def test_nan_reports_first_op():
         attribute(lm, parse_run(""), lm, parse_run("linear=nan_test"), ids, gen_steps=0)
 
 
+@pytest.mark.smollm2_data
 def test_smollm2_woods(smollm2):
     from llm.generate import greedy
     from llm.runs import Run
@@ -83,6 +84,7 @@ def test_smollm2_woods(smollm2):
     assert smollm2.tokenizer.decode([steps[0]["token"]]) == " woods"
 
 
+@pytest.mark.smollm2_data
 def test_planted_fault_ranked_first_smollm2(smollm2):
     ids = smollm2.tokenizer.encode(SEED_PROMPT)
     # layers first, then every op of the 2 layers that explain most (CPU time: a full op sweep is 453
@@ -99,6 +101,7 @@ def test_planted_fault_ranked_first_smollm2(smollm2):
     assert inj[0]["unit"] == "L7.down_proj" and abs(inj[0]["contribution"] - 1) < 1e-6 and inj[1]["contribution"] == 0
 
 
+@pytest.mark.smollm2_data
 def test_identical_runs_attribute_zero_smollm2(smollm2):
     ids = smollm2.tokenizer.encode(SEED_PROMPT)
     res = attribute(smollm2, parse_run(""), smollm2, parse_run(""), ids, gen_steps=0, units=("class",),

@@ -41,6 +41,7 @@ def test_cli_bad_input(args, message, capsys):
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.smollm2_data
 def test_cli_different_tokenizers(tmp_path, capsys):
     # a local HF folder of another tiny model with another tokenizer is not needed: SmolLM2 vs tiny Mistral
     assert guarded_main(main, ["--device", "cpu", "--model", "mistral-tiny", "--variant-model", "smollm2", "--variant", "",

@@ -52,6 +52,7 @@ def test_tiny_mistral_taps_are_bit_exact_and_complete(attn):
     model.config._attn_implementation = "sdpa"
 
 
+@pytest.mark.smollm2_data
 def test_smollm2_taps_are_bit_exact_and_complete(smollm2):
     ids = torch.tensor([smollm2.tokenizer.encode("I enjoy walking in the")])
     om = _check(smollm2.model, ids)

@@ -62,6 +62,7 @@ def test_record_and_compare_tiny_mistral(tmp_path, capsys):
     assert bf["last_logits"]["max_abs_dlogit"] > 0 and bf["p_next"]["max_abs_dp"] > 0 and "replay" not in bf
 
 
+@pytest.mark.smollm2_data
 def test_smollm2_record_seed_prompt(tmp_path):
     lm = load("smollm2")
     cfg = parse_run("")
