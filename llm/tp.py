@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from probes.errors import UsageError
 
 __all__ = ["COLUMN_OPS", "ROW_OPS", "REDUCES", "check_tp", "replacement", "column_parallel", "row_parallel",
-           "reduce_partials", "attention_groups", "RowParallelLinear", "shard_", "main"]
+           "reduce_partials", "attention_groups", "per_rank", "RowParallelLinear", "shard_", "main"]
 
 COLUMN_OPS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 ROW_OPS = ("o_proj", "down_proj")
@@ -110,9 +110,26 @@ def attention_groups(fn, q, k, v, tp: int):
                       for r in range(tp)], dim=2)
 
 
+def per_rank(fn, tp: int, inputs, dims):
+    """`fn` on each rank's block of its inputs (input j split along dims[j], copied contiguous as the rank holds
+    it), the outputs concatenated along the same dims: an elementwise op that each rank applies to its own shard.
+    Not the same as `fn` on the whole tensor: torch's vectorised CPU kernels (AVX-512: 16 floats a vector, the
+    tail of a row in a masked/scalar path) can round an element differently with the tensor's length, so SiLU on
+    a rank's 80 features is not always SiLU on 160 sliced (seen on a Sapphire Rapids host, 2026-12-05)."""
+    outs = []
+    for r in range(tp):
+        blk = [x.narrow(d, r * (x.shape[d] // tp), x.shape[d] // tp).contiguous() if d is not None else x
+               for x, d in zip(inputs, dims)]
+        outs.append(fn(*blk))
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat([o[j] for o in outs], dim=dims[j]) for j in range(len(outs[0])))
+    return torch.cat(outs, dim=dims[0])
+
+
 def replacement(op: str, tp: int, how: str = "rank"):
     """The op-map replacement `rep(fn, *inputs)` that computes `op` as TP=tp ranks do together, or None (the op
-    is replicated: norms, rotary, residuals, act_mul, lm_head)."""
+    is replicated: norms, residuals, lm_head). Rotary and act_mul run per rank on the rank's heads / features
+    (`per_rank`)."""
     if tp <= 1:
         return None
     if op in COLUMN_OPS:
@@ -121,6 +138,10 @@ def replacement(op: str, tp: int, how: str = "rank"):
         return lambda module, x: row_parallel(module, x, tp, how)
     if op == "attn_core":
         return lambda fn, q, k, v: attention_groups(fn, q, k, v, tp)
+    if op == "rotary":      # q, k as [B, T, heads, D]; cos, sin whole
+        return lambda fn, q, k, cos, sin: per_rank(fn, tp, (q, k, cos, sin), (2, 2, None, None))
+    if op == "act_mul":     # gate, up as [..., intermediate]
+        return lambda fn, g, u: per_rank(fn, tp, (g, u), (-1, -1))
     return None
 
 

@@ -58,14 +58,16 @@ def test_emulated_all_reduce_orders_are_numerics_orders():
 def test_emulated_tp2_moves_the_row_parallel_sites(tiny):
     """TP=2 vs TP=1 in float32 on the CPU: the logits differ (sharding does not give the same bits), and the local
     errors sit in the row-parallel linears (a split K, each half rounded, then the all-reduce); the
-    column-parallel linears and the per-rank attention give the same bits as the whole ones here."""
+    column-parallel linears and the per-rank attention give the same bits as the whole ones here. The per-rank
+    elementwise ops (act_mul on the rank's features, rotary on its heads) may move too, by host: torch's AVX-512
+    SiLU rounds some elements by the row's length (a Sapphire Rapids host: act_mul moved; an AVX2 EPYC: not)."""
     lm, ids = tiny
     ref, var = parse_run("dtype=float32"), parse_run("dtype=float32,tp=2")
     assert torch.equal(Run(lm, var, ids).forward(), Run(lm, var, ids).forward())
     res = attribute(lm, ref, lm, var, ids, gen_steps=0, units=(), restore=False)
     assert res["drift"]["max_dlogit"] > 0
     moved = {r["op"] for r in res["local"] if r["max_ulp"] > 0}
-    assert moved and moved <= set(tp.ROW_OPS), moved
+    assert moved & set(tp.ROW_OPS) and moved <= set(tp.ROW_OPS) | {"act_mul", "rotary"}, moved
 
 
 def test_real_tp2_equals_the_emulation_and_repeats(tmp_path):
