@@ -31,9 +31,9 @@ import torch
 
 from probes.errors import UsageError
 
-__all__ = ["batch_invariant_linear", "parse_int4_spec", "quantize_int4_groups", "quantize_weights_int4_",
-           "DEQUANT_KERNELS", "is_dequant_spec", "parse_dequant_spec", "dequant_weight", "quantize_weights_dequant_",
-           "BI_DTYPES"]
+__all__ = ["batch_invariant_linear", "parse_int4_spec", "int4_kernel", "int4_canonical", "quantize_int4_groups",
+           "quantize_weights_int4_", "DEQUANT_KERNELS", "is_dequant_spec", "parse_dequant_spec", "dequant_weight",
+           "quantize_weights_dequant_", "BI_DTYPES"]
 
 BI_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -70,13 +70,14 @@ def batch_invariant_linear(module, x):
 # ---- int4 weights ---------------------------------------------------------------------------------
 
 def parse_int4_spec(spec: str):
-    """'int4:FORMULA:COMPUTE:gGROUP' -> (formula, compute, group); a UsageError naming what is wrong."""
+    """'int4:FORMULA:COMPUTE:gGROUP[:KERNEL]' -> (formula, compute, group); a UsageError naming what is wrong.
+    The KERNEL part (the dequant probe's kernel, `int4_kernel`) is checked there."""
     from numerics.dequant import COMPUTE, FORMULAS, GROUP_SIZES
     parts = spec.split(":")
-    form = "int4:FORMULA:COMPUTE:gGROUP (e.g. int4:fma:float16:g128)"
-    if len(parts) != 4 or parts[0] != "int4":
+    form = "int4:FORMULA:COMPUTE:gGROUP[:KERNEL] (e.g. int4:fma:float16:g128, int4:fma:float16:g128:triton)"
+    if len(parts) not in (4, 5) or parts[0] != "int4":
         raise UsageError(f"weights={spec}: not {form}")
-    _, formula, compute, g = parts
+    _, formula, compute, g = parts[:4]
     if formula not in FORMULAS:
         raise UsageError(f"weights={spec}: formula {formula!r} not one of {', '.join(FORMULAS)}")
     if compute not in COMPUTE:
@@ -84,7 +85,28 @@ def parse_int4_spec(spec: str):
     sizes = ", ".join(f"g{s}" for s in GROUP_SIZES)
     if not g.startswith("g") or not g[1:].isdigit() or int(g[1:]) not in GROUP_SIZES:
         raise UsageError(f"weights={spec}: group {g!r} not one of {sizes}")
+    if len(parts) == 5 and parts[4] not in DEQUANT_KERNELS:
+        raise UsageError(f"weights={spec}: kernel {parts[4]!r} not one of {', '.join(DEQUANT_KERNELS)}")
     return formula, compute, int(g[1:])
+
+
+def int4_kernel(spec: str, device: str) -> str:
+    """The dequant kernel of 'int4:...[:KERNEL]' on `device`: KERNEL, or default_dequant_kernel(device) (numerics
+    on a CPU, the CUDA extension on a GPU); a UsageError if the device cannot run it, naming what can."""
+    parse_int4_spec(spec)
+    parts = spec.split(":")
+    kernel = parts[4] if len(parts) == 5 else default_dequant_kernel(device)
+    why = _kernel_unavailable(kernel, device)
+    if why:
+        ok = [k for k in DEQUANT_KERNELS if not _kernel_unavailable(k, device)]
+        raise UsageError(f"weights={spec}: kernel {kernel} cannot run on device={device}: {why} "
+                         f"(available there: {', '.join(ok)})")
+    return kernel
+
+
+def int4_canonical(spec: str, device: str) -> str:
+    """'int4:FORMULA:COMPUTE:gGROUP:KERNEL' with the kernel that runs on `device` named."""
+    return ":".join(spec.split(":")[:4] + [int4_kernel(spec, device)])
 
 
 def quantize_int4_groups(w, group_size):
@@ -108,31 +130,31 @@ def quantize_int4_groups(w, group_size):
 @torch.no_grad()
 def quantize_weights_int4_(model, spec: str) -> None:
     """Every decoder linear weight of `model` -> int4 (see the module docstring), dequantised with the
-    formula of `spec` by numerics.dequant.dequant_int4 into the weights' dtype, in place."""
+    formula of `spec` by the dequant probe's KERNEL (`int4_kernel`: numerics.dequant.dequant_int4 on a CPU by
+    default, the CUDA extension on a GPU; triton, torch or cuda_ext when named) into the weights' dtype, in place."""
     from numerics.dequant import dequant_int4
     formula, compute, group = parse_int4_spec(spec)
+    kernel = int4_kernel(spec, str(next(model.parameters()).device))
     names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    for layer in model.model.layers:
-        for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
-                    layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-            w = mod.weight.data
-            out = names.get(w.dtype)
-            if out is None:
-                raise UsageError(f"weights={spec}: weights of dtype {w.dtype} not supported")
-            for r0 in range(0, w.shape[0], 1024):       # bounded float64 temporaries
-                wf = w[r0:r0 + 1024].float().cpu().numpy()
-                packed, s, z = quantize_int4_groups(wf, group)
-                if w.is_cuda:      # the dequant probe's CUDA kernel (issue 20); the same formula bit for bit
-                    from probes.dequant.kernels import dequant_int4 as gpu_dequant
-                    f16 = lambda a: torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.float16)
-                    w[r0:r0 + 1024] = gpu_dequant(torch.from_numpy(packed).to(w.device), f16(s).to(w.device),
-                                                  f16(z).to(w.device), group_size=group, formula=formula,
-                                                  compute=compute, out=out)
-                    continue
-                d = dequant_int4(packed, s, z, group_size=group, formula=formula, compute=compute, out=out)
-                d = np.ascontiguousarray(d)
+    f16 = lambda a, dev: torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.float16).to(dev)
+    for mod in decoder_linears(model):
+        w = mod.weight.data
+        out = names.get(w.dtype)
+        if out is None:
+            raise UsageError(f"weights={spec}: weights of dtype {w.dtype} not supported")
+        for r0 in range(0, w.shape[0], 1024):       # bounded float64 temporaries
+            wf = w[r0:r0 + 1024].float().cpu().numpy()
+            packed, s, z = quantize_int4_groups(wf, group)
+            if kernel == "numerics":
+                d = np.ascontiguousarray(dequant_int4(packed, s, z, group_size=group, formula=formula,
+                                                      compute=compute, out=out))
                 dt = torch.from_numpy(d) if out == "float32" else torch.from_numpy(d.view(np.int16)).view(w.dtype)
                 w[r0:r0 + 1024] = dt.to(w.device)
+                continue
+            # the dequant probe's kernel on the weights' device (issue 20); the same formula bit for bit
+            w[r0:r0 + 1024] = _dequant_module(kernel).dequant_int4(
+                torch.from_numpy(packed).to(w.device), f16(s, w.device), f16(z, w.device), group_size=group,
+                formula=formula, compute=compute, out=out)
 
 
 # ---- GGUF Q4_0 / Q4_1 and scaled FP8 weights through the dequant probe's kernels (issue 20) ----------

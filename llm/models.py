@@ -274,10 +274,11 @@ def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
         quantize_weights_fp8_(lm.model)
         lm.info["weights"] = "fp8 e4m3, per-row absmax/448 scale, dequantised q*scale in float32"
     elif weights.startswith("int4"):
-        from llm.kernels import quantize_weights_int4_
+        from llm.kernels import int4_canonical, quantize_weights_int4_
         quantize_weights_int4_(lm.model, weights)
-        lm.info["weights"] = (f"{weights}: group-wise asymmetric int4, dequantised by numerics.dequant.dequant_int4, "
-                              "rounded once to the dtype")
+        lm.info["weights"] = (f"{int4_canonical(weights, device)}: group-wise asymmetric int4, dequantised by the "
+                              "dequant probe's kernel named last (numerics: numerics.dequant.dequant_int4) into "
+                              "the dtype")
     elif weights.split(":")[0] in ("q4_0", "q4_1", "fp8"):
         from llm.kernels import parse_dequant_spec, quantize_weights_dequant_
         p = parse_dequant_spec(weights, device)
@@ -285,7 +286,7 @@ def _load_cached(name, device, dtype, seed, weights) -> LoadedModel:
         lm.info["weights"] = (f"{p['canonical']}: quantised by numerics.dequant's quantiser, dequantised by the "
                               f"dequant probe's {p['kernel']} kernel, cast once to the dtype")
     elif weights != "native":
-        raise UsageError(f"weights={weights!r}: not native, fp8, int4:FORMULA:COMPUTE:gGROUP, q4_0[:KERNEL], "
+        raise UsageError(f"weights={weights!r}: not native, fp8, int4:FORMULA:COMPUTE:gGROUP[:KERNEL], q4_0[:KERNEL], "
                          "q4_1[:KERNEL] or fp8:SCALING[:FORMAT][:VIA][:KERNEL]")
     return lm
 

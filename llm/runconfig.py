@@ -43,7 +43,9 @@ Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms 
   the forward; with linear=cublaslt the compute type 32f_fast_tf32); tf32=on on the CPU is a UsageError.
 - linear=cublaslt:RANK[:mM] (GPU only): every linear through the cuBLASLt heuristic's pick RANK for its
   shape (0 = the default pick), or the pick made for M rows (what a batch change does to a linear).
-- weights=int4:... on a GPU: dequantised by the dequant probe's CUDA kernel (probes.dequant.kernels).
+- weights=int4:...[:KERNEL]: dequantised by the dequant probe's KERNEL numerics|cuda_ext|triton|torch (default
+  numerics on the CPU, the CUDA extension (probes.dequant.kernels) on a GPU); a kernel the device cannot run is an
+  error.
 Errors name the option and what is available; nothing is silently replaced by something else.
 - tp=W, tp_reduce=rank|ring|float64: tensor parallelism over W ranks emulated in one process (llm.tp):
   q/k/v/gate/up column-parallel, attention per rank's heads, o_proj/down_proj row-parallel (W partial
@@ -339,8 +341,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     if kw.get("tp", 1) < 1:
         raise UsageError(f"run config {spec!r}: tp must be >= 1")
     if fields.get("weights", "").startswith("int4"):
-        from llm.kernels import parse_int4_spec
-        parse_int4_spec(fields["weights"])           # a UsageError naming the bad part
+        from llm.kernels import int4_kernel
+        int4_kernel(fields["weights"], kw["device"])     # a UsageError naming the bad part or the kernel
         kw["weights"] = fields.pop("weights")
     from llm.kernels import is_dequant_spec
     if is_dequant_spec(fields.get("weights", "")):
@@ -391,7 +393,8 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                              f"{kw['device']} (there: tf32=default or off)")
         kw["tf32"] = t
     choices = {"padding": ("left", "right"), "attn": ("sdpa", "eager"),
-               "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP", "q4_0[:KERNEL]", "q4_1[:KERNEL]",
+               "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP[:KERNEL]", "q4_0[:KERNEL]",
+                           "q4_1[:KERNEL]",
                            "fp8:SCALING[:FORMAT][:VIA][:KERNEL]"),
                "linear": tuple(OP_REPLACEMENTS["linear"]) + ("emulate:PROFILE",), "norm": tuple(OP_REPLACEMENTS["norm"]),
                "tp_reduce": ("rank", "ring", "float64")}

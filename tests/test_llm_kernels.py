@@ -162,12 +162,47 @@ def test_int4_matches_numerics_model():
     ("weights=int4:fma:bfloat16:g128", "scale math 'bfloat16' not one of float16, float32"),
     ("weights=int4:fma:float16:g100", "group 'g100' not one of g32, g64, g128"),
     ("weights=int4:fma:float16:128", "group '128'"),
+    ("weights=int4:fma:float16:g32:cublas", "kernel 'cublas' not one of numerics, cuda_ext, triton, torch"),
+    ("weights=int4:fma:float16:g32:torch:x", "int4:FORMULA:COMPUTE:gGROUP\\[:KERNEL\\]"),
     ("weights=int8", "weights=int8 not one of native, fp8"),
     ("linear=batch_invariant", "linear=batch_invariant supports dtype bfloat16 or float16, not float32"),
 ])
 def test_bad_specs(spec, match):
     with pytest.raises(UsageError, match=match):
         parse_run(spec)
+
+
+@pytest.mark.parametrize("kernel", ["torch", "cuda_ext"])
+def test_int4_kernel_choice_gives_the_numerics_bits(kernel, monkeypatch):
+    """weights=int4:...:KERNEL dequantises through the dequant probe's kernel (torch; cuda_ext: the C++ reference
+    on the CPU) and gives the numerics model's bits, weight for weight; the default names numerics."""
+    from probes import ext
+    if kernel == "cuda_ext" and not ext.available():
+        pytest.fail("probes._C is not built: `pip install -e .` builds the C++ reference on a CPU")
+    from llm import kernels
+    spec = "int4:mul_sub:float16:g32"
+    ref = load("mistral-tiny", "cpu", torch.bfloat16, 0, spec)
+    mod, calls = kernels._dequant_module(kernel), []
+    real = mod.dequant_int4
+    monkeypatch.setattr(mod, "dequant_int4", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = load("mistral-tiny", "cpu", torch.bfloat16, 0, f"{spec}:{kernel}")
+    assert len(calls) == 7 * len(got.model.model.layers)          # every decoder linear through the kernel
+    assert ref.info["weights"].startswith(spec + ":numerics:") and got.info["weights"].startswith(f"{spec}:{kernel}:")
+    for a, b in zip(ref.model.model.layers, got.model.model.layers):
+        for name in ("q_proj", "o_proj"):
+            assert torch.equal(_bits(getattr(a.self_attn, name).weight), _bits(getattr(b.self_attn, name).weight))
+        assert torch.equal(_bits(a.mlp.down_proj.weight), _bits(b.mlp.down_proj.weight))
+    native = load("mistral-tiny", "cpu", torch.bfloat16)
+    assert not torch.equal(_bits(got.model.model.layers[0].mlp.down_proj.weight),
+                           _bits(native.model.model.layers[0].mlp.down_proj.weight))
+
+
+def test_int4_kernel_the_device_cannot_run_is_an_error(monkeypatch):
+    from llm import kernels
+    monkeypatch.setattr(kernels, "_kernel_unavailable", lambda k, d: "not here" if k == "triton" else "")
+    with pytest.raises(UsageError, match="kernel triton cannot run on device=cpu: not here .available there: "
+                                         "numerics, cuda_ext, torch"):
+        parse_run("weights=int4:fma:float16:g32:triton")
 
 
 def test_bad_group_for_model_and_float32_call(bf16):
