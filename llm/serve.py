@@ -20,7 +20,10 @@ real text in llm/data/traffic_corpus.txt). For each mode (`default`: the kernels
 - the prompt alone through the engine (batch 1) and in static batches through `model.generate()`.
 
 `--bench` times the same traffic without recording, mode against mode in one process (alternating, the
-median of `--bench-repeats`), generated tokens per second: the cost of determinism.
+median of `--bench-repeats`), generated tokens per second: the cost of determinism. `--bench-profile` adds one
+profiled run per mode: GPU seconds per op class (matmul, attention, norm/mean, softmax, ...) and the share of
+the wall the GPU was busy, which tells a GPU-bound load (long prompts: `--prompt-len 512,2048`) from a
+host-bound one (the engine's Python step loop).
 
 Models: `smollm2` (the real SmolLM2-135M-Instruct; CPU and GPU), `mistral-7b-random` (Mistral-7B's shape,
 seeded; GPU), `mistral-tiny` (CPU tests), `mixtral-8x7b-random[:LAYERS]` / `tiny-mixtral` (mixtures of
@@ -47,7 +50,8 @@ import torch
 from llm.engine import CHECKSUM, Request, row_checksums, run_engine
 from probes.errors import UsageError
 
-__all__ = ["load_corpus", "make_traffic", "analyse", "static_batches", "serve_mode", "main", "MODES"]
+__all__ = ["load_corpus", "make_traffic", "analyse", "static_batches", "serve_mode", "bench", "kernel_class",
+           "summarize_kernels", "main", "MODES"]
 
 CORPUS_FILE = Path(__file__).resolve().parent / "data" / "traffic_corpus.txt"
 MODES = ("default", "deterministic")
@@ -325,10 +329,79 @@ def explain(lm, traffic, run, ref_rid, var_rid, token_index, top=8, cb_config=No
 # throughput
 
 
-def bench(lm, traffic, modes, repeats, cb_config=None) -> dict:
+#: GPU kernel classes of the bench's profile, first match wins (a kernel's name, lower-cased, contains the word):
+#: attention before matmul (cutlass fmha kernels are attention), the invariant kernels by their Triton names.
+KERNEL_CLASSES = (
+    ("attention", ("attn", "fmha", "flash", "attention", "sdpa", "mask_interval")),
+    ("matmul", ("gemm", "nvjet", "matmul", "cutlass", "cublas", "splitk", "xmma")),
+    ("softmax", ("softmax",)),
+    ("norm/mean", ("row_mean", "rms", "norm", "reduce")),
+    ("copy", ("memcpy", "memset", "copy", "cat_", "index")),
+)
+
+
+def kernel_class(name: str) -> str:
+    """The op class of a GPU kernel, from its name (KERNEL_CLASSES); 'other' (elementwise, sampling...) if none."""
+    low = name.lower()
+    for cls, words in KERNEL_CLASSES:
+        if any(w in low for w in words):
+            return cls
+    return "other"
+
+
+def summarize_kernels(kernels, wall_s: float) -> dict:
+    """kernels: (name, start_us, end_us) of every GPU kernel of one run; wall_s: that run's wall time (the
+    bench's unprofiled median). Seconds and calls per class, the top kernels, and `busy_s`: the union of the
+    kernels' intervals (overlapping streams counted once); `busy_share` = busy_s / wall_s: near 1 the load is
+    GPU-bound, low it waits on the host (the engine's Python step loop, launches)."""
+    by = collections.defaultdict(lambda: [0.0, 0])
+    names = collections.defaultdict(lambda: [0.0, 0])
+    spans = []
+    for name, t0, t1 in kernels:
+        if t1 < t0:
+            raise ValueError(f"kernel {name!r} ends before it starts")
+        d = (t1 - t0) * 1e-6
+        c = by[kernel_class(name)]
+        c[0] += d
+        c[1] += 1
+        n = names[name]
+        n[0] += d
+        n[1] += 1
+        spans.append((t0, t1))
+    busy, end = 0.0, None
+    for t0, t1 in sorted(spans):
+        if end is None or t0 > end:
+            busy += t1 - t0
+            end = t1
+        elif t1 > end:
+            busy += t1 - end
+            end = t1
+    busy *= 1e-6
+    top = sorted(names.items(), key=lambda kv: -kv[1][0])[:12]
+    return {"by_class": {k: {"seconds": v[0], "calls": v[1]} for k, v in sorted(by.items())},
+            "kernel_s": sum(v[0] for v in by.values()), "busy_s": busy,
+            "busy_share": busy / wall_s if wall_s > 0 else float("nan"),
+            "top": [[k, v[0], v[1]] for k, v in top]}
+
+
+def profile_kernels(fn):
+    """Run fn() under torch.profiler (CUDA activity only) and return (name, start_us, end_us) per GPU kernel,
+    memcpy and memset."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [(e.name, e.time_range.start, e.time_range.end) for e in prof.events()
+            if e.device_type == DeviceType.CUDA]
+
+
+def bench(lm, traffic, modes, repeats, cb_config=None, profile=False) -> dict:
     """Generated tokens per second of the whole traffic, per mode, the modes alternating (median of `repeats`).
     The timed span is one whole run_engine call: the engine's start and warm-up are inside it, the same for both
-    modes."""
+    modes. With `profile` (a GPU), one more run per mode under torch.profiler, not timed: GPU seconds per op
+    class (summarize_kernels), so the cost of determinism is told per op, and the share of the timed wall the
+    GPU was busy, which says whether this load is GPU-bound."""
     times = {m: [] for m in modes}
     tokens = {}
     from llm.determinism import mode_context
@@ -341,9 +414,37 @@ def bench(lm, traffic, modes, repeats, cb_config=None) -> dict:
             tokens[m] = sum(len(v) for v in run.completions.values())
     out = {m: {"seconds": times[m], "median_s": statistics.median(times[m]), "tokens": tokens[m],
                "tokens_per_s": tokens[m] / statistics.median(times[m])} for m in modes}
+    if profile:
+        for m in modes:
+            with mode_context(m):
+                ks = profile_kernels(lambda: run_engine(lm.model, traffic, record_logits=False, cb_config=cb_config))
+            if not ks:
+                raise RuntimeError("the profiler recorded no GPU kernel: the bench's profile needs CUPTI")
+            out[m]["kernels"] = summarize_kernels(ks, out[m]["median_s"])
     if "default" in out and "deterministic" in out:
         out["ratio_deterministic_vs_default"] = out["deterministic"]["tokens_per_s"] / out["default"]["tokens_per_s"]
+        if profile:
+            d, t = out["default"]["kernels"]["by_class"], out["deterministic"]["kernels"]["by_class"]
+            out["cost_by_class_s"] = {c: t.get(c, {}).get("seconds", 0.0) - d.get(c, {}).get("seconds", 0.0)
+                                      for c in sorted(set(d) | set(t))}
     return out
+
+
+def format_bench(b: dict, modes) -> str:
+    lines = []
+    for m in modes:
+        lines.append(f"bench {m}: {b[m]['tokens_per_s']:.1f} tokens/s (median of {len(b[m]['seconds'])}: "
+                     f"{b[m]['median_s']:.2f} s)")
+        k = b[m].get("kernels")
+        if k:
+            lines.append(f"  GPU busy {k['busy_s']:.2f} s = {k['busy_share']:.0%} of the timed wall; by class: "
+                         + ", ".join(f"{c} {v['seconds']:.3f} s" for c, v in k["by_class"].items()))
+    if "ratio_deterministic_vs_default" in b:
+        lines.append(f"deterministic / default throughput: {b['ratio_deterministic_vs_default']:.3f}")
+    if "cost_by_class_s" in b:
+        lines.append("deterministic - default GPU seconds per class: "
+                     + ", ".join(f"{c} {v:+.3f}" for c, v in b["cost_by_class_s"].items()))
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -443,6 +544,12 @@ def build_parser():
                          "(probes.moe.routing); default: the model's own top-k")
     ap.add_argument("--bench", action="store_true", help="also time the traffic per mode (no recording)")
     ap.add_argument("--bench-repeats", type=int, default=3)
+    ap.add_argument("--bench-profile", action="store_true",
+                    help="with --bench, on a GPU: one more run per mode under torch.profiler: GPU seconds per op "
+                         "class and the share of the wall the GPU was busy (is the load GPU-bound?)")
+    ap.add_argument("--prompt-len", default=None, metavar="LO,HI",
+                    help="background prompt lengths in tokens, uniform in LO..HI (default 4,64 on a GPU, 2,24 on "
+                         "the CPU); long prompts make a prefill-heavy, GPU-bound load")
     return ap
 
 
@@ -469,6 +576,19 @@ def main(argv=None) -> int:
         raise UsageError(f"--static: {args.static!r} is not a comma-separated list of batch sizes") from None
     if any(s < 1 for s in static_sizes):
         raise UsageError("--static: batch sizes must be >= 1")
+    if args.bench_profile and not args.bench:
+        raise UsageError("--bench-profile profiles the bench: give --bench too")
+    if args.bench_profile and not gpu:
+        raise UsageError("--bench-profile times GPU kernels: it needs --device cuda")
+    prompt_len = (4, 64) if gpu else (2, 24)
+    if args.prompt_len is not None:
+        try:
+            lo, hi = (int(v) for v in args.prompt_len.split(","))
+        except ValueError:
+            raise UsageError(f"--prompt-len: {args.prompt_len!r} is not LO,HI (two token counts)") from None
+        if not 1 <= lo <= hi:
+            raise UsageError(f"--prompt-len: {lo},{hi} is not a range of positive lengths (1 <= LO <= HI)")
+        prompt_len = (lo, hi)
     model = args.model or "smollm2"
     t0 = time.perf_counter()
     router = None
@@ -486,7 +606,7 @@ def main(argv=None) -> int:
     name, text, ids = load_prompt(args, lm.tokenizer)
     traffic = make_traffic(lm.tokenizer, ids, copies=copies, background=background, seed=args.seed,
                            max_new_tokens=max_new, span=span,
-                           prompt_len=(4, 64) if gpu else (2, 24))
+                           prompt_len=prompt_len)
     print(f"{model} {dtype} on {device}: prompt {name!r} ({len(ids)} tokens) x {copies} copies amid {background} "
           f"background requests over {span} steps, {max_new} new tokens", flush=True)
     rep = new_report("serve", command=None, fingerprint=fingerprint(device),
@@ -497,7 +617,8 @@ def main(argv=None) -> int:
     inputs = {"prompt_name": name, "prompt_tokens": len(ids), "prompt_text_head": text[:200], "traffic_seed": args.seed,
               "copies": copies, "background": background, "span": span, "max_new_tokens": max_new,
               "weights_seed": args.seed, "model": model, "dtype": dtype, "temperature": args.temperature,
-              "logit_checksum": CHECKSUM, **({"router": router.text} if router is not None else {})}
+              "logit_checksum": CHECKSUM, "prompt_len": list(prompt_len),
+              **({"router": router.text} if router is not None else {})}
     cbc = engine_config(traffic, device, args.num_blocks, args.max_batch_tokens)
     results = {}
     for mode in modes:
@@ -517,14 +638,11 @@ def main(argv=None) -> int:
                                compares={"reason": "which copies diverge depends on the machine: the attribution "
                                                    "of one divergence is read, not compared"})
     if args.bench:
-        b = bench(lm, traffic, modes, args.bench_repeats, cb_config=cbc)
-        add_experiment(rep, key="serve/bench", inputs=inputs, params={"repeats": args.bench_repeats}, metrics=b,
+        b = bench(lm, traffic, modes, args.bench_repeats, cb_config=cbc, profile=args.bench_profile)
+        add_experiment(rep, key="serve/bench", inputs=inputs,
+                       params={"repeats": args.bench_repeats, "profile": args.bench_profile}, metrics=b,
                        compares={"reason": "timings are measurements, not compared"})
-        for m in modes:
-            print(f"bench {m}: {b[m]['tokens_per_s']:.1f} tokens/s (median of {args.bench_repeats}: "
-                  f"{b[m]['median_s']:.2f} s)")
-        if "ratio_deterministic_vs_default" in b:
-            print(f"deterministic / default throughput: {b['ratio_deterministic_vs_default']:.3f}")
+        print(format_bench(b, modes))
     print(format_table(results))
     rep["config"]["wall_seconds"] = time.perf_counter() - t0
     if args.json:

@@ -139,7 +139,8 @@ def test_serve_cli_default_mode(tmp_path):
     out = tmp_path / "serve.json"
     r = subprocess.run([sys.executable, "-m", "llm.serve", "--device", "cpu", "--model", "mistral-tiny",
                         "--copies", "3", "--background", "4", "--max-new-tokens", "4", "--modes", "default",
-                        "--static", "1,3", "--json", str(out)], capture_output=True, text=True, timeout=600)
+                        "--static", "1,3", "--prompt-len", "3,5", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = load_report(out)
     exps = {e["key"]: e for e in rep["experiments"]}
@@ -147,6 +148,7 @@ def test_serve_cli_default_mode(tmp_path):
     assert m["copies"] == 3 and m["finished"] == 3 and sum(m["counts"]) == 3
     assert exps["serve/default/generate/batch3"]["metrics"]["batch"] == 3
     assert rep["config"]["copies"] == 3 and exps["serve/default/completions"]["inputs"]["traffic_seed"] == 0
+    assert exps["serve/default/completions"]["inputs"]["prompt_len"] == [3, 5]
     assert (tmp_path / "serve.png").stat().st_size > 1000
 
 
@@ -155,8 +157,42 @@ def test_serve_cli_default_mode(tmp_path):
     (["--modes", "fast"], "fast"),
     (["--static", "x"], "--static"),
     (["--temperature", "-1"], "temperature"),
+    (["--prompt-len", "x"], "--prompt-len"),
+    (["--prompt-len", "9,3"], "--prompt-len"),
+    (["--bench-profile"], "--bench"),
+    (["--bench", "--bench-profile"], "--device cuda"),
 ])
 def test_serve_cli_bad_arguments_one_line(args, msg):
     r = subprocess.run([sys.executable, "-m", "llm.serve", "--device", "cpu", "--model", "mistral-tiny", *args],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_kernel_classes_and_busy_time():
+    from llm.serve import kernel_class, summarize_kernels
+    assert kernel_class("fmha_cutlassF_bf16_aligned_64x128_rf_sm80") == "attention"
+    assert kernel_class("nvjet_tst_128x256_64x4_2x1_v_bz_coopB_TNT") == "matmul"
+    assert kernel_class("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
+    assert kernel_class("bi_matmul_tma_kernel") == "matmul"
+    assert kernel_class("attn_split_kernel") == "attention"
+    assert kernel_class("row_mean_kernel") == "norm/mean"
+    assert kernel_class("softmax_kernel") == "softmax"
+    assert kernel_class("void at::native::vectorized_elementwise_kernel<4, silu>") == "other"
+    # two overlapping kernels and one apart: busy is their union, kernel seconds their sum
+    s = summarize_kernels([("nvjet_a", 0, 100), ("attn_split_kernel", 50, 150), ("row_mean_kernel", 1000, 1010)],
+                          wall_s=0.001)
+    m = s["by_class"]["matmul"]
+    assert m["calls"] == 1 and abs(m["seconds"] - 100e-6) < 1e-12
+    assert abs(s["kernel_s"] - 210e-6) < 1e-12 and abs(s["busy_s"] - 160e-6) < 1e-12
+    assert abs(s["busy_share"] - 0.16) < 1e-9 and s["top"][0][0] == "nvjet_a"
+    with pytest.raises(ValueError, match="ends before"):
+        summarize_kernels([("k", 5, 1)], 1.0)
+
+
+@pytest.mark.gpu
+def test_bench_profile_on_the_gpu():
+    from llm.serve import profile_kernels, summarize_kernels
+    x = torch.randn(512, 512, device="cuda", dtype=torch.bfloat16)
+    ks = profile_kernels(lambda: [x @ x for _ in range(5)])
+    s = summarize_kernels(ks, wall_s=1.0)
+    assert s["by_class"]["matmul"]["calls"] >= 5 and 0 < s["busy_s"] <= s["kernel_s"]

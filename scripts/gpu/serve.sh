@@ -4,7 +4,10 @@
 # the Mistral-7B shape (seeded weights; .carry/tokenizer.model.v1): N copies of the seed prompt amid seeded
 # traffic in the default and the deterministic mode, the divergence attribution and the throughput bench.
 # Arg: output folder. Env: SERVE_COPIES (default 1000), SERVE_MISTRAL_COPIES (default 200), SERVE_PARTS,
-# SERVE_SMOLLM2_ARGS (default: --bench --bench-repeats 3; e.g. "--static 1,8 --attribute 1").
+# SERVE_SMOLLM2_ARGS (default: --bench --bench-repeats 3; e.g. "--static 1,8 --attribute 1"), SERVE_MISTRAL_ARGS
+# (replaces the Mistral run's arguments after --model; e.g. a GPU-bound, prefill-heavy load:
+# "--copies 64 --background 128 --prompt-len 512,2048 --max-new-tokens 16 --static= --attribute 0 --bench
+# --bench-profile"; --bench-profile gives GPU seconds per op class and the GPU's busy share of the wall).
 D=${1:?output folder}
 export HF_HUB_OFFLINE=1 DRIFTSCOPE_NO_PROGRESS=0
 export DRIFTSCOPE_MISTRAL_TOKENIZER=${DRIFTSCOPE_MISTRAL_TOKENIZER:-$PWD/.carry/tokenizer.model.v1}
@@ -28,7 +31,8 @@ if [[ " $PARTS " == *" smollm2 "* ]]; then
   fi
 fi
 if [[ " $PARTS " == *" mistral "* ]]; then
-  run serve-mistral python3 -m llm.serve --device cuda --model mistral-7b-random --copies "$NM" --max-new-tokens 16 \
-    --bench --bench-repeats 2 --json "$D/serve-mistral.json" 2> "$D/serve-mistral-stderr.txt" | tee "$D/serve-mistral.txt"
+  # shellcheck disable=SC2086
+  run serve-mistral python3 -m llm.serve --device cuda --model mistral-7b-random \
+    ${SERVE_MISTRAL_ARGS:---copies $NM --max-new-tokens 16 --bench --bench-repeats 2} --json "$D/serve-mistral.json" 2> "$D/serve-mistral-stderr.txt" | tee "$D/serve-mistral.txt"
   grep -v "^serve " "$D/serve-mistral-stderr.txt" | tail -8
 fi
