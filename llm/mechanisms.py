@@ -31,6 +31,10 @@ Rows (llm.runconfig / llm.mechkernels name the variants; `--mechanisms` picks th
     cublaslt-m8     linear=cublaslt:0:mM (GPU) the heuristic's pick for M = 8 x the prompt's rows, vs
                                          linear=cublaslt:0 (what a batch change does to a linear)
 
+    machine-change  --trace NPZ          a trace of the same run recorded on another machine (llm.trace): its
+                                         final logits vs this machine's; its ops named by llm.replay (each
+                                         traced op recomputed here from A's inputs: local relative error)
+
 Columns: final-logit rms and max |dlogit|, KL (mean over positions), top-1 flips over the prompt,
 first greedy divergence (step, of `--gen-steps`), the top three op units of the causal attribution
 (inject) with their contributions. Also a JSON report (probes.report: schema, fingerprint, seeds,
@@ -50,7 +54,7 @@ import torch
 
 from probes.errors import UsageError
 
-__all__ = ["MECHANISMS", "rows_for", "run_table", "format_table", "plot_bars", "plot_layer_heatmap", "main"]
+__all__ = ["MECHANISMS", "MACHINE_ROW", "rows_for", "run_table", "trace_row", "format_table", "plot_bars", "plot_layer_heatmap", "main"]
 
 
 def _int4_group(model_name):
@@ -149,6 +153,77 @@ def run_table(model_name, rows, prompt_ids, *, seed=0, gen_steps=8, drill=2, log
     return out
 
 
+MACHINE_ROW = "machine-change"
+
+
+def trace_row(model_name, trace_path, prompt_ids, *, device, dtype, log=print):
+    """The machine change as a row of the table (issue 20: "the GPU change, a trace from another GPU, replayed").
+    The trace (llm.trace, recorded on machine A with `--layers ...,final --positions all` or any positions) holds
+    A's final logits at its positions; this machine runs the same model, run config and prompt and its logits
+    there are compared with A's (the same columns as the other rows; no greedy generation: a trace holds one
+    forward pass). Its ops are named by llm.replay, not by injection: every traced op recomputed here from A's
+    inputs, the three with the largest local relative error (`local_rel_err`). Trace recorded on this very
+    machine: every column is zero (tests/test_llm_mechanisms.py)."""
+    import dataclasses
+
+    from llm.generate import drift_metrics
+    from llm.models import load
+    from llm.replay import replay
+    from llm.runconfig import RunConfig
+    from llm.runs import Run
+    from llm.trace import from_numpy, read_trace
+    meta, ops = read_trace(trace_path)
+    if meta["model"] != model_name:
+        raise UsageError(f"--trace {trace_path}: recorded with model {meta['model']!r}, this table runs "
+                         f"{model_name!r} (give --model {meta['model']})")
+    if list(meta["prompt_ids"]) != list(prompt_ids):
+        raise UsageError(f"--trace {trace_path}: recorded on another prompt ({len(meta['prompt_ids'])} tokens, this "
+                         f"table's has {len(prompt_ids)}): give the trace's prompt (--prompt/--builtin)")
+    if "final.lm_head" not in ops:
+        raise UsageError(f"--trace {trace_path}: holds no final logits (record it with llm.trace --layers ...,final)")
+    a_cfg = RunConfig.from_dict(meta["run"])
+    if a_cfg.dtype != dtype:
+        raise UsageError(f"--trace {trace_path}: recorded in {a_cfg.dtype}, this table runs {dtype} "
+                         f"(give --dtype {a_cfg.dtype})")
+    cfg = dataclasses.replace(a_cfg, device=device, text=f"{meta['run']['text']} (trace's run) on {device}")
+    t0 = time.perf_counter()
+    lm = load(model_name, device, cfg.torch_dtype, meta["model_info"].get("seed", 0), cfg.weights)
+    if lm.tokenizer.fingerprint != meta["tokenizer"]:
+        raise UsageError(f"--trace {trace_path}: tokenised by {meta['tokenizer']}, this model's tokenizer is "
+                         f"{lm.tokenizer.fingerprint}")
+    pos = list(meta["positions"])
+    here = Run(lm, cfg, prompt_ids).forward()[pos]
+    there = from_numpy(*ops["final.lm_head"]["out"][0], device=here.device).float()
+    d = {k: v.item() for k, v in drift_metrics(there, here).items()}
+    flips = (there.argmax(-1) != here.argmax(-1)).nonzero().flatten().tolist()
+    local = replay(lm, cfg, meta, ops)
+    worst = sorted(local, key=lambda r: -r["rel_err"])[:3]
+    a_where = meta["run"].get("device", "?")
+    out = {"rms_dlogit": d["rms_dlogit"], "max_dlogit": d["max_dlogit"], "kl_mean": d["kl_mean"],
+           "kl_max": d["kl_max"], "top1_flips": int(d["top1_flips"]),
+           "first_top1_flip_position": pos[flips[0]] if flips else None, "positions": len(pos),
+           "greedy_steps": None, "first_greedy_divergence": None,
+           "top_ops": [{"unit": r["site"], "local_rel_err": r["rel_err"], "max_ulp": r["max_ulp"]} for r in worst],
+           "replay": local, "bitwise_equal_ops": sum(r["bitwise_equal"] for r in local),
+           "layer_contributions": None, "trace": str(trace_path),
+           "description": f"machine change: a trace recorded on {a_where} ({Path(trace_path).name}), run here",
+           "reference": f"trace {Path(trace_path).name}: {meta['run']['text'] or 'defaults'} on {a_where}",
+           "variant": f"the same on {device}", "wall_s": time.perf_counter() - t0}
+    log(f"{MACHINE_ROW}: rms {out['rms_dlogit']:.3g}, {out['bitwise_equal_ops']}/{len(local)} traced ops bit "
+        f"exact, {out['wall_s']:.1f} s")
+    return out
+
+
+def _ops_text(r):
+    parts = []
+    for o in r["top_ops"]:
+        if "contribution" in o:
+            parts.append(f"{o['unit']} {o['contribution']:.2f}")
+        else:
+            parts.append(f"{o['unit']} local rel {o['local_rel_err']:.2g}")
+    return ", ".join(parts) or "-"
+
+
 def _f(x, spec=".3g"):
     return "-" if x is None else format(x, spec)
 
@@ -161,8 +236,11 @@ def format_table(table, *, title=""):
     done.sort(key=lambda nr: -nr[1]["rms_dlogit"])
     for name, r in done:
         div = r["first_greedy_divergence"]
-        div = f"step {div}" if div is not None else f"none/{r['greedy_steps']}"
-        ops = ", ".join(f"{o['unit']} {o['contribution']:.2f}" for o in r["top_ops"]) or "-"
+        if r["greedy_steps"] is None:
+            div = f"{r['positions']} pos"          # a trace row: no generation, drift over the traced positions
+        else:
+            div = f"step {div}" if div is not None else f"none/{r['greedy_steps']}"
+        ops = _ops_text(r)
         lines.append(f"{name:<16} {_f(r['rms_dlogit']):>10} {_f(r['max_dlogit']):>10} {_f(r['kl_mean']):>9} "
                      f"{r['top1_flips']:>5} {div:>10}  {ops}")
     for name, r in table.items():
@@ -199,7 +277,7 @@ def plot_layer_heatmap(table, path, title=""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    done = [(n, r) for n, r in table.items() if "skipped" not in r]
+    done = [(n, r) for n, r in table.items() if "skipped" not in r and r.get("layer_contributions") is not None]
     if not done:
         return None
     a = np.array([r["layer_contributions"] for _, r in done], dtype=float)
@@ -236,6 +314,9 @@ def build_parser():
     ap.add_argument("--gen-steps", type=int, default=8, help="greedy tokens per run (first divergence)")
     ap.add_argument("--drill", type=int, default=2, metavar="N",
                     help="op units only inside the N layers that explain most (default 2)")
+    ap.add_argument("--trace", default=None, metavar="NPZ",
+                    help=f"add the row {MACHINE_ROW!r}: a trace recorded on another machine (python -m llm.trace "
+                         "--layers all --positions all, the same model, dtype and prompt), run here and replayed")
     ap.add_argument("--heatmap", default=None, metavar="PATH", help="the mechanism x layer heatmap (PNG)")
     ap.add_argument("--out-table", default=None, metavar="PATH", help="also write the printed table here")
     return ap
@@ -256,12 +337,17 @@ def main(argv=None):
     name, text, ids = load_prompt(args, tok)
     if args.builtin == "seed":
         name = "seed"
-    names = args.mechanisms.split(",") if args.mechanisms else list(MECHANISMS)
+    names = args.mechanisms.split(",") if args.mechanisms is not None else list(MECHANISMS)
+    names = [n for n in names if n]
+    if not names and not args.trace:
+        raise UsageError("--mechanisms '' selects no row (give rows, or --trace for the machine-change row alone)")
     rows = rows_for(names, device=device, dtype=dtype, model_name=model, prompt_len=len(ids),
                     explicit=bool(args.mechanisms))
     t0 = time.perf_counter()
-    table = run_table(model, rows, ids, seed=args.seed, gen_steps=args.gen_steps, drill=args.drill,
-                      log=lambda s: print(s, file=sys.stderr, flush=True))
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    table = run_table(model, rows, ids, seed=args.seed, gen_steps=args.gen_steps, drill=args.drill, log=log)
+    if args.trace:
+        table[MACHINE_ROW] = trace_row(model, args.trace, ids, device=device, dtype=dtype, log=log)
     wall = time.perf_counter() - t0
     title = f"{model} {dtype} on {device} / {name} ({len(ids)} tokens), each mechanism alone vs its reference"
     text_table = format_table(table, title=title)

@@ -455,3 +455,68 @@ def test_bad_fma_ops_name_the_option_and_the_choices(spec, words):
         parse_run(spec)
     for w in words:
         assert w in str(e.value)
+
+
+# ---- the machine-change row: a trace from another machine, run here --------------------------------------
+
+def _tiny_trace(path, *extra):
+    from llm.trace import main as trace_main
+    assert trace_main(["--device", "cpu", "--model", "mistral-tiny", "--layers", "all", "--positions", "all",
+                       "--prompt", "abc abd", "--out", str(path), *extra]) == 0
+
+
+def test_machine_change_row_is_zero_for_a_trace_of_this_machine_and_sees_a_planted_change(tmp_path, capsys):
+    from llm.mechanisms import main
+    a = tmp_path / "a.npz"
+    _tiny_trace(a)
+    out = tmp_path / "m.json"
+    assert main(["--device", "cpu", "--model", "mistral-tiny", "--mechanisms", "", "--trace", str(a),
+                 "--prompt", "abc abd", "--json", str(out), "--no-plot"]) == 0
+    assert "machine-change" in capsys.readouterr().out
+    m = {e["key"]: e for e in json.loads(out.read_text())["experiments"]}["mechanisms/machine-change"]["metrics"]
+    assert m["rms_dlogit"] == 0 and m["max_dlogit"] == 0 and m["top1_flips"] == 0
+    assert m["bitwise_equal_ops"] == len(m["replay"]) == 2 * 14 + 2
+    # machine "A" computed one logit differently (and its down_proj of layer 0): the row measures exactly that
+    z = dict(np.load(a))
+    lm_out = z["final.lm_head|out0"].copy()
+    lm_out[1, 7] += np.float32(0.25)
+    z["final.lm_head|out0"] = lm_out
+    z["L0.down_proj|out0"] = z["L0.down_proj|out0"] * np.float32(1.001)
+    b = tmp_path / "b.npz"
+    np.savez_compressed(b, **z)
+    from llm.mechanisms import trace_row
+    tok = load("mistral-tiny", "cpu", torch.float32).tokenizer
+    r = trace_row("mistral-tiny", b, tok.encode("abc abd"), device="cpu", dtype="float32", log=lambda s: None)
+    assert r["max_dlogit"] == pytest.approx(0.25, rel=1e-6) and r["rms_dlogit"] > 0
+    assert {o["unit"] for o in r["top_ops"][:2]} == {"final.lm_head", "L0.down_proj"}
+    assert r["bitwise_equal_ops"] == len(r["replay"]) - 2 and r["first_greedy_divergence"] is None
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "tiny-mixtral"], "recorded with model 'mistral-tiny'"),
+    (["--prompt", "another prompt"], "another prompt"),
+    (["--dtype", "bfloat16"], "recorded in float32"),
+])
+def test_machine_change_row_refuses_a_trace_of_another_run(tmp_path, args, words):
+    from llm.mechanisms import main
+    a = tmp_path / "a.npz"
+    _tiny_trace(a)
+    base = {"--model": "mistral-tiny", "--prompt": "abc abd"}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    argv = ["--device", "cpu", "--mechanisms", "", "--trace", str(a), "--no-plot"]
+    for k, v in base.items():
+        argv += [k, v]
+    with pytest.raises(UsageError, match=words):
+        main(argv)
+
+
+def test_machine_change_row_needs_final_logits_and_some_row(tmp_path):
+    from llm.mechanisms import main
+    a = tmp_path / "a.npz"
+    _tiny_trace(a, "--layers", "0")
+    with pytest.raises(UsageError, match="no final logits"):
+        main(["--device", "cpu", "--model", "mistral-tiny", "--mechanisms", "", "--trace", str(a),
+              "--prompt", "abc abd", "--no-plot"])
+    with pytest.raises(UsageError, match="selects no row"):
+        main(["--device", "cpu", "--model", "mistral-tiny", "--mechanisms", "", "--prompt", "abc abd", "--no-plot"])
