@@ -30,6 +30,8 @@ Rows (llm.runconfig / llm.mechkernels name the variants; `--mechanisms` picks th
                                          default pick (linear=cublaslt:0)
     cublaslt-m8     linear=cublaslt:0:mM (GPU) the heuristic's pick for M = 8 x the prompt's rows, vs
                                          linear=cublaslt:0 (what a batch change does to a linear)
+    fp8-fast-accum  linear=fp8mm:fast    (GPU, sm_89+) every linear an FP8 GEMM (e4m3fn, per-tensor scales)
+                                         with cuBLASLt's fast accumulation, vs linear=fp8mm:accurate
 
     machine-change  --trace NPZ          a trace of the same run recorded on another machine (llm.trace): its
                                          final logits vs this machine's; its ops named by llm.replay (each
@@ -83,6 +85,8 @@ MECHANISMS = {
                        ("gpu",)),
     "cublaslt-m8": ("cuBLASLt: the pick for 8x the rows vs the pick for M", "linear=cublaslt:0",
                     "linear=cublaslt:0:m{M8}", ("gpu",)),
+    "fp8-fast-accum": ("FP8 GEMMs: cuBLASLt fast accumulation vs not", "linear=fp8mm:accurate", "linear=fp8mm:fast",
+                       ("gpu",)),
 }
 DEFAULT_CPU = ("norm-fixed", "norm-atomic", "softmax-fixed", "softmax-atomic", "fma-on", "batch-8")
 

@@ -56,7 +56,7 @@ from probes.errors import UsageError
 __all__ = ["ROW_GRID", "ROW_BLOCK", "ROW_FINAL", "ROW_ORDERS", "row_sums", "rms_norm_rows", "eager_softmax",
            "rotary_fma", "FMA_CHOICES", "FMA_OPS", "parse_fma", "fma_products", "norm_fma_steps",
            "act_mul_fma", "parse_row_order", "arrival_order", "CublasLtLinear", "parse_cublaslt",
-           "tf32_context"]
+           "tf32_context", "Fp8Linear", "parse_fp8mm", "quantize_fp8_tensor"]
 
 ROW_GRID, ROW_BLOCK, ROW_FINAL = 8, 32, 32
 ROW_ORDERS = ("torch", "fixed", "atomic")
@@ -386,6 +386,69 @@ class CublasLtLinear:
             from probes.gemm.cublaslt import describe
             raise UsageError(f"linear={self.option}: the pick {describe(pick)} (made for M={self.m_pick or m}) "
                              f"fails at M={m} N={n} K={k}: {status}")
+        y = y.reshape(*x.shape[:-1], n)
+        if module.bias is not None:
+            y = y + module.bias
+        return y
+
+
+# ---- FP8 GEMMs: fast accumulation on or off ---------------------------------------------------------------
+
+FP8MM_CHOICES = ("accurate", "fast")
+
+
+def parse_fp8mm(spec, value):
+    """'fp8mm:accurate' | 'fp8mm:fast' -> use_fast_accum (bool)."""
+    choice = value.partition(":")[2]
+    if choice not in FP8MM_CHOICES:
+        raise UsageError(f"run config {spec!r}: linear={value} is not fp8mm:accurate or fp8mm:fast (an FP8 GEMM "
+                         "with cuBLASLt's fast accumulation off or on)")
+    return choice == "fast"
+
+
+def quantize_fp8_tensor(t: torch.Tensor):
+    """numerics.dequant.quantize_fp8(t, 'float8_e4m3fn', 'tensor') in torch, on t's device: s = float32(amax /
+    448) (1 where amax is 0), q = e4m3fn(float32(t / s)). The same bits as the numerics model (CPU test)."""
+    amax = t.detach().abs().amax().double()
+    s = (amax / 448.0).float()
+    s = torch.where(s == 0, torch.ones_like(s), s)
+    x = (t.double() / s.double()).float()
+    if not torch.isfinite(x).all() or x.abs().amax() > 464:       # 464 would round past e4m3fn's 448
+        raise UsageError("linear=fp8mm: a value overflows e4m3fn after scaling (refusing to clamp)")
+    return x.to(torch.float8_e4m3fn), s
+
+
+class Fp8Linear:
+    """linear=fp8mm:accurate|fast (GPU, sm_89 or newer): every linear as an FP8 GEMM, torch._scaled_mm with per-tensor
+    scales (cuBLASLt): the weight quantised to e4m3fn once (quantize_fp8_tensor, cached), the activations per call,
+    the output in the model's dtype. `fast` turns on cuBLASLt's fast accumulation (CUBLASLT_MATMUL_DESC_FAST_ACCUM:
+    Hopper's fp8 tensor cores then accumulate in fewer bits, the accumulator probe's subject); `accurate` leaves it
+    off. The mechanism row fp8-fast-accum switches only that."""
+
+    def __init__(self, option: str, fast: bool):
+        self.option, self.fast = option, fast
+        self._w = {}
+
+    def __call__(self, module, x):
+        from probes.errors import NoGPUError
+        if not x.is_cuda:
+            raise NoGPUError(f"linear={self.option} runs an FP8 GEMM (cuBLASLt): it needs CUDA tensors, not {x.device}")
+        cap = torch.cuda.get_device_capability(x.device)
+        if cap < (8, 9):
+            raise UsageError(f"linear={self.option}: FP8 GEMMs need compute capability 8.9 or newer, this GPU is "
+                             f"sm_{cap[0]}{cap[1]}")
+        w = module.weight
+        k, n = x.shape[-1], w.shape[0]
+        if k % 16 or n % 16:
+            raise UsageError(f"linear={self.option}: FP8 GEMMs need K and N multiples of 16, this linear is "
+                             f"N={n} K={k}")
+        key = (w.data_ptr(), w._version, w.device)
+        if key not in self._w:
+            self._w[key] = quantize_fp8_tensor(w)
+        wq, ws = self._w[key]
+        x2 = x.reshape(-1, k)
+        xq, xs = quantize_fp8_tensor(x2)
+        y = torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=ws, out_dtype=x.dtype, use_fast_accum=self.fast)
         y = y.reshape(*x.shape[:-1], n)
         if module.bias is not None:
             y = y + module.bias

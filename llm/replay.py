@@ -109,7 +109,7 @@ def check_replayable(cfg: RunConfig, labels):
     mech = [f"{k}={getattr(cfg, k)}" for k, default in (("softmax", "torch"), ("fma", "default"), ("tf32", "default"))
             if getattr(cfg, k) != default]
     mech += [f"norm={cfg.norm}" for _ in [0] if cfg.norm.split(":")[0] in ("fixed", "atomic")]
-    mech += [f"linear={cfg.linear}" for _ in [0] if cfg.linear.startswith("cublaslt")]
+    mech += [f"linear={cfg.linear}" for _ in [0] if cfg.linear.startswith(("cublaslt", "fp8mm"))]
     if mech:                                   # issue 20's mechanisms: not put into the replayed ops
         raise UsageError(f"llm.replay recomputes each traced op as the model does: not with {', '.join(mech)}")
     for pat, fmt in cfg.rounds:

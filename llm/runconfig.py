@@ -43,6 +43,8 @@ Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms 
   the forward; with linear=cublaslt the compute type 32f_fast_tf32); tf32=on on the CPU is a UsageError.
 - linear=cublaslt:RANK[:mM] (GPU only): every linear through the cuBLASLt heuristic's pick RANK for its
   shape (0 = the default pick), or the pick made for M rows (what a batch change does to a linear).
+- linear=fp8mm:accurate|fast (GPU, sm_89+): every linear as an FP8 GEMM (torch._scaled_mm, cuBLASLt; e4m3fn with
+  per-tensor scales as numerics.dequant quantises them), fast accumulation off or on (llm.mechkernels.Fp8Linear).
 - weights=int4:...[:KERNEL]: dequantised by the dequant probe's KERNEL numerics|cuda_ext|triton|torch (default
   numerics on the CPU, the CUDA extension (probes.dequant.kernels) on a GPU); a kernel the device cannot run is an
   error.
@@ -132,6 +134,17 @@ def _cublaslt_op(option, tf32):
     return _CUBLASLT_OPS[key]
 
 
+_FP8MM_OPS = {}
+
+
+def _fp8mm_op(option):
+    """One Fp8Linear per option in a process: its quantised weights are cached."""
+    if option not in _FP8MM_OPS:
+        from llm.mechkernels import Fp8Linear, parse_fp8mm
+        _FP8MM_OPS[option] = Fp8Linear(option, parse_fp8mm(option, option))
+    return _FP8MM_OPS[option]
+
+
 # kind -> name -> replacement(fn, *inputs) -> output; None = the model's own op.
 OP_REPLACEMENTS = {
     "linear": {"torch": None, "float64": _linear_float64, "batch_invariant": _linear_batch_invariant},
@@ -214,6 +227,8 @@ class RunConfig:
         from llm import mechkernels as mk
         if op_class == "linear" and self.linear.startswith("cublaslt:"):
             return _cublaslt_op(self.linear, self.tf32 == "on")
+        if op_class == "linear" and self.linear.startswith("fp8mm:"):
+            return _fp8mm_op(self.linear)
         if op_class == "linear" and self.linear.startswith("emulate:"):
             from llm.emulate import emulated_linear
             return emulated_linear(self.linear.partition(":")[2])
@@ -357,6 +372,14 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                              f"{', '.join(OP_REPLACEMENTS['linear'])}, emulate:PROFILE)")
         parse_cublaslt(spec, fields["linear"])
         kw["linear"] = fields.pop("linear")
+    if fields.get("linear", "").startswith("fp8mm"):
+        from llm.mechkernels import parse_fp8mm
+        if not device_is_gpu:
+            raise UsageError(f"run config {spec!r}: linear={fields['linear']} runs an FP8 GEMM (cuBLASLt): not on "
+                             f"device={kw['device']} (available there: "
+                             f"{', '.join(OP_REPLACEMENTS['linear'])}, emulate:PROFILE)")
+        parse_fp8mm(spec, fields["linear"])
+        kw["linear"] = fields.pop("linear")
     if fields.get("linear", "").startswith("emulate:"):
         from llm.emulate import check_profile_for
         prof = fields["linear"].partition(":")[2]
@@ -396,7 +419,9 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
                "weights": ("native", "fp8", "int4:FORMULA:COMPUTE:gGROUP[:KERNEL]", "q4_0[:KERNEL]",
                            "q4_1[:KERNEL]",
                            "fp8:SCALING[:FORMAT][:VIA][:KERNEL]"),
-               "linear": tuple(OP_REPLACEMENTS["linear"]) + ("emulate:PROFILE",), "norm": tuple(OP_REPLACEMENTS["norm"]),
+               "linear": tuple(OP_REPLACEMENTS["linear"]) + ("emulate:PROFILE", "cublaslt:RANK[:mM] (GPU)",
+                                                              "fp8mm:accurate|fast (GPU)"),
+               "norm": tuple(OP_REPLACEMENTS["norm"]),
                "tp_reduce": ("rank", "ring", "float64")}
     for k, allowed in choices.items():
         if k in fields:

@@ -157,6 +157,8 @@ def test_default_choices_give_default_logits(which, request):
 
 @pytest.mark.parametrize("spec,words", [
     ("linear=cublaslt:0", ["linear=cublaslt:0", "device=cpu", "torch, float64, batch_invariant"]),
+    ("linear=fp8mm:fast", ["linear=fp8mm:fast", "device=cpu", "torch, float64, batch_invariant"]),
+    ("linear=fp9", ["linear=fp9", "fp8mm:accurate|fast"]),
     ("tf32=on", ["tf32=on", "CUDA"]),
     ("tf32=off,dtype=bfloat16", ["tf32=off", "float32"]),
     ("softmax=fixed", ["softmax=fixed", "attn=eager"]),
@@ -520,3 +522,21 @@ def test_machine_change_row_needs_final_logits_and_some_row(tmp_path):
               "--prompt", "abc abd", "--no-plot"])
     with pytest.raises(UsageError, match="selects no row"):
         main(["--device", "cpu", "--model", "mistral-tiny", "--mechanisms", "", "--prompt", "abc abd", "--no-plot"])
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (16, 64), (5, 1)])
+def test_fp8mm_quantisation_equals_the_numerics_model(shape):
+    with pytest.raises(UsageError, match="linear=fp8mm:maybe is not fp8mm:accurate or fp8mm:fast"):
+        mk.parse_fp8mm("x", "fp8mm:maybe")
+    assert mk.parse_fp8mm("x", "fp8mm:fast") and not mk.parse_fp8mm("x", "fp8mm:accurate")
+    from numerics.dequant import quantize_fp8
+    g = torch.Generator().manual_seed(sum(shape))
+    w = torch.randn(*shape, generator=g) * 3.0
+    w[0, 0] = 0.0
+    q, s = mk.quantize_fp8_tensor(w)
+    qn, sn = quantize_fp8(w.numpy(), "float8_e4m3fn", "tensor")
+    assert q.dtype == torch.float8_e4m3fn and s.dtype == torch.float32
+    assert np.array_equal(q.view(torch.uint8).numpy(), np.asarray(qn).view(np.uint8))
+    assert s.view(torch.int32).item() == np.asarray(sn, np.float32).view(np.int32).item()
+    zq, zs = mk.quantize_fp8_tensor(torch.zeros(2, 4))
+    assert zs.item() == 1.0 and not zq.view(torch.uint8).any()

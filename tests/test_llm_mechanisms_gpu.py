@@ -100,3 +100,38 @@ def test_fma_norm_and_mlp_off_give_default_logits_on_the_gpu(tiny):
         base = _logits(lm, f"device=cuda:0,dtype={name},attn=eager")
         for spec in ("fma=off:norm", "fma=on:mlp", "fma=off:mlp"):
             assert same(_logits(lm, f"device=cuda:0,dtype={name},attn=eager,{spec}"), base), spec
+
+
+def test_fp8mm_linear_is_the_scaled_mm_of_the_numerics_quantised_operands(tiny):
+    lm = tiny[torch.bfloat16]
+    mod = lm.model.model.layers[0].mlp.up_proj
+    x = torch.randn(1, 37, mod.in_features, device="cuda:0", dtype=torch.bfloat16)
+    acc = mk.Fp8Linear("fp8mm:accurate", False)
+    y = acc(mod, x)
+    wq, ws = mk.quantize_fp8_tensor(mod.weight)
+    xq, xs = mk.quantize_fp8_tensor(x.reshape(-1, x.shape[-1]))
+    want = torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, use_fast_accum=False)
+    assert same(y.reshape(-1, y.shape[-1]), want)
+    ref = torch.nn.functional.linear(x, mod.weight).float()
+    assert (y.float() - ref).norm() / ref.norm() < 0.1            # FP8 quantisation error, not garbage
+    a = _logits(lm, "device=cuda:0,dtype=bfloat16,linear=fp8mm:accurate")
+    f = _logits(lm, "device=cuda:0,dtype=bfloat16,linear=fp8mm:fast")
+    assert torch.isfinite(a).all() and torch.isfinite(f).all()
+    with pytest.raises(UsageError, match="multiples of 16"):
+        acc(torch.nn.Linear(24, 32, device="cuda:0", dtype=torch.bfloat16), torch.randn(2, 24, device="cuda:0",
+                                                                                        dtype=torch.bfloat16))
+
+
+def test_fp8_fast_accumulation_changes_a_long_dot_product():
+    """At K = 4,096 (Mistral's hidden size) Hopper's fast FP8 accumulation keeps fewer bits than the accurate
+    path (which promotes to float32 along K): the two GEMMs differ in some outputs."""
+    g = torch.Generator(device="cuda:0").manual_seed(0)
+    lin = torch.nn.Linear(4096, 1024, bias=False, device="cuda:0", dtype=torch.bfloat16)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(1024, 4096, device="cuda:0", generator=g, dtype=torch.bfloat16) * 0.02)
+    x = torch.randn(64, 4096, device="cuda:0", generator=g, dtype=torch.bfloat16)
+    ya = mk.Fp8Linear("fp8mm:accurate", False)(lin, x)
+    yf = mk.Fp8Linear("fp8mm:fast", True)(lin, x)
+    diff = (ya.view(torch.int16) != yf.view(torch.int16)).sum().item()
+    print(f"fp8 fast vs accurate accumulation, M=64 N=1024 K=4096: {diff} of {ya.numel()} outputs differ")
+    assert diff > 0
