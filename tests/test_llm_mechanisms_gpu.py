@@ -114,9 +114,8 @@ def test_fp8mm_linear_is_the_scaled_mm_of_the_numerics_quantised_operands(tiny):
     assert same(y.reshape(-1, y.shape[-1]), want)
     ref = torch.nn.functional.linear(x, mod.weight).float()
     assert (y.float() - ref).norm() / ref.norm() < 0.1            # FP8 quantisation error, not garbage
-    a = _logits(lm, "device=cuda:0,dtype=bfloat16,linear=fp8mm:accurate")
-    f = _logits(lm, "device=cuda:0,dtype=bfloat16,linear=fp8mm:fast")
-    assert torch.isfinite(a).all() and torch.isfinite(f).all()
+    with pytest.raises(UsageError, match="N=257"):      # tiny Mistral's lm_head: no FP8 GEMM, and no fallback
+        _logits(lm, "device=cuda:0,dtype=bfloat16,linear=fp8mm:accurate")
     with pytest.raises(UsageError, match="multiples of 16"):
         acc(torch.nn.Linear(24, 32, device="cuda:0", dtype=torch.bfloat16), torch.randn(2, 24, device="cuda:0",
                                                                                         dtype=torch.bfloat16))
