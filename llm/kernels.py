@@ -26,6 +26,8 @@ Imported lazily by llm.runconfig (triton is imported only when a batch-invariant
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -85,8 +87,9 @@ def parse_int4_spec(spec: str):
     sizes = ", ".join(f"g{s}" for s in GROUP_SIZES)
     if not g.startswith("g") or not g[1:].isdigit() or int(g[1:]) not in GROUP_SIZES:
         raise UsageError(f"weights={spec}: group {g!r} not one of {sizes}")
-    if len(parts) == 5 and parts[4] not in DEQUANT_KERNELS:
-        raise UsageError(f"weights={spec}: kernel {parts[4]!r} not one of {', '.join(DEQUANT_KERNELS)}")
+    if len(parts) == 5 and parts[4] not in DEQUANT_KERNELS + INT4_MATMUL_KERNELS:
+        raise UsageError(f"weights={spec}: kernel {parts[4]!r} not one of "
+                         f"{', '.join(DEQUANT_KERNELS + INT4_MATMUL_KERNELS)}")
     return formula, compute, int(g[1:])
 
 
@@ -142,9 +145,18 @@ def quantize_weights_int4_(model, spec: str) -> None:
         out = names.get(w.dtype)
         if out is None:
             raise UsageError(f"weights={spec}: weights of dtype {w.dtype} not supported")
+        matmul = kernel in INT4_MATMUL_KERNELS
+        if matmul:
+            check_int4_matmul(spec, w, group)
+        kept = []
         for r0 in range(0, w.shape[0], 1024):       # bounded float64 temporaries
             wf = w[r0:r0 + 1024].float().cpu().numpy()
             packed, s, z = quantize_int4_groups(wf, group)
+            if matmul:        # the fused kernel reads these; the weight holds the same tiles, dequantised by Triton
+                kept.append((torch.from_numpy(packed).to(w.device), f16(s, w.device), f16(z, w.device)))
+                w[r0:r0 + 1024] = _dequant_module("triton").dequant_int4(
+                    *kept[-1], group_size=group, formula=formula, compute=compute, out=out)
+                continue
             if kernel == "numerics":
                 d = np.ascontiguousarray(dequant_int4(packed, s, z, group_size=group, formula=formula,
                                                       compute=compute, out=out))
@@ -155,6 +167,66 @@ def quantize_weights_int4_(model, spec: str) -> None:
             w[r0:r0 + 1024] = _dequant_module(kernel).dequant_int4(
                 torch.from_numpy(packed).to(w.device), f16(s, w.device), f16(z, w.device), group_size=group,
                 formula=formula, compute=compute, out=out)
+        if matmul:
+            mod._int4_matmul = Int4Matmul(kernel, *(torch.cat(t) for t in zip(*kept)), group, formula, compute)
+
+
+# ---- fused dequant-GEMM: the dequant probe's Triton matmul over the packed int4 weights (issue 20) --------
+
+#: weights=int4:...:fused | :tiles. fused: probes.dequant.triton_fused.fused_int4_matmul, every decoder linear
+#: dequantised tile by tile inside the matmul; tiles: the same kernel and tiles reading the dequantised bfloat16
+#: weight (matmul_bf16). The two see the same weight bits; on a GPU the fused load path can give the dot another
+#: K order (the probe's finding). Triton: the GPU, or the interpreter on the CPU. bfloat16 runs only.
+INT4_MATMUL_KERNELS = ("fused", "tiles")
+
+
+@dataclasses.dataclass
+class Int4Matmul:
+    kernel: str
+    packed: torch.Tensor          # (N, K/2) uint8
+    scales: torch.Tensor          # (N, K/g) float16
+    zeros: torch.Tensor           # (N, K/g) float16
+    group: int
+    formula: str
+    compute: str
+
+    @property
+    def bk(self):
+        """The kernel's K tile: 64 where K and the group allow it, else 32 (fixed by the shape, never by M)."""
+        k = 2 * self.packed.shape[1]
+        return 64 if k % 64 == 0 and self.group % 64 == 0 else 32
+
+
+def check_int4_matmul(spec, w, group):
+    if w.dtype != torch.bfloat16:
+        raise UsageError(f"weights={spec}: the fused/tiles int4 matmul takes bfloat16 activations and weights, this "
+                         f"run's weights are {w.dtype} (give dtype=bfloat16)")
+    if w.shape[1] % 32 or group % 32:
+        raise UsageError(f"weights={spec}: the int4 matmul needs K ({w.shape[1]}) and the group ({group}) to be "
+                         "multiples of 32")
+
+
+def int4_matmul_linear(module, x):
+    """The linear replacement of weights=int4:...:fused|tiles: Y = X W^T (+ bias) by the dequant probe's Triton
+    kernel, float32 accumulation, rounded once to x's dtype. A linear without int4 weights (lm_head: only the
+    decoder linears are quantised, as in every int4 run) is F.linear."""
+    from probes.dequant.triton_fused import fused_int4_matmul, matmul_bf16
+    q = getattr(module, "_int4_matmul", None)
+    if q is None:
+        return torch.nn.functional.linear(x, module.weight, module.bias)
+    if x.dtype != torch.bfloat16:
+        raise UsageError(f"weights=int4:...:{q.kernel}: the int4 matmul takes bfloat16 activations, not {x.dtype}")
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k).contiguous()
+    if q.kernel == "fused":
+        y = fused_int4_matmul(x2, q.packed, q.scales, q.zeros, group_size=q.group, formula=q.formula,
+                              compute=q.compute, bk=q.bk)
+    else:
+        y = matmul_bf16(x2, module.weight.contiguous(), bk=q.bk)
+    y = y.to(x.dtype).reshape(*x.shape[:-1], y.shape[-1])
+    if module.bias is not None:
+        y = y + module.bias
+    return y
 
 
 # ---- GGUF Q4_0 / Q4_1 and scaled FP8 weights through the dequant probe's kernels (issue 20) ----------
@@ -188,7 +260,7 @@ def _kernel_unavailable(kernel, device):
             return "probes._C (the dequant probe's CUDA / C++ kernels) is not built"
         if gpu and not ext.built_with_cuda():
             return "probes._C was built without CUDA"
-    if kernel == "triton":
+    if kernel in ("triton",) + INT4_MATMUL_KERNELS:
         try:
             import triton  # noqa: F401
         except ImportError:

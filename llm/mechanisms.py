@@ -30,6 +30,9 @@ Rows (llm.runconfig / llm.mechkernels name the variants; `--mechanisms` picks th
                                          default pick (linear=cublaslt:0)
     cublaslt-m8     linear=cublaslt:0:mM (GPU) the heuristic's pick for M = 8 x the prompt's rows, vs
                                          linear=cublaslt:0 (what a batch change does to a linear)
+    int4-fused      weights=int4:sub_mul:float32:gG:fused vs ...:tiles (bfloat16) the dequant probe's Triton int4
+                                         matmul dequantising tile by tile inside it vs reading the dequantised
+                                         weight with the same tiles (on a GPU the fused loads can reorder K)
     fp8-fast-accum  linear=fp8mm:fast    (GPU, sm_89+) every linear an FP8 GEMM (e4m3fn, per-tensor scales)
                                          with cuBLASLt's fast accumulation, vs linear=fp8mm:accurate
 
@@ -85,6 +88,8 @@ MECHANISMS = {
                        ("gpu",)),
     "cublaslt-m8": ("cuBLASLt: the pick for 8x the rows vs the pick for M", "linear=cublaslt:0",
                     "linear=cublaslt:0:m{M8}", ("gpu",)),
+    "int4-fused": ("int4 weights: dequantised inside the matmul vs before it (same Triton tiles)",
+                   "weights=int4:sub_mul:float32:g{GF}:tiles", "weights=int4:sub_mul:float32:g{GF}:fused", ("bf16",)),
     "fp8-fast-accum": ("FP8 GEMMs: cuBLASLt fast accumulation vs not", "linear=fp8mm:accurate", "linear=fp8mm:fast",
                        ("gpu",)),
 }
@@ -96,6 +101,8 @@ def _why_not(needs, device, dtype):
         return "needs a CUDA GPU"
     if "float32" in needs and dtype != "float32":
         return "applies to float32 runs"
+    if "bf16" in needs and dtype != "bfloat16":
+        return "needs bfloat16 runs"
     return ""
 
 
@@ -110,7 +117,8 @@ def rows_for(names, *, device, dtype, model_name, prompt_len, explicit=False):
         why = _why_not(needs, device, dtype)
         if why and explicit:
             raise UsageError(f"--mechanisms {name}: {why} (this run: device={device}, dtype={dtype})")
-        fill = {"G": _int4_group(model_name), "M8": 8 * prompt_len}
+        fill = {"G": _int4_group(model_name), "GF": 128 if model_name == "mistral-7b-random" else 32,
+                "M8": 8 * prompt_len}
         ref = ",".join(filter(None, (base, ref_x.format(**fill))))
         var = ",".join(filter(None, (base, var_x.format(**fill))))
         out.append((name, desc, ref, var, why))

@@ -43,6 +43,9 @@ Mechanisms (issue 20; llm.mechkernels has the details, python -m llm.mechanisms 
   the forward; with linear=cublaslt the compute type 32f_fast_tf32); tf32=on on the CPU is a UsageError.
 - linear=cublaslt:RANK[:mM] (GPU only): every linear through the cuBLASLt heuristic's pick RANK for its
   shape (0 = the default pick), or the pick made for M rows (what a batch change does to a linear).
+- weights=int4:FORMULA:COMPUTE:gGROUP:fused|tiles (bfloat16; Triton: the GPU, or its interpreter on the CPU): the
+  decoder linears computed by the dequant probe's Triton int4 matmul, dequantising inside the matmul tile by tile
+  (fused) or reading the dequantised weight with the same tiles (tiles); llm.kernels.int4_matmul_linear.
 - linear=fp8mm:accurate|fast (GPU, sm_89+): every linear as an FP8 GEMM (torch._scaled_mm, cuBLASLt; e4m3fn with
   per-tensor scales as numerics.dequant quantises them), fast accumulation off or on (llm.mechkernels.Fp8Linear).
 - weights=int4:...[:KERNEL]: dequantised by the dequant probe's KERNEL numerics|cuda_ext|triton|torch (default
@@ -227,6 +230,10 @@ class RunConfig:
         from llm import mechkernels as mk
         if op_class == "linear" and self.linear.startswith("cublaslt:"):
             return _cublaslt_op(self.linear, self.tf32 == "on")
+        if op_class == "linear" and self.weights.startswith("int4:") and \
+                self.weights.split(":")[-1] in ("fused", "tiles"):
+            from llm.kernels import int4_matmul_linear
+            return int4_matmul_linear
         if op_class == "linear" and self.linear.startswith("fp8mm:"):
             return _fp8mm_op(self.linear)
         if op_class == "linear" and self.linear.startswith("emulate:"):
@@ -356,8 +363,11 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
     if kw.get("tp", 1) < 1:
         raise UsageError(f"run config {spec!r}: tp must be >= 1")
     if fields.get("weights", "").startswith("int4"):
-        from llm.kernels import int4_kernel
-        int4_kernel(fields["weights"], kw["device"])     # a UsageError naming the bad part or the kernel
+        from llm.kernels import INT4_MATMUL_KERNELS, int4_kernel
+        kernel = int4_kernel(fields["weights"], kw["device"])     # a UsageError naming the bad part or the kernel
+        if kernel in INT4_MATMUL_KERNELS and fields.get("linear", "torch") != "torch":
+            raise UsageError(f"run config {spec!r}: weights={fields['weights']} computes the decoder linears itself "
+                             f"(the dequant probe's Triton int4 matmul): not with linear={fields['linear']}")
         kw["weights"] = fields.pop("weights")
     from llm.kernels import is_dequant_spec
     if is_dequant_spec(fields.get("weights", "")):

@@ -162,7 +162,8 @@ def test_int4_matches_numerics_model():
     ("weights=int4:fma:bfloat16:g128", "scale math 'bfloat16' not one of float16, float32"),
     ("weights=int4:fma:float16:g100", "group 'g100' not one of g32, g64, g128"),
     ("weights=int4:fma:float16:128", "group '128'"),
-    ("weights=int4:fma:float16:g32:cublas", "kernel 'cublas' not one of numerics, cuda_ext, triton, torch"),
+    ("weights=int4:fma:float16:g32:cublas", "kernel 'cublas' not one of numerics, cuda_ext, triton, torch, fused, tiles"),
+    ("weights=int4:fma:float16:g32:fused,dtype=bfloat16,linear=batch_invariant", "computes the decoder linears"),
     ("weights=int4:fma:float16:g32:torch:x", "int4:FORMULA:COMPUTE:gGROUP\\[:KERNEL\\]"),
     ("weights=int8", "weights=int8 not one of native, fp8"),
     ("linear=batch_invariant", "linear=batch_invariant supports dtype bfloat16 or float16, not float32"),
@@ -211,3 +212,38 @@ def test_bad_group_for_model_and_float32_call(bf16):
     from llm.kernels import batch_invariant_linear
     with pytest.raises(UsageError, match="bfloat16 or float16, not float32"):
         batch_invariant_linear(torch.nn.Linear(8, 8), torch.zeros(1, 8))
+
+
+# ---- fused dequant-GEMM (issue 20): weights=int4:...:fused|tiles, the dequant probe's Triton int4 matmul ------
+
+def test_int4_fused_and_tiles_run_every_decoder_linear_through_the_probe_kernel(monkeypatch):
+    """Both kernels see the numerics model's weight bits (the weight is dequantised by the Triton dequant kernel,
+    the fused tiles by the same formula), every decoder linear goes through the kernel (a spy counts the calls),
+    and in the interpreter, where the dot's K order cannot change with the load path, fused = tiles bit for bit.
+    On a GPU the two may differ (the probe's mma kWidth finding): that is the mechanism row int4-fused."""
+    from probes.dequant import triton_fused
+    spec = "int4:sub_mul:float32:g32"
+    ref = load("mistral-tiny", "cpu", torch.bfloat16, 0, spec)            # numerics dequantisation, F.linear
+    calls = {"fused": 0, "tiles": 0}
+    real_f, real_t = triton_fused.fused_int4_matmul, triton_fused.matmul_bf16
+    monkeypatch.setattr(triton_fused, "fused_int4_matmul",
+                        lambda *a, **k: calls.__setitem__("fused", calls["fused"] + 1) or real_f(*a, **k))
+    monkeypatch.setattr(triton_fused, "matmul_bf16",
+                        lambda *a, **k: calls.__setitem__("tiles", calls["tiles"] + 1) or real_t(*a, **k))
+    logits = {}
+    for kernel in ("fused", "tiles"):
+        lm = load("mistral-tiny", "cpu", torch.bfloat16, 0, f"{spec}:{kernel}")
+        for a, b in zip(ref.model.model.layers, lm.model.model.layers):
+            assert torch.equal(_bits(a.mlp.down_proj.weight), _bits(b.mlp.down_proj.weight))
+            assert torch.equal(_bits(a.self_attn.k_proj.weight), _bits(b.self_attn.k_proj.weight))
+        logits[kernel] = Run(lm, parse_run(f"dtype=bfloat16,weights={spec}:{kernel}"),
+                             lm.tokenizer.encode(TEXT)).forward()
+        assert calls[kernel] == 7 * len(lm.model.model.layers)
+    assert _same(logits["fused"], logits["tiles"])
+    plain = Run(ref, parse_run(f"dtype=bfloat16,weights={spec}"), ref.tokenizer.encode(TEXT)).forward()
+    assert (logits["fused"] - plain).abs().max() < 0.05 * plain.abs().max()    # close to F.linear on the same weights
+
+
+def test_int4_matmul_needs_bfloat16():
+    with pytest.raises(UsageError, match="takes bfloat16 activations and weights, this run's weights are torch.float32"):
+        load("mistral-tiny", "cpu", torch.float32, 0, "int4:sub_mul:float32:g32:fused")

@@ -540,3 +540,13 @@ def test_fp8mm_quantisation_equals_the_numerics_model(shape):
     assert s.view(torch.int32).item() == np.asarray(sn, np.float32).view(np.int32).item()
     zq, zs = mk.quantize_fp8_tensor(torch.zeros(2, 4))
     assert zs.item() == 1.0 and not zq.view(torch.uint8).any()
+
+
+def test_int4_fused_row_needs_bfloat16_and_names_its_kernels():
+    from llm.mechanisms import rows_for
+    (name, _, ref, var, why), = rows_for(["int4-fused"], device="cpu", dtype="float32", model_name="mistral-tiny",
+                                         prompt_len=5)
+    assert why == "needs bfloat16 runs" and ref.endswith(":g32:tiles") and var.endswith(":g32:fused")
+    (_, _, ref, var, why), = rows_for(["int4-fused"], device="cuda", dtype="bfloat16",
+                                      model_name="mistral-7b-random", prompt_len=5)
+    assert why == "" and var.endswith("weights=int4:sub_mul:float32:g128:fused")

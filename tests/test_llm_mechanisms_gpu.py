@@ -134,3 +134,22 @@ def test_fp8_fast_accumulation_changes_a_long_dot_product():
     diff = (ya.view(torch.int16) != yf.view(torch.int16)).sum().item()
     print(f"fp8 fast vs accurate accumulation, M=64 N=1024 K=4096: {diff} of {ya.numel()} outputs differ")
     assert diff > 0
+
+
+def test_int4_fused_and_tiles_on_the_gpu():
+    """weights=int4:...:fused|tiles on CUDA: every decoder linear through the dequant probe's Triton int4 matmul,
+    the weights the numerics model's bits, logits close to the F.linear run on the same weights. Whether fused and
+    tiles differ on this GPU (the K order of the fused load path) is printed: the mechanism row int4-fused."""
+    spec = "int4:sub_mul:float32:g32"
+    plain = load("mistral-tiny", "cuda:0", torch.bfloat16, 0, f"{spec}:numerics")
+    ref = _logits(plain, f"device=cuda:0,dtype=bfloat16,weights={spec}:numerics")
+    out = {}
+    for kernel in ("fused", "tiles"):
+        lm = load("mistral-tiny", "cuda:0", torch.bfloat16, 0, f"{spec}:{kernel}")
+        for a, b in zip(plain.model.model.layers, lm.model.model.layers):
+            assert same(a.mlp.down_proj.weight, b.mlp.down_proj.weight)
+        out[kernel] = _logits(lm, f"device=cuda:0,dtype=bfloat16,weights={spec}:{kernel}")
+        assert torch.isfinite(out[kernel]).all()
+        assert (out[kernel] - ref).abs().max() < 0.05 * ref.abs().max()
+    diff = (out["fused"].view(torch.int32) != out["tiles"].view(torch.int32)).sum().item()
+    print(f"int4 fused vs tiles logits on the GPU: {diff} of {out['fused'].numel()} differ")

@@ -17,7 +17,7 @@ start=$(date +%s)
 timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -rf tests/test_llm_mechanisms_gpu.py > "$M/pytest.txt" 2>&1
 echo "pytest exit $? in $(( $(date +%s) - start )) s"
 tail -15 "$M/pytest.txt"
-ROWS=norm-fixed,norm-atomic,softmax-fixed,softmax-atomic,fma-on,batch-8,cublaslt-rank1,cublaslt-m8
+ROWS=norm-fixed,norm-atomic,softmax-fixed,softmax-atomic,fma-on,batch-8,cublaslt-rank1,cublaslt-m8,fp8-fast-accum
 echo "-- python -m llm.mechanisms --dtype bfloat16 (7B shape, seed prompt)"
 start=$(date +%s)
 timeout 420 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random --dtype bfloat16 --builtin seed \
@@ -35,7 +35,7 @@ cat "$M/mech-7b-fp32.txt"; tail -12 "$M/mech-7b-fp32.stderr"
 echo "-- python -m llm.mechanisms int4-formula (bf16; GPU dequantisation by probes.dequant's CUDA kernel)"
 start=$(date +%s)
 timeout 500 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random --dtype bfloat16 --builtin seed \
-  --mechanisms int4-formula --json "$M/mech-7b-int4.json" --out-table "$M/mech-7b-int4.txt" \
+  --mechanisms int4-formula,int4-fused --json "$M/mech-7b-int4.json" --out-table "$M/mech-7b-int4.txt" \
   > "$M/mech-7b-int4.stdout" 2> "$M/mech-7b-int4.stderr"
 echo "int4 table exit $? in $(( $(date +%s) - start )) s"
 cat "$M/mech-7b-int4.txt"; tail -8 "$M/mech-7b-int4.stderr"
