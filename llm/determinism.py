@@ -16,7 +16,7 @@ thread (the engine's generation thread included), under no_grad and inference_mo
 
 | aten op | kernel | order |
 |---|---|---|
-| mm, addmm (F.linear) | probes.gemm batch_invariant_matmul (bf16 / fp16) | fixed K order per element, no split-K |
+| mm, addmm (F.linear) | probes.gemm batch_invariant_matmul (bf16 / fp16); or, with matmul='cublaslt' (GPU), cuBLASLt with split-K off (1 KiB workspace, first split-K-1 pick) | fixed K order per element, no split-K |
 | mean.dim (RMSNorm) | probes.invariant row_mean | per row: lanes, then halving tree |
 | _softmax, _log_softmax | probes.invariant softmax / log_softmax | per row, as mean |
 | scaled_dot_product_attention | probes.invariant attention | per query row: its own key interval, key blocks aligned to its start, fixed KV split, splits combined in order |
@@ -42,7 +42,7 @@ import torch
 from probes.errors import UsageError
 from probes.ext import KernelInputError
 
-__all__ = ["deterministic", "mode_context", "audit", "DeterministicMode", "DeterminismWarning", "COVERED_OPS",
+__all__ = ["deterministic", "mode_context", "MATMULS", "MODE_NAMES", "audit", "DeterministicMode", "DeterminismWarning", "COVERED_OPS",
            "REDUCING_OPS", "active_mode"]
 
 COVERED_OPS = ("mm", "addmm", "mean.dim", "_softmax", "_log_softmax", "scaled_dot_product_attention")
@@ -62,6 +62,10 @@ REDUCING_OPS = frozenset({
 })
 
 _MATMUL_DTYPES = (torch.bfloat16, torch.float16)
+#: the deterministic mode's matmul kernels (deterministic(matmul=...)) and the mode names llm's CLIs take
+MATMULS = ("triton", "cublaslt")
+MODE_NAMES = ("deterministic", "deterministic-cublaslt")
+LT_WORKSPACE = 1024     # bytes: too small for any split-K reduction buffer
 
 
 class DeterminismWarning(UserWarning):
@@ -71,7 +75,8 @@ class DeterminismWarning(UserWarning):
 class DeterministicMode:
     """Counts what the mode's kernels computed and what they did not cover."""
 
-    def __init__(self):
+    def __init__(self, matmul: str = "triton"):
+        self.matmul = matmul
         self.calls = collections.Counter()
         self.uncovered = collections.Counter()      # "op: case" -> count
         self.audited = {}                            # op -> count (from audit)
@@ -112,7 +117,8 @@ class DeterministicMode:
 
     def summary(self) -> dict:
         self.check()
-        return {"name": "deterministic", "deterministic": self.deterministic, "calls": dict(self.calls),
+        return {"name": "deterministic", "matmul": self.matmul, "deterministic": self.deterministic,
+                "calls": dict(self.calls),
                 "uncovered": dict(self.uncovered), "audited_uncovered_ops": dict(self.audited)}
 
 
@@ -140,10 +146,24 @@ def _kernels():
 # ---- the aten kernels ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def _lt_no_split():
+    """matmul='cublaslt': cuBLASLt with split-K off (a 1 KiB workspace, and the heuristic's first pick with split-K 1:
+    vLLM's batch-invariant route on sm_90), one pick per (M, N, K) cached; llm.mechkernels.CublasLtLinear."""
+    from llm.mechkernels import CublasLtLinear
+    return CublasLtLinear("cublaslt:0", 0, workspace=LT_WORKSPACE, no_split=True,
+                          label="deterministic matmul=cublaslt")
+
+
 def _mm(a, b):
     mode = _active
     mode.count("mm")
     if a.dtype in _MATMUL_DTYPES and b.dtype == a.dtype and a.dim() == 2 and b.dim() == 2 and a.numel() and b.numel():
+        if mode.matmul == "cublaslt":
+            if a.is_cuda:
+                return _lt_no_split().matmul(a, b.t())
+            mode.not_covered("aten::mm", f"matmul=cublaslt on {a.device} tensors")
+            return torch.ops.aten.bmm.default(a.unsqueeze(0), b.unsqueeze(0)).squeeze(0)
         bim, _ = _kernels()
         return bim(a.contiguous(), b.t().contiguous())
     mode.not_covered("aten::mm", f"{a.dtype} {tuple(a.shape)} @ {b.dtype} {tuple(b.shape)}")
@@ -221,15 +241,26 @@ _IMPLS = {"mm": _mm, "addmm": _addmm, "mean.dim": _mean_dim, "_softmax": _softma
 
 
 @contextlib.contextmanager
-def deterministic():
+def deterministic(matmul: str = "triton"):
     """Switch the deterministic mode on for the enclosed code (all threads); yields the DeterministicMode whose
-    summary() says whether everything that ran was covered. Not re-entrant."""
+    summary() says whether everything that ran was covered. Not re-entrant. `matmul`: 'triton' (probes.gemm's
+    batch_invariant_matmul, the default; CPU and GPU) or 'cublaslt' (cuBLASLt with split-K off, GPU only: measured
+    batch invariant and 0.96-1.20x cuBLAS on an H100, docs/results/h100-2026-12-06)."""
     global _active
+    if matmul not in MATMULS:
+        raise UsageError(f"deterministic(matmul={matmul!r}): not one of {', '.join(MATMULS)}")
+    if matmul == "cublaslt":
+        from probes import ext
+        info = ext.gemm_build_info() if ext.available() else {"available": False, "reason": "probes._C is not built"}
+        if not info["available"] or not ext.built_with_cuda():
+            raise UsageError("deterministic(matmul='cublaslt') runs cuBLASLt through probes._C's GEMM module, "
+                             f"which this build lacks ({info.get('reason') or 'built without CUDA'}); "
+                             "matmul='triton' runs here")
     with _active_lock:
         if _active is not None:
             raise UsageError("deterministic mode is already on")
         _kernels()                                    # import errors surface here, not inside a model
-        mode = DeterministicMode()
+        mode = DeterministicMode(matmul)
         lib = torch.library.Library("aten", "IMPL")
         try:
             with warnings.catch_warnings():      # "Overriding a previously registered kernel": that is the point
@@ -252,14 +283,15 @@ def deterministic():
 
 @contextlib.contextmanager
 def mode_context(name: str):
-    """'default' -> nothing (yields None); 'deterministic' -> deterministic()."""
+    """'default' -> nothing (yields None); 'deterministic' -> deterministic(); 'deterministic-cublaslt' ->
+    deterministic(matmul='cublaslt')."""
     if name == "default":
         yield None
-    elif name == "deterministic":
-        with deterministic() as mode:
+    elif name in MODE_NAMES:
+        with deterministic(**({"matmul": "cublaslt"} if name == "deterministic-cublaslt" else {})) as mode:
             yield mode
     else:
-        raise UsageError(f"mode {name!r} is not one of default, deterministic")
+        raise UsageError(f"mode {name!r} is not one of default, {', '.join(MODE_NAMES)}")
 
 
 # ---- audit ---------------------------------------------------------------------------------------------------------

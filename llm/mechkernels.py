@@ -334,8 +334,12 @@ class CublasLtLinear:
     HEURISTIC_COUNT = 16
     WORKSPACE = 32 << 20
 
-    def __init__(self, option: str, rank: int, m_pick=None, tf32: bool = False):
+    def __init__(self, option: str, rank: int, m_pick=None, tf32: bool = False, workspace: int | None = None,
+                 no_split: bool = False, label: str | None = None):
         self.option, self.rank, self.m_pick, self.tf32 = option, rank, m_pick, tf32
+        self.label = label or f"linear={option}"
+        self.workspace = self.WORKSPACE if workspace is None else workspace
+        self.no_split = no_split        # take the heuristic's first pick with split-K 1 (llm.determinism)
         self._plans, self._algos, self._ws = {}, {}, {}
 
     def _plan(self, m, n, k, dtype, dev):
@@ -350,45 +354,52 @@ class CublasLtLinear:
         mp = self.m_pick or m
         key = (mp, n, k, dtype, dev)
         if key not in self._algos:
-            heur = self._plan(mp, n, k, dtype, dev).heuristic(self.HEURISTIC_COUNT, self.WORKSPACE)
+            heur = self._plan(mp, n, k, dtype, dev).heuristic(self.HEURISTIC_COUNT, self.workspace)
             picks = heur["picks"]
+            if self.no_split:
+                picks = [p for p in picks if p["splitk"] == 1]
             if self.rank >= len(picks):
-                raise UsageError(f"linear={self.option}: the cuBLASLt heuristic returned {len(picks)} pick(s) for "
+                raise UsageError(f"{self.label}: the cuBLASLt heuristic returned {len(picks)} pick(s) for "
                                  f"M={mp} N={n} K={k} {dtype} (ranks 0..{len(picks) - 1}; status "
-                                 f"{heur['status']}), no rank {self.rank}")
+                                 f"{heur['status']}{', split-K 1 only' if self.no_split else ''}), no rank {self.rank}")
             self._algos[key] = picks[self.rank]
         return self._algos[key]
 
     def __call__(self, module, x):
+        k = x.shape[-1]
+        y = self.matmul(x.reshape(-1, k), module.weight)
+        y = y.reshape(*x.shape[:-1], y.shape[-1])
+        if module.bias is not None:
+            y = y + module.bias
+        return y
+
+    def matmul(self, x2, w):
+        """x2 (M, K) @ w (N, K)^T through the pick, in x2's dtype."""
         from probes import ext
         from probes.errors import NoGPUError
-        if not x.is_cuda:
-            raise NoGPUError(f"linear={self.option} runs cuBLASLt: it needs CUDA tensors, not {x.device}")
-        w = module.weight
-        dtype = _TORCH_NAMES.get(x.dtype)
-        if dtype is None or w.dtype != x.dtype:
-            raise UsageError(f"linear={self.option}: input {x.dtype}, weight {w.dtype}: one of float32, "
+        if not x2.is_cuda:
+            raise NoGPUError(f"{self.label} runs cuBLASLt: it needs CUDA tensors, not {x2.device}")
+        dtype = _TORCH_NAMES.get(x2.dtype)
+        if dtype is None or w.dtype != x2.dtype:
+            raise UsageError(f"{self.label}: input {x2.dtype}, weight {w.dtype}: one of float32, "
                              "bfloat16, float16 for both")
-        k = x.shape[-1]
-        x2 = x.reshape(-1, k).contiguous()
+        x2 = x2.contiguous()
+        k = x2.shape[1]
         m, n = x2.shape[0], w.shape[0]
         dev = x.device.index or 0
         pick = self.algo(m, n, k, dtype, dev)
         plan = self._plan(m, n, k, dtype, dev)
-        ws = self._ws.get(x.device)
+        ws = self._ws.get(x2.device)
         if ws is None:
-            ws = self._ws[x.device] = torch.empty(self.WORKSPACE, dtype=torch.uint8, device=x.device)
-        y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+            ws = self._ws[x2.device] = torch.empty(max(self.workspace, 1), dtype=torch.uint8, device=x2.device)
+        y = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
         wc = w.contiguous()
         status = plan.run(pick["algo"], x2.data_ptr(), wc.data_ptr(), y.data_ptr(), ws.data_ptr(),
-                          self.WORKSPACE, ext.stream_of(x2))
+                          self.workspace, ext.stream_of(x2))
         if status != "CUBLAS_STATUS_SUCCESS":
             from probes.gemm.cublaslt import describe
-            raise UsageError(f"linear={self.option}: the pick {describe(pick)} (made for M={self.m_pick or m}) "
+            raise UsageError(f"{self.label}: the pick {describe(pick)} (made for M={self.m_pick or m}) "
                              f"fails at M={m} N={n} K={k}: {status}")
-        y = y.reshape(*x.shape[:-1], n)
-        if module.bias is not None:
-            y = y + module.bias
         return y
 
 

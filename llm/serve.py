@@ -54,7 +54,7 @@ __all__ = ["load_corpus", "make_traffic", "analyse", "static_batches", "serve_mo
            "summarize_kernels", "main", "MODES"]
 
 CORPUS_FILE = Path(__file__).resolve().parent / "data" / "traffic_corpus.txt"
-MODES = ("default", "deterministic")
+MODES = ("default", "deterministic", "deterministic-cublaslt")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -421,12 +421,15 @@ def bench(lm, traffic, modes, repeats, cb_config=None, profile=False) -> dict:
             if not ks:
                 raise RuntimeError("the profiler recorded no GPU kernel: the bench's profile needs CUPTI")
             out[m]["kernels"] = summarize_kernels(ks, out[m]["median_s"])
-    if "default" in out and "deterministic" in out:
-        out["ratio_deterministic_vs_default"] = out["deterministic"]["tokens_per_s"] / out["default"]["tokens_per_s"]
+    for det in ("deterministic", "deterministic-cublaslt"):
+        if "default" not in out or det not in out:
+            continue
+        sfx = "" if det == "deterministic" else "_cublaslt"
+        out[f"ratio_deterministic{sfx}_vs_default"] = out[det]["tokens_per_s"] / out["default"]["tokens_per_s"]
         if profile:
-            d, t = out["default"]["kernels"]["by_class"], out["deterministic"]["kernels"]["by_class"]
-            out["cost_by_class_s"] = {c: t.get(c, {}).get("seconds", 0.0) - d.get(c, {}).get("seconds", 0.0)
-                                      for c in sorted(set(d) | set(t))}
+            d, t = out["default"]["kernels"]["by_class"], out[det]["kernels"]["by_class"]
+            out[f"cost{sfx}_by_class_s"] = {c: t.get(c, {}).get("seconds", 0.0) - d.get(c, {}).get("seconds", 0.0)
+                                            for c in sorted(set(d) | set(t))}
     return out
 
 
@@ -439,11 +442,12 @@ def format_bench(b: dict, modes) -> str:
         if k:
             lines.append(f"  GPU busy {k['busy_s']:.2f} s = {k['busy_share']:.0%} of the timed wall; by class: "
                          + ", ".join(f"{c} {v['seconds']:.3f} s" for c, v in k["by_class"].items()))
-    if "ratio_deterministic_vs_default" in b:
-        lines.append(f"deterministic / default throughput: {b['ratio_deterministic_vs_default']:.3f}")
-    if "cost_by_class_s" in b:
-        lines.append("deterministic - default GPU seconds per class: "
-                     + ", ".join(f"{c} {v:+.3f}" for c, v in b["cost_by_class_s"].items()))
+    for sfx, det in (("", "deterministic"), ("_cublaslt", "deterministic-cublaslt")):
+        if f"ratio_deterministic{sfx}_vs_default" in b:
+            lines.append(f"{det} / default throughput: {b[f'ratio_deterministic{sfx}_vs_default']:.3f}")
+        if f"cost{sfx}_by_class_s" in b:
+            lines.append(f"{det} - default GPU seconds per class: "
+                         + ", ".join(f"{c} {v:+.3f}" for c, v in b[f"cost{sfx}_by_class_s"].items()))
     return "\n".join(lines)
 
 
@@ -527,7 +531,9 @@ def build_parser():
     ap.add_argument("--max-new-tokens", type=int, default=None, help="tokens per probe copy (default 32 GPU, 8 CPU)")
     ap.add_argument("--span", type=int, default=None,
                     help="arrivals are uniform over this many engine steps (default: 4 x max-new-tokens)")
-    ap.add_argument("--modes", default="default,deterministic", help="default, deterministic or both (default)")
+    ap.add_argument("--modes", default="default,deterministic",
+                    help="comma-separated: default, deterministic, deterministic-cublaslt (the mode with cuBLASLt's "
+                         "split-K-off matmul, GPU) (default: default,deterministic)")
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="> 0: seeded sampling (Gumbel-max, seeded per request and position); default greedy")
     ap.add_argument("--static", default="1,8", help="static batch sizes through generate() (default 1,8; '' none)")

@@ -172,3 +172,45 @@ def test_bench_table_runs(capsys):
     assert rows and all(r["torch_ms"] > 0 and r["ours_ms"] > 0 for r in rows)
     bench.print_table(rows)
     assert "ours/torch" in capsys.readouterr().out
+
+
+# ---- the mode's cuBLASLt matmul (deterministic(matmul='cublaslt'): split-K off) -------------------------------
+
+@pytest.mark.parametrize("n, k", [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (32000, 4096)])
+def test_cublaslt_no_split_rows_do_not_depend_on_m(n, k):
+    """Every row of F.linear(X[:M], W) under the mode's cuBLASLt matmul equals the same row at M = 4096, for M
+    across decode and prefill sizes (the sweep of docs/results/h100-2026-12-06 compared row 0 only)."""
+    from llm.determinism import deterministic
+    g = torch.Generator(device="cuda").manual_seed(n + k)
+    x = torch.randn(4096, k, device="cuda", generator=g).to(torch.bfloat16)
+    w = (torch.randn(n, k, device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+    with deterministic(matmul="cublaslt") as mode:
+        full = F.linear(x, w)
+        for m in (1, 2, 7, 16, 33, 63, 128, 300, 1024, 1400, 2048, 3001):
+            assert _same(F.linear(x[:m], w), full[:m]), f"M={m}"
+    s = mode.summary()
+    assert s["deterministic"] and s["matmul"] == "cublaslt" and s["calls"]["mm"] >= 13
+    ref = F.linear(x[:64].double(), w.double())
+    assert ((full[:64].double() - ref).abs().max() / ref.abs().max()).item() < 1e-2
+
+
+def test_deterministic_cublaslt_serves_copies_equal_alone():
+    """The serving property with the cuBLASLt matmul: every copy's logits at every token equal the prompt decoded
+    alone (tiny Mistral on the GPU, the engine's paged attention through the mode's kernel)."""
+    from llm.engine import Request, run_engine
+    from llm.models import load
+    from llm.serve import analyse, engine_config, make_traffic
+    lm = load("mistral-tiny", device="cuda:0", dtype=torch.bfloat16)
+    ids = lm.tokenizer.encode("I enjoy walking in the")
+    traffic = make_traffic(lm.tokenizer, ids, copies=4, background=12, seed=3, max_new_tokens=4, span=6,
+                           prompt_len=(2, 40))
+    cbc = engine_config(traffic, "cuda:0", num_blocks=64, max_batch_tokens=256)
+    probes = [r.rid for r in traffic if r.kind == "probe"]
+    from llm.determinism import mode_context
+    with mode_context("deterministic-cublaslt") as det:
+        run = run_engine(lm.model, traffic, tracked=probes, cb_config=cbc)
+        alone = run_engine(lm.model, [Request("alone", "alone", 0, ids, 4)], tracked=["alone"], cb_config=cbc)
+    res = analyse(run, probes, alone, lm.tokenizer)
+    s = det.summary()
+    assert s["deterministic"] and s["matmul"] == "cublaslt", s["uncovered"]
+    assert res["copies_logits_equal_alone"] == res["copies"] == 4 and res["n_distinct"] == 1

@@ -140,3 +140,18 @@ def test_attribute_cli_deterministic_batch_change_has_no_drift(tmp_path, capsys)
     drift = {e["key"]: e for e in rep["experiments"]}["llm/prompt/drift"]["metrics"]
     assert drift["max_dlogit"] == 0 and drift["top1_flips"] == 0
     assert "every op covered" in capsys.readouterr().out
+
+
+def test_matmul_choice_is_checked_and_cublaslt_needs_a_cuda_build():
+    with pytest.raises(UsageError, match="matmul='bogus'.*not one of triton, cublaslt"):
+        with deterministic(matmul="bogus"):
+            pass
+    from probes import ext
+    if ext.available() and ext.built_with_cuda() and ext.gemm_build_info()["available"]:
+        pytest.skip("this build has cuBLASLt: the GPU tests run the cublaslt matmul (test_invariant_gpu)")
+    with pytest.raises(UsageError, match="matmul='triton' runs here"):
+        with mode_context("deterministic-cublaslt"):
+            pass
+    with pytest.raises(UsageError, match="deterministic-cublaslt"):
+        with mode_context("bogus"):
+            pass
