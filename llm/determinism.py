@@ -64,7 +64,8 @@ REDUCING_OPS = frozenset({
 _MATMUL_DTYPES = (torch.bfloat16, torch.float16)
 #: the deterministic mode's matmul kernels (deterministic(matmul=...)) and the mode names llm's CLIs take
 MATMULS = ("triton", "cublaslt")
-MODE_NAMES = ("deterministic", "deterministic-cublaslt")
+ATTENTIONS = ("rows", "tiled")
+MODE_NAMES = ("deterministic", "deterministic-cublaslt", "deterministic-tiled", "deterministic-cublaslt-tiled")
 LT_WORKSPACE = 1024     # bytes: too small for any split-K reduction buffer
 
 
@@ -75,8 +76,8 @@ class DeterminismWarning(UserWarning):
 class DeterministicMode:
     """Counts what the mode's kernels computed and what they did not cover."""
 
-    def __init__(self, matmul: str = "triton"):
-        self.matmul = matmul
+    def __init__(self, matmul: str = "triton", attention: str = "rows"):
+        self.matmul, self.attention = matmul, attention
         self.calls = collections.Counter()
         self.uncovered = collections.Counter()      # "op: case" -> count
         self.audited = {}                            # op -> count (from audit)
@@ -117,7 +118,8 @@ class DeterministicMode:
 
     def summary(self) -> dict:
         self.check()
-        return {"name": "deterministic", "matmul": self.matmul, "deterministic": self.deterministic,
+        return {"name": "deterministic", "matmul": self.matmul, "attention": self.attention,
+                "deterministic": self.deterministic,
                 "calls": dict(self.calls),
                 "uncovered": dict(self.uncovered), "audited_uncovered_ops": dict(self.audited)}
 
@@ -209,7 +211,8 @@ def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None
         mode.not_covered("aten::scaled_dot_product_attention", f"dropout_p={dropout_p}")
         return _sdpa_math(q, k, v, attn_mask, dropout_p, is_causal, scale)
     try:
-        out, uncovered_rows = inv.attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+        out, uncovered_rows = inv.attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
+                                            tiled=mode.attention == "tiled")
     except KernelInputError as exc:
         mode.not_covered("aten::scaled_dot_product_attention", str(exc))
         return _sdpa_math(q, k, v, attn_mask, dropout_p, is_causal, scale)
@@ -241,14 +244,18 @@ _IMPLS = {"mm": _mm, "addmm": _addmm, "mean.dim": _mean_dim, "_softmax": _softma
 
 
 @contextlib.contextmanager
-def deterministic(matmul: str = "triton"):
+def deterministic(matmul: str = "triton", attention: str = "rows"):
     """Switch the deterministic mode on for the enclosed code (all threads); yields the DeterministicMode whose
     summary() says whether everything that ran was covered. Not re-entrant. `matmul`: 'triton' (probes.gemm's
     batch_invariant_matmul, the default; CPU and GPU) or 'cublaslt' (cuBLASLt with split-K off, GPU only: measured
-    batch invariant and 0.96-1.20x cuBLAS on an H100, docs/results/h100-2026-12-06)."""
+    batch invariant and 0.96-1.20x cuBLAS on an H100, docs/results/h100-2026-12-06). `attention`: 'rows' (one
+    program per query row, the default) or 'tiled' (probes.invariant's tiled split kernel: the rows of one request's
+    prefill share each key block; the same per-row order, not yet measured on a GPU)."""
     global _active
     if matmul not in MATMULS:
         raise UsageError(f"deterministic(matmul={matmul!r}): not one of {', '.join(MATMULS)}")
+    if attention not in ATTENTIONS:
+        raise UsageError(f"deterministic(attention={attention!r}): not one of {', '.join(ATTENTIONS)}")
     if matmul == "cublaslt":
         from probes import ext
         info = ext.gemm_build_info() if ext.available() else {"available": False, "reason": "probes._C is not built"}
@@ -260,7 +267,7 @@ def deterministic(matmul: str = "triton"):
         if _active is not None:
             raise UsageError("deterministic mode is already on")
         _kernels()                                    # import errors surface here, not inside a model
-        mode = DeterministicMode(matmul)
+        mode = DeterministicMode(matmul, attention)
         lib = torch.library.Library("aten", "IMPL")
         try:
             with warnings.catch_warnings():      # "Overriding a previously registered kernel": that is the point
@@ -283,12 +290,14 @@ def deterministic(matmul: str = "triton"):
 
 @contextlib.contextmanager
 def mode_context(name: str):
-    """'default' -> nothing (yields None); 'deterministic' -> deterministic(); 'deterministic-cublaslt' ->
-    deterministic(matmul='cublaslt')."""
+    """'default' -> nothing (yields None); 'deterministic[-cublaslt][-tiled]' -> deterministic() with
+    matmul='cublaslt' and / or attention='tiled'."""
     if name == "default":
         yield None
     elif name in MODE_NAMES:
-        with deterministic(**({"matmul": "cublaslt"} if name == "deterministic-cublaslt" else {})) as mode:
+        parts = name.split("-")[1:]
+        with deterministic(matmul="cublaslt" if "cublaslt" in parts else "triton",
+                           attention="tiled" if "tiled" in parts else "rows") as mode:
             yield mode
     else:
         raise UsageError(f"mode {name!r} is not one of default, {', '.join(MODE_NAMES)}")

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llm.determinism import MODE_NAMES
 from llm.engine import CHECKSUM, Request, row_checksums, run_engine
 from probes.errors import UsageError
 
@@ -54,7 +55,7 @@ __all__ = ["load_corpus", "make_traffic", "analyse", "static_batches", "serve_mo
            "summarize_kernels", "main", "MODES"]
 
 CORPUS_FILE = Path(__file__).resolve().parent / "data" / "traffic_corpus.txt"
-MODES = ("default", "deterministic", "deterministic-cublaslt")
+MODES = ("default",) + MODE_NAMES
 
 
 # ------------------------------------------------------------------------------------------------
@@ -421,10 +422,10 @@ def bench(lm, traffic, modes, repeats, cb_config=None, profile=False) -> dict:
             if not ks:
                 raise RuntimeError("the profiler recorded no GPU kernel: the bench's profile needs CUPTI")
             out[m]["kernels"] = summarize_kernels(ks, out[m]["median_s"])
-    for det in ("deterministic", "deterministic-cublaslt"):
+    for det in MODES[1:]:
         if "default" not in out or det not in out:
             continue
-        sfx = "" if det == "deterministic" else "_cublaslt"
+        sfx = det[len("deterministic"):].replace("-", "_")
         out[f"ratio_deterministic{sfx}_vs_default"] = out[det]["tokens_per_s"] / out["default"]["tokens_per_s"]
         if profile:
             d, t = out["default"]["kernels"]["by_class"], out[det]["kernels"]["by_class"]
@@ -442,7 +443,8 @@ def format_bench(b: dict, modes) -> str:
         if k:
             lines.append(f"  GPU busy {k['busy_s']:.2f} s = {k['busy_share']:.0%} of the timed wall; by class: "
                          + ", ".join(f"{c} {v['seconds']:.3f} s" for c, v in k["by_class"].items()))
-    for sfx, det in (("", "deterministic"), ("_cublaslt", "deterministic-cublaslt")):
+    for det in MODES[1:]:
+        sfx = det[len("deterministic"):].replace("-", "_")
         if f"ratio_deterministic{sfx}_vs_default" in b:
             lines.append(f"{det} / default throughput: {b[f'ratio_deterministic{sfx}_vs_default']:.3f}")
         if f"cost{sfx}_by_class_s" in b:
@@ -532,8 +534,9 @@ def build_parser():
     ap.add_argument("--span", type=int, default=None,
                     help="arrivals are uniform over this many engine steps (default: 4 x max-new-tokens)")
     ap.add_argument("--modes", default="default,deterministic",
-                    help="comma-separated: default, deterministic, deterministic-cublaslt (the mode with cuBLASLt's "
-                         "split-K-off matmul, GPU) (default: default,deterministic)")
+                    help="comma-separated: default, deterministic, and its variants deterministic-cublaslt (cuBLASLt's "
+                         "split-K-off matmul, GPU), deterministic-tiled (the tiled prefill attention), "
+                         "deterministic-cublaslt-tiled (default: default,deterministic)")
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="> 0: seeded sampling (Gumbel-max, seeded per request and position); default greedy")
     ap.add_argument("--static", default="1,8", help="static batch sizes through generate() (default 1,8; '' none)")

@@ -92,11 +92,11 @@ def test_is_causal_is_top_left_as_in_torch():
     assert torch.allclose(r.out, sdpa(call.q, call.k, call.v, is_causal=True), rtol=0, atol=2e-6)
 
 
-def _probe_rows(probe, others, at, dtype=torch.bfloat16, **kw):
+def _probe_rows(probe, others, at, dtype=torch.bfloat16, tiled=False, **kw):
     reqs = list(others)
     reqs.insert(at, probe)
     call = pack(reqs, hq=HQ, hk=HK, d=D, dtype=dtype, **kw)
-    r = attention(call.q, call.k, call.v, attn_mask=call.mask, **SMALL)
+    r = attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=tiled, **SMALL)
     qo = call.q_offsets[at]
     return r.out[:, :, qo:qo + probe.q_len]
 
@@ -122,6 +122,38 @@ def test_decode_row_bits_do_not_depend_on_the_batch():
     alone = _probe_rows(probe, [], 0, dtype=torch.float16)
     others = [Request(1, 60 + 7 * i, 20 + i) for i in range(5)]
     assert same_bits(_probe_rows(probe, others, 2, dtype=torch.float16), alone)
+
+
+# ---- the tiled split kernel (attention(..., tiled=True)): R query rows a program -----------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tiled_kernel_equals_the_model_bit_for_bit(dtype):
+    """The packed call (three requests: tiles on request boundaries take the row-by-row path, tiles inside a
+    request the shared-block path) and the other masks: numerics.attention's bits, as the row kernel gives."""
+    call = pack(REQS, hq=HQ, hk=HK, d=D, dtype=dtype)
+    r = attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, **SMALL)
+    assert same_bits(r.out, modelled(call, mask=call.mask)) and int(r.uncovered) == 0
+    one = pack([Request(40, 70, 4)], hq=HQ, hk=HK, d=D, dtype=dtype, bool_mask=True)   # a 40-row prefill: 2 tiles
+    for kw, mask, causal in (({"attn_mask": one.mask}, one.mask, False), ({"is_causal": True}, None, True),
+                             ({}, None, False)):
+        r = attention(one.q, one.k, one.v, tiled=True, **kw, **SMALL)
+        assert same_bits(r.out, modelled(one, mask=mask, is_causal=causal)), kw.keys()
+
+
+def test_tiled_request_bits_do_not_depend_on_the_batch():
+    """As test_request_bits_do_not_depend_on_the_batch, with the tiled kernel: a 37-row prefill (a tile of 32 rows
+    and a tail) alone, after other requests (its rows at another offset, sharing tiles with theirs), and the same
+    bits as the row kernel gives."""
+    probe = Request(37, 45, 7)
+    alone = _probe_rows(probe, [], 0, tiled=True)
+    assert same_bits(alone, _probe_rows(probe, [], 0))
+    longer = Request(5, 100, 8)
+    for others, at in (([Request(3, 20, 9), longer], 1), ([longer], 1), ([Request(1, 5, 10), longer], 0)):
+        assert same_bits(_probe_rows(probe, others, at, tiled=True), alone), (others, at)
+    decode = Request(1, 33, 14)
+    d_alone = _probe_rows(decode, [], 0, dtype=torch.float16, tiled=True)
+    others = [Request(1, 60 + 7 * i, 20 + i) for i in range(5)]
+    assert same_bits(_probe_rows(decode, others, 2, dtype=torch.float16, tiled=True), d_alone)
 
 
 def test_row_in_another_batch_entry_same_bits():
@@ -275,3 +307,6 @@ def test_every_kernel_compiles_for_sm90():
     assert r.returncode == 0, r.stdout + r.stderr
     split16 = [line for line in r.stdout.splitlines() if line.startswith("ok   split") and "float32" not in line]
     assert len(split16) == 12 and all("mma.sync   0" not in line for line in split16), r.stdout
+    # the tiled split kernel: TILE_M = 64 dot rows on both of its paths, one wgmma shape for every row
+    tiled16 = [line for line in r.stdout.splitlines() if line.startswith("ok   tiled") and "float32" not in line]
+    assert len(tiled16) == 12 and all("mma.sync   0" in line and "wgmma   0" not in line for line in tiled16), r.stdout

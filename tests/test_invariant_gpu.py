@@ -68,7 +68,7 @@ def _others(n, seed, decode=True):
             for i in range(n)]
 
 
-def _probe_out(probe, others, at, model, dtype=torch.bfloat16, repeat=False, **kw):
+def _probe_out(probe, others, at, model, dtype=torch.bfloat16, repeat=False, tiled=False, **kw):
     from probes.invariant import attention
     from probes.invariant.packed import pack
 
@@ -79,7 +79,7 @@ def _probe_out(probe, others, at, model, dtype=torch.bfloat16, repeat=False, **k
     k, v = call.k, call.v
     if repeat:  # as transformers' paged sdpa path calls SDPA: kv heads repeated to Hq
         k, v = (t.repeat_interleave(hq // hk, 1).contiguous() for t in (k, v))
-    r = attention(call.q, k, v, attn_mask=call.mask)
+    r = attention(call.q, k, v, attn_mask=call.mask, tiled=tiled)
     assert int(r.uncovered) == 0
     qo = call.q_offsets[at]
     return r.out[:, :, qo:qo + probe.q_len], call, k, v, r.out
@@ -97,6 +97,23 @@ def test_attention_request_bits_do_not_depend_on_the_batch(model, probe, repeat)
             assert _same(_probe_out(probe, others, at, model, repeat=repeat)[0], alone), (n, at)
     # padded rows / keys, as the engine's static buffers have
     assert _same(_probe_out(probe, _others(5, 4), 2, model, repeat=repeat, pad_q=13, pad_k=300)[0], alone)
+
+
+@pytest.mark.parametrize("model", ["mistral", "smollm2"])
+@pytest.mark.parametrize("probe", [Request(1, 1500, 7), Request(48, 700, 9), Request(300, 1200, 11)],
+                         ids=["decode-1500", "prefill-48", "prefill-300"])
+def test_tiled_attention_request_bits_do_not_depend_on_the_batch(model, probe):
+    """attention(..., tiled=True): a request's rows alone, and packed among 1-63 others at any offset (its rows in
+    tiles shared with other requests' rows, or tiles of its own), give the same bits; close to the row kernel."""
+    alone = _probe_out(probe, [], 0, model, tiled=True)[0]
+    for n, seed in ((1, 1), (7, 2), (63, 3)):
+        others = _others(n, seed, decode=probe.q_len == 1)
+        for at in (0, n // 2, n):
+            assert _same(_probe_out(probe, others, at, model, tiled=True)[0], alone), (n, at)
+    rows = _probe_out(probe, [], 0, model)[0]
+    diff = int((_bits(alone) != _bits(rows)).sum())
+    print(f"tiled vs row kernel ({model}, {probe.q_len} rows): {diff} of {alone.numel()} outputs differ")
+    assert float((alone.float() - rows.float()).abs().max()) < 1.6e-2
 
 
 @pytest.mark.parametrize("model", ["mistral", "smollm2"])

@@ -148,10 +148,30 @@ def test_matmul_choice_is_checked_and_cublaslt_needs_a_cuda_build():
             pass
     from probes import ext
     if ext.available() and ext.built_with_cuda() and ext.gemm_build_info()["available"]:
-        pytest.skip("this build has cuBLASLt: the GPU tests run the cublaslt matmul (test_invariant_gpu)")
-    with pytest.raises(UsageError, match="matmul='triton' runs here"):
-        with mode_context("deterministic-cublaslt"):
-            pass
+        # a CUDA build on a machine without a GPU: CPU tensors are not covered, and the mode says so
+        x = torch.randn(3, 8).to(torch.bfloat16)
+        with pytest.warns(DeterminismWarning, match="matmul=cublaslt on cpu tensors"):
+            with mode_context("deterministic-cublaslt") as det:
+                y = x @ x.t()
+        assert y.shape == (3, 3) and not det.summary()["deterministic"]
+        assert det.summary()["matmul"] == "cublaslt"
+    else:
+        with pytest.raises(UsageError, match="matmul='triton' runs here"):
+            with mode_context("deterministic-cublaslt"):
+                pass
     with pytest.raises(UsageError, match="deterministic-cublaslt"):
         with mode_context("bogus"):
             pass
+
+
+def test_tiled_attention_mode_serves_copies_equal_alone_and_equal_to_the_row_kernel(tiny_bf16):
+    """deterministic-tiled: the engine's packed attention through the tiled split kernel. Every copy equals the
+    prompt decoded alone, and the completions and logit checksums are those of the row kernel (the same per-row
+    order), in Triton's interpreter."""
+    rows_res, _, _ = _serve(tiny_bf16, "deterministic")
+    tiled_res, det, run = _serve(tiny_bf16, "deterministic-tiled")
+    s = det.summary()
+    assert s["deterministic"] and s["attention"] == "tiled" and s["calls"]["scaled_dot_product_attention"] > 0
+    assert tiled_res["copies_logits_equal_alone"] == tiled_res["copies"] == 2 and tiled_res["n_distinct"] == 1
+    assert tiled_res["alone_checksums"] == rows_res["alone_checksums"]
+    assert tiled_res["modal_tokens"] == rows_res["modal_tokens"]

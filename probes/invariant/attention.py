@@ -48,7 +48,8 @@ from probes.ext import KernelInputError
 from probes.invariant.common import INTERPRETED, cast_rne, check_device, check_tensor, prepare
 from probes.reduction.triton_sum import halving_tree_rows
 
-__all__ = ["attention", "AttentionResult", "attn_split_kernel", "attn_combine_kernel", "mask_interval_kernel",
+__all__ = ["attention", "AttentionResult", "attn_split_kernel", "attn_tiled_split_kernel", "attn_combine_kernel",
+           "mask_interval_kernel", "TILE_M",
            "kernel_meta", "SPLIT", "BLOCK_N", "SPLIT_PROGRAMS", "MASK_BLOCK"]
 
 MASK_BLOCK = 1024  # keys per step of the interval kernel (integer min/max/sum: any order gives the same)
@@ -168,6 +169,113 @@ def attn_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_ptr, acc
             tl.store(m_ptr + slot, m, mask=heads)
             tl.store(l_ptr + slot, l, mask=heads)
             tl.store(acc_ptr + slot[:, None] * BLOCK_D + d[None, :], acc, mask=heads[:, None])
+
+
+@triton.jit
+def _split_state_rows(q, k_base, v_base, lo, hi_row, hi_tile, skl, svl, d, dmask, scale, TM: tl.constexpr,
+                      BLOCK_N: tl.constexpr, LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+                      INTERP: tl.constexpr):
+    """_split_state for TM dot rows that share the split's first key `lo` but end at their own hi_row [TM]: the
+    keys [lo, hi_tile) in blocks of BLOCK_N from lo, each row's keys at or after its hi_row -inf. Per row this is
+    _split_state's arithmetic: a block past a row's own end adds p = 0 with alpha = 1, which leaves m, l and acc
+    bit for bit (a row with keys in the split has m finite after its first block)."""
+    m = tl.full([TM], float("-inf"), tl.float32)
+    l = tl.zeros([TM], tl.float32)
+    acc = tl.zeros([TM, BLOCK_D], tl.float32)
+    for j in range(0, tl.cdiv(hi_tile - lo, BLOCK_N)):
+        kn = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
+        load = kn < hi_tile
+        valid = kn[None, :] < hi_row[:, None]
+        kt = tl.load(k_base + kn[None, :] * skl + d[:, None], mask=load[None, :] & dmask[:, None], other=0.0)
+        if IEEE:
+            scores = tl.dot(q, kt, input_precision="ieee")
+        else:
+            scores = tl.dot(q, kt)
+        scores = tl.where(valid, scores * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_use)
+        p = tl.exp(scores - m_use[:, None])
+        l = l * alpha + halving_tree_rows(p, TM, BLOCK_N, LOG2_BLOCK_N)
+        vb = tl.load(v_base + kn[:, None] * svl + d[None, :], mask=load[:, None] & dmask[None, :], other=0.0)
+        pv = cast_rne(p, vb.dtype, INTERP)
+        if IEEE:
+            acc = tl.dot(pv, vb, acc * alpha[:, None], input_precision="ieee")
+        else:
+            acc = tl.dot(pv, vb, acc * alpha[:, None])
+        m = m_new
+    return m, l, acc
+
+
+@triton.jit(do_not_specialize=["Lq", "S_MAX", "S_GRID", "sqb", "sqh", "sql", "skb", "skh", "skl", "svb", "svh",
+                               "svl", "sib", "sih", "sil"])
+def attn_tiled_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_ptr, acc_ptr, scale,
+                            Lq, S_MAX, S_GRID, sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sib, sih, sil, Hq, D,
+                            G: tl.constexpr, HEADS: tl.constexpr, R: tl.constexpr, TM: tl.constexpr,
+                            PER_HEAD: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
+                            LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+                            INTERP: tl.constexpr):
+    """attn_split_kernel for a tile of R consecutive query rows x HEADS heads (dot row i = row i // HEADS, head
+    i % HEADS; TM dot rows, the rest padding), the same (m, l, acc) per (row, head, split) into the same slots.
+    Prefill: when every row of the tile with keys starts at the same key (the rows of one request), the tile
+    loads each key block once for all its rows. Otherwise (rows of several requests: decode, a tile on a
+    request boundary) the rows go one at a time through the same TM-row dot, the others zeroed. Either way a
+    row's arithmetic is its own: blocks aligned to its start, its own split count, the same dot shape, so its
+    bits do not depend on which rows share its tile (tested against attn_split_kernel and numerics.attention
+    in the interpreter; on a GPU by the invariance tests)."""
+    pt = tl.program_id(0).to(tl.int64)
+    hg = tl.program_id(1)
+    n_tiles = tl.cdiv(Lq, R)
+    b = pt // n_tiles
+    row0 = (pt % n_tiles) * R
+    h0 = hg * HEADS
+    i = tl.arange(0, TM)
+    r = i // HEADS
+    g = i % HEADS
+    row = row0 + r
+    live = (i < R * HEADS) & (row < Lq)
+    off = b * sib + (hg if PER_HEAD else 0) * sih + row * sil
+    start = tl.load(start_ptr + off, mask=live, other=0)
+    end = tl.load(end_ptr + off, mask=live, other=0)
+    n_split = tl.where(live, tl.cdiv(tl.maximum(end - start, 0), SPLIT), 0)
+    keyed = n_split > 0
+    s_top = tl.max(n_split, 0)
+    s_lo = tl.min(tl.where(keyed, start, 2147483647), 0)
+    s_hi = tl.max(tl.where(keyed, start, -1), 0)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < D
+    q = tl.load(q_ptr + b * sqb + (h0 + g)[:, None] * sqh + row[:, None] * sql + d[None, :],
+                mask=live[:, None] & dmask[None, :], other=0.0)
+    kv_head = h0 // G
+    k_base = k_ptr + b * skb + kv_head * skh
+    v_base = v_ptr + b * svb + kv_head * svh
+    slot0 = ((b * Lq + row) * Hq + h0 + g) * S_MAX
+    if s_lo >= s_hi:                       # every row with keys starts at s_lo (or no row has keys)
+        for s in range(tl.program_id(2), s_top, S_GRID):
+            lo = s_lo + s * SPLIT
+            hi_row = tl.minimum(end, lo + SPLIT)
+            mine = keyed & (s < n_split)
+            hi_tile = tl.max(tl.where(mine, hi_row, lo), 0)
+            m, l, acc = _split_state_rows(q, k_base, v_base, lo, hi_row, hi_tile, skl, svl, d, dmask, scale, TM,
+                                          BLOCK_N, LOG2_BLOCK_N, BLOCK_D, IEEE, INTERP)
+            tl.store(m_ptr + slot0 + s, m, mask=mine)
+            tl.store(l_ptr + slot0 + s, l, mask=mine)
+            tl.store(acc_ptr + (slot0 + s)[:, None] * BLOCK_D + d[None, :], acc, mask=mine[:, None])
+    else:
+        for rr in range(0, R):
+            sel = keyed & (r == rr)
+            st = tl.max(tl.where(sel, start, -1), 0)
+            n_rr = tl.max(tl.where(sel, n_split, 0), 0)
+            q_rr = tl.where(sel[:, None], q, 0.0).to(q.dtype)
+            for s in range(tl.program_id(2), n_rr, S_GRID):
+                lo = st + s * SPLIT
+                hi_row = tl.minimum(end, lo + SPLIT)
+                hi_tile = tl.max(tl.where(sel, hi_row, lo), 0)
+                m, l, acc = _split_state_rows(q_rr, k_base, v_base, lo, hi_row, hi_tile, skl, svl, d, dmask,
+                                              scale, TM, BLOCK_N, LOG2_BLOCK_N, BLOCK_D, IEEE, INTERP)
+                tl.store(m_ptr + slot0 + s, m, mask=sel)
+                tl.store(l_ptr + slot0 + s, l, mask=sel)
+                tl.store(acc_ptr + (slot0 + s)[:, None] * BLOCK_D + d[None, :], acc, mask=sel[:, None])
 
 
 @triton.jit(do_not_specialize=["Lq", "S_MAX", "sib", "sih", "sil", "sob", "soh", "sol"])
@@ -297,8 +405,12 @@ def _intervals(attn_mask, is_causal, Lq, Lk, device):
     return start, end, strides, Hm > 1, bad.sum()
 
 
+#: Dot rows of the tiled split kernel (attention(..., tiled=True)): R = TILE_M // HEADS query rows a tile.
+TILE_M = 64
+
+
 def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, split=SPLIT,
-              block_n=BLOCK_N, split_programs=SPLIT_PROGRAMS):
+              block_n=BLOCK_N, split_programs=SPLIT_PROGRAMS, tiled=False):
     """torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)
     with q [B, Hq, Lq, D], k / v [B, Hk, Lk, D] (Hq % Hk == 0: grouped-query attention, query head h
     reads kv head h // (Hq / Hk)), bf16 / fp16 / fp32, in a batch-invariant order (see the module
@@ -307,7 +419,9 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     `uncovered` and treated as 0). A row with no allowed key outputs zeros. `split` and `block_n` are the
     kernels' constants: leave them (the tests change them to reach several splits at small sizes).
     split_programs bounds the grid's split axis (program p computes splits p, p + split_programs, ...):
-    scheduling only, the bits do not depend on it.
+    scheduling only, the bits do not depend on it. tiled=True: attn_tiled_split_kernel, R query rows a program
+    sharing each key block when they start at the same key (prefill); opt-in until its GPU invariance and speed
+    are measured.
     Returns AttentionResult(out [B, Hq, Lq, D] in q's dtype, uncovered: 0-d int64 device tensor)."""
     import torch
 
@@ -333,9 +447,18 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     ws_acc = torch.empty((slots, block_d), dtype=torch.float32, device=q.device)
     out = torch.empty((B, Hq, Lq, D), dtype=q.dtype, device=q.device)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    attn_split_kernel[(B * Lq, Hq // heads, s_grid)](
-        q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],
-        *v.stride()[:3], sib, sih, sil, Hq, D, **split_meta)
+    if tiled:
+        if heads > TILE_M:
+            raise KernelInputError(f"q: {heads} query heads a kv head exceed the tiled kernel's {TILE_M} dot rows")
+        rows = TILE_M // heads
+        meta = {k_: v_ for k_, v_ in split_meta.items() if k_ != "GP"}
+        attn_tiled_split_kernel[(B * triton.cdiv(Lq, rows), Hq // heads, s_grid)](
+            q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],
+            *v.stride()[:3], sib, sih, sil, Hq, D, R=rows, TM=TILE_M, **meta)
+    else:
+        attn_split_kernel[(B * Lq, Hq // heads, s_grid)](
+            q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],
+            *v.stride()[:3], sib, sih, sil, Hq, D, **split_meta)
     attn_combine_kernel[(B * Lq, Hq)](
         ws_m, ws_l, ws_acc, start, end, out, Lq, s_max, sib, sih, sil, *out.stride()[:3], Hq, D, **combine_meta)
     return AttentionResult(out, uncovered)

@@ -27,13 +27,16 @@ MODELS = {"mistral": (32, 8, 128, 4096, 32768), "smollm2": (9, 3, 64, 576, 49152
 
 def scenarios(quick=False):
     """(name, [Request, ...]) of the packed steps: decode of 1 / 8 / 64 requests (keys 200..2000, seeded),
-    a prefill of 512 tokens, and a chunked prefill of 256 tokens next to 15 decodes."""
+    a prefill of 512 tokens, and a chunked prefill of 256 tokens next to 15 decodes; --quick adds a prefill of 128
+    (the tiled kernel's case)."""
     rng = random.Random(0)
 
     def decodes(n, seed0):
         return [Request(1, rng.randint(200, 2000), seed0 + i) for i in range(n)]
 
     steps = [("decode x1", decodes(1, 100)), ("decode x8", decodes(8, 200))]
+    if quick:
+        steps.append(("prefill 128", [Request(128, 128, 700)]))
     if not quick:
         steps += [("decode x64", decodes(64, 300)), ("prefill 512", [Request(512, 512, 400)]),
                   ("chunk 256 + 15 decodes", [Request(256, 1280, 500)] + decodes(15, 600))]
@@ -49,7 +52,7 @@ def _attention_rows(model, reps, quick, dtype):
     import torch
     import torch.nn.functional as F
 
-    from probes.invariant.attention import attention
+    from probes.invariant.attention import TILE_M, attention
 
     hq, hk, d, _, _ = MODELS[model]
     rows = []
@@ -62,13 +65,16 @@ def _attention_rows(model, reps, quick, dtype):
             raise RuntimeError(f"{model} {name}: {int(res.uncovered)} mask rows not covered")
         fns = [lambda: F.scaled_dot_product_attention(call.q, k_rep, v_rep, attn_mask=call.mask),
                lambda: attention(call.q, k_rep, v_rep, attn_mask=call.mask),
-               lambda: attention(call.q, call.k, call.v, attn_mask=call.mask)]
-        t_sdpa, t_rep, t_gqa = _median_ms(fns, reps)
+               lambda: attention(call.q, call.k, call.v, attn_mask=call.mask),
+               lambda: attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True)]
+        t_sdpa, t_rep, t_gqa, t_tiled = _median_ms(fns, reps)
         shape = f"Lq {call.q.shape[2]}, Lk {call.k.shape[2]}"
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_rep,
                          note="repeated k/v"))
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_gqa,
                          note=f"GQA k/v ({hk} heads)"))
+        rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_tiled,
+                         note=f"GQA k/v, tiled=True (R = {TILE_M // (hq // hk)} rows a program)"))
         del call, k_rep, v_rep
         torch.cuda.empty_cache()
     return rows

@@ -41,12 +41,15 @@ def variants():
         ptrs = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "start_ptr": "*i32", "end_ptr": "*i32",
                 "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32", "scale": "fp32", "o_ptr": f"*{dt}"}
         ints = {n: I32 for n in attn.attn_split_kernel.arg_names + attn.attn_combine_kernel.arg_names
-                if n not in ptrs}
+                + attn.attn_tiled_split_kernel.arg_names if n not in ptrs}
         for name, g, d in SHAPES:
             for per_head in (False, True):
                 split_meta, combine_meta = attn.kernel_meta(G=g, D=d, per_head=per_head, fp32=dname == "float32")
                 label = f"{dname} {name} G={g} D={d}{' per-head mask' if per_head else ''}"
                 out.append((f"split   {label}", attn.attn_split_kernel, {**ptrs, **ints}, split_meta))
+                tiled_meta = {k: v for k, v in split_meta.items() if k != "GP"}
+                tiled_meta.update(R=attn.TILE_M // split_meta["HEADS"], TM=attn.TILE_M)
+                out.append((f"tiled   {label}", attn.attn_tiled_split_kernel, {**ptrs, **ints}, tiled_meta))
                 if not per_head:
                     out.append((f"combine {label}", attn.attn_combine_kernel, {**ptrs, **ints}, combine_meta))
         mask_sig = {"mask_ptr": f"*{dt}", "start_ptr": "*i32", "end_ptr": "*i32", "bad_ptr": "*i32", "fmin": "fp32"}
