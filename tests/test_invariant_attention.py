@@ -140,6 +140,17 @@ def test_tiled_kernel_equals_the_model_bit_for_bit(dtype):
         assert same_bits(r.out, modelled(one, mask=mask, is_causal=causal)), kw.keys()
 
 
+def test_tiled_rows_a_program_change_nothing_in_the_bits():
+    """tile_rows is scheduling: 1, 3 and the most rows a program (32 here) give the same bits; a bad value is
+    refused naming the argument."""
+    call = pack(REQS + [Request(37, 45, 21)], hq=HQ, hk=HK, d=D, dtype=torch.bfloat16)
+    outs = [attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=r, **SMALL).out
+            for r in (1, 3, None)]
+    assert same_bits(outs[0], outs[1]) and same_bits(outs[0], outs[2])
+    with pytest.raises(DriftscopeError, match="tile_rows: must be an int in 1..32"):
+        attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=33, **SMALL)
+
+
 def test_tiled_request_bits_do_not_depend_on_the_batch():
     """As test_request_bits_do_not_depend_on_the_batch, with the tiled kernel: a 37-row prefill (a tile of 32 rows
     and a tail) alone, after other requests (its rows at another offset, sharing tiles with theirs), and the same

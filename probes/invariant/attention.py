@@ -410,7 +410,7 @@ TILE_M = 64
 
 
 def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, split=SPLIT,
-              block_n=BLOCK_N, split_programs=SPLIT_PROGRAMS, tiled=False):
+              block_n=BLOCK_N, split_programs=SPLIT_PROGRAMS, tiled=False, tile_rows=None):
     """torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)
     with q [B, Hq, Lq, D], k / v [B, Hk, Lk, D] (Hq % Hk == 0: grouped-query attention, query head h
     reads kv head h // (Hq / Hk)), bf16 / fp16 / fp32, in a batch-invariant order (see the module
@@ -421,7 +421,8 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     split_programs bounds the grid's split axis (program p computes splits p, p + split_programs, ...):
     scheduling only, the bits do not depend on it. tiled=True: attn_tiled_split_kernel, R query rows a program
     sharing each key block when they start at the same key (prefill); opt-in until its GPU invariance and speed
-    are measured.
+    are measured. tile_rows: query rows a program of the tiled kernel (1 .. 64 // heads per kv head; default the
+    most): scheduling only, the bits do not depend on it (each row keeps its own blocks and the same 64-row dot).
     Returns AttentionResult(out [B, Hq, Lq, D] in q's dtype, uncovered: 0-d int64 device tensor)."""
     import torch
 
@@ -450,7 +451,10 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     if tiled:
         if heads > TILE_M:
             raise KernelInputError(f"q: {heads} query heads a kv head exceed the tiled kernel's {TILE_M} dot rows")
-        rows = TILE_M // heads
+        rows = TILE_M // heads if tile_rows is None else tile_rows
+        if not (isinstance(rows, int) and 1 <= rows <= TILE_M // heads):
+            raise KernelInputError(f"tile_rows: must be an int in 1..{TILE_M // heads} ({TILE_M} dot rows / {heads} "
+                                   f"heads a kv head), got {tile_rows!r}")
         meta = {k_: v_ for k_, v_ in split_meta.items() if k_ != "GP"}
         attn_tiled_split_kernel[(B * triton.cdiv(Lq, rows), Hq // heads, s_grid)](
             q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],

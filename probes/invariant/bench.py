@@ -66,8 +66,9 @@ def _attention_rows(model, reps, quick, dtype):
         fns = [lambda: F.scaled_dot_product_attention(call.q, k_rep, v_rep, attn_mask=call.mask),
                lambda: attention(call.q, k_rep, v_rep, attn_mask=call.mask),
                lambda: attention(call.q, call.k, call.v, attn_mask=call.mask),
-               lambda: attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True)]
-        t_sdpa, t_rep, t_gqa, t_tiled = _median_ms(fns, reps)
+               lambda: attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True),
+               lambda: attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=1)]
+        t_sdpa, t_rep, t_gqa, t_tiled, t_tiled1 = _median_ms(fns, reps)
         shape = f"Lq {call.q.shape[2]}, Lk {call.k.shape[2]}"
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_rep,
                          note="repeated k/v"))
@@ -75,6 +76,8 @@ def _attention_rows(model, reps, quick, dtype):
                          note=f"GQA k/v ({hk} heads)"))
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_tiled,
                          note=f"GQA k/v, tiled=True (R = {TILE_M // (hq // hk)} rows a program)"))
+        rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_tiled1,
+                         note="GQA k/v, tiled=True, tile_rows=1"))
         del call, k_rep, v_rep
         torch.cuda.empty_cache()
     return rows
