@@ -7,7 +7,8 @@
 # SERVE_SMOLLM2_ARGS (default: --bench --bench-repeats 3; e.g. "--static 1,8 --attribute 1"), SERVE_MISTRAL_ARGS
 # (replaces the Mistral run's arguments after --model; e.g. a GPU-bound, prefill-heavy load:
 # "--copies 64 --background 128 --prompt-len 512,2048 --max-new-tokens 16 --static= --attribute 0 --bench
-# --bench-profile"; --bench-profile gives GPU seconds per op class and the GPU's busy share of the wall).
+# --bench-profile"; --bench-profile gives GPU seconds per op class and the GPU's busy share of the wall; add
+# "--modes default,deterministic,deterministic-cublaslt-tiled" to time the faster kernels of the mode too).
 D=${1:?output folder}
 export HF_HUB_OFFLINE=1 DRIFTSCOPE_NO_PROGRESS=0
 export DRIFTSCOPE_MISTRAL_TOKENIZER=${DRIFTSCOPE_MISTRAL_TOKENIZER:-$PWD/.carry/tokenizer.model.v1}
