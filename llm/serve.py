@@ -487,7 +487,9 @@ def plot(report: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     exps = {e["key"]: e for e in report["experiments"]}
     modes = [k.split("/")[1] for k in exps if k.endswith("/completions")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    bench_m = exps.get("serve/bench", {}).get("metrics", {})
+    profiled = [m for m in modes if isinstance(bench_m.get(m), dict) and "kernels" in bench_m[m]]
+    fig, axes = plt.subplots(1, 3 if profiled else 2, figsize=(16 if profiled else 11, 4))
     x0, ticks, labels = 0, [], []
     for mode in modes:
         m = exps[f"serve/{mode}/completions"]["metrics"]
@@ -509,6 +511,19 @@ def plot(report: dict, path: str) -> None:
     axes[1].set_xlabel("requests in the engine step")
     axes[1].set_ylabel("probe tokens")
     axes[1].legend()
+    if profiled:          # --bench-profile: GPU seconds per op class, stacked, per mode; throughput in the labels
+        classes = sorted({c for m in profiled for c in bench_m[m]["kernels"]["by_class"]})
+        bottom = [0.0] * len(profiled)
+        for c in classes:
+            vals = [bench_m[m]["kernels"]["by_class"].get(c, {}).get("seconds", 0.0) for m in profiled]
+            axes[2].bar(range(len(profiled)), vals, bottom=bottom, label=c)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        axes[2].set_xticks(range(len(profiled)),
+                           [f"{m}\n{bench_m[m]['tokens_per_s']:.0f} tok/s, GPU busy "
+                            f"{bench_m[m]['kernels']['busy_share']:.0%}" for m in profiled], fontsize=8)
+        axes[2].set_ylabel("GPU kernel seconds (one profiled run)")
+        axes[2].set_title("where the GPU time goes, per mode")
+        axes[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -196,3 +196,25 @@ def test_bench_profile_on_the_gpu():
     ks = profile_kernels(lambda: [x @ x for _ in range(5)])
     s = summarize_kernels(ks, wall_s=1.0)
     assert s["by_class"]["matmul"]["calls"] >= 5 and 0 < s["busy_s"] <= s["kernel_s"]
+
+
+def test_plot_draws_the_bench_profile_panel(tmp_path):
+    """A report with --bench-profile (the H100 run) gets a third panel: GPU seconds per op class per mode."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llm.serve import plot
+    rep = json.loads((Path(__file__).resolve().parents[1] / "docs/results/h100-2026-12-06/serve/"
+                      "serve-mistral-prefill.json").read_text())
+    drawn = []
+    real = plt.subplots
+    plt.subplots = lambda *a, **k: drawn.append(a) or real(*a, **k)
+    try:
+        plot(rep, str(tmp_path / "p.png"))
+    finally:
+        plt.subplots = real
+    assert drawn == [(1, 3)] and (tmp_path / "p.png").stat().st_size > 10000
