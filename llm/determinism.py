@@ -19,7 +19,7 @@ thread (the engine's generation thread included), under no_grad and inference_mo
 | mm, addmm (F.linear) | probes.gemm batch_invariant_matmul (bf16 / fp16); or, with matmul='cublaslt' (GPU), cuBLASLt with split-K off (1 KiB workspace, first split-K-1 pick) | fixed K order per element, no split-K |
 | mean.dim (RMSNorm) | probes.invariant row_mean | per row: lanes, then halving tree |
 | _softmax, _log_softmax | probes.invariant softmax / log_softmax | per row, as mean |
-| scaled_dot_product_attention | probes.invariant attention | per query row: its own key interval, key blocks aligned to its start, fixed KV split, splits combined in order |
+| scaled_dot_product_attention | probes.invariant attention (attention='tiled': its tiled split kernel, a program's rows sharing key blocks) | per query row: its own key interval, key blocks aligned to its start, fixed KV split, splits combined in order |
 
 Attention covers what transformers' `sdpa` and `paged|sdpa` (continuous batching, all requests packed with
 a block-diagonal causal mask) pass: a mask whose allowed keys form one interval per query row. It never falls
@@ -42,8 +42,8 @@ import torch
 from probes.errors import UsageError
 from probes.ext import KernelInputError
 
-__all__ = ["deterministic", "mode_context", "MATMULS", "MODE_NAMES", "audit", "DeterministicMode", "DeterminismWarning", "COVERED_OPS",
-           "REDUCING_OPS", "active_mode"]
+__all__ = ["deterministic", "mode_context", "MATMULS", "ATTENTIONS", "MODE_NAMES", "audit", "DeterministicMode",
+           "DeterminismWarning", "COVERED_OPS", "REDUCING_OPS", "active_mode"]
 
 COVERED_OPS = ("mm", "addmm", "mean.dim", "_softmax", "_log_softmax", "scaled_dot_product_attention")
 
