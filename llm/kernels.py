@@ -152,21 +152,19 @@ def quantize_weights_int4_(model, spec: str) -> None:
         for r0 in range(0, w.shape[0], 1024):       # bounded float64 temporaries
             wf = w[r0:r0 + 1024].float().cpu().numpy()
             packed, s, z = quantize_int4_groups(wf, group)
-            if matmul:        # the fused kernel reads these; the weight holds the same tiles, dequantised by Triton
-                kept.append((torch.from_numpy(packed).to(w.device), f16(s, w.device), f16(z, w.device)))
-                w[r0:r0 + 1024] = _dequant_module("triton").dequant_int4(
-                    *kept[-1], group_size=group, formula=formula, compute=compute, out=out)
-                continue
             if kernel == "numerics":
                 d = np.ascontiguousarray(dequant_int4(packed, s, z, group_size=group, formula=formula,
                                                       compute=compute, out=out))
                 dt = torch.from_numpy(d) if out == "float32" else torch.from_numpy(d.view(np.int16)).view(w.dtype)
                 w[r0:r0 + 1024] = dt.to(w.device)
                 continue
-            # the dequant probe's kernel on the weights' device (issue 20); the same formula bit for bit
-            w[r0:r0 + 1024] = _dequant_module(kernel).dequant_int4(
-                torch.from_numpy(packed).to(w.device), f16(s, w.device), f16(z, w.device), group_size=group,
-                formula=formula, compute=compute, out=out)
+            # the dequant probe's kernel on the weights' device (issue 20); the same formula bit for bit. fused /
+            # tiles: the int4 matmul reads the packed weights kept here, the weight holds the same tiles (Triton's)
+            q = (torch.from_numpy(packed).to(w.device), f16(s, w.device), f16(z, w.device))
+            if matmul:
+                kept.append(q)
+            w[r0:r0 + 1024] = _dequant_module("triton" if matmul else kernel).dequant_int4(
+                *q, group_size=group, formula=formula, compute=compute, out=out)
         if matmul:
             mod._int4_matmul = Int4Matmul(kernel, *(torch.cat(t) for t in zip(*kept)), group, formula, compute)
 

@@ -374,22 +374,16 @@ def parse_run(spec: str, default_device: str = "cpu") -> RunConfig:
         from llm.kernels import parse_dequant_spec
         kw["weights"] = parse_dequant_spec(fields.pop("weights"), kw["device"])["canonical"]
     device_is_gpu = kw["device"].startswith("cuda")
-    if fields.get("linear", "").startswith("cublaslt"):
-        from llm.mechkernels import parse_cublaslt
-        if not device_is_gpu:
-            raise UsageError(f"run config {spec!r}: linear={fields['linear']} runs cuBLASLt, a CUDA library: not on "
-                             f"device={kw['device']} (available there: "
-                             f"{', '.join(OP_REPLACEMENTS['linear'])}, emulate:PROFILE)")
-        parse_cublaslt(spec, fields["linear"])
-        kw["linear"] = fields.pop("linear")
-    if fields.get("linear", "").startswith("fp8mm"):
-        from llm.mechkernels import parse_fp8mm
-        if not device_is_gpu:
-            raise UsageError(f"run config {spec!r}: linear={fields['linear']} runs an FP8 GEMM (cuBLASLt): not on "
-                             f"device={kw['device']} (available there: "
-                             f"{', '.join(OP_REPLACEMENTS['linear'])}, emulate:PROFILE)")
-        parse_fp8mm(spec, fields["linear"])
-        kw["linear"] = fields.pop("linear")
+    from llm.mechkernels import parse_cublaslt, parse_fp8mm
+    for prefix, what, parse in (("cublaslt", "cuBLASLt, a CUDA library", parse_cublaslt),
+                                ("fp8mm", "an FP8 GEMM (cuBLASLt)", parse_fp8mm)):   # GPU-only linears
+        if fields.get("linear", "").startswith(prefix):
+            if not device_is_gpu:
+                raise UsageError(f"run config {spec!r}: linear={fields['linear']} runs {what}: not on "
+                                 f"device={kw['device']} (available there: "
+                                 f"{', '.join(OP_REPLACEMENTS['linear'])}, emulate:PROFILE)")
+            parse(spec, fields["linear"])
+            kw["linear"] = fields.pop("linear")
     if fields.get("linear", "").startswith("emulate:"):
         from llm.emulate import check_profile_for
         prof = fields["linear"].partition(":")[2]

@@ -104,27 +104,33 @@ def _row_interval(start_ptr, end_ptr, b, ih, row, sib, sih, sil):
 
 
 @triton.jit
-def _split_state(q, k_base, v_base, lo, hi, skl, svl, d, dmask, scale, GP: tl.constexpr, BLOCK_N: tl.constexpr,
-                 LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr):
-    """Online softmax over keys [lo, hi) in blocks of BLOCK_N from lo: (m, l, acc) (numerics.attention)."""
-    m = tl.full([GP], float("-inf"), tl.float32)
-    l = tl.zeros([GP], tl.float32)
-    acc = tl.zeros([GP, BLOCK_D], tl.float32)
-    for j in range(0, tl.cdiv(hi - lo, BLOCK_N)):
+def _split_state_rows(q, k_base, v_base, lo, hi_row, hi_tile, skl, svl, d, dmask, scale, TM: tl.constexpr,
+                      BLOCK_N: tl.constexpr, LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+                      INTERP: tl.constexpr):
+    """Online softmax for TM dot rows that share the split's first key `lo` but end at their own hi_row [TM]: the
+    keys [lo, hi_tile) in blocks of BLOCK_N from lo, each row's keys at or after its hi_row -inf. Both split kernels
+    use it (_split_state: every row ends at hi_tile). For a row ending before hi_tile, a block past its end adds
+    p = 0 with alpha = 1, which leaves m, l and acc bit for bit (a row with keys in the split has m finite after its
+    first block): the row's bits are those of the blocks up to its own end."""
+    m = tl.full([TM], float("-inf"), tl.float32)
+    l = tl.zeros([TM], tl.float32)
+    acc = tl.zeros([TM, BLOCK_D], tl.float32)
+    for j in range(0, tl.cdiv(hi_tile - lo, BLOCK_N)):
         kn = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
-        valid = kn < hi
-        kt = tl.load(k_base + kn[None, :] * skl + d[:, None], mask=valid[None, :] & dmask[:, None], other=0.0)
+        load = kn < hi_tile
+        valid = kn[None, :] < hi_row[:, None]
+        kt = tl.load(k_base + kn[None, :] * skl + d[:, None], mask=load[None, :] & dmask[:, None], other=0.0)
         if IEEE:
             scores = tl.dot(q, kt, input_precision="ieee")
         else:
             scores = tl.dot(q, kt)
-        scores = tl.where(valid[None, :], scores * scale, float("-inf"))
+        scores = tl.where(valid, scores * scale, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp(m - m_use)
         p = tl.exp(scores - m_use[:, None])
-        l = l * alpha + halving_tree_rows(p, GP, BLOCK_N, LOG2_BLOCK_N)
-        vb = tl.load(v_base + kn[:, None] * svl + d[None, :], mask=valid[:, None] & dmask[None, :], other=0.0)
+        l = l * alpha + halving_tree_rows(p, TM, BLOCK_N, LOG2_BLOCK_N)
+        vb = tl.load(v_base + kn[:, None] * svl + d[None, :], mask=load[:, None] & dmask[None, :], other=0.0)
         pv = cast_rne(p, vb.dtype, INTERP)
         if IEEE:
             acc = tl.dot(pv, vb, acc * alpha[:, None], input_precision="ieee")
@@ -132,6 +138,23 @@ def _split_state(q, k_base, v_base, lo, hi, skl, svl, d, dmask, scale, GP: tl.co
             acc = tl.dot(pv, vb, acc * alpha[:, None])
         m = m_new
     return m, l, acc
+
+
+@triton.jit
+def _split_state(q, k_base, v_base, lo, hi, skl, svl, d, dmask, scale, GP: tl.constexpr, BLOCK_N: tl.constexpr,
+                 LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr):
+    """Online softmax over keys [lo, hi) in blocks of BLOCK_N from lo: (m, l, acc) (numerics.attention): the GP
+    rows of one query row, all ending at hi."""
+    return _split_state_rows(q, k_base, v_base, lo, tl.zeros([GP], tl.int32) + hi, hi, skl, svl, d, dmask, scale,
+                             GP, BLOCK_N, LOG2_BLOCK_N, BLOCK_D, IEEE, INTERP)
+
+
+@triton.jit
+def _store_state(m_ptr, l_ptr, acc_ptr, slot, m, l, acc, d, mask, BLOCK_D: tl.constexpr):
+    """A split's (m, l, acc) of each dot row into its workspace slot, where `mask`."""
+    tl.store(m_ptr + slot, m, mask=mask)
+    tl.store(l_ptr + slot, l, mask=mask)
+    tl.store(acc_ptr + slot[:, None] * BLOCK_D + d[None, :], acc, mask=mask[:, None])
 
 
 @triton.jit(do_not_specialize=["Lq", "S_MAX", "S_GRID", "sqb", "sqh", "sql", "skb", "skh", "skl", "svb", "svh",
@@ -166,45 +189,7 @@ def attn_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_ptr, acc
             m, l, acc = _split_state(q, k_base, v_base, lo, tl.minimum(end, lo + SPLIT), skl, svl, d, dmask, scale,
                                      GP, BLOCK_N, LOG2_BLOCK_N, BLOCK_D, IEEE, INTERP)
             slot = (bq * Hq + h0 + g) * S_MAX + s
-            tl.store(m_ptr + slot, m, mask=heads)
-            tl.store(l_ptr + slot, l, mask=heads)
-            tl.store(acc_ptr + slot[:, None] * BLOCK_D + d[None, :], acc, mask=heads[:, None])
-
-
-@triton.jit
-def _split_state_rows(q, k_base, v_base, lo, hi_row, hi_tile, skl, svl, d, dmask, scale, TM: tl.constexpr,
-                      BLOCK_N: tl.constexpr, LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
-                      INTERP: tl.constexpr):
-    """_split_state for TM dot rows that share the split's first key `lo` but end at their own hi_row [TM]: the
-    keys [lo, hi_tile) in blocks of BLOCK_N from lo, each row's keys at or after its hi_row -inf. Per row this is
-    _split_state's arithmetic: a block past a row's own end adds p = 0 with alpha = 1, which leaves m, l and acc
-    bit for bit (a row with keys in the split has m finite after its first block)."""
-    m = tl.full([TM], float("-inf"), tl.float32)
-    l = tl.zeros([TM], tl.float32)
-    acc = tl.zeros([TM, BLOCK_D], tl.float32)
-    for j in range(0, tl.cdiv(hi_tile - lo, BLOCK_N)):
-        kn = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
-        load = kn < hi_tile
-        valid = kn[None, :] < hi_row[:, None]
-        kt = tl.load(k_base + kn[None, :] * skl + d[:, None], mask=load[None, :] & dmask[:, None], other=0.0)
-        if IEEE:
-            scores = tl.dot(q, kt, input_precision="ieee")
-        else:
-            scores = tl.dot(q, kt)
-        scores = tl.where(valid, scores * scale, float("-inf"))
-        m_new = tl.maximum(m, tl.max(scores, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m - m_use)
-        p = tl.exp(scores - m_use[:, None])
-        l = l * alpha + halving_tree_rows(p, TM, BLOCK_N, LOG2_BLOCK_N)
-        vb = tl.load(v_base + kn[:, None] * svl + d[None, :], mask=load[:, None] & dmask[None, :], other=0.0)
-        pv = cast_rne(p, vb.dtype, INTERP)
-        if IEEE:
-            acc = tl.dot(pv, vb, acc * alpha[:, None], input_precision="ieee")
-        else:
-            acc = tl.dot(pv, vb, acc * alpha[:, None])
-        m = m_new
-    return m, l, acc
+            _store_state(m_ptr, l_ptr, acc_ptr, slot, m, l, acc, d, heads, BLOCK_D)
 
 
 @triton.jit(do_not_specialize=["Lq", "S_MAX", "S_GRID", "sqb", "sqh", "sql", "skb", "skh", "skl", "svb", "svh",
@@ -258,9 +243,7 @@ def attn_tiled_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_pt
             hi_tile = tl.max(tl.where(mine, hi_row, lo), 0)
             m, l, acc = _split_state_rows(q, k_base, v_base, lo, hi_row, hi_tile, skl, svl, d, dmask, scale, TM,
                                           BLOCK_N, LOG2_BLOCK_N, BLOCK_D, IEEE, INTERP)
-            tl.store(m_ptr + slot0 + s, m, mask=mine)
-            tl.store(l_ptr + slot0 + s, l, mask=mine)
-            tl.store(acc_ptr + (slot0 + s)[:, None] * BLOCK_D + d[None, :], acc, mask=mine[:, None])
+            _store_state(m_ptr, l_ptr, acc_ptr, slot0 + s, m, l, acc, d, mine, BLOCK_D)
     else:
         for rr in range(0, R):
             sel = keyed & (r == rr)
@@ -273,9 +256,7 @@ def attn_tiled_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_pt
                 hi_tile = tl.max(tl.where(sel, hi_row, lo), 0)
                 m, l, acc = _split_state_rows(q_rr, k_base, v_base, lo, hi_row, hi_tile, skl, svl, d, dmask,
                                               scale, TM, BLOCK_N, LOG2_BLOCK_N, BLOCK_D, IEEE, INTERP)
-                tl.store(m_ptr + slot0 + s, m, mask=sel)
-                tl.store(l_ptr + slot0 + s, l, mask=sel)
-                tl.store(acc_ptr + (slot0 + s)[:, None] * BLOCK_D + d[None, :], acc, mask=sel[:, None])
+                _store_state(m_ptr, l_ptr, acc_ptr, slot0 + s, m, l, acc, d, sel, BLOCK_D)
 
 
 @triton.jit(do_not_specialize=["Lq", "S_MAX", "sib", "sih", "sil", "sob", "soh", "sol"])
