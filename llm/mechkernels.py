@@ -386,7 +386,7 @@ class CublasLtLinear:
         x2 = x2.contiguous()
         k = x2.shape[1]
         m, n = x2.shape[0], w.shape[0]
-        dev = x.device.index or 0
+        dev = x2.device.index or 0
         pick = self.algo(m, n, k, dtype, dev)
         plan = self._plan(m, n, k, dtype, dev)
         ws = self._ws.get(x2.device)
