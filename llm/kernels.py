@@ -14,7 +14,8 @@
   numerics.dequant.dequant_int4 (FORMULA sub_mul | mul_sub | fma, scale math COMPUTE float16 | float32),
   the one bit-exact model of those formulas, and rounded once to the run's dtype. On a GPU the
   dequantisation is the dequant probe's CUDA kernel (probes.dequant.kernels.dequant_int4, tested bit for
-  bit against that model); the quantisation stays the NumPy one above on both.
+  bit against that model). The quantiser is numerics.dequant.quantize_int4, run per weight in float64 on the
+  weights' device (quantize_int4_groups; bit for bit the same).
 - `weights=q4_0|q4_1[:KERNEL]`, `weights=fp8:SCALING[:FORMAT][:VIA][:KERNEL]` (issue 20): every decoder linear
   weight quantised by numerics.dequant's quantiser (quantize_q4_0 / quantize_q4_1: ggml's reference, blocks of
   32 along a row; quantize_fp8: float32 scales per tensor / row / 128x128 block) and dequantised by the
@@ -113,21 +114,28 @@ def int4_canonical(spec: str, device: str) -> str:
 
 
 def quantize_int4_groups(w, group_size):
-    """float (N, K) -> (packed (N, K/2) uint8, scales (N, K/g) float16, zeros (N, K/g) float16): asymmetric
-    group-wise int4 in the layout numerics.dequant.dequant_int4 reads (zeros given = unsigned nibbles)."""
-    from numerics.dequant import pack_int4
-    from numerics.formats import cast, quantize_int
-    w = np.asarray(w, np.float64)
+    """float (N, K) torch tensor (any float dtype, any device) -> (packed (N, K/2) uint8, scales (N, K/g) float16,
+    zeros (N, K/g) float16), torch tensors on w's device: numerics.dequant.quantize_int4's quantiser (its
+    definition; tests check the two bit for bit) with the per-weight arithmetic in float64 on w's device. Only
+    the per-group scale rule (numerics.dequant.int4_scales, 1/g of the weights) runs in NumPy: on a GPU the
+    7B shape's 7e9 weights no longer pass through the host (issue 20: that took minutes a quantisation)."""
+    from numerics.dequant import int4_scales
+    if not isinstance(w, torch.Tensor):
+        w = torch.from_numpy(np.asarray(w))
+    if w.dim() != 2:
+        raise UsageError(f"weights=int4: need a 2-D (N, K) weight, got shape {tuple(w.shape)}")
     n, k = w.shape
     if k % group_size:
         raise UsageError(f"weights=int4: group size {group_size} does not divide the row length {k}")
-    g = w.reshape(n, k // group_size, group_size)
-    lo, hi = np.minimum(g.min(axis=2), 0.0), np.maximum(g.max(axis=2), 0.0)   # the range holds 0
-    s = cast((hi - lo) / 15.0, "float16").astype(np.float64)
-    s = np.where(s > 0, s, 1.0)          # an all-zero group: q = z = 0 with any scale
-    z = np.clip(np.round(-lo / s), 0, 15)
-    q = quantize_int(np.clip(g / s[..., None] + z[..., None], 0, 15), "uint4")
-    return pack_int4(q.reshape(n, k)), cast(s, "float16"), cast(z, "float16")
+    g = w.to(torch.float64).reshape(n, k // group_size, group_size)
+    lo = g.amin(dim=2).clamp(max=0.0).cpu().numpy()
+    hi = g.amax(dim=2).clamp(min=0.0).cpu().numpy()
+    s16, z16 = int4_scales(lo, hi)
+    f16 = lambda a: torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.float16).to(w.device)
+    s, z = f16(s16), f16(z16)
+    q = torch.clamp(g / s.to(torch.float64)[..., None] + z.to(torch.float64)[..., None], 0, 15)
+    q = torch.round(q).to(torch.uint8).reshape(n, k)          # half to even, as numerics' quantize_int
+    return q[:, 0::2] | (q[:, 1::2] << 4), s, z
 
 
 @torch.no_grad()
@@ -139,7 +147,6 @@ def quantize_weights_int4_(model, spec: str) -> None:
     formula, compute, group = parse_int4_spec(spec)
     kernel = int4_kernel(spec, str(next(model.parameters()).device))
     names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    f16 = lambda a, dev: torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.float16).to(dev)
     for mod in decoder_linears(model):
         w = mod.weight.data
         out = names.get(w.dtype)
@@ -150,9 +157,9 @@ def quantize_weights_int4_(model, spec: str) -> None:
             check_int4_matmul(spec, w, group)
         kept = []
         for r0 in range(0, w.shape[0], 1024):       # bounded float64 temporaries
-            wf = w[r0:r0 + 1024].float().cpu().numpy()
-            packed, s, z = quantize_int4_groups(wf, group)
+            q = quantize_int4_groups(w[r0:r0 + 1024], group)
             if kernel == "numerics":
+                packed, s, z = (t.cpu().numpy() for t in q)
                 d = np.ascontiguousarray(dequant_int4(packed, s, z, group_size=group, formula=formula,
                                                       compute=compute, out=out))
                 dt = torch.from_numpy(d) if out == "float32" else torch.from_numpy(d.view(np.int16)).view(w.dtype)
@@ -160,7 +167,6 @@ def quantize_weights_int4_(model, spec: str) -> None:
                 continue
             # the dequant probe's kernel on the weights' device (issue 20); the same formula bit for bit. fused /
             # tiles: the int4 matmul reads the packed weights kept here, the weight holds the same tiles (Triton's)
-            q = (torch.from_numpy(packed).to(w.device), f16(s, w.device), f16(z, w.device))
             if matmul:
                 kept.append(q)
             w[r0:r0 + 1024] = _dequant_module("triton" if matmul else kernel).dequant_int4(

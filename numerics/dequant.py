@@ -19,7 +19,7 @@ rounded p-bit result (53 >= 2p + 2), and fused multiply-adds use ``exact.fma``.
 import numpy as np
 
 from .exact import fma as _fma
-from .formats import cast
+from .formats import cast, quantize_int
 
 FORMULAS = ("sub_mul", "mul_sub", "fma")
 COMPUTE = ("float16", "float32")
@@ -54,6 +54,38 @@ def pack_int4(nibbles):
         raise ValueError("nibbles: values must be 4-bit patterns in 0..15")
     q = q.astype(np.uint8)
     return (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
+
+
+def int4_scales(lo, hi):
+    """A group's range [lo, hi] (float64; lo <= 0 <= hi: the range holds 0) -> (scale, zero point), float16 arrays:
+    s = (hi - lo) / 15 rounded once to float16 (1.0 for an all-zero group, where any scale gives q = z = 0),
+    z = round(-lo / s) (half to even) clipped to 0..15, stored as float16. The asymmetric int4 quantiser's
+    rule; quantize_int4 applies it, llm.kernels' GPU quantiser calls it for the (small) per-group arrays."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    if np.any(lo > 0) or np.any(hi < 0):
+        raise ValueError("lo, hi: the group range must hold 0 (lo <= 0 <= hi)")
+    s = _r((hi - lo) / 15.0, "float16")
+    s = np.where(s > 0, s, 1.0)
+    z = np.clip(np.round(-lo / s), 0, 15)
+    return cast(s, "float16"), cast(z, "float16")
+
+
+def quantize_int4(w, group_size):
+    """float (N, K) -> (packed (N, K/2) uint8, scales (N, K/g) float16, zeros (N, K/g) float16): asymmetric
+    group-wise int4 in the layout dequant_int4 reads (zeros given = unsigned nibbles). Each group of
+    ``group_size`` weights along a row: [lo, hi] = [min(min, 0), max(max, 0)], (s, z) = int4_scales(lo, hi),
+    q = round(w / s + z) (float64 division and addition, each rounded once; clipped to 0..15; half to even)."""
+    w = np.asarray(w, np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"w: need a 2-D (N, K) array, got shape {w.shape}")
+    n, k = w.shape
+    if group_size <= 0 or k % group_size:
+        raise ValueError(f"group_size: {group_size} does not divide the row length {k}")
+    g = w.reshape(n, k // group_size, group_size)
+    s16, z16 = int4_scales(np.minimum(g.min(axis=2), 0.0), np.maximum(g.max(axis=2), 0.0))
+    s, z = s16.astype(np.float64), z16.astype(np.float64)
+    q = quantize_int(np.clip(g / s[..., None] + z[..., None], 0, 15), "uint4")
+    return pack_int4(q.reshape(n, k)), s16, z16
 
 
 def unpack_int4(packed, symmetric):

@@ -143,17 +143,54 @@ def test_int4_matches_numerics_model():
     import numpy as np
 
     from llm.kernels import quantize_int4_groups
-    from numerics.dequant import dequant_int4
-    w = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
-    packed, s, z = quantize_int4_groups(w, 32)
+    from numerics.dequant import dequant_int4, quantize_int4
     lm = load("mistral-tiny", "cpu", torch.float32, 0, "int4:mul_sub:float32:g32")
     w0 = load("mistral-tiny").model.model.layers[1].self_attn.q_proj.weight.numpy()
-    p, s0, z0 = quantize_int4_groups(w0, 32)
+    p, s0, z0 = quantize_int4(w0, 32)
     want = dequant_int4(p, s0, z0, group_size=32, formula="mul_sub", compute="float32", out="float32")
     got = lm.model.model.layers[1].self_attn.q_proj.weight.numpy()
     assert np.array_equal(got.view(np.int32), want.view(np.int32))
-    assert packed.shape == (4, 32) and s.dtype == np.float16 and z.dtype == np.float16
-    assert np.all((z >= 0) & (z <= 15))
+    assert p.shape == (w0.shape[0], w0.shape[1] // 2) and s0.dtype == np.float16 and z0.dtype == np.float16
+    assert np.all((z0 >= 0) & (z0 <= 15))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_torch_quantiser_is_the_numerics_one_bit_for_bit(dtype):
+    """llm.kernels.quantize_int4_groups (float64 torch on the weights' device) == numerics.dequant.quantize_int4
+    on every byte: random groups, an all-zero group, an all-positive and an all-negative group, and half-way
+    cases (lo = -1, hi = 14: s = 1, z = 1, w = 0.5, 1.5, ... give q = 1.5, 2.5, ...: half to even)."""
+    import numpy as np
+
+    from llm.kernels import quantize_int4_groups
+    from numerics.dequant import quantize_int4
+    w = torch.randn(6, 128, generator=torch.Generator().manual_seed(3)).to(dtype)
+    w[1, :32] = 0
+    w[2, 32:64] = w[2, 32:64].abs() + 0.25
+    w[3, 64:96] = -w[3, 64:96].abs() - 0.25
+    w[4, :32] = torch.tensor([-1.0, 14.0] + [i + 0.5 for i in range(-1, 13)] * 2 + [0.0] * 2).to(dtype)
+    packed, s, z = quantize_int4_groups(w, 32)
+    p0, s0, z0 = quantize_int4(w.float().numpy(), 32)
+    assert packed.dtype == torch.uint8 and s.dtype == torch.float16 and z.dtype == torch.float16
+    assert np.array_equal(packed.numpy(), p0)
+    assert np.array_equal(s.numpy().view(np.uint16), s0.view(np.uint16))
+    assert np.array_equal(z.numpy().view(np.uint16), z0.view(np.uint16))
+    assert s0[1, 0] == 1.0 and z0[1, 0] == 0 and not p0[1, :16].any()        # the all-zero group
+    assert s0[4, 0] == 1.0 and z0[4, 0] == 1                                  # the half-way group
+    lo = (p0[4, 1:15] & 0xF).astype(int)                                      # w = -0.5, 1.5, 3.5, ... -> q = 0, 2, 4, ...
+    assert list(lo) == [int(np.rint(v + 1)) for v in w[4, 2:30:2].float().tolist()]
+
+
+def test_int4_quantiser_bad_input():
+    from llm.kernels import quantize_int4_groups
+    from numerics.dequant import int4_scales, quantize_int4
+    with pytest.raises(UsageError, match="group size 48 does not divide the row length 64"):
+        quantize_int4_groups(torch.zeros(2, 64), 48)
+    with pytest.raises(UsageError, match="need a 2-D"):
+        quantize_int4_groups(torch.zeros(64), 32)
+    with pytest.raises(ValueError, match="group_size: 48 does not divide"):
+        quantize_int4(torch.zeros(2, 64).numpy(), 48)
+    with pytest.raises(ValueError, match="must hold 0"):
+        int4_scales([0.5], [1.0])
 
 
 @pytest.mark.parametrize("spec, match", [

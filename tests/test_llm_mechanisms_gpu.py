@@ -80,6 +80,18 @@ def test_int4_gpu_dequant_equals_numerics():
     assert same(a, b)
 
 
+def test_int4_quantiser_on_the_gpu_is_the_numerics_one():
+    """The 7B int4 rows quantise on the GPU (llm.kernels.quantize_int4_groups): every byte equals
+    numerics.dequant.quantize_int4's on a 1024 x 4096 bfloat16 block of seeded weights, g128."""
+    from llm.kernels import quantize_int4_groups
+    from numerics.dequant import quantize_int4
+    w = torch.randn(1024, 4096, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    p, s, z = (t.cpu().numpy() for t in quantize_int4_groups(w.to("cuda:0"), 128))
+    p0, s0, z0 = quantize_int4(w.float().numpy(), 128)
+    assert np.array_equal(p, p0) and np.array_equal(s.view(np.uint16), s0.view(np.uint16))
+    assert np.array_equal(z.view(np.uint16), z0.view(np.uint16))
+
+
 @pytest.mark.parametrize("kernel", ["cuda_ext", "triton", "torch"])
 @pytest.mark.parametrize("form", ["q4_0", "q4_1", "fp8:tensor", "fp8:block", "fp8:channel:e5m2:bfloat16"])
 def test_dequant_weight_on_the_gpu_equals_the_numerics_model(form, kernel):
