@@ -16,7 +16,7 @@ thread (the engine's generation thread included), under no_grad and inference_mo
 
 | aten op | kernel | order |
 |---|---|---|
-| mm, addmm (F.linear) | probes.gemm batch_invariant_matmul (bf16 / fp16); or, with matmul='cublaslt' (GPU), cuBLASLt with split-K off (1 KiB workspace, first split-K-1 pick) | fixed K order per element, no split-K |
+| mm, addmm (F.linear) | matmul='auto' (the default): on CUDA tensors cuBLASLt with split-K off (1 KiB workspace, the heuristic's first split-K-1 pick; when probes._C has cuBLASLt), else probes.gemm batch_invariant_matmul (bf16 / fp16); 'cublaslt' or 'triton' forces one route | fixed K order per element, no split-K |
 | mean.dim (RMSNorm) | probes.invariant row_mean | per row: lanes, then halving tree |
 | _softmax, _log_softmax | probes.invariant softmax / log_softmax | per row, as mean |
 | scaled_dot_product_attention | probes.invariant attention (attention='tiled': its tiled split kernel, a program's rows sharing key blocks) | per query row: its own key interval, key blocks aligned to its start, fixed KV split, splits combined in order |
@@ -42,8 +42,8 @@ import torch
 from probes.errors import UsageError
 from probes.ext import KernelInputError
 
-__all__ = ["deterministic", "mode_context", "MATMULS", "ATTENTIONS", "MODE_NAMES", "audit", "DeterministicMode",
-           "DeterminismWarning", "COVERED_OPS", "REDUCING_OPS", "active_mode"]
+__all__ = ["deterministic", "mode_context", "cublaslt_available", "MATMULS", "ATTENTIONS", "MODE_NAMES", "audit",
+           "DeterministicMode", "DeterminismWarning", "COVERED_OPS", "REDUCING_OPS", "active_mode"]
 
 COVERED_OPS = ("mm", "addmm", "mean.dim", "_softmax", "_log_softmax", "scaled_dot_product_attention")
 
@@ -63,9 +63,10 @@ REDUCING_OPS = frozenset({
 
 _MATMUL_DTYPES = (torch.bfloat16, torch.float16)
 #: the deterministic mode's matmul kernels (deterministic(matmul=...)) and the mode names llm's CLIs take
-MATMULS = ("triton", "cublaslt")
+MATMULS = ("auto", "triton", "cublaslt")
 ATTENTIONS = ("rows", "tiled")
-MODE_NAMES = ("deterministic", "deterministic-cublaslt", "deterministic-tiled", "deterministic-cublaslt-tiled")
+MODE_NAMES = ("deterministic", "deterministic-triton", "deterministic-cublaslt", "deterministic-tiled",
+              "deterministic-triton-tiled", "deterministic-cublaslt-tiled")
 LT_WORKSPACE = 1024     # bytes: too small for any split-K reduction buffer
 
 
@@ -76,9 +77,10 @@ class DeterminismWarning(UserWarning):
 class DeterministicMode:
     """Counts what the mode's kernels computed and what they did not cover."""
 
-    def __init__(self, matmul: str = "triton", attention: str = "rows"):
+    def __init__(self, matmul: str = "auto", attention: str = "rows"):
         self.matmul, self.attention = matmul, attention
         self.calls = collections.Counter()
+        self.matmul_routes = collections.Counter()   # "cublaslt" / "triton" -> the mm calls each computed
         self.uncovered = collections.Counter()      # "op: case" -> count
         self.audited = {}                            # op -> count (from audit)
         self._pending = []                           # device tensors: rows the attention kernel did not cover
@@ -119,7 +121,7 @@ class DeterministicMode:
     def summary(self) -> dict:
         self.check()
         return {"name": "deterministic", "matmul": self.matmul, "attention": self.attention,
-                "deterministic": self.deterministic,
+                "matmul_routes": dict(self.matmul_routes), "deterministic": self.deterministic,
                 "calls": dict(self.calls),
                 "uncovered": dict(self.uncovered), "audited_uncovered_ops": dict(self.audited)}
 
@@ -157,15 +159,30 @@ def _lt_no_split():
                           label="deterministic matmul=cublaslt")
 
 
+@functools.lru_cache(maxsize=None)
+def cublaslt_available() -> str:
+    """'' if probes._C can run the cuBLASLt route (a CUDA build with its GEMM module), else why not."""
+    from probes import ext
+    info = ext.gemm_build_info() if ext.available() else {"available": False, "reason": "probes._C is not built"}
+    if not info["available"] or not ext.built_with_cuda():
+        return info.get("reason") or "probes._C was built without CUDA"
+    return ""
+
+
 def _mm(a, b):
     mode = _active
     mode.count("mm")
     if a.dtype in _MATMUL_DTYPES and b.dtype == a.dtype and a.dim() == 2 and b.dim() == 2 and a.numel() and b.numel():
-        if mode.matmul == "cublaslt":
+        route = mode.matmul
+        if route == "auto":       # both routes are batch invariant; summary()["matmul_routes"] says which ran
+            route = "cublaslt" if a.is_cuda and not cublaslt_available() else "triton"
+        if route == "cublaslt":
             if a.is_cuda:
+                mode.matmul_routes["cublaslt"] += 1
                 return _lt_no_split().matmul(a, b.t())
             mode.not_covered("aten::mm", f"matmul=cublaslt on {a.device} tensors")
             return torch.ops.aten.bmm.default(a.unsqueeze(0), b.unsqueeze(0)).squeeze(0)
+        mode.matmul_routes["triton"] += 1
         bim, _ = _kernels()
         return bim(a.contiguous(), b.t().contiguous())
     mode.not_covered("aten::mm", f"{a.dtype} {tuple(a.shape)} @ {b.dtype} {tuple(b.shape)}")
@@ -244,25 +261,24 @@ _IMPLS = {"mm": _mm, "addmm": _addmm, "mean.dim": _mean_dim, "_softmax": _softma
 
 
 @contextlib.contextmanager
-def deterministic(matmul: str = "triton", attention: str = "rows"):
+def deterministic(matmul: str = "auto", attention: str = "rows"):
     """Switch the deterministic mode on for the enclosed code (all threads); yields the DeterministicMode whose
-    summary() says whether everything that ran was covered. Not re-entrant. `matmul`: 'triton' (probes.gemm's
-    batch_invariant_matmul, the default; CPU and GPU) or 'cublaslt' (cuBLASLt with split-K off, GPU only: measured
-    batch invariant and 0.96-1.20x cuBLAS on an H100, docs/results/h100-2026-12-06). `attention`: 'rows' (one
-    program per query row, the default) or 'tiled' (probes.invariant's tiled split kernel: the rows of one request's
-    prefill share each key block; the same per-row order, not yet measured on a GPU)."""
+    summary() says whether everything that ran was covered. Not re-entrant. `matmul`: 'auto' (the default:
+    cuBLASLt with split-K off for CUDA tensors when probes._C has it, probes.gemm's batch_invariant_matmul
+    otherwise; summary()["matmul_routes"] counts each), 'cublaslt' (GPU only: measured batch invariant, every row
+    over M and inside the engine, and 0.96-1.20x cuBLAS on an H100, docs/results/h100-2026-12-06 and -06b) or
+    'triton' (CPU and GPU: 57 of 70 Mistral (shape, M) cells at 0.9x cuBLAS or better on the H100). Each route is
+    batch invariant; their bits differ from each other. `attention`: 'rows' (one program per query row, the
+    default) or 'tiled' (probes.invariant's tiled split kernel: the rows of one request share each key block; the
+    same per-row order; its GPU tests pass on an H100, 1.49x the row kernel's speed on a 128-row prefill)."""
     global _active
     if matmul not in MATMULS:
         raise UsageError(f"deterministic(matmul={matmul!r}): not one of {', '.join(MATMULS)}")
     if attention not in ATTENTIONS:
         raise UsageError(f"deterministic(attention={attention!r}): not one of {', '.join(ATTENTIONS)}")
-    if matmul == "cublaslt":
-        from probes import ext
-        info = ext.gemm_build_info() if ext.available() else {"available": False, "reason": "probes._C is not built"}
-        if not info["available"] or not ext.built_with_cuda():
-            raise UsageError("deterministic(matmul='cublaslt') runs cuBLASLt through probes._C's GEMM module, "
-                             f"which this build lacks ({info.get('reason') or 'built without CUDA'}); "
-                             "matmul='triton' runs here")
+    if matmul == "cublaslt" and cublaslt_available():
+        raise UsageError("deterministic(matmul='cublaslt') runs cuBLASLt through probes._C's GEMM module, "
+                         f"which this build lacks ({cublaslt_available()}); matmul='triton' runs here")
     with _active_lock:
         if _active is not None:
             raise UsageError("deterministic mode is already on")
@@ -290,14 +306,14 @@ def deterministic(matmul: str = "triton", attention: str = "rows"):
 
 @contextlib.contextmanager
 def mode_context(name: str):
-    """'default' -> nothing (yields None); 'deterministic[-cublaslt][-tiled]' -> deterministic() with
-    matmul='cublaslt' and / or attention='tiled'."""
+    """'default' -> nothing (yields None); 'deterministic[-triton|-cublaslt][-tiled]' -> deterministic() with
+    matmul='auto' (or the route named) and attention='rows' (or 'tiled')."""
     if name == "default":
         yield None
     elif name in MODE_NAMES:
         parts = name.split("-")[1:]
-        with deterministic(matmul="cublaslt" if "cublaslt" in parts else "triton",
-                           attention="tiled" if "tiled" in parts else "rows") as mode:
+        matmul = next((m for m in ("triton", "cublaslt") if m in parts), "auto")
+        with deterministic(matmul=matmul, attention="tiled" if "tiled" in parts else "rows") as mode:
             yield mode
     else:
         raise UsageError(f"mode {name!r} is not one of default, {', '.join(MODE_NAMES)}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -205,6 +206,24 @@ class _Hooks:
         return sample(scores, output_ids)
 
 
+class _LoopErrors(logging.Handler):
+    """Keeps the exceptions transformers' generation loop logs ("Error in generation loop", with exc_info) while
+    run_engine runs, so that a dead engine thread is reported with its cause, not only as stopped."""
+
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def exception(self):
+        for record in reversed(self.records):
+            if record.exc_info and record.exc_info[1] is not None:
+                return record.exc_info[1]
+        return None
+
+
 def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0.0, max_new_tokens=None,
                cb_config=None, progress=None, timeout_s=None, step_hook=None, audit_steps=0,
                attn_implementation="sdpa") -> EngineRun:
@@ -239,6 +258,9 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
                                              workload_hints=hints)
     hooks = _Hooks(manager, requests, tracked, record_logits, temperature, progress, step_hook, audit_steps)
     results, errors = {}, {}
+    loop_errors = _LoopErrors()                   # the engine thread's own exception, to name it when the thread dies
+    cb_logger = logging.getLogger("ContinuousBatchingLogger")
+    cb_logger.addHandler(loop_errors)
     t0 = time.perf_counter()
     try:
         manager.warmup()                          # creates the batch processor here, before the thread starts
@@ -261,7 +283,9 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
             out = manager.get_result(timeout=0.5)
             if out is None:
                 if not manager.is_running():
-                    raise RuntimeError("the engine's generation thread stopped before every request finished")
+                    cause = loop_errors.exception()
+                    raise RuntimeError("the engine's generation thread stopped before every request finished"
+                                       + (f": {type(cause).__name__}: {cause}" if cause else "")) from cause
                 if deadline is not None and time.monotonic() > deadline:
                     raise RuntimeError(f"the engine did not finish {len(requests)} requests in {timeout_s} s")
                 continue
@@ -271,6 +295,7 @@ def run_engine(model, requests, *, tracked=(), record_logits=True, temperature=0
                 else:
                     results[out.request_id] = list(out.generated_tokens)
     finally:
+        cb_logger.removeHandler(loop_errors)
         manager.stop(block=True, timeout=30, hard_stop=hooks.stop.is_set())
         manager.destroy()
         model.set_attn_implementation(caller_attn)         # the engine's paged|... and our setting both undone

@@ -549,9 +549,11 @@ def build_parser():
     ap.add_argument("--span", type=int, default=None,
                     help="arrivals are uniform over this many engine steps (default: 4 x max-new-tokens)")
     ap.add_argument("--modes", default="default,deterministic",
-                    help="comma-separated: default, deterministic, and its variants deterministic-cublaslt (cuBLASLt's "
-                         "split-K-off matmul, GPU), deterministic-tiled (the tiled prefill attention), "
-                         "deterministic-cublaslt-tiled (default: default,deterministic)")
+                    help="comma-separated: default, deterministic (its matmul: cuBLASLt with split-K off on a GPU, "
+                         "the Triton batch-invariant kernel on a CPU), and its variants deterministic-triton / "
+                         "deterministic-cublaslt (one matmul route forced), deterministic-tiled, "
+                         "deterministic-triton-tiled, deterministic-cublaslt-tiled (the tiled attention) "
+                         "(default: default,deterministic)")
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="> 0: seeded sampling (Gumbel-max, seeded per request and position); default greedy")
     ap.add_argument("--static", default="1,8", help="static batch sizes through generate() (default 1,8; '' none)")

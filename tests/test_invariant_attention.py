@@ -128,11 +128,13 @@ def test_decode_row_bits_do_not_depend_on_the_batch():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tiled_kernel_equals_the_model_bit_for_bit(dtype):
-    """The packed call (three requests: tiles on request boundaries take the row-by-row path, tiles inside a
-    request the shared-block path) and the other masks: numerics.attention's bits, as the row kernel gives."""
+    """The packed call (three requests) and the other masks: numerics.attention's bits, as the row kernel gives,
+    with tiles per request (tile_rows='auto', the default: every tile takes the shared-block path) and with fixed
+    tiles of 32 rows (tiles on request boundaries take the row-by-row path)."""
     call = pack(REQS, hq=HQ, hk=HK, d=D, dtype=dtype)
-    r = attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, **SMALL)
-    assert same_bits(r.out, modelled(call, mask=call.mask)) and int(r.uncovered) == 0
+    for rows in ("auto", 32):
+        r = attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=rows, **SMALL)
+        assert same_bits(r.out, modelled(call, mask=call.mask)) and int(r.uncovered) == 0, rows
     one = pack([Request(40, 70, 4)], hq=HQ, hk=HK, d=D, dtype=dtype, bool_mask=True)   # a 40-row prefill: 2 tiles
     for kw, mask, causal in (({"attn_mask": one.mask}, one.mask, False), ({"is_causal": True}, None, True),
                              ({}, None, False)):
@@ -141,14 +143,25 @@ def test_tiled_kernel_equals_the_model_bit_for_bit(dtype):
 
 
 def test_tiled_rows_a_program_change_nothing_in_the_bits():
-    """tile_rows is scheduling: 1, 3 and the most rows a program (32 here) give the same bits; a bad value is
-    refused naming the argument."""
+    """tile_rows is scheduling: 1, 3, the most rows a program (32 here) and 'auto' give the same bits; a bad value
+    is refused naming the argument."""
     call = pack(REQS + [Request(37, 45, 21)], hq=HQ, hk=HK, d=D, dtype=torch.bfloat16)
     outs = [attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=r, **SMALL).out
-            for r in (1, 3, None)]
-    assert same_bits(outs[0], outs[1]) and same_bits(outs[0], outs[2])
-    with pytest.raises(DriftscopeError, match="tile_rows: must be an int in 1..32"):
-        attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=33, **SMALL)
+            for r in (1, 3, 32, "auto")]
+    assert all(same_bits(outs[0], o) for o in outs[1:])
+    for bad in (33, 0, True, "all"):
+        with pytest.raises(DriftscopeError, match="tile_rows: must be 'auto' or an int in 1..32"):
+            attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=bad, **SMALL)
+
+
+def test_tile_heads_cut_each_request_into_tiles_of_its_own():
+    """tile_rows='auto': a tile never holds rows of two runs of equal start (two requests), and a run longer than
+    R rows is cut every R rows from its first row; worked by hand for R = 3."""
+    from probes.invariant.attention import tile_heads
+    start = torch.tensor([[0, 0, 0, 0, 0, 7, 9, 9, 12, 0, 0]], dtype=torch.int32)
+    got = tile_heads(start, (11, 1), 1, 11, 3)
+    assert got.tolist() == [[0, 0, 0, 3, 3, 5, 6, 6, 8, 9, 9]]
+    assert tile_heads(start[:, :1], (0, 0), 2, 5, 2).tolist() == [[0, 0, 2, 2, 4]] * 2   # one start for all rows
 
 
 def test_tiled_request_bits_do_not_depend_on_the_batch():
@@ -318,6 +331,7 @@ def test_every_kernel_compiles_for_sm90():
     assert r.returncode == 0, r.stdout + r.stderr
     split16 = [line for line in r.stdout.splitlines() if line.startswith("ok   split") and "float32" not in line]
     assert len(split16) == 12 and all("mma.sync   0" not in line for line in split16), r.stdout
-    # the tiled split kernel: TILE_M = 64 dot rows on both of its paths, one wgmma shape for every row
+    # the tiled split kernel (tiles per request, and fixed tiles): TILE_M = 64 dot rows on both of its paths, one
+    # wgmma shape for every row
     tiled16 = [line for line in r.stdout.splitlines() if line.startswith("ok   tiled") and "float32" not in line]
-    assert len(tiled16) == 12 and all("mma.sync   0" in line and "wgmma   0" not in line for line in tiled16), r.stdout
+    assert len(tiled16) == 24 and all("mma.sync   0" in line and "wgmma   0" not in line for line in tiled16), r.stdout

@@ -68,7 +68,7 @@ def _others(n, seed, decode=True):
             for i in range(n)]
 
 
-def _probe_out(probe, others, at, model, dtype=torch.bfloat16, repeat=False, tiled=False, **kw):
+def _probe_out(probe, others, at, model, dtype=torch.bfloat16, repeat=False, tiled=False, tile_rows=None, **kw):
     from probes.invariant import attention
     from probes.invariant.packed import pack
 
@@ -79,7 +79,7 @@ def _probe_out(probe, others, at, model, dtype=torch.bfloat16, repeat=False, til
     k, v = call.k, call.v
     if repeat:  # as transformers' paged sdpa path calls SDPA: kv heads repeated to Hq
         k, v = (t.repeat_interleave(hq // hk, 1).contiguous() for t in (k, v))
-    r = attention(call.q, k, v, attn_mask=call.mask, tiled=tiled)
+    r = attention(call.q, k, v, attn_mask=call.mask, tiled=tiled, **({'tile_rows': tile_rows} if tiled else {}))
     assert int(r.uncovered) == 0
     qo = call.q_offsets[at]
     return r.out[:, :, qo:qo + probe.q_len], call, k, v, r.out
@@ -102,17 +102,19 @@ def test_attention_request_bits_do_not_depend_on_the_batch(model, probe, repeat)
 @pytest.mark.parametrize("model", ["mistral", "smollm2"])
 @pytest.mark.parametrize("probe", [Request(1, 1500, 7), Request(48, 700, 9), Request(300, 1200, 11)],
                          ids=["decode-1500", "prefill-48", "prefill-300"])
-def test_tiled_attention_request_bits_do_not_depend_on_the_batch(model, probe):
+@pytest.mark.parametrize("tile_rows", ["auto", 16], ids=["tiles-per-request", "fixed-tiles"])
+def test_tiled_attention_request_bits_do_not_depend_on_the_batch(model, probe, tile_rows):
     """attention(..., tiled=True): a request's rows alone, and packed among 1-63 others at any offset (its rows in
-    tiles shared with other requests' rows, or tiles of its own), give the same bits; close to the row kernel."""
-    alone = _probe_out(probe, [], 0, model, tiled=True)[0]
+    tiles of its own with tile_rows='auto', or in tiles shared with other requests' rows with fixed tiles), give
+    the same bits; close to the row kernel."""
+    alone = _probe_out(probe, [], 0, model, tiled=True, tile_rows=tile_rows)[0]
     for n, seed in ((1, 1), (7, 2), (63, 3)):
         others = _others(n, seed, decode=probe.q_len == 1)
         for at in (0, n // 2, n):
-            assert _same(_probe_out(probe, others, at, model, tiled=True)[0], alone), (n, at)
+            assert _same(_probe_out(probe, others, at, model, tiled=True, tile_rows=tile_rows)[0], alone), (n, at)
     rows = _probe_out(probe, [], 0, model)[0]
     diff = int((_bits(alone) != _bits(rows)).sum())
-    print(f"tiled vs row kernel ({model}, {probe.q_len} rows): {diff} of {alone.numel()} outputs differ")
+    print(f"tiled ({tile_rows}) vs row kernel ({model}, {probe.q_len} rows): {diff} of {alone.numel()} outputs differ")
     assert float((alone.float() - rows.float()).abs().max()) < 1.6e-2
 
 
@@ -231,3 +233,17 @@ def test_deterministic_cublaslt_serves_copies_equal_alone():
     s = det.summary()
     assert s["deterministic"] and s["matmul"] == "cublaslt", s["uncovered"]
     assert res["copies_logits_equal_alone"] == res["copies"] == 4 and res["n_distinct"] == 1
+
+
+def test_the_modes_default_matmul_on_cuda_tensors_is_cublaslt():
+    """deterministic() with matmul='auto' (the default) computes CUDA bf16 linears by the cuBLASLt route, bit for
+    bit what matmul='cublaslt' gives, and counts them in summary()['matmul_routes']."""
+    from llm.determinism import deterministic
+    g = torch.Generator(device="cuda").manual_seed(9)
+    x = torch.randn(37, 4096, device="cuda", generator=g).to(torch.bfloat16)
+    w = torch.randn(1024, 4096, device="cuda", generator=g).to(torch.bfloat16)
+    with deterministic() as auto:
+        a = F.linear(x, w)
+    with deterministic(matmul="cublaslt"):
+        b = F.linear(x, w)
+    assert auto.summary()["matmul_routes"] == {"cublaslt": 1} and _same(a, b)

@@ -143,7 +143,7 @@ def test_attribute_cli_deterministic_batch_change_has_no_drift(tmp_path, capsys)
 
 
 def test_matmul_choice_is_checked_and_cublaslt_needs_a_cuda_build():
-    with pytest.raises(UsageError, match="matmul='bogus'.*not one of triton, cublaslt"):
+    with pytest.raises(UsageError, match="matmul='bogus'.*not one of auto, triton, cublaslt"):
         with deterministic(matmul="bogus"):
             pass
     from probes import ext
@@ -162,6 +162,26 @@ def test_matmul_choice_is_checked_and_cublaslt_needs_a_cuda_build():
     with pytest.raises(UsageError, match="deterministic-cublaslt"):
         with mode_context("bogus"):
             pass
+
+
+def test_auto_matmul_is_the_triton_route_on_cpu_tensors_and_says_so():
+    """matmul='auto' (the mode's default): CPU tensors take the Triton batch-invariant kernel (cuBLASLt needs CUDA
+    tensors); summary()['matmul_routes'] counts the route of every mm, and the bits are the Triton route's."""
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    w = torch.randn(32, 64, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    with deterministic() as auto:
+        a = torch.nn.functional.linear(x, w)
+    with mode_context("deterministic-triton") as tri:
+        b = torch.nn.functional.linear(x, w)
+    sa, st = auto.summary(), tri.summary()
+    assert sa["matmul"] == "auto" and st["matmul"] == "triton" and sa["deterministic"] and st["deterministic"]
+    assert sa["matmul_routes"] == {"triton": 1} == st["matmul_routes"]
+    assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+    names = {"deterministic": ("auto", "rows"), "deterministic-triton-tiled": ("triton", "tiled"),
+             "deterministic-tiled": ("auto", "tiled")}
+    for name, (matmul, attention) in names.items():
+        with mode_context(name) as m:
+            assert (m.matmul, m.attention) == (matmul, attention), name
 
 
 def test_tiled_attention_mode_serves_copies_equal_alone_and_equal_to_the_row_kernel(tiny_bf16):

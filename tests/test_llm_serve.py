@@ -218,3 +218,22 @@ def test_plot_draws_the_bench_profile_panel(tmp_path):
     finally:
         plt.subplots = real
     assert drawn == [(1, 3)] and (tmp_path / "p.png").stat().st_size > 10000
+
+
+def test_a_dead_engine_thread_is_reported_with_its_cause(tiny, traffic):
+    """An exception inside the model's forward in the engine's generation thread (as the cuBLASLt linear's
+    NameError of 2026-12-06 was) stops the run with the cause named, not only 'stopped'."""
+    calls = []
+
+    def boom(module, args, out):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ZeroDivisionError("planted in the third forward")
+
+    handle = tiny.model.model.layers[0].register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="ZeroDivisionError: planted in the third forward") as e:
+            run_engine(tiny.model, traffic, cb_config=engine_config(traffic, "cpu"), timeout_s=120)
+    finally:
+        handle.remove()
+    assert "generation thread stopped" in str(e.value) and isinstance(e.value.__cause__, ZeroDivisionError)

@@ -48,8 +48,8 @@ from probes.ext import KernelInputError
 from probes.invariant.common import INTERPRETED, cast_rne, check_device, check_tensor, prepare
 from probes.reduction.triton_sum import halving_tree_rows
 
-__all__ = ["attention", "AttentionResult", "attn_split_kernel", "attn_tiled_split_kernel", "attn_combine_kernel",
-           "mask_interval_kernel", "TILE_M",
+__all__ = ["attention", "AttentionResult", "attn_split_kernel", "attn_tiled_split_kernel", "tile_heads",
+           "attn_combine_kernel", "mask_interval_kernel", "TILE_M",
            "kernel_meta", "SPLIT", "BLOCK_N", "SPLIT_PROGRAMS", "MASK_BLOCK"]
 
 MASK_BLOCK = 1024  # keys per step of the interval kernel (integer min/max/sum: any order gives the same)
@@ -194,9 +194,10 @@ def attn_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_ptr, acc
 
 @triton.jit(do_not_specialize=["Lq", "S_MAX", "S_GRID", "sqb", "sqh", "sql", "skb", "skh", "skl", "svb", "svh",
                                "svl", "sib", "sih", "sil"])
-def attn_tiled_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_ptr, acc_ptr, scale,
+def attn_tiled_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, tile_ptr, m_ptr, l_ptr, acc_ptr, scale,
                             Lq, S_MAX, S_GRID, sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sib, sih, sil, Hq, D,
                             G: tl.constexpr, HEADS: tl.constexpr, R: tl.constexpr, TM: tl.constexpr,
+                            HEADED: tl.constexpr,
                             PER_HEAD: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
                             LOG2_BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
                             INTERP: tl.constexpr):
@@ -207,18 +208,28 @@ def attn_tiled_split_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, m_ptr, l_pt
     request boundary) the rows go one at a time through the same TM-row dot, the others zeroed. Either way a
     row's arithmetic is its own: blocks aligned to its start, its own split count, the same dot shape, so its
     bits do not depend on which rows share its tile (tested against attn_split_kernel and numerics.attention
-    in the interpreter; on a GPU by the invariance tests)."""
+    in the interpreter; on a GPU by the invariance tests).
+    Tiles: HEADED = False: rows 0..R-1, R..2R-1, ... of each batch entry (grid B * cdiv(Lq, R)). HEADED = True (the
+    default tiling, tile_rows='auto'): tile_ptr[b * Lq + row] names the first row of the row's tile, R rows at
+    most of one run of rows that start at the same key (one request's rows), so a tile never mixes requests;
+    the grid has a program per row, and a program whose row heads no tile has no live row and does nothing."""
     pt = tl.program_id(0).to(tl.int64)
     hg = tl.program_id(1)
-    n_tiles = tl.cdiv(Lq, R)
-    b = pt // n_tiles
-    row0 = (pt % n_tiles) * R
+    if HEADED:
+        b = pt // Lq
+        row0 = pt % Lq
+    else:
+        n_tiles = tl.cdiv(Lq, R)
+        b = pt // n_tiles
+        row0 = (pt % n_tiles) * R
     h0 = hg * HEADS
     i = tl.arange(0, TM)
     r = i // HEADS
     g = i % HEADS
     row = row0 + r
     live = (i < R * HEADS) & (row < Lq)
+    if HEADED:
+        live = live & (tl.load(tile_ptr + b * Lq + row, mask=live, other=-1) == row0)
     off = b * sib + (hg if PER_HEAD else 0) * sih + row * sil
     start = tl.load(start_ptr + off, mask=live, other=0)
     end = tl.load(end_ptr + off, mask=live, other=0)
@@ -390,6 +401,21 @@ def _intervals(attn_mask, is_causal, Lq, Lk, device):
 TILE_M = 64
 
 
+def tile_heads(start, strides, B, Lq, rows):
+    """The tiles of tile_rows='auto', on the device and without a host sync (CUDA-graph safe): int32 [B, Lq], for
+    each query row the first row of its tile. A run is a maximal stretch of consecutive rows whose first allowed
+    key (start, the kv-head-group 0 interval; strides (sib, sil)) is the same; a run is cut into tiles of `rows`
+    rows from its first row."""
+    import torch
+    sib, sil = strides
+    s = start.as_strided((B, Lq), (sib, sil))
+    idx = torch.arange(Lq, device=start.device, dtype=torch.int64).expand(B, Lq)
+    new = torch.ones((B, Lq), dtype=torch.bool, device=start.device)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    first = torch.cummax(torch.where(new, idx, torch.zeros_like(idx)), dim=1).values
+    return (first + (idx - first) // rows * rows).to(torch.int32).contiguous()
+
+
 def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, split=SPLIT,
               block_n=BLOCK_N, split_programs=SPLIT_PROGRAMS, tiled=False, tile_rows=None):
     """torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)
@@ -401,9 +427,12 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     kernels' constants: leave them (the tests change them to reach several splits at small sizes).
     split_programs bounds the grid's split axis (program p computes splits p, p + split_programs, ...):
     scheduling only, the bits do not depend on it. tiled=True: attn_tiled_split_kernel, R query rows a program
-    sharing each key block when they start at the same key (prefill); opt-in until its GPU invariance and speed
-    are measured. tile_rows: query rows a program of the tiled kernel (1 .. 64 // heads per kv head; default the
-    most): scheduling only, the bits do not depend on it (each row keeps its own blocks and the same 64-row dot).
+    sharing each key block when they start at the same key (prefill). tile_rows: 'auto' (the default) cuts each
+    run of rows that start at the same key (one request's rows) into tiles of 64 // heads-per-kv-head rows, so a
+    tile never mixes requests and a decode row (a request's one row) has a program of its own (tile_heads); an
+    int R (1 .. 64 // heads) tiles rows 0..R-1, R..2R-1, ... whatever their requests, and a tile whose rows start at
+    different keys computes them one after another. Scheduling only: the bits do not depend on it (each row keeps
+    its own blocks and the same 64-row dot).
     Returns AttentionResult(out [B, Hq, Lq, D] in q's dtype, uncovered: 0-d int64 device tensor)."""
     import torch
 
@@ -432,14 +461,16 @@ def attention(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     if tiled:
         if heads > TILE_M:
             raise KernelInputError(f"q: {heads} query heads a kv head exceed the tiled kernel's {TILE_M} dot rows")
-        rows = TILE_M // heads if tile_rows is None else tile_rows
-        if not (isinstance(rows, int) and 1 <= rows <= TILE_M // heads):
-            raise KernelInputError(f"tile_rows: must be an int in 1..{TILE_M // heads} ({TILE_M} dot rows / {heads} "
-                                   f"heads a kv head), got {tile_rows!r}")
+        auto = tile_rows is None or tile_rows == "auto"
+        rows = TILE_M // heads if auto else tile_rows
+        if not (isinstance(rows, int) and not isinstance(rows, bool) and 1 <= rows <= TILE_M // heads):
+            raise KernelInputError(f"tile_rows: must be 'auto' or an int in 1..{TILE_M // heads} ({TILE_M} dot rows / "
+                                   f"{heads} heads a kv head), got {tile_rows!r}")
+        tile = tile_heads(start, (sib, sil), B, Lq, rows) if auto else start   # start: a placeholder, not read
         meta = {k_: v_ for k_, v_ in split_meta.items() if k_ != "GP"}
-        attn_tiled_split_kernel[(B * triton.cdiv(Lq, rows), Hq // heads, s_grid)](
-            q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],
-            *v.stride()[:3], sib, sih, sil, Hq, D, R=rows, TM=TILE_M, **meta)
+        attn_tiled_split_kernel[(B * (Lq if auto else triton.cdiv(Lq, rows)), Hq // heads, s_grid)](
+            q, k, v, start, end, tile, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3],
+            *k.stride()[:3], *v.stride()[:3], sib, sih, sil, Hq, D, R=rows, TM=TILE_M, HEADED=auto, **meta)
     else:
         attn_split_kernel[(B * Lq, Hq // heads, s_grid)](
             q, k, v, start, end, ws_m, ws_l, ws_acc, scale, Lq, s_max, s_grid, *q.stride()[:3], *k.stride()[:3],

@@ -27,8 +27,8 @@ MODELS = {"mistral": (32, 8, 128, 4096, 32768), "smollm2": (9, 3, 64, 576, 49152
 
 def scenarios(quick=False):
     """(name, [Request, ...]) of the packed steps: decode of 1 / 8 / 64 requests (keys 200..2000, seeded),
-    a prefill of 512 tokens, and a chunked prefill of 256 tokens next to 15 decodes; --quick adds a prefill of 128
-    (the tiled kernel's case)."""
+    a prefill of 512 tokens, and a chunked prefill of 256 tokens next to 15 decodes; --quick: decode x1 / x8, a
+    prefill of 128 and the chunk next to 15 decodes (the serving step the tiled kernel's tiling is for)."""
     rng = random.Random(0)
 
     def decodes(n, seed0):
@@ -37,9 +37,9 @@ def scenarios(quick=False):
     steps = [("decode x1", decodes(1, 100)), ("decode x8", decodes(8, 200))]
     if quick:
         steps.append(("prefill 128", [Request(128, 128, 700)]))
-    if not quick:
-        steps += [("decode x64", decodes(64, 300)), ("prefill 512", [Request(512, 512, 400)]),
-                  ("chunk 256 + 15 decodes", [Request(256, 1280, 500)] + decodes(15, 600))]
+    else:
+        steps += [("decode x64", decodes(64, 300)), ("prefill 512", [Request(512, 512, 400)])]
+    steps.append(("chunk 256 + 15 decodes", [Request(256, 1280, 500)] + decodes(15, 600)))
     return steps
 
 
@@ -63,19 +63,23 @@ def _attention_rows(model, reps, quick, dtype):
         res = attention(call.q, call.k, call.v, attn_mask=call.mask)
         if int(res.uncovered):
             raise RuntimeError(f"{model} {name}: {int(res.uncovered)} mask rows not covered")
+        r_max = TILE_M // (hq // hk)
         fns = [lambda: F.scaled_dot_product_attention(call.q, k_rep, v_rep, attn_mask=call.mask),
                lambda: attention(call.q, k_rep, v_rep, attn_mask=call.mask),
                lambda: attention(call.q, call.k, call.v, attn_mask=call.mask),
                lambda: attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True),
+               lambda: attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=r_max),
                lambda: attention(call.q, call.k, call.v, attn_mask=call.mask, tiled=True, tile_rows=1)]
-        t_sdpa, t_rep, t_gqa, t_tiled, t_tiled1 = _median_ms(fns, reps)
+        t_sdpa, t_rep, t_gqa, t_tiled, t_fixed, t_tiled1 = _median_ms(fns, reps)
         shape = f"Lq {call.q.shape[2]}, Lk {call.k.shape[2]}"
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_rep,
                          note="repeated k/v"))
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_gqa,
                          note=f"GQA k/v ({hk} heads)"))
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_tiled,
-                         note=f"GQA k/v, tiled=True (R = {TILE_M // (hq // hk)} rows a program)"))
+                         note=f"GQA k/v, tiled=True (tiles per request, R <= {r_max}: the default)"))
+        rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_fixed,
+                         note=f"GQA k/v, tiled=True, tile_rows={r_max} (fixed tiles)"))
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_tiled1,
                          note="GQA k/v, tiled=True, tile_rows=1"))
         del call, k_rep, v_rep

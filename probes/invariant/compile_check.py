@@ -39,7 +39,8 @@ def variants():
     out = []
     for dname, dt in DTYPES.items():
         ptrs = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "start_ptr": "*i32", "end_ptr": "*i32",
-                "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32", "scale": "fp32", "o_ptr": f"*{dt}"}
+                "tile_ptr": "*i32", "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32", "scale": "fp32",
+                "o_ptr": f"*{dt}"}
         ints = {n: I32 for n in attn.attn_split_kernel.arg_names + attn.attn_combine_kernel.arg_names
                 + attn.attn_tiled_split_kernel.arg_names if n not in ptrs}
         for name, g, d in SHAPES:
@@ -48,8 +49,10 @@ def variants():
                 label = f"{dname} {name} G={g} D={d}{' per-head mask' if per_head else ''}"
                 out.append((f"split   {label}", attn.attn_split_kernel, {**ptrs, **ints}, split_meta))
                 tiled_meta = {k: v for k, v in split_meta.items() if k != "GP"}
-                tiled_meta.update(R=attn.TILE_M // split_meta["HEADS"], TM=attn.TILE_M)
-                out.append((f"tiled   {label}", attn.attn_tiled_split_kernel, {**ptrs, **ints}, tiled_meta))
+                for headed in (True, False):      # tile_rows='auto' (tiles per request) and an int tile_rows
+                    tiled_meta.update(R=attn.TILE_M // split_meta["HEADS"], TM=attn.TILE_M, HEADED=headed)
+                    out.append((f"tiled   {label}{'' if headed else ' fixed tiles'}", attn.attn_tiled_split_kernel,
+                                {**ptrs, **ints}, dict(tiled_meta)))
                 if not per_head:
                     out.append((f"combine {label}", attn.attn_combine_kernel, {**ptrs, **ints}, combine_meta))
         mask_sig = {"mask_ptr": f"*{dt}", "start_ptr": "*i32", "end_ptr": "*i32", "bad_ptr": "*i32", "fmin": "fp32"}
