@@ -210,7 +210,7 @@ def trace_row(model_name, trace_path, prompt_ids, *, device, dtype, log=print):
     flips = (there.argmax(-1) != here.argmax(-1)).nonzero().flatten().tolist()
     local = replay(lm, cfg, meta, ops)
     worst = sorted(local, key=lambda r: -r["rel_err"])[:3]
-    a_where = meta["run"].get("device", "?")
+    a_where = meta.get("machine") or meta["run"].get("device", "?")      # traces before 2026-12-06: the device
     out = {"rms_dlogit": d["rms_dlogit"], "max_dlogit": d["max_dlogit"], "kl_mean": d["kl_mean"],
            "kl_max": d["kl_max"], "top1_flips": int(d["top1_flips"]),
            "first_top1_flip_position": pos[flips[0]] if flips else None, "positions": len(pos),

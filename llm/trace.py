@@ -78,6 +78,16 @@ def record_trace(lm, cfg, prompt_ids, layers, positions):
     return run, pos, store
 
 
+def _machine(device):
+    """One line naming the machine the trace was recorded on (probes.device's fingerprint summary): a
+    machine-change row replayed elsewhere says which GPU or CPU the other side was."""
+    from probes.device import fingerprint, fingerprint_summary
+    try:
+        return fingerprint_summary(fingerprint(str(device)))
+    except Exception as exc:  # noqa: BLE001 - a trace is still worth writing; the reason is kept instead
+        return f"unknown machine ({type(exc).__name__}: {exc})"
+
+
 def write_trace(path, lm, cfg, prompt_ids, pos, store, n_layers):
     from llm.opmap import site_label
     arrays, dtypes = {}, {}
@@ -91,7 +101,7 @@ def write_trace(path, lm, cfg, prompt_ids, pos, store, n_layers):
     meta = {"format": TRACE_FORMAT, "model": lm.name, "model_info": lm.info, "run": cfg.as_dict(),
             "prompt_ids": list(prompt_ids), "positions": pos, "tokenizer": lm.tokenizer.fingerprint,
             "n_layers": n_layers, "sites": [site_label(s, n_layers) for s in store], "dtypes": dtypes,
-            "attn_impl": cfg.attn}
+            "attn_impl": cfg.attn, "machine": _machine(cfg.device)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez_compressed(path, **arrays)
 

@@ -475,8 +475,13 @@ def test_machine_change_row_is_zero_for_a_trace_of_this_machine_and_sees_a_plant
     assert main(["--device", "cpu", "--model", "mistral-tiny", "--mechanisms", "", "--trace", str(a),
                  "--prompt", "abc abd", "--json", str(out), "--no-plot"]) == 0
     assert "machine-change" in capsys.readouterr().out
-    m = {e["key"]: e for e in json.loads(out.read_text())["experiments"]}["mechanisms/machine-change"]["metrics"]
+    e = {e["key"]: e for e in json.loads(out.read_text())["experiments"]}["mechanisms/machine-change"]
+    m = e["metrics"]
     assert m["rms_dlogit"] == 0 and m["max_dlogit"] == 0 and m["top1_flips"] == 0
+    from llm.trace import read_trace
+    from probes.device import fingerprint, fingerprint_summary
+    machine = read_trace(a)[0]["machine"]                 # the trace names the machine it was recorded on
+    assert machine == fingerprint_summary(fingerprint("cpu")) and machine in e["params"]["description"]
     assert m["bitwise_equal_ops"] == len(m["replay"]) == 2 * 14 + 2
     # machine "A" computed one logit differently (and its down_proj of layer 0): the row measures exactly that
     z = dict(np.load(a))

@@ -26,6 +26,25 @@ timeout 420 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random 
   > "$M/mech-7b-bf16.stdout" 2> "$M/mech-7b-bf16.stderr"
 echo "bf16 table exit $? in $(( $(date +%s) - start )) s"
 cat "$M/mech-7b-bf16.txt"; tail -12 "$M/mech-7b-bf16.stderr"
+# The GPU change as a row (issue 20): this GPU's trace of the 7B shape's bf16 seed run (layers 0 and 31, the final
+# logits; ~3 MB), kept in the results folder; and the machine-change row of every such trace docs/results already
+# holds (recorded on another GPU, or another machine of this kind), replayed here.
+echo "-- python -m llm.trace (7B shape, bf16, seed prompt, layers 0,31,final): this GPU's trace"
+start=$(date +%s)
+timeout 150 python3 -m llm.trace --device cuda:0 --model mistral-7b-random --run dtype=bfloat16,attn=eager \
+  --builtin seed --layers 0,31,final --positions all --out "$M/trace-7b-bf16.npz" > "$M/trace.stdout" 2>&1
+echo "trace exit $? in $(( $(date +%s) - start )) s ($(stat -c %s "$M/trace-7b-bf16.npz" 2>/dev/null) bytes)"
+for T in docs/results/*/mechanisms/trace-7b-bf16.npz; do
+  [ -f "$T" ] || continue
+  name=$(basename "$(dirname "$(dirname "$T")")")
+  echo "-- python -m llm.mechanisms --trace $T (the machine-change row: $name's GPU vs this one)"
+  start=$(date +%s)
+  timeout 200 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random --dtype bfloat16 --builtin seed \
+    --mechanisms '' --trace "$T" --json "$M/mech-7b-bf16-machine-$name.json" \
+    --out-table "$M/mech-7b-bf16-machine-$name.txt" > "$M/machine-$name.stdout" 2> "$M/machine-$name.stderr"
+  echo "machine-change row exit $? in $(( $(date +%s) - start )) s"
+  cat "$M/mech-7b-bf16-machine-$name.txt" 2>/dev/null; tail -4 "$M/machine-$name.stderr"
+done
 echo "-- python -m llm.mechanisms --dtype float32 (tf32 and cuBLASLt rows)"
 start=$(date +%s)
 timeout 300 python3 -m llm.mechanisms --device cuda:0 --model mistral-7b-random --dtype float32 --builtin seed \
