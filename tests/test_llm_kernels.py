@@ -142,7 +142,6 @@ def test_int4_formulas_differ_and_attribute():
 def test_int4_matches_numerics_model():
     import numpy as np
 
-    from llm.kernels import quantize_int4_groups
     from numerics.dequant import dequant_int4, quantize_int4
     lm = load("mistral-tiny", "cpu", torch.float32, 0, "int4:mul_sub:float32:g32")
     w0 = load("mistral-tiny").model.model.layers[1].self_attn.q_proj.weight.numpy()

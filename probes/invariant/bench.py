@@ -82,7 +82,7 @@ def _attention_rows(model, reps, quick, dtype):
                          note=f"GQA k/v, tiled=True, tile_rows={r_max} (fixed tiles)"))
         rows.append(dict(model=model, op="attention", case=name, shape=shape, torch_ms=t_sdpa, ours_ms=t_tiled1,
                          note="GQA k/v, tiled=True, tile_rows=1"))
-        del call, k_rep, v_rep
+        call = k_rep = v_rep = fns = None        # free this step's tensors before the next is packed
         torch.cuda.empty_cache()
     return rows
 
