@@ -458,14 +458,21 @@ def format_bench(b: dict, modes) -> str:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"{'mode':<14} {'copies':>6} {'distinct':>8} {'counts':<24} {'logits = alone':>14} "
+    w = max([14] + [len(m) for m in results])
+    lines = [f"{'mode':<{w}} {'copies':>6} {'distinct':>8} {'counts':<24} {'logits = alone':>14} "
              f"{'batch requests (min/med/max)':>28}"]
     for mode, (res, static) in results.items():
         b = res["batch_requests_seen"] or {}
         counts = ",".join(str(c) for c in res["counts"][:6]) + ("..." if len(res["counts"]) > 6 else "")
-        lines.append(f"{mode:<14} {res['copies']:>6} {res['n_distinct']:>8} {counts:<24} "
+        lines.append(f"{mode:<{w}} {res['copies']:>6} {res['n_distinct']:>8} {counts:<24} "
                      f"{res['copies_logits_equal_alone']:>8}/{res['copies']:<5} "
                      f"{b.get('min', '-')!s:>10}/{b.get('median', '-')!s}/{b.get('max', '-')!s}")
+        m = res.get("mode") or {}
+        if m.get("name") == "deterministic":          # which kernels ran, and whether all of it was covered
+            routes = ", ".join(f"{r} {n}" for r, n in sorted((m.get("matmul_routes") or {}).items())) or "none"
+            covered = "yes" if m.get("deterministic") else f"NO ({', '.join(m.get('uncovered') or {})})"
+            lines.append(f"  kernels: matmul={m.get('matmul')} (mm calls by route: {routes}), "
+                         f"attention={m.get('attention')}; every op covered: {covered}")
         if "routing" in res:
             r = res["routing"]
             lines.append(f"  router {res['router']}: {r['slots_dropped']} slots dropped, "

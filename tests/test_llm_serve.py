@@ -237,3 +237,24 @@ def test_a_dead_engine_thread_is_reported_with_its_cause(tiny, traffic):
     finally:
         handle.remove()
     assert "generation thread stopped" in str(e.value) and isinstance(e.value.__cause__, ZeroDivisionError)
+
+
+def test_table_names_the_kernels_a_deterministic_mode_ran():
+    """format_table: under a deterministic mode's row, its matmul route counts and attention, and whether every op
+    was covered (naming what was not); mode names longer than the column keep the table aligned."""
+    from llm.serve import format_table
+
+    def res(mode):
+        return {"batch_requests_seen": {"min": 1, "median": 3, "max": 9}, "counts": [3], "copies": 3,
+                "n_distinct": 1, "copies_logits_equal_alone": 3, "distinct": [{"count": 3}], "mode": mode}
+
+    ok = {"name": "deterministic", "matmul": "auto", "attention": "tiled", "deterministic": True,
+          "matmul_routes": {"triton": 40, "cublaslt": 2}, "uncovered": {}}
+    bad = dict(ok, deterministic=False, uncovered={"aten::mm: float32 (2, 3) @ float32 (3, 4)": 1})
+    text = format_table({"default": (res({"name": "default"}), []), "deterministic-cublaslt-tiled": (res(ok), []),
+                         "deterministic": (res(bad), [])})
+    lines = text.splitlines()
+    assert lines[3] == ("  kernels: matmul=auto (mm calls by route: cublaslt 2, triton 40), attention=tiled; "
+                        "every op covered: yes")
+    assert lines[5].endswith("every op covered: NO (aten::mm: float32 (2, 3) @ float32 (3, 4))")
+    assert len({ln.index(" 3 ") for ln in (lines[1], lines[2], lines[4])}) == 1 and "kernels" not in lines[2]
