@@ -66,10 +66,14 @@ def test_packed_call_equals_model_bit_for_bit(dtype):
     assert float((r.out.float() - sdpa(call.q, call.k, call.v, attn_mask=call.mask.float())).abs().max()) < tol
 
 
-@pytest.mark.parametrize("kind", ["bool", "causal", "none", "per_head"])
-def test_other_masks_equal_model(kind):
+@pytest.mark.parametrize("tiled", [False, True], ids=["rows", "tiled"])
+@pytest.mark.parametrize("kind", ["bool", "causal", "none", "per_head", "per_head_rows"])
+def test_other_masks_equal_model(kind, tiled):
+    """Masks other than the engine's packed one, through the row kernel and the tiled one (tile_rows='auto' cuts
+    tiles by head 0's key starts: with per_head_rows the other heads' rows in one tile start at different keys, so
+    the tile takes the row-by-row path there)."""
     call = pack([Request(5, 37, 4)], hq=HQ, hk=HK, d=D, dtype=torch.bfloat16, bool_mask=True)
-    kw, mask = {}, None
+    kw, mask = {"tiled": tiled}, None
     if kind == "bool":
         mask = kw["attn_mask"] = call.mask
     elif kind == "causal":
@@ -79,8 +83,14 @@ def test_other_masks_equal_model(kind):
         i, j = torch.arange(lq)[:, None], torch.arange(lk)[None, :]
         mask = torch.stack([(j <= lk - lq + i) & (j >= 3 * h) for h in range(HQ)])[None]
         kw["attn_mask"] = mask
+    elif kind == "per_head_rows":  # head 0: one start for every row; the others: row i starts at key 2 i
+        lq, lk = call.q.shape[2], call.k.shape[2]
+        i, j = torch.arange(lq)[:, None], torch.arange(lk)[None, :]
+        mask = torch.stack([(j <= lk - lq + i) & (j >= (2 * i if h else 0)) for h in range(HQ)])[None]
+        kw["attn_mask"] = mask
     r = attention(call.q, call.k, call.v, **kw, **SMALL)
     assert same_bits(r.out, modelled(call, mask=mask, is_causal=kind == "causal"))
+    kw.pop("tiled")
     ref = sdpa(call.q, call.k, call.v, **kw)
     assert float((r.out.float() - ref).abs().max()) < 1.6e-2
 
