@@ -38,7 +38,8 @@ import torch
 
 from probes.errors import UsageError
 
-__all__ = ["kernel_support", "check_kernel_model", "emulate_matmul_triton", "time_emulate_matmul", "FORMATS"]
+__all__ = ["kernel_support", "check_kernel_model", "emulate_matmul_triton", "narrow_terms", "time_emulate_matmul",
+           "FORMATS"]
 
 # operand format -> (mantissa bits, exponent bits, bias)
 FORMATS = {"float16": (10, 5, 15), "bfloat16": (7, 8, 127)}
@@ -90,8 +91,8 @@ def _pow2(e):
 
 @triton.jit
 def _decode(u, MANT: tl.constexpr, EXPB: tl.constexpr, BIAS: tl.constexpr):
-    """Bits u (int64, the format's bits in the low 1 + EXPB + MANT) -> (signed significand m as int64,
-    exponent of m's last bit, alignment key: exponent clamped at emin, _NOKEY for zero)."""
+    """Bits u (int32 or int64, the format's bits in the low 1 + EXPB + MANT) -> (signed significand m,
+    exponent of m's last bit, alignment key: exponent clamped at emin, _NOKEY for zero), in u's integer type."""
     ef = (u >> MANT) & ((1 << EXPB) - 1)
     mf = u & ((1 << MANT) - 1)
     m = tl.where(ef > 0, mf | (1 << MANT), mf)
@@ -108,17 +109,24 @@ def _exp64(x):
 
 
 @triton.jit
-def _shift(m, sh):
-    """trunc(|m| * 2^-sh) with m's sign (sh may be negative: a left shift), without undefined shifts."""
+def _exp32(x):
+    """floor(log2|x|) of a nonzero float32 (normal)."""
+    return ((x.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+
+
+@triton.jit
+def _shift(m, sh, LMAX: tl.constexpr = 62, RMAX: tl.constexpr = 63):
+    """trunc(|m| * 2^-sh) with m's sign (sh may be negative: a left shift), without undefined shifts (int64:
+    LMAX 62, RMAX 63; int32: 30, 31)."""
     a = tl.abs(m)
-    r = tl.where(sh < 0, a << tl.minimum(tl.maximum(-sh, 0), 62), a >> tl.minimum(tl.maximum(sh, 0), 63))
+    r = tl.where(sh < 0, a << tl.minimum(tl.maximum(-sh, 0), LMAX), a >> tl.minimum(tl.maximum(sh, 0), RMAX))
     return tl.where(m < 0, -r, r)
 
 
 @triton.jit
 def _round(S, g, NEAR):
     """S * 2^g (S: int64, |S| < 2^53) rounded to float32, nearest even or toward zero; zero is +0."""
-    x = S.to(tl.float64) * _pow2(g)
+    x = S.to(tl.float64) * _pow2(g.to(tl.int64))
     x32 = x.to(tl.float32)
     away = tl.abs(x32.to(tl.float64)) > tl.abs(x)
     bits = x32.to(tl.int32, bitcast=True)
@@ -132,7 +140,10 @@ def emulate_kernel(a_ptr, b_ptr, c_ptr, M, N, K, k_lo, k_hi, promote,
                    MANT: tl.constexpr, EXPB: tl.constexpr, BIAS: tl.constexpr,
                    NB: tl.constexpr, NBP: tl.constexpr, P: tl.constexpr,
                    NEAR: tl.constexpr, FIN_NEAR: tl.constexpr, BY_VALUE: tl.constexpr,
-                   PROMOTED: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+                   PROMOTED: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NARROW: tl.constexpr = False):
+    """NARROW (narrow_terms(P)): every product and every term aligned onto the block's grid fits int32, so the
+    per-product work ([BM, BN, NB] products, keys, shifts) runs in int32 and only the block sum in int64; the
+    same integers as the int64 path (the bound: a term is below 2^(25 + P) <= 2^30)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rm = (pid_m * BM + tl.arange(0, BM)).to(tl.int64)
@@ -147,22 +158,35 @@ def emulate_kernel(a_ptr, b_ptr, c_ptr, M, N, K, k_lo, k_hi, promote,
             kin = (rk < NB) & (kk < s1)
             ua = tl.load(a_ptr + rm[:, None] * K + kk[None, :], mask=(rm[:, None] < M) & kin[None, :], other=0)
             ub = tl.load(b_ptr + rn[:, None] * K + kk[None, :], mask=(rn[:, None] < N) & kin[None, :], other=0)
-            ma, ea, ka = _decode(ua.to(tl.int64) & 0xFFFF, MANT, EXPB, BIAS)
-            mb, eb, kb = _decode(ub.to(tl.int64) & 0xFFFF, MANT, EXPB, BIAS)
-            mp = ma[:, None, :] * mb[None, :, :]                         # [BM, BN, NBP] exact
+            if NARROW:
+                ma, ea, ka = _decode(ua.to(tl.int32) & 0xFFFF, MANT, EXPB, BIAS)
+                mb, eb, kb = _decode(ub.to(tl.int32) & 0xFFFF, MANT, EXPB, BIAS)
+            else:
+                ma, ea, ka = _decode(ua.to(tl.int64) & 0xFFFF, MANT, EXPB, BIAS)
+                mb, eb, kb = _decode(ub.to(tl.int64) & 0xFFFF, MANT, EXPB, BIAS)
+            mp = ma[:, None, :] * mb[None, :, :]                         # [BM, BN, NBP] exact (< 2^22)
             ep = ea[:, None, :] + eb[None, :, :]
             if BY_VALUE:
-                keys = tl.where(mp != 0, _exp64(tl.abs(mp).to(tl.float64)) + ep, -16000)
+                if NARROW:      # |mp| < 2^22: exact in float32
+                    keys = tl.where(mp != 0, _exp32(tl.abs(mp).to(tl.float32)) + ep, -16000)
+                else:
+                    keys = tl.where(mp != 0, _exp64(tl.abs(mp).to(tl.float64)) + ep, -16000)
             else:
                 keys = ka[:, None, :] + kb[None, :, :]
             acc64 = acc.to(tl.float64)
             u32 = acc.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF
             mc, ec, _kc = _decode(u32, 23, 8, 127)
             kc = tl.where(acc != 0, _exp64(acc64), -16000)
+            if NARROW:
+                kc = kc.to(tl.int32)
             E = tl.maximum(tl.max(keys, axis=2), kc)
             E = tl.where(E > -10000, E, 0)
             g = E - 23 - P
-            S = tl.sum(_shift(mp, g[:, :, None] - ep), axis=2) + _shift(mc, g - ec)
+            if NARROW:
+                terms = _shift(mp, g[:, :, None] - ep, 30, 31).to(tl.int64)
+            else:
+                terms = _shift(mp, g[:, :, None] - ep)
+            S = tl.sum(terms, axis=2) + _shift(mc, g.to(tl.int64) - ec)
             last = b0 + NB >= s1
             acc = _round(S, g, tl.where(last, FIN_NEAR, NEAR))
         if PROMOTED:
@@ -172,10 +196,19 @@ def emulate_kernel(a_ptr, b_ptr, c_ptr, M, N, K, k_lo, k_hi, promote,
     tl.store(c_ptr + rm[:, None] * N + rn[None, :], outer, mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
+def narrow_terms(extra_bits: int) -> bool:
+    """Whether the kernel's per-product integers fit int32 for a model with ``extra_bits`` = P: a product or the
+    accumulator, aligned onto a grid 2^g with g = E - 23 - P below the block's key E, is below 2^(E + 2 - g) =
+    2^(25 + P) (each operand is below 2^(its key + 1)), so P <= 5 keeps every term below 2^30."""
+    return 25 + int(extra_bits) <= 30
+
+
 def emulate_matmul_triton(x: torch.Tensor, w: torch.Tensor, model, *, profile: str = "?",
-                          block_m: int = 16, block_n: int = 16) -> torch.Tensor:
+                          block_m: int = 16, block_n: int = 16, narrow: bool | None = None) -> torch.Tensor:
     """``x @ w.T`` through ``model`` on x's device (a CUDA GPU, or the CPU in Triton's interpreter):
-    float32 [M, N], bit for bit ``fast_matmul_nt``. x [M, K], w [N, K]: the model's operand dtype."""
+    float32 [M, N], bit for bit ``fast_matmul_nt``. x [M, K], w [N, K]: the model's operand dtype. ``narrow``:
+    the int32 per-product path (default: wherever narrow_terms allows it; False forces the int64 path, for
+    comparing the two; True where it does not fit is an error)."""
     from numerics.matmul import split_k_slices
     check_kernel_model(model, profile)
     fmt = model.input_format
@@ -190,6 +223,12 @@ def emulate_matmul_triton(x: torch.Tensor, w: torch.Tensor, model, *, profile: s
         raise UsageError(f"linear=emulate:{profile}: an operand holds inf or NaN (the model is defined on finite "
                          f"values)")
     kern = emulate_kernel
+    fits = narrow_terms(model.extra_bits)
+    if narrow is None:
+        narrow = fits
+    elif narrow and not fits:
+        raise UsageError(f"emulate_matmul_triton(narrow=True): extra_bits={model.extra_bits} puts aligned terms "
+                         "above int32 (narrow needs extra_bits <= 5)")
     M, K = x.shape
     N = w.shape[0]
     a = x.contiguous().view(torch.int16)
@@ -206,14 +245,15 @@ def emulate_matmul_triton(x: torch.Tensor, w: torch.Tensor, model, *, profile: s
         promote = int(model.promote_every) if model.promote_every is not None else s1 - s0
         kern[grid](a, b, part, M, N, K, s0, s1, promote, MANT=mant, EXPB=expb, BIAS=bias, NB=nb, NBP=nbp,
                    P=int(model.extra_bits), NEAR=near, FIN_NEAR=fin, BY_VALUE=model.align_to == "value",
-                   PROMOTED=model.promote_every is not None, BM=block_m, BN=block_n)
+                   PROMOTED=model.promote_every is not None, BM=block_m, BN=block_n, NARROW=bool(narrow))
         out = part if out is None else out + part           # float32, nearest even: add_fp32 of the partials
     return out
 
 
-def time_emulate_matmul(M: int, N: int, K: int, model, *, device="cuda", reps: int = 5, seed: int = 0) -> dict:
-    """Seconds per ``emulate_matmul_triton`` call on random operands (median of ``reps``, after a warm-up),
-    beside torch's own matmul of the same operands: {"emulate_s", "torch_s", "ratio"}."""
+def time_emulate_matmul(M: int, N: int, K: int, model, *, device="cuda", reps: int = 5, seed: int = 0,
+                        narrow: bool | None = None) -> dict:
+    """Seconds per ``emulate_matmul_triton`` call on random operands (median of ``reps``, after a warm-up; host
+    time inside), beside torch's own matmul of the same operands: {"emulate_s", "torch_s", "ratio"}."""
     g = torch.Generator().manual_seed(seed)
     dt = _TORCH[model.input_format]
     x = torch.randn(M, K, generator=g).to(dt).to(device)
@@ -232,7 +272,7 @@ def time_emulate_matmul(M: int, N: int, K: int, model, *, device="cuda", reps: i
             ts.append(time.perf_counter() - t0)
         return float(np.median(ts))
 
-    emu = clock(lambda: emulate_matmul_triton(x, w, model))
+    emu = clock(lambda: emulate_matmul_triton(x, w, model, narrow=narrow))
     nat = clock(lambda: x @ w.T)
     return {"M": M, "N": N, "K": K, "emulate_s": emu, "torch_s": nat, "ratio": emu / nat if nat else None}
 
@@ -250,7 +290,13 @@ def main(argv=None):
                     help="comma-separated MxNxK (x [M, K], w [N, K])")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--paths", default="auto",
+                    help="comma-separated kernel paths to time, in the same run: auto (int32 per-product integers "
+                         "where narrow_terms allows, the default), int64 (the int64 path forced)")
     args = ap.parse_args(argv)
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or any(p not in ("auto", "int64") for p in paths):
+        raise UsageError(f"--paths {args.paths!r}: give auto and / or int64")
     prof = load_profile(args.profile)
     if args.dtype not in prof["linear"]:
         raise UsageError(f"--dtype: profile {prof['name']!r} has no {args.dtype} model")
@@ -261,9 +307,13 @@ def main(argv=None):
             raise UsageError(f"--shapes: {s!r} is not MxNxK") from None
         model = linear_plan(prof, args.dtype, N, K, M).model
         check_kernel_model(model, args.profile)
-        t = time_emulate_matmul(M, N, K, model, device=args.device, reps=args.reps)
-        print(f"{args.profile} {args.dtype} M={M} N={N} K={K}: emulated {t['emulate_s'] * 1e3:.3f} ms, "
-              f"torch {t['torch_s'] * 1e3:.3f} ms ({t['ratio']:.1f}x) on {args.device}", flush=True)
+        for path in paths:
+            narrow = None if path == "auto" else False
+            used = "int32" if narrow is None and narrow_terms(model.extra_bits) else "int64"
+            t = time_emulate_matmul(M, N, K, model, device=args.device, reps=args.reps, narrow=narrow)
+            print(f"{args.profile} {args.dtype} M={M} N={N} K={K} [{path}: {used} terms]: emulated "
+                  f"{t['emulate_s'] * 1e3:.3f} ms, torch {t['torch_s'] * 1e3:.3f} ms ({t['ratio']:.1f}x) on "
+                  f"{args.device}", flush=True)
     return 0
 
 

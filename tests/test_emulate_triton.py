@@ -89,11 +89,36 @@ _BASE = MatmulModel(input_format="float16", block_size=8, extra_bits=1, align_to
     {"split_k": 3, "split_align": 8},
     {"split_k": 2},
     {"input_format": "bfloat16", "align_to": "value", "rounding": "nearest_even", "split_k": 2},
+    {"extra_bits": 5, "block_size": 32},                  # the widest int32 path
+    {"extra_bits": 8, "block_size": 32},                  # aligned terms above int32: the int64 path
+    {"input_format": "bfloat16", "extra_bits": 7, "align_to": "value"},
 ], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 def test_model_variants_bit_exact(change):
     model = dataclasses.replace(_BASE, **change)
     x, w = _operands(model.input_format, 5, 6, 67, seed=len(str(change)))
     _check(x, w, model)
+
+
+@pytest.mark.cpu_modes
+@pytest.mark.parametrize("profile,dtype,change", [
+    ("h100", "bfloat16", {}), ("h100", "float16", {}), ("t4-like", "float16", {}),
+    ("h100", "bfloat16", {"align_to": "value", "extra_bits": 5}),
+], ids=["h100-bf16", "h100-fp16", "t4-fp16", "bf16-value-P5"])
+def test_int32_and_int64_paths_give_the_same_bits(profile, dtype, change):
+    """The kernel's int32 per-product path (narrow, the default where narrow_terms allows it) and its int64 path
+    compute the same integers: equal bits, and both the model's; narrow=True where the terms do not fit int32 is
+    an error naming extra_bits."""
+    from llm.emulate_triton import emulate_matmul_triton, narrow_terms
+    model = dataclasses.replace(linear_plan(load_profile(profile), dtype, 7, 70, 5).model, **change)
+    assert narrow_terms(model.extra_bits)
+    x, w = _operands(dtype, 5, 7, 70, seed=11)
+    a = _check(x, w, model)                                       # the default: narrow
+    b = emulate_matmul_triton(x, w, model, narrow=False).numpy()
+    assert (_bits(a) == _bits(b)).all()
+    wide = dataclasses.replace(model, extra_bits=6)
+    assert not narrow_terms(6)
+    with pytest.raises(UsageError, match="extra_bits=6 puts aligned terms above int32"):
+        emulate_matmul_triton(x, w, wide, narrow=True)
 
 
 @pytest.mark.parametrize("change,missing", [
@@ -182,9 +207,12 @@ def test_timing_helper_on_the_gpu():
 def test_timing_cli_in_the_interpreter(capsys):
     from llm.emulate_triton import main
     assert main(["--profile", "a100-published", "--dtype", "float16", "--shapes", "3x8x16", "--reps", "1",
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--paths", "auto,int64"]) == 0
     out = capsys.readouterr().out
-    assert "a100-published float16 M=3 N=8 K=16: emulated" in out
+    assert "a100-published float16 M=3 N=8 K=16 [auto: int32 terms]: emulated" in out
+    assert "a100-published float16 M=3 N=8 K=16 [int64: int64 terms]: emulated" in out
+    with pytest.raises(UsageError, match="--paths 'int16': give auto and / or int64"):
+        main(["--paths", "int16", "--device", "cpu"])
     with pytest.raises(UsageError, match="not MxNxK"):
         main(["--shapes", "3x8", "--device", "cpu"])
     with pytest.raises(UsageError, match="no bfloat16 model"):

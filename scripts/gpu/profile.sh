@@ -30,7 +30,10 @@ echo "GPU: $GPU -> profile $MINE (contrast: ${OTHER:-none})"
 run profile-tests timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_profile.py tests/test_profile_emulate.py \
   tests/test_emulate_triton.py 2>&1 | tail -5
 
-run emulate-triton-timing timeout 120 python3 -m llm.emulate_triton --profile "$MINE" --dtype bfloat16 \
+# the kernel's int32 per-product path (the default since 2026-12-06b) against its int64 path, in the same run, on
+# SmolLM2's shapes and on the Mistral-7B 1,455-token prefill's (the 60 s target: 112 s on the H100 with int64)
+run emulate-triton-timing timeout 240 python3 -m llm.emulate_triton --profile "$MINE" --dtype bfloat16 --paths auto,int64 \
+  --shapes 1x576x576,64x576x576,1388x1536x576,1388x49152x576,1455x4096x4096,1455x1024x4096,1455x14336x4096,1455x4096x14336 \
   2>&1 | tee "$D/emulate-triton-timing.txt"
 
 run gpucheck-$MINE timeout 200 python3 -m probes.profile.gpucheck --device cuda --profile "$MINE" --dtype bfloat16 \
