@@ -345,3 +345,15 @@ def test_every_kernel_compiles_for_sm90():
     # wgmma shape for every row
     tiled16 = [line for line in r.stdout.splitlines() if line.startswith("ok   tiled") and "float32" not in line]
     assert len(tiled16) == 24 and all("mma.sync   0" in line and "wgmma   0" not in line for line in tiled16), r.stdout
+
+
+def test_bench_scenarios_are_seeded_and_cover_the_serving_steps():
+    """probes.invariant.bench's steps: the same requests on every call (seeded), and --quick keeps decode, the
+    serve load's long prefill and a chunk next to decodes (what the tiled kernel's tiling is for)."""
+    from probes.invariant.bench import scenarios
+    quick = scenarios(quick=True)
+    assert [n for n, _ in quick] == ["decode x1", "decode x8", "prefill 128", "prefill 1024", "chunk 256 + 15 decodes"]
+    assert quick == scenarios(quick=True)
+    full = dict(scenarios())
+    assert {"decode x64", "prefill 512", "chunk 256 + 15 decodes"} <= set(full)
+    assert [r.q_len for r in full["chunk 256 + 15 decodes"]] == [256] + [1] * 15

@@ -27,16 +27,17 @@ MODELS = {"mistral": (32, 8, 128, 4096, 32768), "smollm2": (9, 3, 64, 576, 49152
 
 def scenarios(quick=False):
     """(name, [Request, ...]) of the packed steps: decode of 1 / 8 / 64 requests (keys 200..2000, seeded),
-    a prefill of 512 tokens, and a chunked prefill of 256 tokens next to 15 decodes; --quick: decode x1 / x8, a
-    prefill of 128 and the chunk next to 15 decodes (the serving step the tiled kernel's tiling is for)."""
+    a prefill of 512 tokens, and a chunked prefill of 256 tokens next to 15 decodes; --quick: decode x1 / x8,
+    prefills of 128 and 1,024 and the chunk next to 15 decodes (the serving step the tiled kernel's tiling is
+    for)."""
     rng = random.Random(0)
 
     def decodes(n, seed0):
         return [Request(1, rng.randint(200, 2000), seed0 + i) for i in range(n)]
 
     steps = [("decode x1", decodes(1, 100)), ("decode x8", decodes(8, 200))]
-    if quick:
-        steps.append(("prefill 128", [Request(128, 128, 700)]))
+    if quick:      # 128, and 1,024: the prefill-heavy serve load's prompts are 512-1,536 tokens
+        steps += [("prefill 128", [Request(128, 128, 700)]), ("prefill 1024", [Request(1024, 1024, 800)])]
     else:
         steps += [("decode x64", decodes(64, 300)), ("prefill 512", [Request(512, 512, 400)])]
     steps.append(("chunk 256 + 15 decodes", [Request(256, 1280, 500)] + decodes(15, 600)))
