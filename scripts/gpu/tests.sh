@@ -66,7 +66,7 @@ rc=$?
     && echo ' (TIMEOUT: stopped at the limit, the counts below are partial)')"
   grep -E "^(FAILED|ERROR|SKIPPED)|slowest|^[0-9.]+s (call|setup|teardown)" "$out.log"
   grep -E "[0-9]+ (passed|failed|skipped|deselected|errors?).* in [0-9.]+s" "$out.log" | tail -1
-  if [ $rc -ne 0 ] && [ -f "$out.xml" ]; then
+  if { [ $rc -eq 124 ] || [ $rc -eq 2 ]; } && grep -q KeyboardInterrupt "$out.log" && [ -f "$out.xml" ]; then
     # a cut: the file it was in (the last one the JUnit file has tests of) and the files never reached
     python3 - "$out.xml" "${files[@]}" <<'PY'
 import sys, xml.etree.ElementTree as ET
