@@ -120,6 +120,7 @@ def quantize_int4_groups(w, group_size):
     the per-group scale rule (numerics.dequant.int4_scales, 1/g of the weights) runs in NumPy: on a GPU the
     7B shape's 7e9 weights no longer pass through the host (issue 20: that took minutes a quantisation)."""
     from numerics.dequant import int4_scales
+    from probes.convert import to_torch
     if not isinstance(w, torch.Tensor):
         w = torch.from_numpy(np.asarray(w))
     if w.dim() != 2:
@@ -130,9 +131,7 @@ def quantize_int4_groups(w, group_size):
     g = w.to(torch.float64).reshape(n, k // group_size, group_size)
     lo = g.amin(dim=2).clamp(max=0.0).cpu().numpy()
     hi = g.amax(dim=2).clamp(min=0.0).cpu().numpy()
-    s16, z16 = int4_scales(lo, hi)
-    f16 = lambda a: torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.float16).to(w.device)
-    s, z = f16(s16), f16(z16)
+    s, z = (to_torch(a, w.device) for a in int4_scales(lo, hi))
     q = torch.clamp(g / s.to(torch.float64)[..., None] + z.to(torch.float64)[..., None], 0, 15)
     q = torch.round(q).to(torch.uint8).reshape(n, k)          # half to even, as numerics' quantize_int
     return q[:, 0::2] | (q[:, 1::2] << 4), s, z
@@ -144,6 +143,7 @@ def quantize_weights_int4_(model, spec: str) -> None:
     formula of `spec` by the dequant probe's KERNEL (`int4_kernel`: numerics.dequant.dequant_int4 on a CPU by
     default, the CUDA extension on a GPU; triton, torch or cuda_ext when named) into the weights' dtype, in place."""
     from numerics.dequant import dequant_int4
+    from probes.convert import to_torch
     formula, compute, group = parse_int4_spec(spec)
     kernel = int4_kernel(spec, str(next(model.parameters()).device))
     names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -160,10 +160,8 @@ def quantize_weights_int4_(model, spec: str) -> None:
             q = quantize_int4_groups(w[r0:r0 + 1024], group)
             if kernel == "numerics":
                 packed, s, z = (t.cpu().numpy() for t in q)
-                d = np.ascontiguousarray(dequant_int4(packed, s, z, group_size=group, formula=formula,
-                                                      compute=compute, out=out))
-                dt = torch.from_numpy(d) if out == "float32" else torch.from_numpy(d.view(np.int16)).view(w.dtype)
-                w[r0:r0 + 1024] = dt.to(w.device)
+                w[r0:r0 + 1024] = to_torch(dequant_int4(packed, s, z, group_size=group, formula=formula,
+                                                        compute=compute, out=out), w.device)
                 continue
             # the dequant probe's kernel on the weights' device (issue 20); the same formula bit for bit. fused /
             # tiles: the int4 matmul reads the packed weights kept here, the weight holds the same tiles (Triton's)

@@ -59,7 +59,8 @@ import torch
 
 from probes.errors import UsageError
 
-__all__ = ["MECHANISMS", "MACHINE_ROW", "rows_for", "run_table", "trace_row", "format_table", "plot_bars", "plot_layer_heatmap", "main"]
+__all__ = ["MECHANISMS", "MACHINE_ROW", "rows_for", "run_table", "trace_row", "format_table", "plot_bars",
+           "plot_layer_heatmap", "main"]
 
 
 def _int4_group(model_name):

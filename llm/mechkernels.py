@@ -439,15 +439,18 @@ class Fp8Linear:
     def __init__(self, option: str, fast: bool):
         self.option, self.fast = option, fast
         self._w = {}
+        self._devices_ok = set()        # devices whose compute capability was checked (once, not every call)
 
     def __call__(self, module, x):
         from probes.errors import NoGPUError
         if not x.is_cuda:
             raise NoGPUError(f"linear={self.option} runs an FP8 GEMM (cuBLASLt): it needs CUDA tensors, not {x.device}")
-        cap = torch.cuda.get_device_capability(x.device)
-        if cap < (8, 9):
-            raise UsageError(f"linear={self.option}: FP8 GEMMs need compute capability 8.9 or newer, this GPU is "
-                             f"sm_{cap[0]}{cap[1]}")
+        if x.device not in self._devices_ok:
+            cap = torch.cuda.get_device_capability(x.device)
+            if cap < (8, 9):
+                raise UsageError(f"linear={self.option}: FP8 GEMMs need compute capability 8.9 or newer, this GPU is "
+                                 f"sm_{cap[0]}{cap[1]}")
+            self._devices_ok.add(x.device)
         w = module.weight
         k, n = x.shape[-1], w.shape[0]
         if k % 16 or n % 16:

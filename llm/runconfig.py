@@ -230,10 +230,10 @@ class RunConfig:
         from llm import mechkernels as mk
         if op_class == "linear" and self.linear.startswith("cublaslt:"):
             return _cublaslt_op(self.linear, self.tf32 == "on")
-        if op_class == "linear" and self.weights.startswith("int4:") and \
-                self.weights.split(":")[-1] in ("fused", "tiles"):
-            from llm.kernels import int4_matmul_linear
-            return int4_matmul_linear
+        if op_class == "linear" and self.weights.startswith("int4:"):
+            from llm.kernels import INT4_MATMUL_KERNELS, int4_matmul_linear
+            if self.weights.split(":")[-1] in INT4_MATMUL_KERNELS:
+                return int4_matmul_linear
         if op_class == "linear" and self.linear.startswith("fp8mm:"):
             return _fp8mm_op(self.linear)
         if op_class == "linear" and self.linear.startswith("emulate:"):

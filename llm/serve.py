@@ -425,13 +425,20 @@ def bench(lm, traffic, modes, repeats, cb_config=None, profile=False) -> dict:
     for det in MODES[1:]:
         if "default" not in out or det not in out:
             continue
-        sfx = det[len("deterministic"):].replace("-", "_")
-        out[f"ratio_deterministic{sfx}_vs_default"] = out[det]["tokens_per_s"] / out["default"]["tokens_per_s"]
+        ratio_key, cost_key = _vs_default_keys(det)
+        out[ratio_key] = out[det]["tokens_per_s"] / out["default"]["tokens_per_s"]
         if profile:
             d, t = out["default"]["kernels"]["by_class"], out[det]["kernels"]["by_class"]
-            out[f"cost{sfx}_by_class_s"] = {c: t.get(c, {}).get("seconds", 0.0) - d.get(c, {}).get("seconds", 0.0)
-                                            for c in sorted(set(d) | set(t))}
+            out[cost_key] = {c: t.get(c, {}).get("seconds", 0.0) - d.get(c, {}).get("seconds", 0.0)
+                             for c in sorted(set(d) | set(t))}
     return out
+
+
+def _vs_default_keys(mode):
+    """The bench's keys for a deterministic mode against default: its throughput ratio and its GPU seconds per
+    class (e.g. deterministic-tiled -> ratio_deterministic_tiled_vs_default, cost_tiled_by_class_s)."""
+    sfx = mode[len("deterministic"):].replace("-", "_")
+    return f"ratio_deterministic{sfx}_vs_default", f"cost{sfx}_by_class_s"
 
 
 def format_bench(b: dict, modes) -> str:
@@ -444,12 +451,12 @@ def format_bench(b: dict, modes) -> str:
             lines.append(f"  GPU busy {k['busy_s']:.2f} s = {k['busy_share']:.0%} of the timed wall; by class: "
                          + ", ".join(f"{c} {v['seconds']:.3f} s" for c, v in k["by_class"].items()))
     for det in MODES[1:]:
-        sfx = det[len("deterministic"):].replace("-", "_")
-        if f"ratio_deterministic{sfx}_vs_default" in b:
-            lines.append(f"{det} / default throughput: {b[f'ratio_deterministic{sfx}_vs_default']:.3f}")
-        if f"cost{sfx}_by_class_s" in b:
+        ratio_key, cost_key = _vs_default_keys(det)
+        if ratio_key in b:
+            lines.append(f"{det} / default throughput: {b[ratio_key]:.3f}")
+        if cost_key in b:
             lines.append(f"{det} - default GPU seconds per class: "
-                         + ", ".join(f"{c} {v:+.3f}" for c, v in b[f"cost{sfx}_by_class_s"].items()))
+                         + ", ".join(f"{c} {v:+.3f}" for c, v in b[cost_key].items()))
     return "\n".join(lines)
 
 
